@@ -1,0 +1,132 @@
+//! Password hashing with argon2id, always on the blocking pool and bounded by
+//! a semaphore so a burst of sign-ins cannot starve proxied traffic.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordConfig;
+
+/// Why a hash could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The argon2 parameters or input were rejected.
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The blocking task died.
+    #[error("password task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Hashes and verifies passwords; cheap to clone.
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// A real hash of a random password: unknown-email sign-ins verify
+    /// against it so they cost the same as real ones.
+    decoy_hash: Arc<str>,
+}
+
+impl Passwords {
+    pub fn new(cfg: &PasswordConfig) -> Result<Passwords, PasswordError> {
+        let params = Params::new(
+            cfg.argon2_memory_kib,
+            cfg.argon2_iterations,
+            cfg.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| PasswordError::Argon2(e.to_string()))?;
+        let concurrency = match cfg.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let mut decoy = [0u8; 24];
+        crate::auth::random_bytes(&mut decoy);
+        let decoy_hash = hash_blocking(&params, &crate::auth::base64url(&decoy))?;
+        Ok(Passwords {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            decoy_hash: decoy_hash.into(),
+        })
+    }
+
+    /// Returns the PHC string (argon2id, random salt) for `password`.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || hash_blocking(&params, &password)).await?
+    }
+
+    /// Checks `password` against `stored`, or against the decoy when there is
+    /// no account, so both paths do the same work. A malformed stored hash
+    /// never matches.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let has_account = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.decoy_hash.to_string());
+        let ok = tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await?;
+        Ok(ok && has_account)
+    }
+}
+
+fn hash_blocking(params: &Params, password: &str) -> Result<String, PasswordError> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordError::Argon2(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Passwords {
+        Passwords::new(&PasswordConfig {
+            min_length: 8,
+            max_length: 128,
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            argon2_parallelism: 1,
+            max_concurrent_hashes: 1,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_only_their_password() {
+        let p = cheap();
+        let h = p.hash("correct horse".into()).await.unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(
+            p.verify("correct horse".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!p.verify("wrong horse".into(), Some(h)).await.unwrap());
+        assert!(!p.verify("anything".into(), None).await.unwrap());
+        assert!(
+            !p.verify("x".into(), Some("not a hash".into()))
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Session tokens and cookies: creation, lookup with idle/absolute expiry,
+//! and the in-memory cache that keeps proxied requests off the database.
+//!
+//! Tokens are 32 bytes from the OS CSPRNG, sent base64url in the cookie and
+//! stored only as their SHA-256. Sliding expiry is tracked in memory and
+//! written back at most once per `touch_interval`, so a proxied request costs
+//! no database write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cookie::{Cookie, SameSite};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::config::SessionConfig;
+use crate::store::{Session, SessionExpiry, Store, StoreError, TokenHash, UnixMillis, now_millis};
+
+/// Length of a base64url-encoded 32-byte token.
+const TOKEN_LEN: usize = 43;
+/// Cached sessions kept at most; beyond that lookups read the store.
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Who a valid session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: u64,
+    pub email: String,
+    pub token: TokenHash,
+}
+
+/// A token handed to the client once; only its hash is kept.
+pub struct NewToken {
+    pub token: String,
+    pub hash: TokenHash,
+}
+
+struct Cached {
+    session: Session,
+    /// Last use seen by this process.
+    last_seen: UnixMillis,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    cookie_name: String,
+    secure: bool,
+    same_site: SameSite,
+    domain: Option<String>,
+    max_age_secs: i64,
+    expiry: SessionExpiry,
+    touch_interval_ms: u64,
+    cache: Mutex<HashMap<TokenHash, Cached>>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, cfg: &SessionConfig, tls: bool) -> Sessions {
+        // `__Host-` binds the cookie to this exact origin so sibling
+        // subdomains cannot plant or overwrite it; browsers allow it only
+        // with Secure, Path=/ and no Domain.
+        let cookie_name = if tls && cfg.domain.is_none() {
+            format!("__Host-{}", cfg.cookie_name)
+        } else {
+            cfg.cookie_name.clone()
+        };
+        let idle_ms = cfg.idle_timeout.as_millis() as u64;
+        Sessions {
+            store,
+            cookie_name,
+            secure: tls,
+            same_site: cfg.same_site,
+            domain: cfg.domain.clone(),
+            max_age_secs: cfg.absolute_timeout.as_secs() as i64,
+            expiry: SessionExpiry {
+                idle_ms,
+                absolute_ms: cfg.absolute_timeout.as_millis() as u64,
+            },
+            touch_interval_ms: (idle_ms / 10).clamp(1, 60_000),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    pub fn expiry(&self) -> SessionExpiry {
+        self.expiry
+    }
+
+    /// A fresh random token.
+    pub fn new_token() -> NewToken {
+        let mut raw = [0u8; 32];
+        crate::auth::random_bytes(&mut raw);
+        let token = crate::auth::base64url(&raw);
+        let hash = hash_token(&token);
+        NewToken { token, hash }
+    }
+
+    /// Finds the session named by the request's cookie, if it is valid now.
+    /// Expired sessions are removed.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, StoreError> {
+        match self.token_hash_from(headers) {
+            Some(hash) => self.authenticate_hash(&hash),
+            None => Ok(None),
+        }
+    }
+
+    /// The token hash carried by the request's session cookie, if well formed.
+    pub fn token_hash_from(&self, headers: &HeaderMap) -> Option<TokenHash> {
+        let token = find_cookie(headers, &self.cookie_name)?;
+        let well_formed = token.len() == TOKEN_LEN
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        well_formed.then(|| hash_token(token))
+    }
+
+    /// Finds the live session with this token hash. Expired sessions are removed.
+    pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Identity>, StoreError> {
+        let now = now_millis();
+        let cached = {
+            let mut cache = self.cache.lock().expect("session cache poisoned");
+            match cache.get_mut(hash) {
+                Some(c) if !self.expiry.is_expired(&c.session, c.last_seen, now) => {
+                    c.last_seen = c.last_seen.max(now);
+                    let due = c.last_seen >= c.session.last_seen + self.touch_interval_ms;
+                    if due {
+                        c.session.last_seen = c.last_seen;
+                    }
+                    Some((identity(&c.session, hash), due))
+                }
+                Some(_) => {
+                    cache.remove(hash);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some((identity, due)) = cached {
+            if due {
+                self.touch_in_background(*hash, now);
+            }
+            return Ok(Some(identity));
+        }
+
+        let Some(session) = self.store.session(hash)? else {
+            return Ok(None);
+        };
+        if self.expiry.is_expired(&session, session.last_seen, now) {
+            self.delete_in_background(*hash);
+            return Ok(None);
+        }
+        let found = identity(&session, hash);
+        let due = now >= session.last_seen + self.touch_interval_ms;
+        let mut session = session;
+        if due {
+            session.last_seen = now;
+        }
+        {
+            let mut cache = self.cache.lock().expect("session cache poisoned");
+            if cache.len() >= CACHE_CAPACITY {
+                cache.retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
+            }
+            if cache.len() < CACHE_CAPACITY {
+                cache.insert(
+                    *hash,
+                    Cached {
+                        last_seen: now,
+                        session,
+                    },
+                );
+            }
+        }
+        if due {
+            self.touch_in_background(*hash, now);
+        }
+        Ok(Some(found))
+    }
+
+    /// Stores a new session and returns its token.
+    pub async fn create(&self, user_id: u64, email: &str) -> Result<NewToken, StoreError> {
+        let token = Sessions::new_token();
+        let now = now_millis();
+        let session = Session {
+            user_id,
+            email: email.to_string(),
+            created_at: now,
+            last_seen: now,
+        };
+        let store = self.store.clone();
+        let hash = token.hash;
+        run_blocking(move || store.insert_session(&hash, &session)).await?;
+        Ok(token)
+    }
+
+    /// Deletes one session; `false` if there was none.
+    pub async fn revoke(&self, hash: TokenHash) -> Result<bool, StoreError> {
+        self.forget(&hash);
+        let store = self.store.clone();
+        run_blocking(move || store.delete_session(&hash)).await
+    }
+
+    /// Drops a session from the cache (after it was deleted or replaced).
+    pub fn forget(&self, hash: &TokenHash) {
+        self.cache
+            .lock()
+            .expect("session cache poisoned")
+            .remove(hash);
+    }
+
+    /// Drops expired entries from the cache; the store is swept separately.
+    pub fn prune_cache(&self) {
+        let now = now_millis();
+        self.cache
+            .lock()
+            .expect("session cache poisoned")
+            .retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
+    }
+
+    /// `Set-Cookie` value that hands `token` to the client.
+    pub fn set_cookie(&self, token: &str) -> String {
+        self.cookie(token.to_string(), self.max_age_secs)
+    }
+
+    /// `Set-Cookie` value that makes the client forget its session cookie.
+    pub fn clear_cookie(&self) -> String {
+        self.cookie(String::new(), 0)
+    }
+
+    fn cookie(&self, value: String, max_age_secs: i64) -> String {
+        let mut c = Cookie::build((self.cookie_name.clone(), value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age_secs))
+            .build();
+        if let Some(d) = &self.domain {
+            c.set_domain(d.clone());
+        }
+        c.to_string()
+    }
+
+    /// Removes this session cookie from `Cookie` headers, keeping the others,
+    /// and joins what is left into one header (HTTP/2 may send several).
+    pub fn strip_cookie(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(http::header::COOKIE) {
+            return;
+        }
+        let mut kept: Vec<&str> = Vec::new();
+        let values: Vec<http::HeaderValue> = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        for v in &values {
+            let Ok(text) = v.to_str() else { continue };
+            for pair in text.split(';') {
+                let pair = pair.trim();
+                if pair.is_empty() {
+                    continue;
+                }
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+                if name != self.cookie_name {
+                    kept.push(pair);
+                }
+            }
+        }
+        let joined = kept.join("; ");
+        headers.remove(http::header::COOKIE);
+        if !joined.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&joined)
+        {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
+
+    fn touch_in_background(&self, hash: TokenHash, now: UnixMillis) {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch_session(&hash, now) {
+                tracing::warn!(error = %e, "could not record session use");
+            }
+        });
+    }
+
+    fn delete_in_background(&self, hash: TokenHash) {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.delete_session(&hash) {
+                tracing::warn!(error = %e, "could not delete expired session");
+            }
+        });
+    }
+}
+
+fn identity(session: &Session, hash: &TokenHash) -> Identity {
+    Identity {
+        user_id: session.user_id,
+        email: session.email.clone(),
+        token: *hash,
+    }
+}
+
+/// SHA-256 of a token: enough for 256-bit random secrets (no stretching needed).
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The first value of cookie `name` across all `Cookie` headers.
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+/// Runs a store call on the blocking pool.
+pub async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(http::header::COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_cookie_among_others_and_across_headers() {
+        let h = headers(&["a=1; sid=abc", "b=2"]);
+        assert_eq!(find_cookie(&h, "sid"), Some("abc"));
+        assert_eq!(find_cookie(&h, "b"), Some("2"));
+        assert_eq!(find_cookie(&h, "si"), None);
+        assert_eq!(find_cookie(&headers(&["sid"]), "sid"), None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_well_formed() {
+        let a = Sessions::new_token();
+        let b = Sessions::new_token();
+        assert_eq!(a.token.len(), TOKEN_LEN);
+        assert_ne!(a.token, b.token);
+        assert_eq!(hash_token(&a.token), a.hash);
+    }
+}

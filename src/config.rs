@@ -1,0 +1,793 @@
+//! Configuration: the TOML file's raw shape (serde, unknown keys refused) and
+//! the checked [`Config`] the rest of the program uses.
+//!
+//! Reading the file is separate from parsing it so tests can parse strings
+//! inline. Every failure names the key the operator has to change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config {origin}, line {line}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    /// A key has a value of the right type that is still unusable.
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw shape of the file.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    mail: RawMail,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    otp: RawOtp,
+    #[serde(default)]
+    password: RawPassword,
+    #[serde(default)]
+    route: Option<Vec<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    workers: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+    sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    transport: Option<String>,
+    from: Option<String>,
+    product_name: Option<String>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    cookie_name: Option<String>,
+    idle_timeout: Option<String>,
+    absolute_timeout: Option<String>,
+    same_site: Option<String>,
+    domain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOtp {
+    ttl: Option<String>,
+    max_sends_per_day: Option<u32>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    argon2_parallelism: Option<u32>,
+    max_concurrent_hashes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    auth: String,
+}
+
+// ---------------------------------------------------------------------------
+// Checked configuration.
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub mail: MailConfig,
+    pub session: SessionConfig,
+    pub otp: OtpConfig,
+    pub password: PasswordConfig,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    pub max_connections: usize,
+    /// Time a client has to deliver a request's headers (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted by Gatehouse's own endpoints.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsConfig {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `scheme://host:port`, without a path.
+    pub url: http::Uri,
+    /// How long to wait for the upstream's response headers before a 504.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub sweep_interval: Duration,
+}
+
+impl StoreConfig {
+    /// The directory that holds the store; generated files (the self-signed
+    /// certificate) live next to it.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub from: String,
+    pub product_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// Development only: the message, code included, goes to the log.
+    Log,
+    Smtp(SmtpConfig),
+}
+
+#[derive(Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    None,
+    StartTls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub same_site: cookie::SameSite,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtpConfig {
+    pub ttl: Duration,
+    pub max_sends_per_day: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// No valid session: 401 and nothing reaches the upstream.
+    Required,
+    /// Forwarded either way, with identity headers when a session is valid.
+    Optional,
+    /// Forwarded without looking at the session at all.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-cased, starts with `/`.
+    pub prefix: String,
+    pub auth: RouteAuth,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start.min(text.len()));
+            let line = text[..offset].matches('\n').count() + 1;
+            let mut message = e.message().trim().replace('\n', " ");
+            if let Some(key) = key_at(text, line).filter(|k| !message.contains(k.as_str())) {
+                message = format!("`{key}`: {message}");
+            }
+            ConfigError::Syntax {
+                origin: origin.to_string(),
+                line,
+                message,
+            }
+        })?;
+        Config::try_from(raw)
+    }
+}
+
+/// The dotted key assigned on `line` (1-based), qualified by its `[section]`.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let server = check_server(raw.server)?;
+        let tls = raw.tls.map(check_tls).transpose()?;
+        let upstream = check_upstream(raw.upstream)?;
+        let store = StoreConfig {
+            path: raw
+                .store
+                .path
+                .unwrap_or_else(|| PathBuf::from("data/gatehouse.redb")),
+            sweep_interval: duration_or(
+                "store.sweep_interval",
+                raw.store.sweep_interval,
+                Duration::from_secs(60),
+            )?,
+        };
+        if store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        let mail = check_mail(raw.mail)?;
+        let session = check_session(raw.session)?;
+        let otp = OtpConfig {
+            ttl: duration_or("otp.ttl", raw.otp.ttl, Duration::from_secs(300))?,
+            max_sends_per_day: positive("otp.max_sends_per_day", raw.otp.max_sends_per_day, 5)?,
+            max_attempts: positive("otp.max_attempts", raw.otp.max_attempts, 5)?,
+        };
+        let password = check_password(raw.password)?;
+        let routes = check_routes(raw.route)?;
+        Ok(Config {
+            server,
+            tls,
+            upstream,
+            store,
+            mail,
+            session,
+            otp,
+            password,
+            routes,
+        })
+    }
+}
+
+fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8443");
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("\"{listen}\" is not an address like \"127.0.0.1:8443\""),
+        )
+    })?;
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be at least 1"));
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(16 * 1024);
+    if !(256..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(invalid(
+            "server.max_body_bytes",
+            "must be between 256 and 16777216",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        workers: raw.workers.unwrap_or(0),
+        max_connections,
+        header_read_timeout: duration_or(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_body_bytes,
+    })
+}
+
+fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
+    match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
+        (Some(cert), Some(key), false) => Ok(TlsConfig::Files { cert, key }),
+        (None, None, true) => Ok(TlsConfig::SelfSigned),
+        (Some(_), Some(_), true) => Err(invalid(
+            "tls.self_signed",
+            "set either cert and key, or self_signed = true, not both",
+        )),
+        (Some(_), None, _) => Err(invalid("tls.key", "is required when tls.cert is set")),
+        (None, Some(_), _) => Err(invalid("tls.cert", "is required when tls.key is set")),
+        (None, None, false) => Err(invalid(
+            "tls",
+            "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
+        )),
+    }
+}
+
+fn check_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let text = raw.url.as_deref().unwrap_or("http://127.0.0.1:3000");
+    let url: http::Uri = text
+        .parse()
+        .map_err(|_| invalid("upstream.url", format!("\"{text}\" is not a URL")))?;
+    if url.scheme_str() != Some("http") {
+        return Err(invalid(
+            "upstream.url",
+            "must start with http:// (the upstream is reached over plain HTTP on the same host or network)",
+        ));
+    }
+    if url.authority().is_none() {
+        return Err(invalid(
+            "upstream.url",
+            "needs a host, as in http://127.0.0.1:3000",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(invalid(
+            "upstream.url",
+            "must not carry a path or query; requests keep their own path",
+        ));
+    }
+    Ok(UpstreamConfig {
+        url,
+        timeout: duration_or("upstream.timeout", raw.timeout, Duration::from_secs(30))?,
+        connect_timeout: duration_or(
+            "upstream.connect_timeout",
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        )?,
+    })
+}
+
+fn check_mail(raw: RawMail) -> Result<MailConfig, ConfigError> {
+    let from = raw
+        .from
+        .unwrap_or_else(|| "Flowtask <no-reply@example.com>".to_string());
+    if !from.contains('@') {
+        return Err(invalid(
+            "mail.from",
+            "must be an address, as in \"Flowtask <no-reply@example.com>\"",
+        ));
+    }
+    let transport = match raw.transport.as_deref().unwrap_or("log") {
+        "log" => MailTransport::Log,
+        "smtp" => {
+            let smtp = raw.smtp.ok_or_else(|| {
+                invalid("mail.smtp", "is required when mail.transport = \"smtp\"")
+            })?;
+            MailTransport::Smtp(check_smtp(smtp)?)
+        }
+        other => {
+            return Err(invalid(
+                "mail.transport",
+                format!("\"{other}\" is not one of \"smtp\", \"log\""),
+            ));
+        }
+    };
+    Ok(MailConfig {
+        transport,
+        from,
+        product_name: raw.product_name.unwrap_or_else(|| "Flowtask".to_string()),
+    })
+}
+
+fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
+    let host = raw
+        .host
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| invalid("mail.smtp.host", "is required"))?;
+    let security = match raw.security.as_deref().unwrap_or("starttls") {
+        "none" => SmtpSecurity::None,
+        "starttls" => SmtpSecurity::StartTls,
+        "tls" => SmtpSecurity::Tls,
+        other => {
+            return Err(invalid(
+                "mail.smtp.security",
+                format!("\"{other}\" is not one of \"none\", \"starttls\", \"tls\""),
+            ));
+        }
+    };
+    let default_port = match security {
+        SmtpSecurity::None => 25,
+        SmtpSecurity::StartTls => 587,
+        SmtpSecurity::Tls => 465,
+    };
+    if raw.password.is_some() && raw.username.is_none() {
+        return Err(invalid(
+            "mail.smtp.username",
+            "is required when mail.smtp.password is set",
+        ));
+    }
+    Ok(SmtpConfig {
+        host,
+        port: raw.port.unwrap_or(default_port),
+        security,
+        username: raw.username,
+        password: raw.password,
+        timeout: duration_or("mail.smtp.timeout", raw.timeout, Duration::from_secs(30))?,
+    })
+}
+
+fn check_session(raw: RawSession) -> Result<SessionConfig, ConfigError> {
+    let cookie_name = raw
+        .cookie_name
+        .unwrap_or_else(|| "gatehouse_session".to_string());
+    let valid_name = !cookie_name.is_empty()
+        && cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !valid_name {
+        return Err(invalid(
+            "session.cookie_name",
+            "use letters, digits, '_', '-' or '.' only",
+        ));
+    }
+    let idle_timeout = duration_or(
+        "session.idle_timeout",
+        raw.idle_timeout,
+        Duration::from_secs(24 * 3600),
+    )?;
+    let absolute_timeout = duration_or(
+        "session.absolute_timeout",
+        raw.absolute_timeout,
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    let same_site = match raw
+        .same_site
+        .as_deref()
+        .unwrap_or("lax")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "lax" => cookie::SameSite::Lax,
+        "strict" => cookie::SameSite::Strict,
+        "none" => cookie::SameSite::None,
+        other => {
+            return Err(invalid(
+                "session.same_site",
+                format!("\"{other}\" is not one of \"lax\", \"strict\", \"none\""),
+            ));
+        }
+    };
+    if let Some(domain) = &raw.domain
+        && (domain.is_empty() || domain.contains([' ', ';', ',', '/']))
+    {
+        return Err(invalid("session.domain", "is not a domain name"));
+    }
+    Ok(SessionConfig {
+        cookie_name,
+        idle_timeout,
+        absolute_timeout,
+        same_site,
+        domain: raw.domain,
+    })
+}
+
+fn check_password(raw: RawPassword) -> Result<PasswordConfig, ConfigError> {
+    let min_length = raw.min_length.unwrap_or(8);
+    let max_length = raw.max_length.unwrap_or(128);
+    if min_length == 0 {
+        return Err(invalid("password.min_length", "must be at least 1"));
+    }
+    if max_length < min_length || max_length > 4096 {
+        return Err(invalid(
+            "password.max_length",
+            "must be at least password.min_length and at most 4096",
+        ));
+    }
+    let cfg = PasswordConfig {
+        min_length,
+        max_length,
+        argon2_memory_kib: raw.argon2_memory_kib.unwrap_or(19 * 1024),
+        argon2_iterations: raw.argon2_iterations.unwrap_or(2),
+        argon2_parallelism: raw.argon2_parallelism.unwrap_or(1),
+        max_concurrent_hashes: raw.max_concurrent_hashes.unwrap_or(0),
+    };
+    argon2::Params::new(
+        cfg.argon2_memory_kib,
+        cfg.argon2_iterations,
+        cfg.argon2_parallelism,
+        None,
+    )
+    .map_err(|e| {
+        invalid(
+            "password.argon2_memory_kib",
+            format!("argon2 parameters: {e}"),
+        )
+    })?;
+    Ok(cfg)
+}
+
+fn check_routes(raw: Option<Vec<RawRoute>>) -> Result<Vec<Route>, ConfigError> {
+    let raw = raw.unwrap_or_else(|| {
+        vec![
+            RawRoute {
+                prefix: "/api/v2/".into(),
+                auth: "required".into(),
+            },
+            RawRoute {
+                prefix: "/".into(),
+                auth: "optional".into(),
+            },
+        ]
+    });
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for r in raw {
+        if !r.prefix.starts_with('/')
+            || r.prefix.contains(['?', '#', '%', '\\', ';'])
+            || r.prefix.split('/').any(|s| s == "." || s == "..")
+            || r.prefix.contains("//")
+        {
+            return Err(invalid(
+                "route.prefix",
+                format!("\"{}\" must be a plain path starting with '/'", r.prefix),
+            ));
+        }
+        let auth = match r.auth.as_str() {
+            "required" => RouteAuth::Required,
+            "optional" => RouteAuth::Optional,
+            "none" => RouteAuth::None,
+            other => {
+                return Err(invalid(
+                    "route.auth",
+                    format!("\"{other}\" is not one of \"required\", \"optional\", \"none\""),
+                ));
+            }
+        };
+        let prefix = r.prefix.to_ascii_lowercase();
+        if routes.iter().any(|existing| existing.prefix == prefix) {
+            return Err(invalid(
+                "route.prefix",
+                format!("\"{prefix}\" is listed twice"),
+            ));
+        }
+        routes.push(Route { prefix, auth });
+    }
+    Ok(routes)
+}
+
+fn positive(key: &'static str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn duration_or(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(&text) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(invalid(
+                key,
+                format!("\"{text}\" is not a duration like \"30s\", \"5m\", \"24h\" or \"7d\""),
+            )),
+        },
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(seconds).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(86_400));
+        assert_eq!(c.session.absolute_timeout, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.otp.ttl, Duration::from_secs(300));
+        assert_eq!(c.otp.max_sends_per_day, 5);
+        assert_eq!(c.password.min_length, 8);
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n");
+        assert!(e.contains("listn"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(err("[session]\nidle_timeout = \"soon\"").contains("session.idle_timeout"));
+        assert!(err("[server]\nlisten = \"nowhere\"").contains("server.listen"));
+        assert!(err("[mail]\ntransport = \"pigeon\"").contains("mail.transport"));
+        assert!(err("[mail]\ntransport = \"smtp\"").contains("mail.smtp"));
+        assert!(err("[upstream]\nurl = \"https://x\"").contains("upstream.url"));
+        assert!(err("[tls]\ncert = \"a.pem\"").contains("tls.key"));
+        assert!(err("[[route]]\nprefix = \"/a\"\nauth = \"maybe\"").contains("route.auth"));
+        assert!(err("[[route]]\nprefix = \"/a/../b\"\nauth = \"none\"").contains("route.prefix"));
+        assert!(err("[otp]\nmax_attempts = 0").contains("otp.max_attempts"));
+        let e = err("[otp]\nmax_attempts = \"five\"");
+        assert!(
+            e.contains("line 2") && e.contains("otp.max_attempts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn smtp_password_is_not_in_debug_output() {
+        let c = Config::parse(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\npassword = \"hunter2\"",
+            "t",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

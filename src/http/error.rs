@@ -1,0 +1,127 @@
+//! The one place where failures become HTTP responses, by who is at fault:
+//! the client (4xx), the upstream (502/504) or Gatehouse itself (500/503).
+
+use http::{HeaderValue, StatusCode, header};
+
+use super::path::PathError;
+use super::response::{Body, json_message};
+use crate::auth::AuthError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An auth flow refused or failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The request path is refused before routing.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The request body is not valid input for the endpoint.
+    #[error("{0}")]
+    BadBody(String),
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("Request body is too large")]
+    BodyTooLarge,
+    /// The body could not be read from the connection.
+    #[error("Request body could not be read")]
+    BodyRead,
+    /// The endpoint takes JSON and got something else.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// Known endpoint, wrong method.
+    #[error("Method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    /// No route covers the path.
+    #[error("Not found")]
+    NoRoute,
+    /// A `required` route without a valid session.
+    #[error("Authentication required")]
+    Unauthenticated,
+    /// The upstream could not be reached or broke the exchange.
+    #[error("Upstream unavailable")]
+    UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
+    /// The upstream did not answer in time.
+    #[error("Upstream timed out")]
+    UpstreamTimeout,
+    /// The store failed while authenticating.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ApiError {
+    /// Status and client-facing message; internal details stay in the log.
+    fn status_and_message(&self) -> (StatusCode, String) {
+        use AuthError as A;
+        let internal = (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error".to_string(),
+        );
+        match self {
+            ApiError::Auth(e) => match e {
+                A::InvalidEmail
+                | A::MissingField(_)
+                | A::PasswordTooShort(_)
+                | A::PasswordTooLong(_)
+                | A::InvalidCode
+                | A::ExpiredCode
+                | A::AccountExists
+                | A::InvalidCredentials => (StatusCode::BAD_REQUEST, e.to_string()),
+                A::SendLimited { .. } | A::TooManyAttempts => {
+                    (StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                }
+                A::NotAuthenticated => (StatusCode::UNAUTHORIZED, e.to_string()),
+                A::Mail(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The email could not be sent right now; try again shortly".to_string(),
+                ),
+                A::Store(_) | A::Password(_) => internal,
+            },
+            ApiError::Path(e) => (StatusCode::BAD_REQUEST, capitalise(&e.to_string())),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::BodyRead => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
+            }
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
+            ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
+            ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
+            ApiError::Store(_) => internal,
+        }
+    }
+
+    /// The JSON error response (`{"message": …, "msg": …}`).
+    pub fn into_response(self) -> http::Response<Body> {
+        let (status, message) = self.status_and_message();
+        // Upstream failures are logged where they happen; these are ours.
+        if matches!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            tracing::error!(error = %self, status = status.as_u16(), "request failed");
+        }
+        let mut resp = json_message(status, &message);
+        let headers = resp.headers_mut();
+        match &self {
+            ApiError::Auth(AuthError::SendLimited { retry_after }) => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,206 @@
+//! The Flowtask auth endpoints Gatehouse answers itself: JSON in, JSON out,
+//! session cookies set and cleared. Outcomes are decided in [`crate::auth`].
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+
+use super::App;
+use super::error::ApiError;
+use super::response::{Body, json, json_ok};
+
+pub async fn send_otp(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body = read_json(app, req).await?;
+    let email = required_str(&body, "email")?;
+    app.auth.send_otp(email).await?;
+    Ok(json_ok("OTP sent successfully"))
+}
+
+pub async fn verify(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body = read_json(app, req).await?;
+    let email = required_str(&body, "email")?;
+    let code = required_code(&body)?;
+    let password = required_str(&body, "password")?;
+    let token = app.auth.verify(email, &code, password).await?;
+    let mut resp = json_ok("Account created successfully");
+    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
+    Ok(resp)
+}
+
+pub async fn sign_in(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let previous = app.auth.sessions.token_hash_from(req.headers());
+    let body = read_json(app, req).await?;
+    let email = required_str(&body, "email")?;
+    let password = required_str(&body, "password")?;
+    let token = app.auth.sign_in(email, password, previous).await?;
+    let mut resp = json_ok("Signed in successfully");
+    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
+    Ok(resp)
+}
+
+pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body = match app.auth.sessions.authenticate(req.headers())? {
+        Some(who) => serde_json::json!({ "isAuthenticated": true, "email": who.email }),
+        None => serde_json::json!({ "isAuthenticated": false }),
+    };
+    Ok(json(http::StatusCode::OK, &body))
+}
+
+pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let token = app.auth.sessions.token_hash_from(req.headers());
+    let clear = app.auth.sessions.clear_cookie();
+    let mut resp = match app.auth.logout(token).await {
+        Ok(()) => json_ok("Logged out successfully"),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    // The cookie is cleared whether or not a session was found.
+    set_cookie(&mut resp, &clear);
+    Ok(resp)
+}
+
+fn set_cookie(resp: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Reads a bounded JSON object body.
+async fn read_json(app: &App, req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared_too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > app.max_body_bytes as u64);
+    if declared_too_large {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let bytes: Bytes = Limited::new(req.into_body(), app.max_body_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::BodyRead
+            }
+        })?
+        .to_bytes();
+    parse_object(&bytes)
+}
+
+/// Parses a request body that must be one JSON object.
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadBody(
+            "Request body must be a JSON object".into(),
+        ));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::BadBody("Request body must be UTF-8 JSON".into()));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadBody(
+            "Request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadBody(format!(
+            "Malformed JSON at line {} column {}",
+            e.line(),
+            e.column()
+        ))),
+    }
+}
+
+/// A required, non-empty string field without NUL bytes.
+pub fn required_str<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(crate::auth::AuthError::MissingField(field).into()),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(crate::auth::AuthError::MissingField(field).into())
+        }
+        Some(Value::String(s)) if s.contains('\0') => Err(ApiError::BadBody(format!(
+            "Field `{field}` contains a NUL character"
+        ))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::BadBody(format!(
+            "Field `{field}` must be a string"
+        ))),
+    }
+}
+
+/// The code may arrive as a string or, from lenient clients, as a number;
+/// a number keeps its leading zeros only as a string, so it is padded.
+fn required_code(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("code") {
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v < 1_000_000 => Ok(format!("{v:06}")),
+            _ => Err(crate::auth::AuthError::InvalidCode.into()),
+        },
+        _ => required_str(body, "code").map(str::to_string),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(bytes: &[u8]) -> String {
+        parse_object(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn body_parsing_errors_are_clear() {
+        assert_eq!(err(b""), "Request body must be a JSON object");
+        assert_eq!(err(b"[1]"), "Request body must be a JSON object");
+        assert_eq!(err(b"\xff\xfe"), "Request body must be UTF-8 JSON");
+        assert!(err(b"{\"email\":").starts_with("Malformed JSON"));
+        let deep = "[".repeat(10_000);
+        assert!(err(deep.as_bytes()).starts_with("Malformed JSON"));
+        assert!(parse_object(b"{\"n\": 1e999999}").is_err());
+    }
+
+    #[test]
+    fn field_extraction() {
+        let body = parse_object(br#"{"email":"a@b.co","n":5,"z":"a\u0000b","e":""}"#).unwrap();
+        assert_eq!(required_str(&body, "email").unwrap(), "a@b.co");
+        assert_eq!(
+            required_str(&body, "n").unwrap_err().to_string(),
+            "Field `n` must be a string"
+        );
+        assert!(
+            required_str(&body, "z")
+                .unwrap_err()
+                .to_string()
+                .contains("NUL")
+        );
+        assert!(
+            required_str(&body, "e")
+                .unwrap_err()
+                .to_string()
+                .contains("Missing")
+        );
+        assert!(
+            required_str(&body, "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("Missing")
+        );
+        let code = parse_object(br#"{"code": 42}"#).unwrap();
+        assert_eq!(required_code(&code).unwrap(), "000042");
+    }
+}

@@ -1,0 +1,234 @@
+//! Forwarding to the upstream: a pooled keep-alive HTTP/1.1 client, header
+//! hygiene (hop-by-hop, spoofable identity and URL-override headers, our own
+//! session cookie), `X-Forwarded-*` and identity headers, and bodies streamed
+//! both ways without buffering.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::auth::sessions::{Identity, Sessions};
+use crate::config::UpstreamConfig;
+use crate::http::Peer;
+use crate::http::error::ApiError;
+use crate::http::response::Body;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Client-supplied headers that claim identity, origin or a different URL;
+/// upstreams must only ever see Gatehouse's values.
+const SPOOFABLE: [&str; 10] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-request-id",
+];
+
+/// Prefix of the identity headers Gatehouse sets; any client copy is removed.
+const IDENTITY_PREFIX: &str = "x-auth-";
+
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    scheme_authority: (http::uri::Scheme, http::uri::Authority),
+    host: HeaderValue,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let parts = cfg.url.clone().into_parts();
+        let authority = parts.authority.expect("checked in config");
+        Upstream {
+            client,
+            host: HeaderValue::from_str(authority.as_str()).expect("authority is a valid header"),
+            scheme_authority: (parts.scheme.expect("checked in config"), authority),
+            timeout: cfg.timeout,
+        }
+    }
+
+    /// Sends `req` upstream and streams the answer back.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        identity: Option<&Identity>,
+        peer: Peer,
+        sessions: &Sessions,
+    ) -> Result<Response<Body>, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let request_id = new_request_id();
+
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        strip_spoofable(headers);
+        sessions.strip_cookie(headers);
+        headers.insert(header::HOST, self.host.clone());
+        if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
+            headers.insert(HeaderName::from_static("x-real-ip"), ip);
+        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+        );
+        if let Some(host) = original_host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+        if let Some(who) = identity {
+            headers.insert(
+                HeaderName::from_static("x-auth-user-id"),
+                HeaderValue::from(who.user_id),
+            );
+            if let Ok(email) = HeaderValue::from_str(&who.email) {
+                headers.insert(HeaderName::from_static("x-auth-email"), email);
+            }
+        }
+
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme_authority.0.clone());
+        uri.authority = Some(self.scheme_authority.1.clone());
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri = Uri::from_parts(uri).map_err(|_| ApiError::NoRoute)?;
+        // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
+        parts.version = Version::HTTP_11;
+
+        let upstream_req = Request::from_parts(parts, body);
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await
+        {
+            Err(_) => return Err(ApiError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+                return Err(ApiError::UpstreamUnavailable(e));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .entry(HeaderName::from_static("x-request-id"))
+            .or_insert(request_id);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as crate::http::response::BoxError)
+                .boxed_unsync(),
+        ))
+    }
+}
+
+/// Removes every header named in `Connection`, then the fixed hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes identity and URL-override headers a client might forge.
+pub fn strip_spoofable(headers: &mut HeaderMap) {
+    for name in SPOOFABLE {
+        headers.remove(name);
+    }
+    let identity: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for name in identity {
+        headers.remove(name);
+    }
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut raw = [0u8; 12];
+    crate::auth::random_bytes(&mut raw);
+    HeaderValue::from_str(&crate::auth::base64url(&raw)).expect("base64url is a valid header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn forged_identity_and_override_headers_go() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "X-Auth-User-Id",
+            "x-auth-email",
+            "X-AUTH-ROLE",
+            "x-original-url",
+            "X-Rewrite-URL",
+            "x-forwarded-for",
+            "forwarded",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        strip_spoofable(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+}

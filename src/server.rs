@@ -1,0 +1,290 @@
+//! Start-up and the public listener: open the store, build the pieces, accept
+//! connections (bounded), terminate TLS, speak HTTP/1.1 or HTTP/2, and drain
+//! gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Auth;
+use crate::auth::passwords::PasswordError;
+use crate::config::Config;
+use crate::http::{App, Peer, handle};
+use crate::mail::MailError;
+use crate::proxy::Upstream;
+use crate::store::{RedbStore, Store, StoreError};
+use crate::tls::TlsError;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers) accepted.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most headers accepted in one request.
+const MAX_HEADERS: usize = 100;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_H2_STREAMS: u32 = 100;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("store {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
+    /// TLS could not be configured.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The mail transport could not be configured.
+    #[error("mail: {0}")]
+    Mail(#[from] MailError),
+    /// The password hasher could not be configured.
+    #[error("passwords: {0}")]
+    Password(#[from] PasswordError),
+}
+
+/// Runs the server until `shutdown` resolves, then drains and returns.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // 1. Open the store (blocking file I/O, done before serving anything).
+    let store_path = config.store.path.clone();
+    let store: Arc<dyn Store> = {
+        let path = store_path.clone();
+        let opened = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
+            .and_then(|r| r);
+        Arc::new(opened.map_err(|source| ServeError::Store {
+            path: store_path.display().to_string(),
+            source,
+        })?)
+    };
+
+    // 2. Mail transport, password hasher, sessions, upstream client.
+    let mailer = Arc::from(crate::mail::from_config(&config.mail)?);
+    let auth = Auth::new(&config, store, mailer)?;
+    let app = Arc::new(App {
+        auth,
+        upstream: Upstream::new(&config.upstream),
+        routes: config.routes.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+    });
+
+    // 3. TLS, if configured.
+    let tls = match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
+            t,
+            &config.store.data_dir(),
+        )?)),
+        None => {
+            tracing::warn!(
+                "no [tls] section: serving plain HTTP; session cookies are sent without Secure"
+            );
+            None
+        }
+    };
+
+    // 4. Listen.
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
+
+    // 5. Background sweep of expired sessions and codes.
+    let sweeper = {
+        let app = app.clone();
+        let every = config.store.sweep_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.auth.sweep().await {
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+            }
+        })
+    };
+
+    // 6. Accept until told to stop.
+    let settings = Arc::new(ConnSettings {
+        tls,
+        header_read_timeout: config.server.header_read_timeout,
+    });
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(config.server.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (app, settings, watcher) = (app.clone(), settings.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            serve_connection(app, settings, watcher, stream, addr).await;
+            drop(permit);
+        });
+    }
+
+    // 7. Drain: stop accepting, let in-flight requests finish.
+    drop(listener);
+    sweeper.abort();
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down; draining connections"
+    );
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+struct ConnSettings {
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+}
+
+async fn serve_connection(
+    app: Arc<App>,
+    settings: Arc<ConnSettings>,
+    watcher: Watcher,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let deadline = settings.header_read_timeout;
+    let peer = Peer {
+        addr,
+        tls: settings.tls.is_some(),
+    };
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
+    });
+    let result = match &settings.tls {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "tls handshake timed out");
+                    return;
+                }
+            };
+            let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(TokioIo::new(tls), is_h2, service, watcher, deadline).await
+        }
+        None => match sniff_h2_preface(&stream, deadline).await {
+            Some(is_h2) => {
+                serve_http(TokioIo::new(stream), is_h2, service, watcher, deadline).await
+            }
+            None => return,
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%addr, error = %e, "connection ended with error");
+    }
+}
+
+async fn serve_http<I, S>(
+    io: I,
+    is_h2: bool,
+    service: S,
+    watcher: Watcher,
+    header_read_timeout: Duration,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::http::response::Body>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if is_h2 {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        watcher.watch(b.serve_connection(io, service)).await
+    } else {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
+        watcher.watch(b.serve_connection(io, service)).await
+    }
+}
+
+/// For plain connections: whether the client opens with the HTTP/2 preface
+/// (prior knowledge). `None` if it closes or stays silent past `deadline` —
+/// this bounds the protocol-detection read that hyper itself leaves open.
+async fn sniff_h2_preface(stream: &TcpStream, deadline: Duration) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // A partial preface: peek would return at once; wait for more.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(deadline, sniff).await.ok().flatten()
+}

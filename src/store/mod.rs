@@ -1,0 +1,186 @@
+//! Persistent state behind one small trait: users, sessions (keyed by token
+//! hash), pending sign-up codes and the send-rate window.
+//!
+//! Every method is one atomic, durable change (or one consistent read), so a
+//! second backend only has to honour the same contract. Methods block: async
+//! callers run writes on the blocking pool (see [`crate::auth`]).
+
+mod redb_store;
+
+use serde::{Deserialize, Serialize};
+
+pub use redb_store::RedbStore;
+
+/// Milliseconds since the Unix epoch; all stored times use it.
+pub type UnixMillis = u64;
+
+/// SHA-256 of a session token; the token itself is never stored.
+pub type TokenHash = [u8; 32];
+
+/// What can go wrong below the store interface.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database engine failed (I/O, corruption, lock).
+    #[error("database: {0}")]
+    Database(#[from] redb::Error),
+    /// Another process holds the database file.
+    #[error("the store {0} is already open in another process (is gatehouse already running?)")]
+    Locked(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The file was written by a newer schema than this binary knows.
+    #[error("the store has schema version {found}; this gatehouse understands up to {supported}")]
+    NewerSchema { found: u64, supported: u64 },
+    /// A blocking store task did not complete.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: u64,
+    pub email: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: u64,
+    pub email: String,
+    pub created_at: UnixMillis,
+    /// Last use as persisted; the in-memory value may be newer (see sessions).
+    pub last_seen: UnixMillis,
+}
+
+/// A sign-up code waiting to be verified; only its salted hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingOtp {
+    pub salt: [u8; 16],
+    pub code_hash: [u8; 32],
+    pub expires_at: UnixMillis,
+    pub attempts: u32,
+}
+
+/// The answer to a send-otp request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Recorded; the pending code was replaced. `account_exists` decides the mail.
+    Accepted { account_exists: bool },
+    /// Over the rolling-window limit; try again after this many milliseconds.
+    Limited { retry_after_ms: u64 },
+}
+
+/// The verdict on one submitted sign-up code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtpCheck {
+    /// No code is pending for this email (never sent, used, or superseded).
+    Missing,
+    /// The code's lifetime is over; it has been removed.
+    Expired,
+    /// Too many wrong codes were tried; the code is void.
+    Exhausted,
+    /// Wrong code; the attempt was counted.
+    Wrong,
+    /// Right code; it stays pending until [`Store::create_account`] consumes it.
+    Valid(PendingOtp),
+}
+
+/// The result of turning a verified code into an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCreation {
+    Created(User),
+    /// The code was consumed or replaced in the meantime.
+    CodeGone,
+    /// An account for this email exists already.
+    EmailTaken,
+}
+
+/// What the background sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepCounts {
+    pub sessions: usize,
+    pub otps: usize,
+}
+
+/// Limits applied to send-otp per email.
+#[derive(Debug, Clone, Copy)]
+pub struct SendLimit {
+    pub max: u32,
+    pub window_ms: u64,
+}
+
+/// Expiry rules for sessions, used by the sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionExpiry {
+    pub idle_ms: u64,
+    pub absolute_ms: u64,
+}
+
+impl SessionExpiry {
+    pub fn is_expired(&self, session: &Session, last_seen: UnixMillis, now: UnixMillis) -> bool {
+        now >= session.created_at.saturating_add(self.absolute_ms)
+            || now >= last_seen.saturating_add(self.idle_ms)
+    }
+}
+
+/// The storage contract. Emails passed in are already normalised.
+pub trait Store: Send + Sync + 'static {
+    /// Counts a send-otp request against `limit` and, if allowed, stores
+    /// `otp` as the email's only pending code (replacing an older one) —
+    /// unless the email already has an account, in which case no code is kept.
+    fn record_otp_send(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        otp: PendingOtp,
+    ) -> Result<SendOutcome, StoreError>;
+
+    /// Checks a submitted code with `matches` (a constant-time comparison),
+    /// counting wrong attempts and voiding the code after `max_attempts`.
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError>;
+
+    /// Atomically consumes the verified code `otp`, creates the account and
+    /// its first session. Of two concurrent calls with one code, one wins.
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+    ) -> Result<AccountCreation, StoreError>;
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError>;
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;
+
+    /// Records a later use of a session. Not required to be durable at once:
+    /// losing it only shortens the session.
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError>;
+
+    /// Deletes one session; `false` if it did not exist.
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Removes expired sessions and codes.
+    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError>;
+}
+
+/// The current time as stored.
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,545 @@
+//! The redb implementation of [`Store`]: one file, one write transaction per
+//! logical change, committed with two-phase commit because stored data is
+//! attacker-influenced.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
+};
+
+use super::{
+    AccountCreation, OtpCheck, PendingOtp, SendLimit, SendOutcome, Session, SessionExpiry, Store,
+    StoreError, SweepCounts, TokenHash, UnixMillis, User,
+};
+
+const SCHEMA_VERSION: u64 = 1;
+
+/// Small counters: `schema_version`, `next_user_id`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// user id → JSON [`User`].
+const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// normalised email → user id.
+const USERS_BY_EMAIL: TableDefinition<&str, u64> = TableDefinition::new("users_by_email");
+/// token hash → JSON [`Session`].
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// user id → token hashes of that user's sessions.
+const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
+    MultimapTableDefinition::new("user_sessions");
+/// email → JSON [`PendingOtp`].
+const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
+/// email → JSON list of send times inside the rolling window.
+const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(e.into())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file, creating every table and checking
+    /// the schema version.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| db_err(redb::StorageError::Io(e)))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => db_err(other),
+        })?;
+        let store = RedbStore { db };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let found = meta
+                .get("schema_version")
+                .map_err(db_err)?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(db_err)?;
+                }
+            }
+            txn.open_table(USERS).map_err(db_err)?;
+            txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            txn.open_table(SESSIONS).map_err(db_err)?;
+            txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
+            txn.open_table(OTPS).map_err(db_err)?;
+            txn.open_table(OTP_SENDS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_two_phase_commit(true);
+        Ok(txn)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+impl Store for RedbStore {
+    fn record_otp_send(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        otp: PendingOtp,
+    ) -> Result<SendOutcome, StoreError> {
+        let txn = self.write_txn()?;
+        let outcome = {
+            let mut sends_table = txn.open_table(OTP_SENDS).map_err(db_err)?;
+            let mut sends: Vec<UnixMillis> = match sends_table.get(email).map_err(db_err)? {
+                Some(v) => decode(v.value())?,
+                None => Vec::new(),
+            };
+            let window_start = now.saturating_sub(limit.window_ms);
+            sends.retain(|&t| t > window_start);
+            sends.sort_unstable();
+            if sends.len() >= limit.max as usize {
+                let oldest_relevant = sends[sends.len() - limit.max as usize];
+                let retry_after_ms = (oldest_relevant + limit.window_ms).saturating_sub(now);
+                return Ok(SendOutcome::Limited {
+                    retry_after_ms: retry_after_ms.max(1),
+                });
+            }
+            sends.push(now);
+            sends_table
+                .insert(email, encode(&sends)?.as_slice())
+                .map_err(db_err)?;
+
+            let account_exists = txn
+                .open_table(USERS_BY_EMAIL)
+                .map_err(db_err)?
+                .get(email)
+                .map_err(db_err)?
+                .is_some();
+            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            if account_exists {
+                otps.remove(email).map_err(db_err)?;
+            } else {
+                otps.insert(email, encode(&otp)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            SendOutcome::Accepted { account_exists }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError> {
+        let txn = self.write_txn()?;
+        let verdict = {
+            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            let pending: Option<PendingOtp> = match otps.get(email).map_err(db_err)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            match pending {
+                None => OtpCheck::Missing,
+                Some(p) if now >= p.expires_at => {
+                    otps.remove(email).map_err(db_err)?;
+                    OtpCheck::Expired
+                }
+                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
+                Some(p) if matches(&p) => OtpCheck::Valid(p),
+                Some(mut p) => {
+                    p.attempts += 1;
+                    otps.insert(email, encode(&p)?.as_slice()).map_err(db_err)?;
+                    OtpCheck::Wrong
+                }
+            }
+        };
+        if matches!(
+            verdict,
+            OtpCheck::Missing | OtpCheck::Exhausted | OtpCheck::Valid(_)
+        ) {
+            txn.abort().map_err(db_err)?;
+        } else {
+            txn.commit().map_err(db_err)?;
+        }
+        Ok(verdict)
+    }
+
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+    ) -> Result<AccountCreation, StoreError> {
+        let txn = self.write_txn()?;
+        let user = {
+            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            let still_pending = match otps.get(email).map_err(db_err)? {
+                Some(v) => {
+                    let p: PendingOtp = decode(v.value())?;
+                    p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at
+                }
+                None => false,
+            };
+            if !still_pending {
+                return Ok(AccountCreation::CodeGone);
+            }
+            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            if by_email.get(email).map_err(db_err)?.is_some() {
+                otps.remove(email).map_err(db_err)?;
+                drop((otps, by_email));
+                txn.commit().map_err(db_err)?;
+                return Ok(AccountCreation::EmailTaken);
+            }
+            otps.remove(email).map_err(db_err)?;
+
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let id = meta
+                .get("next_user_id")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            meta.insert("next_user_id", id + 1).map_err(db_err)?;
+
+            let user = User {
+                id,
+                email: email.to_string(),
+                password_hash: password_hash.to_string(),
+                created_at: now,
+            };
+            txn.open_table(USERS)
+                .map_err(db_err)?
+                .insert(id, encode(&user)?.as_slice())
+                .map_err(db_err)?;
+            by_email.insert(email, id).map_err(db_err)?;
+            let session = Session {
+                user_id: id,
+                email: email.to_string(),
+                created_at: now,
+                last_seen: now,
+            };
+            insert_session_in(&txn, session_token, &session)?;
+            user
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(AccountCreation::Created(user))
+    }
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+        let Some(id) = by_email.get(email).map_err(db_err)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let users = txn.open_table(USERS).map_err(db_err)?;
+        match users.get(id).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        insert_session_in(&txn, token, session)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+        match sessions.get(token.as_slice()).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        // A lost touch only shortens a session, so it rides on the next durable commit.
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+            let current: Option<Session> = match sessions.get(token.as_slice()).map_err(db_err)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(mut s) = current
+                && last_seen > s.last_seen
+            {
+                s.last_seen = last_seen;
+                sessions
+                    .insert(token.as_slice(), encode(&s)?.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let existed = delete_session_in(&txn, token)?;
+        txn.commit().map_err(db_err)?;
+        Ok(existed)
+    }
+
+    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
+        // Collect under a read transaction so writers are not held up by the scan.
+        let (dead_sessions, dead_otps) = {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let mut dead_sessions = Vec::new();
+            for entry in txn
+                .open_table(SESSIONS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = entry.map_err(db_err)?;
+                let s: Session = decode(v.value())?;
+                if expiry.is_expired(&s, s.last_seen, now) {
+                    dead_sessions.push(k.value().to_vec());
+                }
+            }
+            let mut dead_otps = Vec::new();
+            for entry in txn
+                .open_table(OTPS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = entry.map_err(db_err)?;
+                let p: PendingOtp = decode(v.value())?;
+                if now >= p.expires_at {
+                    dead_otps.push(k.value().to_string());
+                }
+            }
+            (dead_sessions, dead_otps)
+        };
+        if dead_sessions.is_empty() && dead_otps.is_empty() {
+            return Ok(SweepCounts::default());
+        }
+        let txn = self.write_txn()?;
+        let mut counts = SweepCounts::default();
+        for key in &dead_sessions {
+            let Ok(token) = <TokenHash>::try_from(key.as_slice()) else {
+                continue;
+            };
+            // Re-check inside the write: the session may have been used since.
+            let still_dead = match txn
+                .open_table(SESSIONS)
+                .map_err(db_err)?
+                .get(key.as_slice())
+                .map_err(db_err)?
+            {
+                Some(v) => {
+                    let s: Session = decode(v.value())?;
+                    expiry.is_expired(&s, s.last_seen, now)
+                }
+                None => false,
+            };
+            if still_dead && delete_session_in(&txn, &token)? {
+                counts.sessions += 1;
+            }
+        }
+        {
+            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            for email in &dead_otps {
+                let expired = match otps.get(email.as_str()).map_err(db_err)? {
+                    Some(v) => now >= decode::<PendingOtp>(v.value())?.expires_at,
+                    None => false,
+                };
+                if expired {
+                    otps.remove(email.as_str()).map_err(db_err)?;
+                    counts.otps += 1;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(counts)
+    }
+}
+
+fn insert_session_in(
+    txn: &WriteTransaction,
+    token: &TokenHash,
+    session: &Session,
+) -> Result<(), StoreError> {
+    txn.open_table(SESSIONS)
+        .map_err(db_err)?
+        .insert(token.as_slice(), encode(session)?.as_slice())
+        .map_err(db_err)?;
+    txn.open_multimap_table(USER_SESSIONS)
+        .map_err(db_err)?
+        .insert(session.user_id, token.as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn delete_session_in(txn: &WriteTransaction, token: &TokenHash) -> Result<bool, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    let removed: Option<Session> = match sessions.remove(token.as_slice()).map_err(db_err)? {
+        Some(v) => Some(decode(v.value())?),
+        None => None,
+    };
+    if let Some(s) = &removed {
+        txn.open_multimap_table(USER_SESSIONS)
+            .map_err(db_err)?
+            .remove(s.user_id, token.as_slice())
+            .map_err(db_err)?;
+    }
+    Ok(removed.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (tempfile::TempDir, RedbStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn otp(expires_at: u64) -> PendingOtp {
+        PendingOtp {
+            salt: [1; 16],
+            code_hash: [2; 32],
+            expires_at,
+            attempts: 0,
+        }
+    }
+
+    const LIMIT: SendLimit = SendLimit {
+        max: 2,
+        window_ms: 1000,
+    };
+
+    #[test]
+    fn send_window_limits_and_slides() {
+        let (_d, s) = temp_store();
+        assert_eq!(
+            s.record_otp_send("a@x.io", 100, LIMIT, otp(999)).unwrap(),
+            SendOutcome::Accepted {
+                account_exists: false
+            }
+        );
+        s.record_otp_send("a@x.io", 200, LIMIT, otp(999)).unwrap();
+        assert_eq!(
+            s.record_otp_send("a@x.io", 300, LIMIT, otp(999)).unwrap(),
+            SendOutcome::Limited {
+                retry_after_ms: 800
+            }
+        );
+        // Another email is not affected; the first frees up once 100 leaves the window.
+        assert!(matches!(
+            s.record_otp_send("b@x.io", 300, LIMIT, otp(999)).unwrap(),
+            SendOutcome::Accepted { .. }
+        ));
+        assert!(matches!(
+            s.record_otp_send("a@x.io", 1101, LIMIT, otp(999)).unwrap(),
+            SendOutcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_attempts_exhaust_the_code_and_valid_code_creates_one_account() {
+        let (_d, s) = temp_store();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        assert_eq!(
+            s.check_otp("a@x.io", 1, 2, &|_| false).unwrap(),
+            OtpCheck::Wrong
+        );
+        let OtpCheck::Valid(p) = s.check_otp("a@x.io", 1, 2, &|_| true).unwrap() else {
+            panic!("expected valid")
+        };
+        assert!(matches!(
+            s.create_account("a@x.io", &p, "hash", 2, &[7; 32]).unwrap(),
+            AccountCreation::Created(User { id: 1, .. })
+        ));
+        assert_eq!(
+            s.create_account("a@x.io", &p, "hash", 2, &[8; 32]).unwrap(),
+            AccountCreation::CodeGone
+        );
+        assert_eq!(s.session(&[7; 32]).unwrap().unwrap().user_id, 1);
+        assert!(s.session(&[8; 32]).unwrap().is_none());
+
+        s.record_otp_send("b@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        assert_eq!(
+            s.check_otp("b@x.io", 1, 2, &|_| false).unwrap(),
+            OtpCheck::Wrong
+        );
+        assert_eq!(
+            s.check_otp("b@x.io", 1, 2, &|_| false).unwrap(),
+            OtpCheck::Wrong
+        );
+        assert_eq!(
+            s.check_otp("b@x.io", 1, 2, &|_| true).unwrap(),
+            OtpCheck::Exhausted
+        );
+    }
+
+    #[test]
+    fn existing_account_gets_no_code_and_expired_codes_are_swept() {
+        let (_d, s) = temp_store();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        let OtpCheck::Valid(p) = s.check_otp("a@x.io", 1, 5, &|_| true).unwrap() else {
+            panic!()
+        };
+        s.create_account("a@x.io", &p, "h", 1, &[7; 32]).unwrap();
+        assert_eq!(
+            s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000)).unwrap(),
+            SendOutcome::Accepted {
+                account_exists: true
+            }
+        );
+        assert_eq!(
+            s.check_otp("a@x.io", 6, 5, &|_| true).unwrap(),
+            OtpCheck::Missing
+        );
+
+        s.record_otp_send("c@x.io", 0, LIMIT, otp(50)).unwrap();
+        let expiry = SessionExpiry {
+            idle_ms: 100,
+            absolute_ms: 1000,
+        };
+        let counts = s.sweep(200, expiry).unwrap();
+        assert_eq!(
+            counts,
+            SweepCounts {
+                sessions: 1,
+                otps: 1
+            }
+        );
+        assert!(s.session(&[7; 32]).unwrap().is_none());
+    }
+}
