@@ -1,0 +1,391 @@
+//! Test harness: the real `gatehouse` binary on an ephemeral port with real
+//! TLS (a test CA made with rcgen), a recording upstream HTTP server and an
+//! SMTP sink that receives the mails. Everything stops on `Drop`.
+#![allow(dead_code)]
+
+pub mod smtp;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use smtp::SmtpSink;
+#[allow(unused_imports)]
+pub use upstream::{Recorded, RecordingUpstream};
+
+/// A CA and a server certificate for localhost/127.0.0.1 signed by it.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl TestCa {
+    pub fn create(dir: &Path) -> TestCa {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Gatehouse Test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let cert_path = dir.join("server-cert.pem");
+        let key_path = dir.join("server-key.pem");
+        std::fs::write(&cert_path, leaf.pem()).unwrap();
+        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        TestCa {
+            ca_pem: ca_cert.pem(),
+            cert_path,
+            key_path,
+        }
+    }
+
+    /// A rustls client config trusting only this CA, offering h2 and http/1.1.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg
+    }
+}
+
+/// Knobs a test may change in the generated config.
+#[derive(Clone)]
+pub struct Options {
+    pub tls: bool,
+    pub extra_toml: String,
+    pub session: String,
+    pub otp: String,
+    pub routes: String,
+    pub upstream_timeout: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: true,
+            extra_toml: String::new(),
+            session: String::new(),
+            otp: String::new(),
+            routes: "[[route]]\nprefix = \"/api/v2/\"\nauth = \"required\"\n\
+                     [[route]]\nprefix = \"/api/v2/public/\"\nauth = \"none\"\n\
+                     [[route]]\nprefix = \"/\"\nauth = \"optional\"\n"
+                .into(),
+            upstream_timeout: "2s",
+        }
+    }
+}
+
+/// A running gatehouse with its own upstream, SMTP sink and store.
+pub struct Gatehouse {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub upstream: RecordingUpstream,
+    pub smtp: SmtpSink,
+    pub config_path: PathBuf,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    child: Option<Child>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+impl Gatehouse {
+    pub async fn start() -> Gatehouse {
+        Gatehouse::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Gatehouse {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::create(dir.path());
+        let upstream = RecordingUpstream::start().await;
+        let smtp = SmtpSink::start().await;
+        let tls = if opts.tls {
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                ca.cert_path.display(),
+                ca.key_path.display()
+            )
+        } else {
+            String::new()
+        };
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{extra}\n\
+             {tls}\n\
+             [upstream]\nurl = \"http://{up}\"\ntimeout = \"{ut}\"\nconnect_timeout = \"1s\"\n\
+             [store]\npath = \"{store}\"\nsweep_interval = \"1s\"\n\
+             [mail]\ntransport = \"smtp\"\nfrom = \"Flowtask <no-reply@example.com>\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\ntimeout = \"5s\"\n\
+             [session]\ncookie_name = \"sid\"\n{session}\n\
+             [otp]\n{otp}\n\
+             {routes}",
+            extra = opts.extra_toml,
+            up = upstream.addr,
+            ut = opts.upstream_timeout,
+            store = dir.path().join("data/gatehouse.redb").display(),
+            smtp = smtp.addr.port(),
+            session = opts.session,
+            otp = opts.otp,
+            routes = opts.routes,
+        );
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut g = Gatehouse {
+            dir,
+            ca,
+            upstream,
+            smtp,
+            config_path,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: opts.tls,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split("://").nth(1).unwrap_or("");
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("gatehouse did not start; log:\n{}", self.logs()));
+        self.addr = addr.parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// Stops with SIGTERM and starts again on the same store (new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Kills with SIGKILL (no shutdown) and starts again on the same store.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://localhost:{}{path}", self.addr.port())
+    }
+
+    /// The cookie name as the server sends it.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.tls { "__Host-sid" } else { "sid" }
+    }
+
+    /// An HTTP/1.1 client that trusts the test CA and keeps no cookies.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder(&[b"http/1.1"]).build().unwrap()
+    }
+
+    /// An HTTP/2 client (ALPN h2).
+    pub fn h2_client(&self) -> reqwest::Client {
+        self.client_builder(&[b"h2"])
+            .http2_prior_knowledge()
+            .build()
+            .unwrap()
+    }
+
+    fn client_builder(&self, alpn: &[&[u8]]) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(self.ca.client_config(alpn))
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json_with_cookie(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        cookie: &str,
+    ) -> reqwest::Response {
+        self.client()
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a code to `email` and returns it, read from the SMTP sink.
+    pub async fn request_code(&self, email: &str) -> String {
+        let before = self.smtp.count_to(email);
+        let resp = self
+            .post_json(
+                "/api/v1/user/signup/send-otp",
+                serde_json::json!({ "email": email }),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let mail = self.smtp.wait_for_nth(email, before + 1).await;
+        extract_code(&mail).unwrap_or_else(|| panic!("no code in mail:\n{mail}"))
+    }
+
+    /// Signs up `email` with `password`; returns `name=value` of the session cookie.
+    pub async fn sign_up(&self, email: &str, password: &str) -> String {
+        let code = self.request_code(email).await;
+        let resp = self
+            .post_json(
+                "/api/v1/user/signup/verify",
+                serde_json::json!({ "email": email, "code": code, "password": password }),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        session_cookie(&resp, self.cookie_name()).expect("verify sets the session cookie")
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> String {
+        let resp = self
+            .post_json(
+                "/api/v1/user/signin",
+                serde_json::json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        session_cookie(&resp, self.cookie_name()).expect("signin sets the session cookie")
+    }
+
+    /// `GET /api/v1/auth-check` with `cookie`; returns the JSON body.
+    pub async fn auth_check(&self, cookie: &str) -> serde_json::Value {
+        let resp = self
+            .client()
+            .get(self.url("/api/v1/auth-check"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `name=value` pair of the session cookie set by `resp`, if any.
+pub fn session_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    set_cookie_header(resp, name).map(|h| h.split(';').next().unwrap().trim().to_string())
+}
+
+/// The whole `Set-Cookie` header for cookie `name`.
+pub fn set_cookie_header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+/// The first run of exactly six digits in a mail body.
+pub fn extract_code(mail: &str) -> Option<String> {
+    let body = mail
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .map(str::to_string)
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
