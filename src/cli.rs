@@ -70,10 +70,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     };
     match runtime.block_on(crate::server::serve(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            fail(&e)
-        }
+        Err(e) => fail(&e),
     }
 }
 
