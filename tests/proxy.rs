@@ -229,7 +229,7 @@ async fn http2_clients_are_served_and_forwarded() {
     );
     let resp = client
         .get(g.url("/api/v2/items"))
-        .header("cookie", format!("a=1"))
+        .header("cookie", "a=1")
         .header("cookie", session.clone())
         .send()
         .await

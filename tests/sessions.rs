@@ -28,10 +28,7 @@ async fn sign_in_gives_a_fresh_session_each_time() {
         )
         .await;
     assert_eq!(resp.headers()["cache-control"], "no-store");
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["msg"].is_string(),
-        true
-    );
+    assert!(resp.json::<serde_json::Value>().await.unwrap()["msg"].is_string());
 }
 
 #[tokio::test]
