@@ -62,6 +62,10 @@ struct RawConfig {
     password: RawPassword,
     #[serde(default)]
     route: Option<Vec<RawRoute>>,
+    #[serde(default)]
+    cors: RawCors,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +76,7 @@ struct RawServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     max_body_bytes: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -80,6 +85,7 @@ struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     self_signed: Option<bool>,
+    hsts_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -146,6 +152,25 @@ struct RawPassword {
     max_concurrent_hashes: Option<usize>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Option<Vec<String>>,
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    send_otp_per_ip_per_hour: Option<u32>,
+    verify_per_ip_per_hour: Option<u32>,
+    signin_per_ip_per_minute: Option<u32>,
+    signin_failures_per_email: Option<u32>,
+    signin_failures_per_ip: Option<u32>,
+    max_backoff: Option<String>,
+    max_queued_hashes: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
@@ -168,6 +193,33 @@ pub struct Config {
     pub otp: OtpConfig,
     pub password: PasswordConfig,
     pub routes: Vec<Route>,
+    pub cors: CorsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Cross-origin access to the auth endpoints and proxied routes.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// Lower-cased `scheme://host[:port]` origins allowed to make
+    /// credentialed cross-origin requests.
+    pub allowed_origins: Vec<String>,
+    pub max_age: Duration,
+}
+
+/// Abuse limits; see `[limits]` in config.example.toml.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub send_otp_per_ip_per_hour: u32,
+    pub verify_per_ip_per_hour: u32,
+    pub signin_per_ip_per_minute: u32,
+    /// Failed sign-ins for one email before back-off starts.
+    pub signin_failures_per_email: u32,
+    /// Failed sign-ins from one address before back-off starts.
+    pub signin_failures_per_ip: u32,
+    /// Longest back-off after repeated failures.
+    pub max_backoff: Duration,
+    /// Password checks allowed to wait for a hashing slot; beyond that, 503.
+    pub max_queued_hashes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -180,10 +232,19 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request body accepted by Gatehouse's own endpoints.
     pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::net::Cidr>,
 }
 
 #[derive(Debug, Clone)]
-pub enum TlsConfig {
+pub struct TlsConfig {
+    pub source: CertSource,
+    /// `Strict-Transport-Security` max-age; zero disables the header.
+    pub hsts_max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertSource {
     Files { cert: PathBuf, key: PathBuf },
     SelfSigned,
 }
@@ -377,6 +438,8 @@ impl TryFrom<RawConfig> for Config {
         };
         let password = check_password(raw.password)?;
         let routes = check_routes(raw.route)?;
+        let cors = check_cors(raw.cors)?;
+        let limits = check_limits(raw.limits)?;
         Ok(Config {
             server,
             tls,
@@ -387,6 +450,8 @@ impl TryFrom<RawConfig> for Config {
             otp,
             password,
             routes,
+            cors,
+            limits,
         })
     }
 }
@@ -420,24 +485,114 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
             Duration::from_secs(10),
         )?,
         max_body_bytes,
+        trusted_proxies: raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                crate::net::Cidr::parse(c).ok_or_else(|| {
+                    invalid(
+                        "server.trusted_proxies",
+                        format!("\"{c}\" is not an address or CIDR like \"10.0.0.0/8\""),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
 fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
-    match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
-        (Some(cert), Some(key), false) => Ok(TlsConfig::Files { cert, key }),
-        (None, None, true) => Ok(TlsConfig::SelfSigned),
-        (Some(_), Some(_), true) => Err(invalid(
-            "tls.self_signed",
-            "set either cert and key, or self_signed = true, not both",
-        )),
-        (Some(_), None, _) => Err(invalid("tls.key", "is required when tls.cert is set")),
-        (None, Some(_), _) => Err(invalid("tls.cert", "is required when tls.key is set")),
-        (None, None, false) => Err(invalid(
-            "tls",
-            "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
-        )),
+    let source = match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
+        (Some(cert), Some(key), false) => CertSource::Files { cert, key },
+        (None, None, true) => CertSource::SelfSigned,
+        (Some(_), Some(_), true) => {
+            return Err(invalid(
+                "tls.self_signed",
+                "set either cert and key, or self_signed = true, not both",
+            ));
+        }
+        (Some(_), None, _) => return Err(invalid("tls.key", "is required when tls.cert is set")),
+        (None, Some(_), _) => return Err(invalid("tls.cert", "is required when tls.key is set")),
+        (None, None, false) => {
+            return Err(invalid(
+                "tls",
+                "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
+            ));
+        }
+    };
+    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
+        Some("0" | "0s") => Duration::ZERO,
+        _ => duration_or(
+            "tls.hsts_max_age",
+            raw.hsts_max_age,
+            Duration::from_secs(365 * 86_400),
+        )?,
+    };
+    Ok(TlsConfig {
+        source,
+        hsts_max_age,
+    })
+}
+
+fn check_cors(raw: RawCors) -> Result<CorsConfig, ConfigError> {
+    let mut allowed_origins = Vec::new();
+    for origin in raw.allowed_origins.unwrap_or_default() {
+        let lower = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        let valid = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"))
+            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', ' ', '?', '#']));
+        if !valid {
+            return Err(invalid(
+                "cors.allowed_origins",
+                format!("\"{origin}\" is not an origin like \"https://app.example.com\""),
+            ));
+        }
+        allowed_origins.push(lower);
     }
+    Ok(CorsConfig {
+        allowed_origins,
+        max_age: duration_or("cors.max_age", raw.max_age, Duration::from_secs(600))?,
+    })
+}
+
+fn check_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    Ok(LimitsConfig {
+        send_otp_per_ip_per_hour: positive(
+            "limits.send_otp_per_ip_per_hour",
+            raw.send_otp_per_ip_per_hour,
+            20,
+        )?,
+        verify_per_ip_per_hour: positive(
+            "limits.verify_per_ip_per_hour",
+            raw.verify_per_ip_per_hour,
+            60,
+        )?,
+        signin_per_ip_per_minute: positive(
+            "limits.signin_per_ip_per_minute",
+            raw.signin_per_ip_per_minute,
+            30,
+        )?,
+        signin_failures_per_email: positive(
+            "limits.signin_failures_per_email",
+            raw.signin_failures_per_email,
+            5,
+        )?,
+        signin_failures_per_ip: positive(
+            "limits.signin_failures_per_ip",
+            raw.signin_failures_per_ip,
+            20,
+        )?,
+        max_backoff: duration_or(
+            "limits.max_backoff",
+            raw.max_backoff,
+            Duration::from_secs(15 * 60),
+        )?,
+        max_queued_hashes: match raw.max_queued_hashes.unwrap_or(64) {
+            0 => return Err(invalid("limits.max_queued_hashes", "must be at least 1")),
+            n => n,
+        },
+    })
 }
 
 fn check_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod mail;
+pub mod net;
 pub mod proxy;
 pub mod server;
 pub mod store;

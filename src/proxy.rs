@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::auth::sessions::{Identity, Sessions};
 use crate::config::UpstreamConfig;
-use crate::http::Peer;
+use crate::http::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::response::Body;
 
@@ -80,7 +80,7 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
         identity: Option<&Identity>,
-        peer: Peer,
+        ctx: &RequestContext,
         sessions: &Sessions,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
@@ -97,13 +97,13 @@ impl Upstream {
         strip_spoofable(headers);
         sessions.strip_cookie(headers);
         headers.insert(header::HOST, self.host.clone());
-        if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+        if let Ok(ip) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
             headers.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
             headers.insert(HeaderName::from_static("x-real-ip"), ip);
         }
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+            HeaderValue::from_static(if ctx.peer.tls { "https" } else { "http" }),
         );
         if let Some(host) = original_host {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host);

@@ -17,13 +17,15 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
-use crate::auth::passwords::PasswordError;
+use crate::auth::AuthError;
 use crate::config::Config;
+use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
 use crate::proxy::Upstream;
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::TlsError;
+use http::HeaderValue;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,9 +59,9 @@ pub enum ServeError {
     /// The mail transport could not be configured.
     #[error("mail: {0}")]
     Mail(#[from] MailError),
-    /// The password hasher could not be configured.
-    #[error("passwords: {0}")]
-    Password(#[from] PasswordError),
+    /// The auth state (hasher, throttles, secrets) could not be set up.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
@@ -86,12 +88,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         upstream: Upstream::new(&config.upstream),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        origins: OriginPolicy::new(&config.cors),
+        hsts: config
+            .tls
+            .as_ref()
+            .filter(|t| !t.hsts_max_age.is_zero())
+            .and_then(|t| {
+                HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok()
+            }),
     });
 
     // 3. TLS, if configured.
     let tls = match &config.tls {
         Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
-            t,
+            &t.source,
             &config.store.data_dir(),
         )?)),
         None => {
@@ -116,21 +127,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
 
-    // 5. Background sweep of expired sessions and codes.
-    let sweeper = {
-        let app = app.clone();
-        let every = config.store.sweep_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = app.auth.sweep().await {
-                    tracing::warn!(error = %e, "sweep failed");
-                }
-            }
-        })
-    };
+    // 5. Background upkeep: sweep expired sessions and codes, persist throttles.
+    let upkeep = tokio::spawn(upkeep(app.clone(), config.store.sweep_interval));
 
     // 6. Accept until told to stop.
     let settings = Arc::new(ConnSettings {
@@ -166,7 +164,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     // 7. Drain: stop accepting, let in-flight requests finish.
     drop(listener);
-    sweeper.abort();
+    upkeep.abort();
     tracing::info!(
         connections = graceful.count(),
         "shutting down; draining connections"
@@ -177,8 +175,39 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+    flush_throttles(&app).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often throttle counters are written to the store.
+const THROTTLE_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn upkeep(app: Arc<App>, sweep_every: Duration) {
+    let mut sweep = tokio::time::interval(sweep_every);
+    let mut flush = tokio::time::interval(THROTTLE_FLUSH_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sweep.tick() => {
+                if let Err(e) = app.auth.sweep().await {
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+            }
+            _ = flush.tick() => flush_throttles(&app).await,
+        }
+    }
+}
+
+async fn flush_throttles(app: &Arc<App>) {
+    let app = app.clone();
+    let result = tokio::task::spawn_blocking(move || app.auth.throttle.flush()).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "saving throttle counters failed"),
+        Err(e) => tracing::warn!(error = %e, "saving throttle counters failed"),
+    }
 }
 
 struct ConnSettings {

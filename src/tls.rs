@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::CertSource;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -37,10 +37,10 @@ pub enum TlsError {
 
 /// Builds the server config; for `self_signed`, generates the certificate
 /// into `data_dir/tls/` on first start and reuses it afterwards.
-pub fn server_config(cfg: &TlsConfig, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert_path, key_path) = match cfg {
-        TlsConfig::Files { cert, key } => (cert.clone(), key.clone()),
-        TlsConfig::SelfSigned => ensure_self_signed(&data_dir.join("tls"))?,
+pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert_path, key_path) = match source {
+        CertSource::Files { cert, key } => (cert.clone(), key.clone()),
+        CertSource::SelfSigned => ensure_self_signed(&data_dir.join("tls"))?,
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -112,10 +112,10 @@ mod tests {
     #[test]
     fn self_signed_is_generated_once_and_loads() {
         let dir = tempfile::tempdir().unwrap();
-        server_config(&TlsConfig::SelfSigned, dir.path()).unwrap();
+        server_config(&CertSource::SelfSigned, dir.path()).unwrap();
         let cert = dir.path().join("tls/self-signed-cert.pem");
         let first = std::fs::read(&cert).unwrap();
-        server_config(&TlsConfig::SelfSigned, dir.path()).unwrap();
+        server_config(&CertSource::SelfSigned, dir.path()).unwrap();
         assert_eq!(first, std::fs::read(&cert).unwrap());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("tls/self-signed-key.pem"))
@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn missing_files_are_reported_by_path() {
         let e = server_config(
-            &TlsConfig::Files {
+            &CertSource::Files {
                 cert: "/nonexistent/c.pem".into(),
                 key: "/nonexistent/k.pem".into(),
             },

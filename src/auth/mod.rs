@@ -2,10 +2,12 @@
 //! plain async functions over the store, password hasher, sessions and mailer.
 //! HTTP lives elsewhere; this module only decides outcomes.
 
+pub mod devices;
 pub mod email;
 pub mod otp;
 pub mod passwords;
 pub mod sessions;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,10 @@ use crate::mail::{MailError, Mailer, Message};
 use crate::store::{
     AccountCreation, OtpCheck, SendLimit, SendOutcome, Store, StoreError, TokenHash, now_millis,
 };
+use devices::Devices;
 use passwords::{PasswordError, Passwords};
 use sessions::{NewToken, Sessions, run_blocking};
+use throttle::{Failures, Rate, Throttle};
 
 /// Rolling window for `otp.max_sends_per_day`.
 const SEND_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -41,6 +45,12 @@ pub enum AuthError {
     /// send-otp was asked too often for this email.
     #[error("Too many codes requested for this email; try again later")]
     SendLimited { retry_after: Duration },
+    /// Too many requests or failures from this client or for this account.
+    #[error("Too many attempts; try again later")]
+    Throttled { retry_after: Duration },
+    /// Every password-hashing slot is taken and the queue is full.
+    #[error("Server busy; try again shortly")]
+    Busy,
     /// Wrong, unknown or already used code.
     #[error("Invalid verification code")]
     InvalidCode,
@@ -67,13 +77,43 @@ pub enum AuthError {
     Store(#[from] StoreError),
     /// Hashing failed.
     #[error("password hashing: {0}")]
-    Password(#[from] PasswordError),
+    Password(PasswordError),
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => AuthError::Busy,
+            other => AuthError::Password(other),
+        }
+    }
+}
+
+/// What is known about the client making an auth request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Throttle key of the client address (see `net::throttle_key`).
+    pub ip_key: String,
+    /// The known-device cookie, if the request carried one.
+    pub device: Option<String>,
+}
+
+/// A successful sign-in or sign-up: the session token and the device mark.
+pub struct SignedIn {
+    pub token: NewToken,
+    pub device_mark: String,
+}
+
+fn throttled(retry_after: Duration) -> AuthError {
+    AuthError::Throttled { retry_after }
 }
 
 /// Everything the auth endpoints need, shared across connections.
 pub struct Auth {
     store: Arc<dyn Store>,
     pub sessions: Sessions,
+    pub throttle: Throttle,
+    devices: Devices,
     passwords: Passwords,
     mailer: Arc<dyn Mailer>,
     otp_ttl: Duration,
@@ -87,10 +127,12 @@ impl Auth {
         cfg: &Config,
         store: Arc<dyn Store>,
         mailer: Arc<dyn Mailer>,
-    ) -> Result<Auth, PasswordError> {
+    ) -> Result<Auth, AuthError> {
         Ok(Auth {
             sessions: Sessions::new(store.clone(), &cfg.session, cfg.tls.is_some()),
-            passwords: Passwords::new(&cfg.password)?,
+            throttle: Throttle::load(cfg.limits.clone(), store.clone())?,
+            devices: Devices::new(store.server_secret("known-device")?),
+            passwords: Passwords::new(&cfg.password, cfg.limits.max_queued_hashes)?,
             store,
             mailer,
             otp_ttl: cfg.otp.ttl,
@@ -105,7 +147,10 @@ impl Auth {
 
     /// Records a sign-up request and mails a code — or, when the email has
     /// an account, a notice instead; the caller cannot tell which.
-    pub async fn send_otp(&self, raw_email: &str) -> Result<(), AuthError> {
+    pub async fn send_otp(&self, raw_email: &str, client: &ClientInfo) -> Result<(), AuthError> {
+        self.throttle
+            .hit(Rate::SendOtpPerIp, &client.ip_key)
+            .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         let now = now_millis();
         let code = otp::generate(now + self.otp_ttl.as_millis() as u64);
@@ -141,7 +186,11 @@ impl Auth {
         raw_email: &str,
         code: &str,
         password: &str,
-    ) -> Result<NewToken, AuthError> {
+        client: &ClientInfo,
+    ) -> Result<SignedIn, AuthError> {
+        self.throttle
+            .hit(Rate::VerifyPerIp, &client.ip_key)
+            .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         self.check_password_policy(password)?;
         if !otp::is_well_formed(code) {
@@ -163,14 +212,18 @@ impl Auth {
         let token = Sessions::new_token();
         let store = self.store.clone();
         let token_hash = token.hash;
+        let key = email.clone();
         let created = run_blocking(move || {
-            store.create_account(&email, &pending, &password_hash, now_millis(), &token_hash)
+            store.create_account(&key, &pending, &password_hash, now_millis(), &token_hash)
         })
         .await?;
         match created {
             AccountCreation::Created(user) => {
                 tracing::info!(user_id = user.id, "account created");
-                Ok(token)
+                Ok(SignedIn {
+                    token,
+                    device_mark: self.devices.mark(&email),
+                })
             }
             AccountCreation::CodeGone => Err(AuthError::InvalidCode),
             AccountCreation::EmailTaken => Err(AuthError::AccountExists),
@@ -184,29 +237,65 @@ impl Auth {
         raw_email: &str,
         password: &str,
         previous: Option<TokenHash>,
-    ) -> Result<NewToken, AuthError> {
+        client: &ClientInfo,
+    ) -> Result<SignedIn, AuthError> {
+        let ip = client.ip_key.as_str();
+        self.throttle
+            .hit(Rate::SignInPerIp, ip)
+            .map_err(throttled)?;
+        self.throttle
+            .check_backoff(Failures::SignInPerIp, ip)
+            .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         if password.is_empty() {
             return Err(AuthError::MissingField("password"));
         }
+        let known_device = client
+            .device
+            .as_deref()
+            .is_some_and(|mark| self.devices.is_known(&email, mark));
+        if !known_device {
+            self.throttle
+                .check_backoff(Failures::SignInPerEmail, &email)
+                .map_err(throttled)?;
+        }
         // Overlong input is refused before hashing, for known and unknown
         // emails alike, so it costs nothing and reveals nothing.
-        if password.chars().count() > self.password_len.1 {
-            return Err(AuthError::InvalidCredentials);
-        }
-        let store = self.store.clone();
-        let key = email.clone();
-        let user = run_blocking(move || store.user_by_email(&key)).await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = self.passwords.verify(password.to_string(), stored).await?;
-        let user = match user {
-            Some(u) if ok => u,
-            _ => return Err(AuthError::InvalidCredentials),
+        let ok = if password.chars().count() > self.password_len.1 {
+            None
+        } else {
+            let store = self.store.clone();
+            let key = email.clone();
+            let user = run_blocking(move || store.user_by_email(&key)).await?;
+            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            let verified = self.passwords.verify(password.to_string(), stored).await?;
+            user.filter(|_| verified)
         };
+        let Some(user) = ok else {
+            self.throttle.record_failure(Failures::SignInPerIp, ip);
+            self.throttle
+                .record_failure(Failures::SignInPerEmail, &email);
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.throttle
+            .clear_failures(Failures::SignInPerEmail, &email);
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }
-        Ok(self.sessions.create(user.id, &user.email).await?)
+        Ok(SignedIn {
+            token: self.sessions.create(user.id, &user.email).await?,
+            device_mark: self.devices.mark(&email),
+        })
+    }
+
+    /// Ends every session of the user signed in with `token`.
+    pub async fn logout_all(&self, token: Option<TokenHash>) -> Result<usize, AuthError> {
+        let token = token.ok_or(AuthError::NotAuthenticated)?;
+        let who = self
+            .sessions
+            .authenticate_hash(&token)?
+            .ok_or(AuthError::NotAuthenticated)?;
+        Ok(self.sessions.revoke_user(who.user_id).await?)
     }
 
     /// Ends the session named by the request.

@@ -2,9 +2,10 @@
 //! a semaphore so a burst of sign-ins cannot starve proxied traffic.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PasswordConfig;
 
@@ -17,6 +18,9 @@ pub enum PasswordError {
     /// The blocking task died.
     #[error("password task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Too many password checks are already waiting for a slot.
+    #[error("too many password checks in progress")]
+    Busy,
 }
 
 /// Hashes and verifies passwords; cheap to clone.
@@ -24,13 +28,16 @@ pub enum PasswordError {
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    /// Callers waiting for a permit, bounded by `max_queued`.
+    waiting: Arc<AtomicUsize>,
+    max_queued: usize,
     /// A real hash of a random password: unknown-email sign-ins verify
     /// against it so they cost the same as real ones.
     decoy_hash: Arc<str>,
 }
 
 impl Passwords {
-    pub fn new(cfg: &PasswordConfig) -> Result<Passwords, PasswordError> {
+    pub fn new(cfg: &PasswordConfig, max_queued: usize) -> Result<Passwords, PasswordError> {
         let params = Params::new(
             cfg.argon2_memory_kib,
             cfg.argon2_iterations,
@@ -48,17 +55,30 @@ impl Passwords {
         Ok(Passwords {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_queued,
             decoy_hash: decoy_hash.into(),
         })
     }
 
+    /// A hashing slot; waits in a bounded queue, so a flood of sign-ins is
+    /// refused quickly instead of piling up.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, PasswordError> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(PasswordError::Busy);
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        Ok(permit.expect("semaphore never closed"))
+    }
+
     /// Returns the PHC string (argon2id, random salt) for `password`.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.slot().await?;
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || hash_blocking(&params, &password)).await?
     }
@@ -71,11 +91,7 @@ impl Passwords {
         password: String,
         stored: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.slot().await?;
         let has_account = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.to_string());
         let ok = tokio::task::spawn_blocking(move || {
@@ -100,14 +116,17 @@ mod tests {
     use super::*;
 
     fn cheap() -> Passwords {
-        Passwords::new(&PasswordConfig {
-            min_length: 8,
-            max_length: 128,
-            argon2_memory_kib: 64,
-            argon2_iterations: 1,
-            argon2_parallelism: 1,
-            max_concurrent_hashes: 1,
-        })
+        Passwords::new(
+            &PasswordConfig {
+                min_length: 8,
+                max_length: 128,
+                argon2_memory_kib: 64,
+                argon2_iterations: 1,
+                argon2_parallelism: 1,
+                max_concurrent_hashes: 1,
+            },
+            8,
+        )
         .unwrap()
     }
 

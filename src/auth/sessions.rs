@@ -20,6 +20,8 @@ use crate::store::{Session, SessionExpiry, Store, StoreError, TokenHash, UnixMil
 const TOKEN_LEN: usize = 43;
 /// Cached sessions kept at most; beyond that lookups read the store.
 const CACHE_CAPACITY: usize = 100_000;
+/// Lifetime of the known-device cookie.
+const DEVICE_COOKIE_MAX_AGE_SECS: i64 = 365 * 86_400;
 
 /// Who a valid session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,7 @@ struct Cached {
 pub struct Sessions {
     store: Arc<dyn Store>,
     cookie_name: String,
+    device_cookie_name: String,
     secure: bool,
     same_site: SameSite,
     domain: Option<String>,
@@ -66,6 +69,7 @@ impl Sessions {
         let idle_ms = cfg.idle_timeout.as_millis() as u64;
         Sessions {
             store,
+            device_cookie_name: format!("{cookie_name}_device"),
             cookie_name,
             secure: tls,
             same_site: cfg.same_site,
@@ -88,6 +92,11 @@ impl Sessions {
         self.expiry
     }
 
+    /// The known-device mark the request carries, if any.
+    pub fn device_mark<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        find_cookie(headers, &self.device_cookie_name).filter(|v| v.len() <= 64)
+    }
+
     /// A fresh random token.
     pub fn new_token() -> NewToken {
         let mut raw = [0u8; 32];
@@ -104,6 +113,11 @@ impl Sessions {
             Some(hash) => self.authenticate_hash(&hash),
             None => Ok(None),
         }
+    }
+
+    /// Whether the request carries a session cookie at all (valid or not).
+    pub fn carries_cookie(&self, headers: &HeaderMap) -> bool {
+        find_cookie(headers, &self.cookie_name).is_some()
     }
 
     /// The token hash carried by the request's session cookie, if well formed.
@@ -201,6 +215,15 @@ impl Sessions {
         run_blocking(move || store.delete_session(&hash)).await
     }
 
+    /// Deletes every session of a user, in the store and the cache.
+    pub async fn revoke_user(&self, user_id: u64) -> Result<usize, StoreError> {
+        let store = self.store.clone();
+        let deleted = run_blocking(move || store.delete_user_sessions(user_id)).await?;
+        let mut cache = self.cache.lock().expect("session cache poisoned");
+        cache.retain(|_, c| c.session.user_id != user_id);
+        Ok(deleted.len())
+    }
+
     /// Drops a session from the cache (after it was deleted or replaced).
     pub fn forget(&self, hash: &TokenHash) {
         self.cache
@@ -220,19 +243,35 @@ impl Sessions {
 
     /// `Set-Cookie` value that hands `token` to the client.
     pub fn set_cookie(&self, token: &str) -> String {
-        self.cookie(token.to_string(), self.max_age_secs)
+        self.cookie(
+            &self.cookie_name,
+            token.to_string(),
+            self.max_age_secs,
+            self.same_site,
+        )
     }
 
     /// `Set-Cookie` value that makes the client forget its session cookie.
     pub fn clear_cookie(&self) -> String {
-        self.cookie(String::new(), 0)
+        self.cookie(&self.cookie_name, String::new(), 0, self.same_site)
     }
 
-    fn cookie(&self, value: String, max_age_secs: i64) -> String {
-        let mut c = Cookie::build((self.cookie_name.clone(), value))
+    /// `Set-Cookie` value for the known-device mark; only ever needed by
+    /// same-origin sign-in requests, hence `SameSite=Strict`.
+    pub fn set_device_cookie(&self, mark: &str) -> String {
+        self.cookie(
+            &self.device_cookie_name,
+            mark.to_string(),
+            DEVICE_COOKIE_MAX_AGE_SECS,
+            SameSite::Strict,
+        )
+    }
+
+    fn cookie(&self, name: &str, value: String, max_age_secs: i64, same_site: SameSite) -> String {
+        let mut c = Cookie::build((name.to_string(), value))
             .http_only(true)
             .secure(self.secure)
-            .same_site(self.same_site)
+            .same_site(same_site)
             .path("/")
             .max_age(cookie::time::Duration::seconds(max_age_secs))
             .build();
@@ -242,7 +281,7 @@ impl Sessions {
         c.to_string()
     }
 
-    /// Removes this session cookie from `Cookie` headers, keeping the others,
+    /// Removes Gatehouse's cookies from `Cookie` headers, keeping the others,
     /// and joins what is left into one header (HTTP/2 may send several).
     pub fn strip_cookie(&self, headers: &mut HeaderMap) {
         if !headers.contains_key(http::header::COOKIE) {
@@ -262,7 +301,7 @@ impl Sessions {
                     continue;
                 }
                 let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-                if name != self.cookie_name {
+                if name != self.cookie_name && name != self.device_cookie_name {
                     kept.push(pair);
                 }
             }
@@ -309,7 +348,7 @@ pub fn hash_token(token: &str) -> TokenHash {
 }
 
 /// The first value of cookie `name` across all `Cookie` headers.
-fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// No route covers the path.
     #[error("Not found")]
     NoRoute,
+    /// A cookie-carrying state change from a foreign site (CSRF).
+    #[error("Cross-site request refused")]
+    CrossSite,
     /// A `required` route without a valid session.
     #[error("Authentication required")]
     Unauthenticated,
@@ -66,9 +69,10 @@ impl ApiError {
                 | A::ExpiredCode
                 | A::AccountExists
                 | A::InvalidCredentials => (StatusCode::BAD_REQUEST, e.to_string()),
-                A::SendLimited { .. } | A::TooManyAttempts => {
+                A::SendLimited { .. } | A::Throttled { .. } | A::TooManyAttempts => {
                     (StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 }
+                A::Busy => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 A::NotAuthenticated => (StatusCode::UNAUTHORIZED, e.to_string()),
                 A::Mail(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
+            ApiError::CrossSite => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
             ApiError::Store(_) => internal,
@@ -96,18 +101,23 @@ impl ApiError {
     pub fn into_response(self) -> http::Response<Body> {
         let (status, message) = self.status_and_message();
         // Upstream failures are logged where they happen; these are ours.
-        if matches!(
-            status,
-            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        if status == StatusCode::INTERNAL_SERVER_ERROR
+            || (status == StatusCode::SERVICE_UNAVAILABLE
+                && !matches!(self, ApiError::Auth(AuthError::Busy)))
+        {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         }
         let mut resp = json_message(status, &message);
         let headers = resp.headers_mut();
         match &self {
-            ApiError::Auth(AuthError::SendLimited { retry_after }) => {
+            ApiError::Auth(
+                AuthError::SendLimited { retry_after } | AuthError::Throttled { retry_after },
+            ) => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            ApiError::Auth(AuthError::Busy) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -7,37 +7,71 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
-use super::App;
+use crate::auth::SignedIn;
+
 use super::error::ApiError;
 use super::response::{Body, json, json_ok};
+use super::{App, RequestContext};
 
-pub async fn send_otp(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn send_otp(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
     let email = required_str(&body, "email")?;
-    app.auth.send_otp(email).await?;
+    app.auth.send_otp(email, &client).await?;
     Ok(json_ok("OTP sent successfully"))
 }
 
-pub async fn verify(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn verify(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
     let email = required_str(&body, "email")?;
     let code = required_code(&body)?;
     let password = required_str(&body, "password")?;
-    let token = app.auth.verify(email, &code, password).await?;
-    let mut resp = json_ok("Account created successfully");
-    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
-    Ok(resp)
+    let signed_in = app.auth.verify(email, &code, password, &client).await?;
+    Ok(signed_in_response(
+        app,
+        "Account created successfully",
+        &signed_in,
+    ))
 }
 
-pub async fn sign_in(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn sign_in(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let client = ctx.client_info(app, req.headers());
     let previous = app.auth.sessions.token_hash_from(req.headers());
     let body = read_json(app, req).await?;
     let email = required_str(&body, "email")?;
     let password = required_str(&body, "password")?;
-    let token = app.auth.sign_in(email, password, previous).await?;
-    let mut resp = json_ok("Signed in successfully");
-    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
-    Ok(resp)
+    let signed_in = app.auth.sign_in(email, password, previous, &client).await?;
+    Ok(signed_in_response(
+        app,
+        "Signed in successfully",
+        &signed_in,
+    ))
+}
+
+fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
+    let mut resp = json_ok(message);
+    set_cookie(
+        &mut resp,
+        &app.auth.sessions.set_cookie(&signed_in.token.token),
+    );
+    set_cookie(
+        &mut resp,
+        &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
+    );
+    resp
 }
 
 pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -56,6 +90,20 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>,
         Err(e) => ApiError::from(e).into_response(),
     };
     // The cookie is cleared whether or not a session was found.
+    set_cookie(&mut resp, &clear);
+    Ok(resp)
+}
+
+pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let token = app.auth.sessions.token_hash_from(req.headers());
+    let clear = app.auth.sessions.clear_cookie();
+    let mut resp = match app.auth.logout_all(token).await {
+        Ok(n) => json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "msg": "Logged out of all sessions", "sessions": n }),
+        ),
+        Err(e) => ApiError::from(e).into_response(),
+    };
     set_cookie(&mut resp, &clear);
     Ok(resp)
 }

@@ -1,27 +1,34 @@
 //! The request pipeline. Each request goes through the same checklist:
 //! 1. canonicalise the path (refuse ambiguous spellings),
-//! 2. serve Gatehouse's own endpoints,
-//! 3. pick the route, authenticate as it demands,
-//! 4. forward to the upstream.
+//! 2. attribute the request to a client address,
+//! 3. answer CORS preflights, refuse cross-site state changes (CSRF),
+//! 4. serve Gatehouse's own endpoints,
+//! 5. or pick the route, authenticate as it demands and forward upstream,
+//! 6. add the response headers every answer carries (CORS, HSTS).
 //!
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
 pub mod error;
 mod handlers;
+pub mod origin;
 pub mod path;
 pub mod response;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, ClientInfo};
 use crate::config::{Route, RouteAuth};
+use crate::net::Cidr;
 use crate::proxy::Upstream;
 use error::ApiError;
+use origin::{OriginPolicy, Site};
 use response::Body;
+
+pub use handlers::{parse_object, required_str};
 
 /// Shared state for every connection.
 pub struct App {
@@ -29,6 +36,10 @@ pub struct App {
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<Cidr>,
+    pub origins: OriginPolicy,
+    /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// What is known about the client's connection.
@@ -38,19 +49,66 @@ pub struct Peer {
     pub tls: bool,
 }
 
-/// Entry point for every request: never fails, never panics on input.
-pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
-    match route(app, peer, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+/// Per-request facts derived once at the start of the pipeline.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub peer: Peer,
+    /// The client address (see `net::client_ip`).
+    pub client_ip: IpAddr,
+    pub site: Site,
+}
+
+impl RequestContext {
+    fn client_info(&self, app: &App, headers: &http::HeaderMap) -> ClientInfo {
+        ClientInfo {
+            ip_key: crate::net::throttle_key(self.client_ip),
+            device: app.auth.sessions.device_mark(headers).map(str::to_string),
+        }
     }
 }
 
-async fn route(app: &App, peer: Peer, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Entry point for every request: never fails, never panics on input.
+pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    let ctx = RequestContext {
+        peer,
+        client_ip: crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies),
+        site: app.origins.site(req.headers(), peer.tls),
+    };
+    let mut resp = match route(app, &ctx, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    app.origins.decorate(&mut resp, &ctx.site);
+    if let Some(hsts) = &app.hsts {
+        resp.headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+    resp
+}
+
+async fn route(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
+    if let Some(resp) = app
+        .origins
+        .preflight(req.method(), req.headers(), &ctx.site)
+    {
+        return Ok(resp);
+    }
+    let carries_session = app.auth.sessions.carries_cookie(req.headers());
+    if app
+        .origins
+        .refuses(req.method(), carries_session, &ctx.site)
+    {
+        return Err(ApiError::CrossSite);
+    }
     match Endpoint::for_path(&canonical) {
-        Some(endpoint) => serve_endpoint(app, endpoint, req).await,
-        None => proxy(app, peer, &canonical, req).await,
+        Some(endpoint) => serve_endpoint(app, ctx, endpoint, req).await,
+        None => proxy(app, ctx, &canonical, req).await,
     }
 }
 
@@ -63,6 +121,7 @@ enum Endpoint {
     SignIn,
     AuthCheck,
     Logout,
+    LogoutAll,
 }
 
 impl Endpoint {
@@ -73,6 +132,7 @@ impl Endpoint {
             "/api/v1/user/signin" => Endpoint::SignIn,
             "/api/v1/auth-check" => Endpoint::AuthCheck,
             "/api/v1/user/logout" => Endpoint::Logout,
+            "/api/v1/user/logout-all" => Endpoint::LogoutAll,
             _ => return None,
         })
     }
@@ -80,9 +140,11 @@ impl Endpoint {
     fn method(self) -> Method {
         match self {
             Endpoint::AuthCheck => Method::GET,
-            Endpoint::SendOtp | Endpoint::Verify | Endpoint::SignIn | Endpoint::Logout => {
-                Method::POST
-            }
+            Endpoint::SendOtp
+            | Endpoint::Verify
+            | Endpoint::SignIn
+            | Endpoint::Logout
+            | Endpoint::LogoutAll => Method::POST,
         }
     }
 
@@ -96,6 +158,7 @@ impl Endpoint {
 
 async fn serve_endpoint(
     app: &App,
+    ctx: &RequestContext,
     endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -105,18 +168,19 @@ async fn serve_endpoint(
         });
     }
     match endpoint {
-        Endpoint::SendOtp => handlers::send_otp(app, req).await,
-        Endpoint::Verify => handlers::verify(app, req).await,
-        Endpoint::SignIn => handlers::sign_in(app, req).await,
+        Endpoint::SendOtp => handlers::send_otp(app, ctx, req).await,
+        Endpoint::Verify => handlers::verify(app, ctx, req).await,
+        Endpoint::SignIn => handlers::sign_in(app, ctx, req).await,
         Endpoint::AuthCheck => handlers::auth_check(app, &req),
         Endpoint::Logout => handlers::logout(app, req).await,
+        Endpoint::LogoutAll => handlers::logout_all(app, req).await,
     }
 }
 
 /// Authenticates as the route demands and forwards.
 async fn proxy(
     app: &App,
-    peer: Peer,
+    ctx: &RequestContext,
     canonical: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -132,6 +196,6 @@ async fn proxy(
         ),
     };
     app.upstream
-        .forward(req, identity.as_ref(), peer, &app.auth.sessions)
+        .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
         .await
 }

@@ -98,6 +98,21 @@ pub enum AccountCreation {
     EmailTaken,
 }
 
+/// Persisted state of one throttle key (see `auth::throttle`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ThrottleRecord {
+    /// Start of the current counting window.
+    pub window_start: UnixMillis,
+    /// Requests counted in the current window.
+    pub count: u32,
+    /// Consecutive failures (for back-off).
+    pub failures: u32,
+    /// No attempts are accepted before this time.
+    pub blocked_until: UnixMillis,
+    /// Last change; old records are forgotten.
+    pub updated: UnixMillis,
+}
+
 /// What the background sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepCounts {
@@ -173,8 +188,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one session; `false` if it did not exist.
     fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError>;
 
+    /// Deletes every session of a user; returns the deleted token hashes.
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError>;
+
     /// Removes expired sessions and codes.
     fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError>;
+
+    /// All persisted throttle records.
+    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError>;
+
+    /// Writes changed throttle records durably; `None` deletes the key.
+    fn save_throttles(
+        &self,
+        changes: &[(String, Option<ThrottleRecord>)],
+    ) -> Result<(), StoreError>;
+
+    /// A named 32-byte server secret, created from the OS CSPRNG on first use.
+    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError>;
 }
 
 /// The current time as stored.

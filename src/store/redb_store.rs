@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
-    TableDefinition, WriteTransaction,
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
+    ReadableTable, TableDefinition, WriteTransaction,
 };
 
 use super::{
     AccountCreation, OtpCheck, PendingOtp, SendLimit, SendOutcome, Session, SessionExpiry, Store,
-    StoreError, SweepCounts, TokenHash, UnixMillis, User,
+    StoreError, SweepCounts, ThrottleRecord, TokenHash, UnixMillis, User,
 };
 
 const SCHEMA_VERSION: u64 = 1;
@@ -31,6 +31,10 @@ const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
 const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
 /// email → JSON list of send times inside the rolling window.
 const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
+/// throttle key → JSON [`ThrottleRecord`].
+const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
+/// name → 32-byte server secret.
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 pub struct RedbStore {
     db: Database,
@@ -85,6 +89,8 @@ impl RedbStore {
             txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
             txn.open_table(OTPS).map_err(db_err)?;
             txn.open_table(OTP_SENDS).map_err(db_err)?;
+            txn.open_table(THROTTLES).map_err(db_err)?;
+            txn.open_table(SECRETS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -311,6 +317,85 @@ impl Store for RedbStore {
         let existed = delete_session_in(&txn, token)?;
         txn.commit().map_err(db_err)?;
         Ok(existed)
+    }
+
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
+        let txn = self.write_txn()?;
+        let tokens: Vec<TokenHash> = {
+            let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for entry in index.get(user_id).map_err(db_err)? {
+                if let Ok(t) = TokenHash::try_from(entry.map_err(db_err)?.value()) {
+                    out.push(t);
+                }
+            }
+            out
+        };
+        for token in &tokens {
+            delete_session_in(&txn, token)?;
+        }
+        txn.open_multimap_table(USER_SESSIONS)
+            .map_err(db_err)?
+            .remove_all(user_id)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(tokens)
+    }
+
+    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(THROTTLES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push((k.value().to_string(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn save_throttles(
+        &self,
+        changes: &[(String, Option<ThrottleRecord>)],
+    ) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        {
+            let mut table = txn.open_table(THROTTLES).map_err(db_err)?;
+            for (key, record) in changes {
+                match record {
+                    Some(r) => {
+                        table
+                            .insert(key.as_str(), encode(r)?.as_slice())
+                            .map_err(db_err)?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let txn = self.write_txn()?;
+        let secret = {
+            let mut table = txn.open_table(SECRETS).map_err(db_err)?;
+            let existing = table
+                .get(name)
+                .map_err(db_err)?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            match existing {
+                Some(s) => s,
+                None => {
+                    let mut fresh = [0u8; 32];
+                    crate::auth::random_bytes(&mut fresh);
+                    table.insert(name, fresh.as_slice()).map_err(db_err)?;
+                    fresh
+                }
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(secret)
     }
 
     fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {

@@ -1,0 +1,314 @@
+//! Abuse throttles: request-rate limits per client address and growing
+//! back-off after failed sign-ins, per email and per address.
+//!
+//! Counters live in memory (checked on every auth request) and are written
+//! to the store every few seconds and at shutdown, so they survive restarts;
+//! a crash loses at most one flush interval of counts.
+//!
+//! Lock-out trade-off: per-email back-off would let an attacker keep a victim
+//! out by failing on purpose. A browser that has signed in successfully as an
+//! email carries a "known device" cookie (an HMAC of the email under a server
+//! secret); it is exempt from that email's back-off, though not from the
+//! per-address limits. So the victim's own browser keeps working while
+//! unknown devices, including the attacker's, stay throttled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::LimitsConfig;
+use crate::store::{Store, StoreError, ThrottleRecord, UnixMillis, now_millis};
+
+/// Keys kept in memory at most; beyond that the least recently used half
+/// is dropped (limits then restart for those keys).
+const MAX_KEYS: usize = 200_000;
+/// First back-off step after the failure threshold is reached.
+const BASE_BACKOFF_MS: u64 = 1_000;
+/// Failures older than this no longer count.
+const FAILURE_MEMORY_MS: u64 = 24 * 3600 * 1000;
+
+/// A request-rate limit: at most `max` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    SendOtpPerIp,
+    VerifyPerIp,
+    SignInPerIp,
+}
+
+/// A failure counter with back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failures {
+    SignInPerEmail,
+    SignInPerIp,
+}
+
+struct Entry {
+    record: ThrottleRecord,
+    dirty: bool,
+}
+
+pub struct Throttle {
+    limits: LimitsConfig,
+    store: Arc<dyn Store>,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Keys removed since the last flush, to delete from the store.
+    removed: Mutex<Vec<String>>,
+}
+
+impl Throttle {
+    /// Loads the persisted counters.
+    pub fn load(limits: LimitsConfig, store: Arc<dyn Store>) -> Result<Throttle, StoreError> {
+        let now = now_millis();
+        let entries = store
+            .load_throttles()?
+            .into_iter()
+            .filter(|(_, r)| !is_stale(r, now))
+            .map(|(k, record)| {
+                (
+                    k,
+                    Entry {
+                        record,
+                        dirty: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(Throttle {
+            limits,
+            store,
+            entries: Mutex::new(entries),
+            removed: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn rate_params(&self, rate: Rate) -> (&'static str, u32, u64) {
+        match rate {
+            Rate::SendOtpPerIp => (
+                "send-otp:ip",
+                self.limits.send_otp_per_ip_per_hour,
+                3_600_000,
+            ),
+            Rate::VerifyPerIp => ("verify:ip", self.limits.verify_per_ip_per_hour, 3_600_000),
+            Rate::SignInPerIp => ("signin:ip", self.limits.signin_per_ip_per_minute, 60_000),
+        }
+    }
+
+    fn failure_params(&self, kind: Failures) -> (&'static str, u32) {
+        match kind {
+            Failures::SignInPerEmail => {
+                ("signin-fail:email", self.limits.signin_failures_per_email)
+            }
+            Failures::SignInPerIp => ("signin-fail:ip", self.limits.signin_failures_per_ip),
+        }
+    }
+
+    /// Counts one request against `rate` for `subject`; `Err(retry_after)`
+    /// once the window's allowance is used up.
+    pub fn hit(&self, rate: Rate, subject: &str) -> Result<(), Duration> {
+        let (prefix, max, window) = self.rate_params(rate);
+        let now = now_millis();
+        self.with_entry(format!("{prefix}:{subject}"), now, |r| {
+            if now.saturating_sub(r.window_start) >= window {
+                r.window_start = now;
+                r.count = 0;
+            }
+            if r.count >= max {
+                return Err(ms(r.window_start + window - now));
+            }
+            r.count += 1;
+            Ok(())
+        })
+    }
+
+    /// `Err(retry_after)` while `subject` is backing off after failures.
+    pub fn check_backoff(&self, kind: Failures, subject: &str) -> Result<(), Duration> {
+        let (prefix, _) = self.failure_params(kind);
+        let now = now_millis();
+        let entries = self.entries.lock().expect("throttle lock poisoned");
+        match entries.get(&format!("{prefix}:{subject}")) {
+            Some(e) if e.record.blocked_until > now => Err(ms(e.record.blocked_until - now)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure; past the threshold each one doubles the back-off,
+    /// up to `max_backoff`.
+    pub fn record_failure(&self, kind: Failures, subject: &str) {
+        let (prefix, threshold) = self.failure_params(kind);
+        let now = now_millis();
+        let max = self.limits.max_backoff.as_millis() as u64;
+        let _ = self.with_entry(format!("{prefix}:{subject}"), now, |r| {
+            if now.saturating_sub(r.updated) > FAILURE_MEMORY_MS {
+                r.failures = 0;
+            }
+            r.failures = r.failures.saturating_add(1);
+            if r.failures >= threshold {
+                let steps = (r.failures - threshold).min(30);
+                let backoff = BASE_BACKOFF_MS.saturating_mul(1 << steps).min(max);
+                r.blocked_until = now + backoff;
+            }
+            Ok::<(), ()>(())
+        });
+    }
+
+    /// Clears a failure counter after a success.
+    pub fn clear_failures(&self, kind: Failures, subject: &str) {
+        let (prefix, _) = self.failure_params(kind);
+        let key = format!("{prefix}:{subject}");
+        let removed = self
+            .entries
+            .lock()
+            .expect("throttle lock poisoned")
+            .remove(&key)
+            .is_some();
+        if removed {
+            self.removed
+                .lock()
+                .expect("throttle lock poisoned")
+                .push(key);
+        }
+    }
+
+    fn with_entry<T, E>(
+        &self,
+        key: String,
+        now: UnixMillis,
+        f: impl FnOnce(&mut ThrottleRecord) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut entries = self.entries.lock().expect("throttle lock poisoned");
+        if entries.len() >= MAX_KEYS && !entries.contains_key(&key) {
+            evict(&mut entries, now);
+        }
+        let entry = entries.entry(key).or_insert(Entry {
+            record: ThrottleRecord::default(),
+            dirty: true,
+        });
+        let result = f(&mut entry.record);
+        entry.record.updated = now;
+        entry.dirty = true;
+        result
+    }
+
+    /// Writes changed counters to the store and forgets stale ones.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let now = now_millis();
+        let mut changes: Vec<(String, Option<ThrottleRecord>)> = self
+            .removed
+            .lock()
+            .expect("throttle lock poisoned")
+            .drain(..)
+            .map(|k| (k, None))
+            .collect();
+        {
+            let mut entries = self.entries.lock().expect("throttle lock poisoned");
+            entries.retain(|k, e| {
+                if is_stale(&e.record, now) {
+                    changes.push((k.clone(), None));
+                    return false;
+                }
+                if e.dirty {
+                    changes.push((k.clone(), Some(e.record)));
+                    e.dirty = false;
+                }
+                true
+            });
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.store.save_throttles(&changes)
+    }
+}
+
+/// A record that no longer limits anything.
+fn is_stale(r: &ThrottleRecord, now: UnixMillis) -> bool {
+    r.blocked_until <= now && now.saturating_sub(r.updated) > FAILURE_MEMORY_MS
+}
+
+fn evict(entries: &mut HashMap<String, Entry>, now: UnixMillis) {
+    entries.retain(|_, e| !is_stale(&e.record, now) || e.record.blocked_until > now);
+    if entries.len() < MAX_KEYS {
+        return;
+    }
+    let mut ages: Vec<UnixMillis> = entries.values().map(|e| e.record.updated).collect();
+    let (_, median, _) = ages.select_nth_unstable(entries.len() / 2);
+    let cutoff = *median;
+    entries.retain(|_, e| e.record.updated > cutoff || e.record.blocked_until > now);
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+
+    fn limits() -> LimitsConfig {
+        LimitsConfig {
+            send_otp_per_ip_per_hour: 2,
+            verify_per_ip_per_hour: 2,
+            signin_per_ip_per_minute: 2,
+            signin_failures_per_email: 3,
+            signin_failures_per_ip: 10,
+            max_backoff: Duration::from_secs(60),
+            max_queued_hashes: 4,
+        }
+    }
+
+    fn throttle(dir: &tempfile::TempDir) -> Throttle {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
+        Throttle::load(limits(), store).unwrap()
+    }
+
+    #[test]
+    fn rates_limit_per_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = throttle(&dir);
+        assert!(t.hit(Rate::SignInPerIp, "1.2.3.4").is_ok());
+        assert!(t.hit(Rate::SignInPerIp, "1.2.3.4").is_ok());
+        let retry = t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap_err();
+        assert!(retry <= Duration::from_secs(60) && retry > Duration::from_secs(55));
+        assert!(t.hit(Rate::SignInPerIp, "5.6.7.8").is_ok());
+        assert!(t.hit(Rate::VerifyPerIp, "1.2.3.4").is_ok());
+    }
+
+    #[test]
+    fn failures_back_off_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = throttle(&dir);
+        let kind = Failures::SignInPerEmail;
+        t.record_failure(kind, "a@x.io");
+        t.record_failure(kind, "a@x.io");
+        assert!(t.check_backoff(kind, "a@x.io").is_ok());
+        t.record_failure(kind, "a@x.io");
+        let first = t.check_backoff(kind, "a@x.io").unwrap_err();
+        t.record_failure(kind, "a@x.io");
+        let second = t.check_backoff(kind, "a@x.io").unwrap_err();
+        assert!(second > first, "{first:?} then {second:?}");
+        for _ in 0..40 {
+            t.record_failure(kind, "a@x.io");
+        }
+        assert!(t.check_backoff(kind, "a@x.io").unwrap_err() <= Duration::from_secs(60));
+        t.clear_failures(kind, "a@x.io");
+        assert!(t.check_backoff(kind, "a@x.io").is_ok());
+    }
+
+    #[test]
+    fn counters_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = throttle(&dir);
+            for _ in 0..5 {
+                t.record_failure(Failures::SignInPerEmail, "b@x.io");
+            }
+            t.hit(Rate::SendOtpPerIp, "9.9.9.9").unwrap();
+            t.hit(Rate::SendOtpPerIp, "9.9.9.9").unwrap();
+            t.flush().unwrap();
+        }
+        let t = throttle(&dir);
+        assert!(t.check_backoff(Failures::SignInPerEmail, "b@x.io").is_err());
+        assert!(t.hit(Rate::SendOtpPerIp, "9.9.9.9").is_err());
+    }
+}
