@@ -131,6 +131,7 @@ impl Upstream {
         let resp = match tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await
         {
             Err(_) => return Err(ApiError::UpstreamTimeout),
+            Ok(Err(e)) if client_body_failed(&e) => return Err(ApiError::BodyRead),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
                 return Err(ApiError::UpstreamUnavailable(e));
@@ -149,6 +150,14 @@ impl Upstream {
                 .boxed_unsync(),
         ))
     }
+}
+
+/// Whether forwarding failed because the client's own request body was
+/// malformed or cut short — the client's fault, not the upstream's.
+fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user)
 }
 
 /// Removes every header named in `Connection`, then the fixed hop-by-hop set.
