@@ -281,38 +281,9 @@ impl Sessions {
         c.to_string()
     }
 
-    /// Removes Gatehouse's cookies from `Cookie` headers, keeping the others,
-    /// and joins what is left into one header (HTTP/2 may send several).
+    /// Removes Gatehouse's cookies from `Cookie` headers before forwarding.
     pub fn strip_cookie(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(http::header::COOKIE) {
-            return;
-        }
-        let mut kept: Vec<&str> = Vec::new();
-        let values: Vec<http::HeaderValue> = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .cloned()
-            .collect();
-        for v in &values {
-            let Ok(text) = v.to_str() else { continue };
-            for pair in text.split(';') {
-                let pair = pair.trim();
-                if pair.is_empty() {
-                    continue;
-                }
-                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-                if name != self.cookie_name && name != self.device_cookie_name {
-                    kept.push(pair);
-                }
-            }
-        }
-        let joined = kept.join("; ");
-        headers.remove(http::header::COOKIE);
-        if !joined.is_empty()
-            && let Ok(v) = http::HeaderValue::from_str(&joined)
-        {
-            headers.insert(http::header::COOKIE, v);
-        }
+        strip_named_cookies(headers, &[&self.cookie_name, &self.device_cookie_name]);
     }
 
     fn touch_in_background(&self, hash: TokenHash, now: UnixMillis) {
@@ -359,6 +330,32 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
+/// Removes the cookies called `names` from `Cookie` headers, keeping the
+/// others, and joins what is left into one header (HTTP/2 may send several).
+pub fn strip_named_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    if !headers.contains_key(http::header::COOKIE) {
+        return;
+    }
+    let joined = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
+            !pair.is_empty() && !names.contains(&name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    headers.remove(http::header::COOKIE);
+    if !joined.is_empty()
+        && let Ok(v) = http::HeaderValue::from_str(&joined)
+    {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// Runs a store call on the blocking pool.
 pub async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -388,6 +385,17 @@ mod tests {
         assert_eq!(find_cookie(&h, "b"), Some("2"));
         assert_eq!(find_cookie(&h, "si"), None);
         assert_eq!(find_cookie(&headers(&["sid"]), "sid"), None);
+    }
+
+    #[test]
+    fn stripping_keeps_other_cookies_and_merges_headers() {
+        let mut h = headers(&["a=1; sid=secret", "sid_device=x; b=2", "sid"]);
+        strip_named_cookies(&mut h, &["sid", "sid_device"]);
+        assert_eq!(h.get_all(http::header::COOKIE).iter().count(), 1);
+        assert_eq!(h[http::header::COOKIE], "a=1; b=2");
+        let mut only = headers(&["sid=1"]);
+        strip_named_cookies(&mut only, &["sid"]);
+        assert!(only.get(http::header::COOKIE).is_none());
     }
 
     #[test]
