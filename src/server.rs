@@ -78,9 +78,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         })?)
     };
 
-    // 2. Mail transport, password hasher, sessions, upstream client.
-    let mailer = Arc::from(crate::mail::from_config(&config.mail)?);
-    let auth = Auth::new(&config, store, mailer)?;
+    // 2. Mail outbox worker, password hasher, sessions, upstream client.
+    let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
+    let auth = Auth::new(&config, store, outbox)?;
     let app = Arc::new(App {
         auth,
         upstream: Upstream::new(&config.upstream),
@@ -167,6 +167,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // 7. Drain: stop accepting, let in-flight requests finish.
     drop(listener);
     sweeper.abort();
+    mail_worker.stop().await;
     tracing::info!(
         connections = graceful.count(),
         "shutting down; draining connections"

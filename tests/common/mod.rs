@@ -364,15 +364,16 @@ pub fn set_cookie_header(resp: &reqwest::Response, name: &str) -> Option<String>
         .find(|v| v.starts_with(&format!("{name}=")))
 }
 
-/// The first run of exactly six digits in a mail body.
+/// The first word of exactly six digits in a mail body (MIME boundaries
+/// mix letters and digits, so they never count).
 pub fn extract_code(mail: &str) -> Option<String> {
     let body = mail
         .split("\r\n\r\n")
         .skip(1)
         .collect::<Vec<_>>()
         .join("\n");
-    body.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
+    body.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
 }
 
