@@ -946,7 +946,9 @@ mod tests {
             panic!()
         };
         assert_eq!(s.password, Some(PasswordSource::File("smtp-pass".into())));
-        let e = err("[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"");
+        let e = err(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"",
+        );
         assert!(e.contains("mail.smtp.ca_file"), "{e}");
     }
 }

@@ -47,6 +47,9 @@ pub enum MailError {
         #[source]
         source: std::io::Error,
     },
+    /// mail-send could not build its TLS client (system roots).
+    #[error("config key `mail.smtp`: TLS client setup: {0}")]
+    TlsSetup(String),
     /// A message could not be rendered.
     #[error("rendering the message: {0}")]
     Render(#[source] std::io::Error),
@@ -58,9 +61,6 @@ pub enum TransportError {
     /// The SMTP dialogue failed (connect, TLS, auth, or a refused command).
     #[error("smtp: {0}")]
     Smtp(#[from] mail_send::Error),
-    /// mail-send could not build its TLS client (system roots).
-    #[error("smtp tls setup: {0}")]
-    TlsSetup(String),
     /// The `.eml` file could not be written.
     #[error("writing the mail file: {0}")]
     File(#[source] std::io::Error),
@@ -86,7 +86,6 @@ impl TransportError {
                 | E::UnsupportedAuthMechanism
                 | E::MissingStartTls => true,
             },
-            TransportError::TlsSetup(_) => true,
             TransportError::File(_) => false,
         }
     }
@@ -112,12 +111,11 @@ pub fn transport(cfg: &MailConfig) -> Result<(Arc<dyn Transport>, String), MailE
             (Arc::new(transports::LogTransport), "log".to_string())
         }
         MailTransport::File(dir) => {
-            let t = transports::FileTransport::new(dir.clone()).map_err(|source| {
-                MailError::Dir {
+            let t =
+                transports::FileTransport::new(dir.clone()).map_err(|source| MailError::Dir {
                     path: dir.clone(),
                     source,
-                }
-            })?;
+                })?;
             (Arc::new(t), format!("file {}", dir.display()))
         }
         MailTransport::Smtp(smtp) => {

@@ -234,7 +234,17 @@ impl Delivery {
     /// Logs name the outbox id and Message-ID, never the code.
     async fn attempt(&self, mail: QueuedMail) {
         let stats = &self.outbox.stats;
-        let (id, attempt) = (mail.id, mail.attempts + 1);
+        // The batch may be seconds old: a newer code may have replaced this
+        // mail meanwhile. Re-read it right before the dialogue, so only a
+        // send-otp arriving during the dialogue itself can still overlap.
+        let store = self.store.clone();
+        let id = mail.id;
+        let mail = match run_blocking(move || store.outbox_get(id)).await {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => return,
+            Err(e) => return log_store_error(id, &e),
+        };
+        let attempt = mail.attempts + 1;
         if now_millis() >= mail.deadline {
             self.remove(id).await;
             MailStats::bump(&stats.dropped);

@@ -17,46 +17,44 @@ use crate::config::{PasswordSource, SmtpConfig, SmtpSecurity};
 
 pub struct SmtpTransport {
     cfg: SmtpConfig,
-    /// `None`: mail-send's platform verifier (system roots).
-    tls: Option<TlsConnector>,
-    /// Resolved at start-up; never logged or shown in `Debug`.
-    credentials: Option<(String, String)>,
+    /// Built once: loading the system roots takes long enough (hundreds of
+    /// milliseconds in a debug build) to matter between the outbox check
+    /// and the dialogue. Holds the credentials; mail-send never prints them.
+    builder: SmtpClientBuilder<String>,
+    /// The AUTH user, for `describe`.
+    username: Option<String>,
 }
 
 impl SmtpTransport {
     /// Reads the CA file and the password source; errors name the key.
     pub fn new(cfg: SmtpConfig) -> Result<SmtpTransport, MailError> {
-        let tls = match &cfg.ca_file {
-            Some(path) => Some(connector_for_ca(path)?),
-            None => None,
-        };
-        let credentials = match (&cfg.username, &cfg.password) {
-            (Some(user), Some(source)) => Some((user.clone(), read_password(source)?)),
-            _ => None,
-        };
-        Ok(SmtpTransport {
-            cfg,
-            tls,
-            credentials,
-        })
-    }
-
-    fn builder(&self) -> Result<SmtpClientBuilder<String>, TransportError> {
-        let host = self.cfg.host.clone();
-        let builder = match &self.tls {
-            Some(connector) => {
-                SmtpClientBuilder::new_with_tls_connector(host, self.cfg.port, connector.clone())
+        let (host, port) = (cfg.host.clone(), cfg.port);
+        let builder = match (&cfg.ca_file, cfg.security) {
+            (Some(path), _) => {
+                SmtpClientBuilder::new_with_tls_connector(host, port, connector_for_ca(path)?)
             }
-            None => SmtpClientBuilder::new(host, self.cfg.port).map_err(TransportError::TlsSetup)?,
+            // Plaintext never uses the connector: skip loading the system roots.
+            (None, SmtpSecurity::None) => {
+                let empty = client_config(rustls::RootCertStore::empty())
+                    .map_err(|e| MailError::TlsSetup(e.to_string()))?;
+                SmtpClientBuilder::new_with_tls_connector(host, port, empty)
+            }
+            (None, SmtpSecurity::StartTls | SmtpSecurity::Tls) => {
+                SmtpClientBuilder::new(host, port).map_err(MailError::TlsSetup)?
+            }
         };
         let mut builder = builder
-            .implicit_tls(self.cfg.security == SmtpSecurity::Tls)
+            .implicit_tls(cfg.security == SmtpSecurity::Tls)
             .helo_host("gatehouse")
-            .timeout(self.cfg.timeout);
-        if let Some((user, pass)) = &self.credentials {
-            builder = builder.credentials((user.clone(), pass.clone()));
+            .timeout(cfg.timeout);
+        if let (Some(user), Some(source)) = (&cfg.username, &cfg.password) {
+            builder = builder.credentials((user.clone(), read_password(source)?));
         }
-        Ok(builder)
+        Ok(SmtpTransport {
+            username: cfg.username.clone(),
+            cfg,
+            builder,
+        })
     }
 
     /// One SMTP dialogue. `Ok` means the server answered 250 to DATA.
@@ -66,7 +64,7 @@ impl SmtpTransport {
             [mail.to.as_str()],
             mail.bytes.as_slice(),
         );
-        let builder = self.builder()?;
+        let builder = &self.builder;
         // QUIT is a courtesy: the message is accepted once DATA got its 250,
         // so a failing QUIT must not turn a delivery into a retry.
         match self.cfg.security {
@@ -94,8 +92,8 @@ impl SmtpTransport {
             Some(p) => format!("CA file {}", p.display()),
             None => "system roots".to_string(),
         };
-        let auth = match &self.credentials {
-            Some((user, _)) => format!("AUTH as {user}"),
+        let auth = match &self.username {
+            Some(user) => format!("AUTH as {user}"),
             None => "no AUTH".to_string(),
         };
         format!(
@@ -128,10 +126,14 @@ fn connector_for_ca(path: &Path) -> Result<TlsConnector, MailError> {
     if roots.is_empty() {
         return Err(ca_error("holds no PEM certificate".into()));
     }
+    client_config(roots).map_err(|e| ca_error(e.to_string()))
+}
+
+/// A TLS connector trusting exactly `roots`, on the ring provider.
+fn client_config(roots: rustls::RootCertStore) -> Result<TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ca_error(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))

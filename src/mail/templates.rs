@@ -366,7 +366,10 @@ mod tests {
         assert_eq!(mail.subject, "Welcome to Tom & <Jerry>");
         assert_eq!(mail.text, "Code 123456 for a@x.io, 5 minutes.");
         let raw = String::from_utf8(mail.bytes).unwrap();
-        assert!(raw.contains("<b>123456</b> Tom &amp; &lt;Jerry&gt;"), "{raw}");
+        assert!(
+            raw.contains("<b>123456</b> Tom &amp; &lt;Jerry&gt;"),
+            "{raw}"
+        );
     }
 
     #[test]
@@ -376,7 +379,10 @@ mod tests {
         std::fs::write(&p, "Hello {{nmae}} {{code}}").unwrap();
         let e = composer(&format!("[mail.templates]\ntext = \"{}\"", p.display()));
         let e = e.unwrap_err().to_string();
-        assert!(e.contains("mail.templates.text") && e.contains("nmae"), "{e}");
+        assert!(
+            e.contains("mail.templates.text") && e.contains("nmae"),
+            "{e}"
+        );
         std::fs::write(&p, "Hello {{email}}").unwrap();
         let e = composer(&format!("[mail.templates]\nhtml = \"{}\"", p.display()));
         assert!(e.unwrap_err().to_string().contains("{{code}}"));

@@ -215,6 +215,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` outbox messages due at `now`, earliest first.
     fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError>;
 
+    /// The queued message `id`, if it is still queued.
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+
     /// Records a failed attempt: `attempts` so far, next try at `next_attempt_at`.
     /// `false` if the message is gone (superseded meanwhile).
     fn outbox_reschedule(

@@ -138,6 +138,16 @@ impl RedbStore {
         Ok(batch)
     }
 
+    pub(super) fn outbox_entry(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+        match outbox.get(id).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     pub(super) fn outbox_set_next_attempt(
         &self,
         id: u64,
@@ -252,8 +262,10 @@ mod tests {
         let later = s.outbox_due(500, 10).unwrap();
         assert_eq!(later.due[1].id, 1);
         assert_eq!(later.due[1].attempts, 1);
+        assert_eq!(s.outbox_get(1).unwrap().unwrap().next_attempt_at, 500);
         assert!(s.outbox_remove(1).unwrap());
         assert!(!s.outbox_remove(1).unwrap());
+        assert_eq!(s.outbox_get(1).unwrap(), None);
         assert!(!s.outbox_reschedule(1, 2, 900).unwrap());
         // The email's slot is free again: a new send supersedes nothing.
         assert!(matches!(

@@ -11,8 +11,9 @@ use redb::{
 
 use super::redb_outbox;
 use super::{
-    AccountCreation, OtpCheck, OtpMail, OutboxBatch, PendingOtp, SendLimit, SendOutcome, Session,
-    SessionExpiry, Store, StoreError, SweepCounts, TokenHash, UnixMillis, User,
+    AccountCreation, OtpCheck, OtpMail, OutboxBatch, PendingOtp, QueuedMail, SendLimit,
+    SendOutcome, Session, SessionExpiry, Store, StoreError, SweepCounts, TokenHash, UnixMillis,
+    User,
 };
 
 const SCHEMA_VERSION: u64 = 1;
@@ -268,6 +269,10 @@ impl Store for RedbStore {
         self.outbox_due_at(now, max)
     }
 
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        self.outbox_entry(id)
+    }
+
     fn outbox_reschedule(
         &self,
         id: u64,
@@ -483,27 +488,32 @@ mod tests {
     fn send_window_limits_and_slides() {
         let (_d, s) = temp_store();
         assert_eq!(
-            s.record_otp_send("a@x.io", 100, LIMIT, otp(999), mail()).unwrap(),
+            s.record_otp_send("a@x.io", 100, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted {
                 account_exists: false,
                 queued: 1,
                 superseded: false
             }
         );
-        s.record_otp_send("a@x.io", 200, LIMIT, otp(999), mail()).unwrap();
+        s.record_otp_send("a@x.io", 200, LIMIT, otp(999), mail())
+            .unwrap();
         assert_eq!(
-            s.record_otp_send("a@x.io", 300, LIMIT, otp(999), mail()).unwrap(),
+            s.record_otp_send("a@x.io", 300, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Limited {
                 retry_after_ms: 800
             }
         );
         // Another email is not affected; the first frees up once 100 leaves the window.
         assert!(matches!(
-            s.record_otp_send("b@x.io", 300, LIMIT, otp(999), mail()).unwrap(),
+            s.record_otp_send("b@x.io", 300, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted { .. }
         ));
         assert!(matches!(
-            s.record_otp_send("a@x.io", 1101, LIMIT, otp(999), mail()).unwrap(),
+            s.record_otp_send("a@x.io", 1101, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted { .. }
         ));
     }
@@ -511,7 +521,8 @@ mod tests {
     #[test]
     fn wrong_attempts_exhaust_the_code_and_valid_code_creates_one_account() {
         let (_d, s) = temp_store();
-        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail()).unwrap();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         assert_eq!(
             s.check_otp("a@x.io", 1, 2, &|_| false).unwrap(),
             OtpCheck::Wrong
@@ -530,7 +541,8 @@ mod tests {
         assert_eq!(s.session(&[7; 32]).unwrap().unwrap().user_id, 1);
         assert!(s.session(&[8; 32]).unwrap().is_none());
 
-        s.record_otp_send("b@x.io", 0, LIMIT, otp(10_000), mail()).unwrap();
+        s.record_otp_send("b@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         assert_eq!(
             s.check_otp("b@x.io", 1, 2, &|_| false).unwrap(),
             OtpCheck::Wrong
@@ -548,13 +560,15 @@ mod tests {
     #[test]
     fn existing_account_gets_no_code_and_expired_codes_are_swept() {
         let (_d, s) = temp_store();
-        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail()).unwrap();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         let OtpCheck::Valid(p) = s.check_otp("a@x.io", 1, 5, &|_| true).unwrap() else {
             panic!()
         };
         s.create_account("a@x.io", &p, "h", 1, &[7; 32]).unwrap();
         assert!(matches!(
-            s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000), mail()).unwrap(),
+            s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000), mail())
+                .unwrap(),
             SendOutcome::Accepted {
                 account_exists: true,
                 ..
@@ -565,7 +579,8 @@ mod tests {
             OtpCheck::Missing
         );
 
-        s.record_otp_send("c@x.io", 0, LIMIT, otp(50), mail()).unwrap();
+        s.record_otp_send("c@x.io", 0, LIMIT, otp(50), mail())
+            .unwrap();
         let expiry = SessionExpiry {
             idle_ms: 100,
             absolute_ms: 1000,
