@@ -26,7 +26,8 @@ impl Transport for LogTransport {
     }
 }
 
-/// Writes `<dir>/<message id>.eml`.
+/// Writes `<dir>/msg-<message id>.eml` (the prefix keeps names that start
+/// with '-' from looking like options to shell tools).
 pub struct FileTransport {
     dir: PathBuf,
 }
@@ -48,8 +49,8 @@ impl Transport for FileTransport {
                 .chars()
                 .map(|c| if c == '/' { '_' } else { c })
                 .collect();
-            let target = self.dir.join(format!("{name}.eml"));
-            let tmp = self.dir.join(format!(".{name}.eml.tmp"));
+            let target = self.dir.join(format!("msg-{name}.eml"));
+            let tmp = self.dir.join(format!(".msg-{name}.eml.tmp"));
             let bytes = mail.bytes.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 use std::io::Write;
