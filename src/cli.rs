@@ -1,4 +1,4 @@
-//! Command-line interface: `serve` and `check-config`. Parses arguments,
+//! Command-line interface: `serve`, `check-config` and `check-mail`. Parses arguments,
 //! loads the configuration, sets up logging and the runtime, and reports
 //! failures as one line on stderr with a non-zero exit status.
 
@@ -34,6 +34,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Send a test message through the configured mail transport now and
+    /// report how the SMTP dialogue ended (non-zero exit on failure).
+    CheckMail {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Recipient (default: the `mail.from` address).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// Runs the command line; the process exit status follows the outcome.
@@ -48,6 +58,32 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::CheckMail { config, to } => check_mail(&config, to.as_deref()),
+    }
+}
+
+fn check_mail(path: &std::path::Path, to: Option<&str>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(crate::mail::check::check(&config.mail, to)) {
+        Ok(report) => {
+            println!("mail ok: {report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse: mail check failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -109,7 +109,21 @@ struct RawMail {
     transport: Option<String>,
     from: Option<String>,
     product_name: Option<String>,
+    dir: Option<PathBuf>,
+    code_in_subject: Option<bool>,
+    deadline: Option<String>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
     smtp: Option<RawSmtp>,
+    templates: Option<RawTemplates>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    subject: Option<PathBuf>,
+    text: Option<PathBuf>,
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +134,9 @@ struct RawSmtp {
     security: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     timeout: Option<String>,
 }
 
@@ -280,12 +297,32 @@ pub struct MailConfig {
     pub transport: MailTransport,
     pub from: String,
     pub product_name: String,
+    /// Whether the sign-up code also appears in the subject line.
+    pub code_in_subject: bool,
+    /// How long a queued message may wait for delivery before it is dropped;
+    /// never longer than `otp.ttl` (an expired code is not worth sending).
+    pub deadline: Duration,
+    /// First retry delay after a temporary failure; doubles per attempt.
+    pub retry_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub retry_max: Duration,
+    pub templates: TemplatePaths,
+}
+
+/// Template files that replace the built-in subject / text / HTML.
+#[derive(Debug, Clone, Default)]
+pub struct TemplatePaths {
+    pub subject: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub enum MailTransport {
     /// Development only: the message, code included, goes to the log.
     Log,
+    /// Each message becomes an `.eml` file in this directory.
+    File(PathBuf),
     Smtp(SmtpConfig),
 }
 
@@ -295,8 +332,31 @@ pub struct SmtpConfig {
     pub port: u16,
     pub security: SmtpSecurity,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<PasswordSource>,
+    /// PEM file of the CA(s) to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+}
+
+/// Where the SMTP password comes from; read at start-up, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// Written in the config file itself.
+    Inline(String),
+    /// The named environment variable.
+    Env(String),
+    /// A file (relative paths are looked up in `$CREDENTIALS_DIRECTORY`).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            PasswordSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            PasswordSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -306,7 +366,8 @@ impl std::fmt::Debug for SmtpConfig {
             .field("port", &self.port)
             .field("security", &self.security)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -429,13 +490,13 @@ impl TryFrom<RawConfig> for Config {
         if store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
-        let mail = check_mail(raw.mail)?;
         let session = check_session(raw.session)?;
         let otp = OtpConfig {
             ttl: duration_or("otp.ttl", raw.otp.ttl, Duration::from_secs(300))?,
             max_sends_per_day: positive("otp.max_sends_per_day", raw.otp.max_sends_per_day, 5)?,
             max_attempts: positive("otp.max_attempts", raw.otp.max_attempts, 5)?,
         };
+        let mail = check_mail(raw.mail, otp.ttl)?;
         let password = check_password(raw.password)?;
         let routes = check_routes(raw.route)?;
         let cors = check_cors(raw.cors)?;
@@ -629,11 +690,11 @@ fn check_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     })
 }
 
-fn check_mail(raw: RawMail) -> Result<MailConfig, ConfigError> {
+fn check_mail(raw: RawMail, otp_ttl: Duration) -> Result<MailConfig, ConfigError> {
     let from = raw
         .from
         .unwrap_or_else(|| "Flowtask <no-reply@example.com>".to_string());
-    if !from.contains('@') {
+    if !from.contains('@') || from.contains(['\r', '\n']) {
         return Err(invalid(
             "mail.from",
             "must be an address, as in \"Flowtask <no-reply@example.com>\"",
@@ -641,6 +702,13 @@ fn check_mail(raw: RawMail) -> Result<MailConfig, ConfigError> {
     }
     let transport = match raw.transport.as_deref().unwrap_or("log") {
         "log" => MailTransport::Log,
+        "file" => {
+            let dir = raw
+                .dir
+                .filter(|d| !d.as_os_str().is_empty())
+                .ok_or_else(|| invalid("mail.dir", "is required when mail.transport = \"file\""))?;
+            MailTransport::File(dir)
+        }
         "smtp" => {
             let smtp = raw.smtp.ok_or_else(|| {
                 invalid("mail.smtp", "is required when mail.transport = \"smtp\"")
@@ -650,14 +718,47 @@ fn check_mail(raw: RawMail) -> Result<MailConfig, ConfigError> {
         other => {
             return Err(invalid(
                 "mail.transport",
-                format!("\"{other}\" is not one of \"smtp\", \"log\""),
+                format!("\"{other}\" is not one of \"smtp\", \"log\", \"file\""),
             ));
         }
     };
+    let deadline = duration_or("mail.deadline", raw.deadline, otp_ttl)?;
+    if deadline > otp_ttl {
+        return Err(invalid(
+            "mail.deadline",
+            "must not be longer than otp.ttl (a code that expired is not worth sending)",
+        ));
+    }
+    let retry_initial = duration_or(
+        "mail.retry_initial",
+        raw.retry_initial,
+        Duration::from_secs(1),
+    )?;
+    let retry_max = duration_or("mail.retry_max", raw.retry_max, Duration::from_secs(10))?;
+    if retry_max < retry_initial {
+        return Err(invalid(
+            "mail.retry_max",
+            "must be at least mail.retry_initial",
+        ));
+    }
+    let templates = raw.templates.unwrap_or_default();
+    let product_name = raw.product_name.unwrap_or_else(|| "Flowtask".to_string());
+    if product_name.contains(['\r', '\n']) {
+        return Err(invalid("mail.product_name", "must be a single line"));
+    }
     Ok(MailConfig {
         transport,
         from,
-        product_name: raw.product_name.unwrap_or_else(|| "Flowtask".to_string()),
+        product_name,
+        code_in_subject: raw.code_in_subject.unwrap_or(false),
+        deadline,
+        retry_initial,
+        retry_max,
+        templates: TemplatePaths {
+            subject: templates.subject,
+            text: templates.text,
+            html: templates.html,
+        },
     })
 }
 
@@ -682,10 +783,42 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         SmtpSecurity::StartTls => 587,
         SmtpSecurity::Tls => 465,
     };
-    if raw.password.is_some() && raw.username.is_none() {
+    let password = match (raw.password, raw.password_env, raw.password_file) {
+        (None, None, None) => None,
+        (Some(p), None, None) => Some(PasswordSource::Inline(p)),
+        (None, Some(var), None) if !var.is_empty() => Some(PasswordSource::Env(var)),
+        (None, None, Some(path)) if !path.as_os_str().is_empty() => {
+            Some(PasswordSource::File(path))
+        }
+        (None, Some(_), None) => {
+            return Err(invalid("mail.smtp.password_env", "must name a variable"));
+        }
+        (None, None, Some(_)) => {
+            return Err(invalid("mail.smtp.password_file", "must name a file"));
+        }
+        _ => {
+            return Err(invalid(
+                "mail.smtp.password",
+                "set only one of password, password_env and password_file",
+            ));
+        }
+    };
+    if password.is_some() && raw.username.is_none() {
         return Err(invalid(
             "mail.smtp.username",
-            "is required when mail.smtp.password is set",
+            "is required when an SMTP password is set",
+        ));
+    }
+    if raw.username.is_some() && password.is_none() {
+        return Err(invalid(
+            "mail.smtp.password",
+            "is required when mail.smtp.username is set (or use password_env / password_file)",
+        ));
+    }
+    if security == SmtpSecurity::None && raw.ca_file.is_some() {
+        return Err(invalid(
+            "mail.smtp.ca_file",
+            "has no effect with security = \"none\"; remove it or use \"starttls\" / \"tls\"",
         ));
     }
     Ok(SmtpConfig {
@@ -693,7 +826,8 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         port: raw.port.unwrap_or(default_port),
         security,
         username: raw.username,
-        password: raw.password,
+        password,
+        ca_file: raw.ca_file,
         timeout: duration_or("mail.smtp.timeout", raw.timeout, Duration::from_secs(30))?,
     })
 }
@@ -944,5 +1078,32 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn mail_keys_are_checked() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.mail.deadline, c.otp.ttl);
+        assert!(!c.mail.code_in_subject);
+        let c = Config::parse("[otp]\nttl = \"10m\"", "t").unwrap();
+        assert_eq!(c.mail.deadline, Duration::from_secs(600));
+        assert!(err("[mail]\ntransport = \"file\"").contains("mail.dir"));
+        assert!(err("[mail]\ndeadline = \"1h\"").contains("mail.deadline"));
+        assert!(
+            err("[mail]\nretry_initial = \"5s\"\nretry_max = \"1s\"").contains("mail.retry_max")
+        );
+        let smtp = "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\n";
+        let e = err(&format!("{smtp}password = \"a\"\npassword_env = \"B\""));
+        assert!(e.contains("mail.smtp.password"), "{e}");
+        assert!(err(smtp).contains("mail.smtp.password"));
+        let c = Config::parse(&format!("{smtp}password_file = \"smtp-pass\""), "t").unwrap();
+        let MailTransport::Smtp(s) = c.mail.transport else {
+            panic!()
+        };
+        assert_eq!(s.password, Some(PasswordSource::File("smtp-pass".into())));
+        let e = err(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"",
+        );
+        assert!(e.contains("mail.smtp.ca_file"), "{e}");
     }
 }

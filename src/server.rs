@@ -80,9 +80,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         })?)
     };
 
-    // 2. Mail transport, password hasher, sessions, upstream client.
-    let mailer = Arc::from(crate::mail::from_config(&config.mail)?);
-    let auth = Auth::new(&config, store, mailer)?;
+    // 2. Mail outbox worker, password hasher, sessions, upstream client.
+    let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
+    let auth = Auth::new(&config, store, outbox)?;
     let app = Arc::new(App {
         auth,
         upstream: Upstream::new(&config.upstream),
@@ -175,6 +175,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+    // Mail queued by the drained requests stays in the outbox for next start.
+    mail_worker.stop().await;
     flush_throttles(&app).await;
     tracing::info!("stopped");
     Ok(())

@@ -1,5 +1,6 @@
 //! The authentication flows — sign-up by emailed code, sign-in, logout — as
-//! plain async functions over the store, password hasher, sessions and mailer.
+//! plain async functions over the store, password hasher, sessions and the
+//! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.
 
 pub mod devices;
@@ -15,9 +16,10 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::config::Config;
-use crate::mail::{MailError, Mailer, Message};
+use crate::mail::Outbox;
 use crate::store::{
-    AccountCreation, OtpCheck, SendLimit, SendOutcome, Store, StoreError, TokenHash, now_millis,
+    AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, Store, StoreError, TokenHash,
+    now_millis,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
@@ -69,9 +71,6 @@ pub enum AuthError {
     /// No valid session.
     #[error("Not authenticated")]
     NotAuthenticated,
-    /// The mail could not be handed to the transport.
-    #[error("mail: {0}")]
-    Mail(#[from] MailError),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -115,7 +114,7 @@ pub struct Auth {
     pub throttle: Throttle,
     devices: Devices,
     passwords: Passwords,
-    mailer: Arc<dyn Mailer>,
+    outbox: Arc<Outbox>,
     otp_ttl: Duration,
     send_limit: SendLimit,
     max_attempts: u32,
@@ -126,7 +125,7 @@ impl Auth {
     pub fn new(
         cfg: &Config,
         store: Arc<dyn Store>,
-        mailer: Arc<dyn Mailer>,
+        outbox: Arc<Outbox>,
     ) -> Result<Auth, AuthError> {
         Ok(Auth {
             sessions: Sessions::new(store.clone(), &cfg.session, cfg.tls.is_some()),
@@ -134,7 +133,7 @@ impl Auth {
             devices: Devices::new(store.server_secret("known-device")?),
             passwords: Passwords::new(&cfg.password, cfg.limits.max_queued_hashes)?,
             store,
-            mailer,
+            outbox,
             otp_ttl: cfg.otp.ttl,
             send_limit: SendLimit {
                 max: cfg.otp.max_sends_per_day,
@@ -145,39 +144,48 @@ impl Auth {
         })
     }
 
-    /// Records a sign-up request and mails a code — or, when the email has
-    /// an account, a notice instead; the caller cannot tell which.
+    /// Records a sign-up request and queues a code mail — or, when the email
+    /// has an account, a notice instead; the caller cannot tell which. The
+    /// pending code and its mail are committed together, so `Ok` means the
+    /// delivery worker will send it (until the mail deadline).
     pub async fn send_otp(&self, raw_email: &str, client: &ClientInfo) -> Result<(), AuthError> {
         self.throttle
             .hit(Rate::SendOtpPerIp, &client.ip_key)
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         let now = now_millis();
-        let code = otp::generate(now + self.otp_ttl.as_millis() as u64);
+        let ttl_ms = self.otp_ttl.as_millis() as u64;
+        let code = otp::generate(now + ttl_ms);
+        let mut token = [0u8; 16];
+        random_bytes(&mut token);
+        let mail = OtpMail {
+            code: code.code,
+            ttl_ms,
+            deadline: now + self.outbox.deadline().as_millis() as u64,
+            message_token: base64url(&token),
+        };
         let store = self.store.clone();
         let limit = self.send_limit;
         let pending = code.pending;
-        let key = email.clone();
         let outcome =
-            run_blocking(move || store.record_otp_send(&key, now, limit, pending)).await?;
-        let message = match outcome {
-            SendOutcome::Limited { retry_after_ms } => {
-                return Err(AuthError::SendLimited {
-                    retry_after: Duration::from_millis(retry_after_ms),
-                });
+            run_blocking(move || store.record_otp_send(&email, now, limit, pending, mail)).await?;
+        match outcome {
+            SendOutcome::Limited { retry_after_ms } => Err(AuthError::SendLimited {
+                retry_after: Duration::from_millis(retry_after_ms),
+            }),
+            SendOutcome::Accepted {
+                queued, superseded, ..
+            } => {
+                tracing::debug!(outbox_id = queued, superseded, "sign-up mail queued");
+                self.outbox.queued(superseded);
+                Ok(())
             }
-            SendOutcome::Accepted {
-                account_exists: false,
-            } => Message::SignupCode {
-                code: code.code,
-                ttl: self.otp_ttl,
-            },
-            SendOutcome::Accepted {
-                account_exists: true,
-            } => Message::AccountExists,
-        };
-        self.mailer.send(&email, message).await?;
-        Ok(())
+        }
+    }
+
+    /// The mail outbox (its counters are the mail metrics).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Checks the code, creates the account and its first session.

@@ -74,10 +74,6 @@ impl ApiError {
                 }
                 A::Busy => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 A::NotAuthenticated => (StatusCode::UNAUTHORIZED, e.to_string()),
-                A::Mail(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The email could not be sent right now; try again shortly".to_string(),
-                ),
                 A::Store(_) | A::Password(_) => internal,
             },
             ApiError::Path(e) => (StatusCode::BAD_REQUEST, capitalise(&e.to_string())),

@@ -1,10 +1,11 @@
 //! Persistent state behind one small trait: users, sessions (keyed by token
-//! hash), pending sign-up codes and the send-rate window.
+//! hash), pending sign-up codes, the send-rate window and the mail outbox.
 //!
 //! Every method is one atomic, durable change (or one consistent read), so a
 //! second backend only has to honour the same contract. Methods block: async
 //! callers run writes on the blocking pool (see [`crate::auth`]).
 
+mod redb_outbox;
 mod redb_store;
 
 use serde::{Deserialize, Serialize};
@@ -64,11 +65,80 @@ pub struct PendingOtp {
     pub attempts: u32,
 }
 
+/// What a queued mail says. It is rendered only when it is delivered, so the
+/// code lives here in clear: the store file is the trust boundary, and the
+/// entry is deleted once the mail is accepted, expired or given up.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MailKind {
+    /// The sign-up code and its lifetime.
+    SignupCode { code: String, ttl_ms: u64 },
+    /// "Someone tried to sign up with your address; you have an account."
+    AccountExists,
+}
+
+impl std::fmt::Debug for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailKind::SignupCode { ttl_ms, .. } => f
+                .debug_struct("SignupCode")
+                .field("code", &"<redacted>")
+                .field("ttl_ms", ttl_ms)
+                .finish(),
+            MailKind::AccountExists => f.write_str("AccountExists"),
+        }
+    }
+}
+
+/// One message in the durable outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueuedMail {
+    /// Outbox id, increasing; names the message in logs.
+    pub id: u64,
+    /// Normalised recipient address.
+    pub to: String,
+    pub kind: MailKind,
+    /// Random, stable across retries: the left part of the `Message-ID`.
+    pub message_token: String,
+    pub queued_at: UnixMillis,
+    /// Past this the message is dropped unsent.
+    pub deadline: UnixMillis,
+    /// Delivery attempts that failed temporarily so far.
+    pub attempts: u32,
+    pub next_attempt_at: UnixMillis,
+}
+
+/// The mail queued together with a send-otp request: the code mail, or the
+/// account notice when the store finds the email has an account.
+#[derive(Clone)]
+pub struct OtpMail {
+    pub code: String,
+    pub ttl_ms: u64,
+    pub deadline: UnixMillis,
+    pub message_token: String,
+}
+
+/// Due outbox messages, and when the next one falls due.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxBatch {
+    /// Messages whose next attempt is due, earliest first.
+    pub due: Vec<QueuedMail>,
+    /// Earliest `next_attempt_at` of the messages not in `due`.
+    pub next_due: Option<UnixMillis>,
+    /// Messages in the outbox (due or not).
+    pub depth: u64,
+}
+
 /// The answer to a send-otp request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// Recorded; the pending code was replaced. `account_exists` decides the mail.
-    Accepted { account_exists: bool },
+    /// Recorded; the pending code was replaced and mail `queued` was put in
+    /// the outbox. `superseded` is whether an older unsent mail to this
+    /// email was dropped for it. `account_exists` decided the mail's kind.
+    Accepted {
+        account_exists: bool,
+        queued: u64,
+        superseded: bool,
+    },
     /// Over the rolling-window limit; try again after this many milliseconds.
     Limited { retry_after_ms: u64 },
 }
@@ -146,13 +216,35 @@ pub trait Store: Send + Sync + 'static {
     /// Counts a send-otp request against `limit` and, if allowed, stores
     /// `otp` as the email's only pending code (replacing an older one) —
     /// unless the email already has an account, in which case no code is kept.
+    /// In the same transaction the mail is queued in the outbox (the code
+    /// mail, or the account notice), replacing the email's unsent mail.
     fn record_otp_send(
         &self,
         email: &str,
         now: UnixMillis,
         limit: SendLimit,
         otp: PendingOtp,
+        mail: OtpMail,
     ) -> Result<SendOutcome, StoreError>;
+
+    /// Up to `max` outbox messages due at `now`, earliest first.
+    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError>;
+
+    /// The queued message `id`, if it is still queued.
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+
+    /// Records a failed attempt: `attempts` so far, next try at `next_attempt_at`.
+    /// `false` if the message is gone (superseded meanwhile).
+    fn outbox_reschedule(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a message (delivered, expired or given up); `false` if it was
+    /// already gone.
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError>;
 
     /// Checks a submitted code with `matches` (a constant-time comparison),
     /// counting wrong attempts and voiding the code after `max_attempts`.

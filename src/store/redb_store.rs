@@ -9,15 +9,17 @@ use redb::{
     ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use super::redb_outbox;
 use super::{
-    AccountCreation, OtpCheck, PendingOtp, SendLimit, SendOutcome, Session, SessionExpiry, Store,
-    StoreError, SweepCounts, ThrottleRecord, TokenHash, UnixMillis, User,
+    AccountCreation, OtpCheck, OtpMail, OutboxBatch, PendingOtp, QueuedMail, SendLimit,
+    SendOutcome, Session, SessionExpiry, Store, StoreError, SweepCounts, ThrottleRecord, TokenHash,
+    UnixMillis, User,
 };
 
 const SCHEMA_VERSION: u64 = 1;
 
-/// Small counters: `schema_version`, `next_user_id`.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// user id → JSON [`User`].
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 /// normalised email → user id.
@@ -37,10 +39,10 @@ const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles"
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 pub struct RedbStore {
-    db: Database,
+    pub(super) db: Database,
 }
 
-fn db_err(e: impl Into<redb::Error>) -> StoreError {
+pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Database(e.into())
 }
 
@@ -91,22 +93,23 @@ impl RedbStore {
             txn.open_table(OTP_SENDS).map_err(db_err)?;
             txn.open_table(THROTTLES).map_err(db_err)?;
             txn.open_table(SECRETS).map_err(db_err)?;
+            redb_outbox::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
 
-    fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
+    pub(super) fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_two_phase_commit(true);
         Ok(txn)
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(serde_json::to_vec(value)?)
 }
 
@@ -117,6 +120,7 @@ impl Store for RedbStore {
         now: UnixMillis,
         limit: SendLimit,
         otp: PendingOtp,
+        mail: OtpMail,
     ) -> Result<SendOutcome, StoreError> {
         let txn = self.write_txn()?;
         let outcome = {
@@ -153,7 +157,13 @@ impl Store for RedbStore {
                 otps.insert(email, encode(&otp)?.as_slice())
                     .map_err(db_err)?;
             }
-            SendOutcome::Accepted { account_exists }
+            let (queued, superseded) =
+                redb_outbox::queue_in(&txn, email, now, account_exists, mail)?;
+            SendOutcome::Accepted {
+                account_exists,
+                queued,
+                superseded,
+            }
         };
         txn.commit().map_err(db_err)?;
         Ok(outcome)
@@ -259,6 +269,27 @@ impl Store for RedbStore {
         };
         txn.commit().map_err(db_err)?;
         Ok(AccountCreation::Created(user))
+    }
+
+    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
+        self.outbox_due_at(now, max)
+    }
+
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        self.outbox_entry(id)
+    }
+
+    fn outbox_reschedule(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.outbox_set_next_attempt(id, attempts, next_attempt_at)
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        self.outbox_delete(id)
     }
 
     fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
@@ -524,6 +555,15 @@ mod tests {
         }
     }
 
+    fn mail() -> OtpMail {
+        OtpMail {
+            code: "123456".into(),
+            ttl_ms: 10_000,
+            deadline: 10_000,
+            message_token: "t".into(),
+        }
+    }
+
     const LIMIT: SendLimit = SendLimit {
         max: 2,
         window_ms: 1000,
@@ -533,25 +573,32 @@ mod tests {
     fn send_window_limits_and_slides() {
         let (_d, s) = temp_store();
         assert_eq!(
-            s.record_otp_send("a@x.io", 100, LIMIT, otp(999)).unwrap(),
+            s.record_otp_send("a@x.io", 100, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted {
-                account_exists: false
+                account_exists: false,
+                queued: 1,
+                superseded: false
             }
         );
-        s.record_otp_send("a@x.io", 200, LIMIT, otp(999)).unwrap();
+        s.record_otp_send("a@x.io", 200, LIMIT, otp(999), mail())
+            .unwrap();
         assert_eq!(
-            s.record_otp_send("a@x.io", 300, LIMIT, otp(999)).unwrap(),
+            s.record_otp_send("a@x.io", 300, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Limited {
                 retry_after_ms: 800
             }
         );
         // Another email is not affected; the first frees up once 100 leaves the window.
         assert!(matches!(
-            s.record_otp_send("b@x.io", 300, LIMIT, otp(999)).unwrap(),
+            s.record_otp_send("b@x.io", 300, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted { .. }
         ));
         assert!(matches!(
-            s.record_otp_send("a@x.io", 1101, LIMIT, otp(999)).unwrap(),
+            s.record_otp_send("a@x.io", 1101, LIMIT, otp(999), mail())
+                .unwrap(),
             SendOutcome::Accepted { .. }
         ));
     }
@@ -559,7 +606,8 @@ mod tests {
     #[test]
     fn wrong_attempts_exhaust_the_code_and_valid_code_creates_one_account() {
         let (_d, s) = temp_store();
-        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         assert_eq!(
             s.check_otp("a@x.io", 1, 2, &|_| false).unwrap(),
             OtpCheck::Wrong
@@ -578,7 +626,8 @@ mod tests {
         assert_eq!(s.session(&[7; 32]).unwrap().unwrap().user_id, 1);
         assert!(s.session(&[8; 32]).unwrap().is_none());
 
-        s.record_otp_send("b@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        s.record_otp_send("b@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         assert_eq!(
             s.check_otp("b@x.io", 1, 2, &|_| false).unwrap(),
             OtpCheck::Wrong
@@ -596,23 +645,27 @@ mod tests {
     #[test]
     fn existing_account_gets_no_code_and_expired_codes_are_swept() {
         let (_d, s) = temp_store();
-        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000)).unwrap();
+        s.record_otp_send("a@x.io", 0, LIMIT, otp(10_000), mail())
+            .unwrap();
         let OtpCheck::Valid(p) = s.check_otp("a@x.io", 1, 5, &|_| true).unwrap() else {
             panic!()
         };
         s.create_account("a@x.io", &p, "h", 1, &[7; 32]).unwrap();
-        assert_eq!(
-            s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000)).unwrap(),
+        assert!(matches!(
+            s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000), mail())
+                .unwrap(),
             SendOutcome::Accepted {
-                account_exists: true
+                account_exists: true,
+                ..
             }
-        );
+        ));
         assert_eq!(
             s.check_otp("a@x.io", 6, 5, &|_| true).unwrap(),
             OtpCheck::Missing
         );
 
-        s.record_otp_send("c@x.io", 0, LIMIT, otp(50)).unwrap();
+        s.record_otp_send("c@x.io", 0, LIMIT, otp(50), mail())
+            .unwrap();
         let expiry = SessionExpiry {
             idle_ms: 100,
             absolute_ms: 1000,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use smtp::SmtpSink;
+pub use smtp::{SinkOptions, SinkTls, SmtpSink};
 #[allow(unused_imports)]
 pub use upstream::{Recorded, RecordingUpstream};
 
@@ -78,6 +78,25 @@ pub struct Options {
     pub otp: String,
     pub routes: String,
     pub upstream_timeout: &'static str,
+    /// `mail.transport`.
+    pub transport: &'static str,
+    /// Extra keys for the `[mail]` table.
+    pub mail: String,
+    /// Extra keys for the `[mail.smtp]` table.
+    pub smtp: String,
+    /// How the SMTP server behaves.
+    pub sink: SinkOptions,
+    /// TLS mode of the SMTP server (built from the test CA).
+    pub sink_tls: SinkTlsMode,
+    /// Whether `[mail.smtp] ca_file` names the test CA (when TLS is on).
+    pub trust_test_ca: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SinkTlsMode {
+    None,
+    StartTls,
+    Implicit,
 }
 
 impl Default for Options {
@@ -92,6 +111,12 @@ impl Default for Options {
                      [[route]]\nprefix = \"/\"\nauth = \"optional\"\n"
                 .into(),
             upstream_timeout: "2s",
+            transport: "smtp",
+            mail: String::new(),
+            smtp: String::new(),
+            sink: SinkOptions::default(),
+            sink_tls: SinkTlsMode::None,
+            trust_test_ca: true,
         }
     }
 }
@@ -123,7 +148,26 @@ impl Gatehouse {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::create(dir.path());
         let upstream = RecordingUpstream::start().await;
-        let smtp = SmtpSink::start().await;
+        let ca_path = dir.path().join("test-ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+        let mut sink = opts.sink.clone();
+        let security = match opts.sink_tls {
+            SinkTlsMode::None => "none",
+            SinkTlsMode::StartTls => {
+                sink.tls = Some(SinkTls::StartTls(smtp::tls_acceptor(&ca)));
+                "starttls"
+            }
+            SinkTlsMode::Implicit => {
+                sink.tls = Some(SinkTls::Implicit(smtp::tls_acceptor(&ca)));
+                "tls"
+            }
+        };
+        let ca_line = if opts.trust_test_ca && opts.sink_tls != SinkTlsMode::None {
+            format!("ca_file = \"{}\"\n", ca_path.display())
+        } else {
+            String::new()
+        };
+        let smtp = SmtpSink::start_with(sink).await;
         let tls = if opts.tls {
             format!(
                 "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -138,8 +182,8 @@ impl Gatehouse {
              {tls}\n\
              [upstream]\nurl = \"http://{up}\"\ntimeout = \"{ut}\"\nconnect_timeout = \"1s\"\n\
              [store]\npath = \"{store}\"\nsweep_interval = \"1s\"\n\
-             [mail]\ntransport = \"smtp\"\nfrom = \"Flowtask <no-reply@example.com>\"\n\
-             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\ntimeout = \"5s\"\n\
+             [mail]\ntransport = \"{transport}\"\nfrom = \"Flowtask <no-reply@example.com>\"\n{mail}\n\
+             [mail.smtp]\nhost = \"{smtp_host}\"\nport = {smtp}\nsecurity = \"{security}\"\ntimeout = \"5s\"\n{ca_line}{smtp_extra}\n\
              [session]\ncookie_name = \"sid\"\n{session}\n\
              [otp]\n{otp}\n\
              {routes}",
@@ -148,6 +192,15 @@ impl Gatehouse {
             ut = opts.upstream_timeout,
             store = dir.path().join("data/gatehouse.redb").display(),
             smtp = smtp.addr.port(),
+            transport = opts.transport,
+            mail = opts.mail,
+            smtp_extra = opts.smtp,
+            // The test certificate names localhost; plain mode keeps the IP.
+            smtp_host = if opts.sink_tls == SinkTlsMode::None {
+                "127.0.0.1"
+            } else {
+                "localhost"
+            },
             session = opts.session,
             otp = opts.otp,
             routes = opts.routes,
@@ -234,6 +287,52 @@ impl Gatehouse {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits (up to 10 s) for a log line containing every one of `needles`.
+    pub async fn wait_for_log(&self, needles: &[&str]) -> String {
+        let found = eventually(Duration::from_secs(10), || {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned()
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no log line with {needles:?}; log:\n{}", self.logs()))
+    }
+
+    /// Log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// POSTs send-otp for `email` and expects 200 (the mail is only queued).
+    pub async fn send_otp(&self, email: &str) {
+        let resp = self
+            .post_json(
+                "/api/v1/user/signup/send-otp",
+                serde_json::json!({ "email": email }),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Verifies `code` for `email`; returns the status.
+    pub async fn verify(&self, email: &str, code: &str) -> u16 {
+        self.post_json(
+            "/api/v1/user/signup/verify",
+            serde_json::json!({ "email": email, "code": code, "password": "password1" }),
+        )
+        .await
+        .status()
+        .as_u16()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -365,15 +464,16 @@ pub fn set_cookie_header(resp: &reqwest::Response, name: &str) -> Option<String>
         .find(|v| v.starts_with(&format!("{name}=")))
 }
 
-/// The first run of exactly six digits in a mail body.
+/// The first word of exactly six digits in a mail body (MIME boundaries
+/// mix letters and digits, so they never count).
 pub fn extract_code(mail: &str) -> Option<String> {
     let body = mail
         .split("\r\n\r\n")
         .skip(1)
         .collect::<Vec<_>>()
         .join("\n");
-    body.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
+    body.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
 }
 
