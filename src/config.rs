@@ -5,6 +5,8 @@
 //! inline. Every failure names the key the operator has to change.
 
 use std::net::SocketAddr;
+
+use crate::net::Cidr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,6 +64,24 @@ struct RawConfig {
     password: RawPassword,
     #[serde(default)]
     route: Option<Vec<RawRoute>>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +92,8 @@ struct RawServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     max_body_bytes: Option<usize>,
+    drain_timeout: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,6 +136,7 @@ struct RawSmtp {
     security: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    password_file: Option<PathBuf>,
     timeout: Option<String>,
 }
 
@@ -168,6 +191,30 @@ pub struct Config {
     pub otp: OtpConfig,
     pub password: PasswordConfig,
     pub routes: Vec<Route>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// The operator's side door: health/metrics over HTTP and the CLI socket.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket (mode 0600) the CLI talks to while the server runs.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Default filter (`RUST_LOG` overrides it), e.g. "info" or "gatehouse=debug".
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +227,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request body accepted by Gatehouse's own endpoints.
     pub max_body_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM before being cut.
+    pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-Uri` / `X-Original-URI` are believed
+    /// (forward-auth); everyone else's are ignored.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +429,8 @@ impl TryFrom<RawConfig> for Config {
         };
         let password = check_password(raw.password)?;
         let routes = check_routes(raw.route)?;
+        let admin = check_admin(raw.admin, &store)?;
+        let log = check_log(raw.log)?;
         Ok(Config {
             server,
             tls,
@@ -387,8 +441,67 @@ impl TryFrom<RawConfig> for Config {
             otp,
             password,
             routes,
+            admin,
+            log,
         })
     }
+}
+
+fn check_admin(raw: RawAdmin, store: &StoreConfig) -> Result<AdminConfig, ConfigError> {
+    let listen = match raw.listen.as_deref().unwrap_or("127.0.0.1:9090") {
+        "off" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!("\"{text}\" is not an address like \"127.0.0.1:9090\" (or \"off\")"),
+            )
+        })?),
+    };
+    let socket = raw
+        .socket
+        .unwrap_or_else(|| store.data_dir().join("admin.sock"));
+    if socket.as_os_str().is_empty() {
+        return Err(invalid("admin.socket", "must not be empty"));
+    }
+    // sockaddr_un holds 108 bytes including the terminating NUL.
+    if socket.as_os_str().len() > 107 {
+        return Err(invalid(
+            "admin.socket",
+            "is longer than the 107 bytes a Unix socket path may have",
+        ));
+    }
+    Ok(AdminConfig { listen, socket })
+}
+
+fn check_log(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("\"{other}\" is not one of \"text\", \"json\""),
+            ));
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("\"{level}\" is not a filter like \"info\" or \"gatehouse=debug\""),
+        ));
+    }
+    Ok(LogConfig { format, level })
+}
+
+fn check_trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<Cidr>, ConfigError> {
+    raw.unwrap_or_default()
+        .iter()
+        .map(|text| {
+            text.parse::<Cidr>()
+                .map_err(|e| invalid("server.trusted_proxies", format!("\"{text}\": {e}")))
+        })
+        .collect()
 }
 
 fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -420,6 +533,12 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
             Duration::from_secs(10),
         )?,
         max_body_bytes,
+        drain_timeout: duration_or(
+            "server.drain_timeout",
+            raw.drain_timeout,
+            Duration::from_secs(30),
+        )?,
+        trusted_proxies: check_trusted_proxies(raw.trusted_proxies)?,
     })
 }
 
@@ -527,7 +646,18 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         SmtpSecurity::StartTls => 587,
         SmtpSecurity::Tls => 465,
     };
-    if raw.password.is_some() && raw.username.is_none() {
+    let password = match (raw.password, raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "mail.smtp.password_file",
+                "set either mail.smtp.password or mail.smtp.password_file, not both",
+            ));
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(path)) => Some(read_secret_file(&path)?),
+        (None, None) => None,
+    };
+    if password.is_some() && raw.username.is_none() {
         return Err(invalid(
             "mail.smtp.username",
             "is required when mail.smtp.password is set",
@@ -538,9 +668,29 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         port: raw.port.unwrap_or(default_port),
         security,
         username: raw.username,
-        password: raw.password,
+        password,
         timeout: duration_or("mail.smtp.timeout", raw.timeout, Duration::from_secs(30))?,
     })
+}
+
+/// Reads a secret kept in its own file (e.g. a systemd credential under
+/// `/run/credentials/gatehouse.service/`); one trailing newline is dropped.
+fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "mail.smtp.password_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err(invalid(
+            "mail.smtp.password_file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(secret.to_string())
 }
 
 fn check_session(raw: RawSession) -> Result<SessionConfig, ConfigError> {
@@ -779,6 +929,49 @@ mod tests {
             e.contains("line 2") && e.contains("otp.max_attempts"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn operations_keys_have_defaults_and_are_checked() {
+        let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.admin.socket, PathBuf::from("/var/lib/g/admin.sock"));
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.server.trusted_proxies.is_empty());
+        let c = Config::parse(
+            "[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n\
+             [server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\"]",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen, None);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert!(err("[admin]\nlisten = \"9090\"").contains("admin.listen"));
+        assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
+        assert!(
+            err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]").contains("server.trusted_proxies")
+        );
+        assert!(err("[server]\ndrain_timeout = \"soon\"").contains("server.drain_timeout"));
+    }
+
+    #[test]
+    fn smtp_password_can_come_from_a_credential_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smtp-password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let text = format!(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\npassword_file = \"{}\"",
+            file.display()
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        let MailTransport::Smtp(smtp) = c.mail.transport else {
+            panic!("smtp expected")
+        };
+        assert_eq!(smtp.password.as_deref(), Some("s3cret"));
+        let missing = text.replace("smtp-password", "nope");
+        assert!(err(&missing).contains("mail.smtp.password_file"));
     }
 
     #[test]

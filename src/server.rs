@@ -25,8 +25,6 @@ use crate::proxy::Upstream;
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::TlsError;
 
-/// How long in-flight requests may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most headers accepted in one request.
@@ -60,6 +58,16 @@ pub enum ServeError {
     /// The password hasher could not be configured.
     #[error("passwords: {0}")]
     Password(#[from] PasswordError),
+    /// The admin socket could not be created.
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signal handler could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
@@ -86,20 +94,61 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         upstream: Upstream::new(&config.upstream),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        trusted_proxies: config.server.trusted_proxies.clone(),
     });
 
-    // 3. TLS, if configured.
-    let tls = match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
-            t,
-            &config.store.data_dir(),
-        )?)),
+    // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
+    let (tls, reloadable) = match &config.tls {
+        Some(t) => {
+            let (server_config, cert) =
+                crate::tls::reloadable_server_config(t, &config.store.data_dir())?;
+            (Some(TlsAcceptor::from(server_config)), Some(cert))
+        }
         None => {
             tracing::warn!(
                 "no [tls] section: serving plain HTTP; session cookies are sent without Secure"
             );
-            None
+            (None, None)
         }
+    };
+    let reloader =
+        crate::ops::signals::spawn_reload_on_hangup(reloadable).map_err(ServeError::Signals)?;
+
+    // 3b. Operator access: admin socket for the CLI, admin HTTP listener.
+    let admin_socket =
+        crate::admin::socket::AdminSocket::bind(&config.admin.socket).map_err(|source| {
+            ServeError::AdminSocket {
+                path: config.admin.socket.display().to_string(),
+                source,
+            }
+        })?;
+    let admin_socket_task = tokio::spawn(admin_socket.serve(Arc::new(
+        crate::admin::socket::AdminContext {
+            app: app.clone(),
+            staging_dir: config.store.data_dir(),
+        },
+    )));
+    let admin_http_task = match config.admin.listen {
+        Some(addr) => {
+            let listener = crate::ops::health::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
+            let ready = Arc::new(crate::ops::health::Readiness {
+                app: app.clone(),
+                upstream: config
+                    .upstream
+                    .url
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            });
+            Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
+        }
+        None => None,
     };
 
     // 4. Listen.
@@ -115,6 +164,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
+    crate::ops::systemd::ready();
+    let watchdog = crate::ops::systemd::spawn_watchdog();
 
     // 5. Background sweep of expired sessions and codes.
     let sweeper = {
@@ -164,18 +215,36 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         });
     }
 
-    // 7. Drain: stop accepting, let in-flight requests finish.
+    // 7. Drain: stop accepting, let in-flight requests finish (up to
+    //    server.drain_timeout), then make every store write durable.
     drop(listener);
+    crate::ops::systemd::stopping();
     sweeper.abort();
+    reloader.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!(
         connections = graceful.count(),
         "shutting down; draining connections"
     );
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    // The admin socket stays up during the drain; its file goes with it.
+    admin_socket_task.abort();
+    let _ = admin_socket_task.await;
+    if let Some(t) = admin_http_task {
+        t.abort();
+    }
+    let store = app.auth.store().clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final store flush failed"),
+        Err(e) => tracing::warn!(error = %e, "final store flush task failed"),
     }
     tracing::info!("stopped");
     Ok(())

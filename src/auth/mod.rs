@@ -132,6 +132,7 @@ impl Auth {
             } => Message::AccountExists,
         };
         self.mailer.send(&email, message).await?;
+        crate::metrics::get().otp_sends.inc();
         Ok(())
     }
 
@@ -170,6 +171,7 @@ impl Auth {
         match created {
             AccountCreation::Created(user) => {
                 tracing::info!(user_id = user.id, "account created");
+                crate::metrics::get().signups.inc();
                 Ok(token)
             }
             AccountCreation::CodeGone => Err(AuthError::InvalidCode),
@@ -199,10 +201,15 @@ impl Auth {
         let user = run_blocking(move || store.user_by_email(&key)).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.passwords.verify(password.to_string(), stored).await?;
+        // A disabled account answers exactly like a wrong password.
         let user = match user {
-            Some(u) if ok => u,
-            _ => return Err(AuthError::InvalidCredentials),
+            Some(u) if ok && !u.disabled => u,
+            _ => {
+                crate::metrics::get().sign_in(false);
+                return Err(AuthError::InvalidCredentials);
+            }
         };
+        crate::metrics::get().sign_in(true);
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }
@@ -220,6 +227,16 @@ impl Auth {
         } else {
             Err(AuthError::NotAuthenticated)
         }
+    }
+
+    /// The store, for operator commands that go around the flows.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The password hasher (operator-set passwords use the same parameters).
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
     }
 
     fn check_password_policy(&self, password: &str) -> Result<(), AuthError> {

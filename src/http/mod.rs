@@ -8,6 +8,7 @@
 //! error into a response.
 
 pub mod error;
+mod forward_auth;
 mod handlers;
 pub mod path;
 pub mod response;
@@ -29,6 +30,8 @@ pub struct App {
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
+    /// Peers whose forwarded-URI headers are believed (forward-auth).
+    pub trusted_proxies: Vec<crate::net::Cidr>,
 }
 
 /// What is known about the client's connection.
@@ -39,18 +42,34 @@ pub struct Peer {
 }
 
 /// Entry point for every request: never fails, never panics on input.
+/// Every request is counted and access-logged (see [`crate::ops::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
-    match route(app, peer, req).await {
+    let started = crate::ops::access::Started::new(&req);
+    let mut route_name = "refused";
+    let resp = match route(app, peer, req, &mut route_name).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
-    }
+    };
+    started.finish(route_name, resp)
 }
 
-async fn route(app: &App, peer: Peer, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// `route_name` is set as soon as the request is routed, for metrics.
+async fn route(
+    app: &App,
+    peer: Peer,
+    req: Request<Incoming>,
+    route_name: &mut &'static str,
+) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
     match Endpoint::for_path(&canonical) {
-        Some(endpoint) => serve_endpoint(app, endpoint, req).await,
-        None => proxy(app, peer, &canonical, req).await,
+        Some(endpoint) => {
+            *route_name = endpoint.name();
+            serve_endpoint(app, peer, endpoint, req).await
+        }
+        None => {
+            *route_name = "proxy";
+            proxy(app, peer, &canonical, req).await
+        }
     }
 }
 
@@ -63,6 +82,9 @@ enum Endpoint {
     SignIn,
     AuthCheck,
     Logout,
+    /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
+    /// `forward_auth`, Traefik `ForwardAuth`.
+    ForwardAuth,
 }
 
 impl Endpoint {
@@ -73,13 +95,26 @@ impl Endpoint {
             "/api/v1/user/signin" => Endpoint::SignIn,
             "/api/v1/auth-check" => Endpoint::AuthCheck,
             "/api/v1/user/logout" => Endpoint::Logout,
+            "/api/v1/auth/verify" => Endpoint::ForwardAuth,
             _ => return None,
         })
     }
 
+    /// Metric label.
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::SendOtp => "send-otp",
+            Endpoint::Verify => "signup-verify",
+            Endpoint::SignIn => "signin",
+            Endpoint::AuthCheck => "auth-check",
+            Endpoint::Logout => "logout",
+            Endpoint::ForwardAuth => "forward-auth",
+        }
+    }
+
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck => Method::GET,
+            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
             Endpoint::SendOtp | Endpoint::Verify | Endpoint::SignIn | Endpoint::Logout => {
                 Method::POST
             }
@@ -96,6 +131,7 @@ impl Endpoint {
 
 async fn serve_endpoint(
     app: &App,
+    peer: Peer,
     endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -110,6 +146,7 @@ async fn serve_endpoint(
         Endpoint::SignIn => handlers::sign_in(app, req).await,
         Endpoint::AuthCheck => handlers::auth_check(app, &req),
         Endpoint::Logout => handlers::logout(app, req).await,
+        Endpoint::ForwardAuth => forward_auth::verify(app, peer, &req),
     }
 }
 
@@ -131,7 +168,13 @@ async fn proxy(
                 .ok_or(ApiError::Unauthenticated)?,
         ),
     };
-    app.upstream
+    let mut resp = app
+        .upstream
         .forward(req, identity.as_ref(), peer, &app.auth.sessions)
-        .await
+        .await?;
+    if let Some(who) = &identity {
+        resp.extensions_mut()
+            .insert(crate::ops::access::AuthenticatedUser(who.user_id));
+    }
+    Ok(resp)
 }
