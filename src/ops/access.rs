@@ -108,7 +108,7 @@ impl Line {
             duration_ms = self.at.elapsed().as_millis() as u64,
             bytes = self.bytes,
             user = %user,
-            request_id = self.request_id.to_str().unwrap_or("-"),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
             complete,
             "request"
         );
