@@ -79,6 +79,8 @@ pub struct Options {
     pub upstream_timeout: &'static str,
     /// Extra keys for the `[admin]` section (listen defaults to port 0).
     pub admin: String,
+    /// Extra environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -94,6 +96,7 @@ impl Default for Options {
                 .into(),
             upstream_timeout: "2s",
             admin: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -109,6 +112,7 @@ pub struct Gatehouse {
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if enabled.
     pub admin_addr: Option<SocketAddr>,
     pub tls: bool,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -173,6 +177,7 @@ impl Gatehouse {
             addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: None,
             tls: opts.tls,
+            env: opts.env.clone(),
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
         };
@@ -186,6 +191,7 @@ impl Gatehouse {
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
