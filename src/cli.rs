@@ -1,6 +1,10 @@
-//! Command-line interface: `serve`, `check-config` and `check-mail`. Parses arguments,
-//! loads the configuration, sets up logging and the runtime, and reports
-//! failures as one line on stderr with a non-zero exit status.
+//! Command-line interface: `serve`, `check-config`, `check-mail`, and the
+//! operator commands (`user`, `session`, `backup`, `restore`, implemented in
+//! [`admin`]). Parses arguments, loads the configuration, sets up logging and
+//! the runtime, and reports failures as one line on stderr with a non-zero
+//! exit status.
+
+mod admin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +48,26 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Manage user accounts (works while the server runs).
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// List and revoke sessions (works while the server runs).
+    #[command(subcommand)]
+    Session(admin::SessionCommand),
+    /// Write a consistent copy of the store to FILE (works while serving).
+    Backup {
+        #[command(flatten)]
+        common: admin::Common,
+        /// Where to write the backup; must not exist yet.
+        file: PathBuf,
+    },
+    /// Replace the store with a backup. The server must be stopped.
+    Restore {
+        #[command(flatten)]
+        common: admin::Common,
+        /// A file written by `gatehouse backup`.
+        file: PathBuf,
+    },
 }
 
 /// Runs the command line; the process exit status follows the outcome.
@@ -59,6 +83,10 @@ pub fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::CheckMail { config, to } => check_mail(&config, to.as_deref()),
+        Command::User(cmd) => admin::user(cmd),
+        Command::Session(cmd) => admin::session(cmd),
+        Command::Backup { common, file } => admin::backup(&common, &file),
+        Command::Restore { common, file } => admin::restore(&common, &file),
     }
 }
 
@@ -92,7 +120,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    init_logging();
+    init_logging(&config.log);
     // One process-wide crypto provider: ring (no aws-lc, no openssl).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -104,7 +132,13 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(crate::server::serve(config, shutdown_signal())) {
+    let outcome = runtime.block_on(async {
+        // Installed before anything listens: an early SIGTERM still drains.
+        let shutdown =
+            crate::ops::signals::Shutdown::install().map_err(crate::server::ServeError::Signals)?;
+        crate::server::serve(config, shutdown.recv()).await
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -115,21 +149,20 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
+/// Logs go to stderr (journald under systemd) as text or one JSON object
+/// per line; `RUST_LOG` overrides `log.level`.
+fn init_logging(cfg: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        .with_writer(std::io::stderr);
+    match cfg.format {
+        crate::config::LogFormat::Text => builder.init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }

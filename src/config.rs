@@ -5,6 +5,8 @@
 //! inline. Every failure names the key the operator has to change.
 
 use std::net::SocketAddr;
+
+use crate::net::Cidr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,6 +68,24 @@ struct RawConfig {
     cors: RawCors,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -76,6 +96,7 @@ struct RawServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     max_body_bytes: Option<usize>,
+    drain_timeout: Option<String>,
     trusted_proxies: Option<Vec<String>>,
 }
 
@@ -212,6 +233,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub cors: CorsConfig,
     pub limits: LimitsConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.
@@ -239,6 +262,28 @@ pub struct LimitsConfig {
     pub max_queued_hashes: usize,
 }
 
+/// The operator's side door: health/metrics over HTTP and the CLI socket.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket (mode 0600) the CLI talks to while the server runs.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Default filter (`RUST_LOG` overrides it), e.g. "info" or "gatehouse=debug".
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -249,8 +294,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest request body accepted by Gatehouse's own endpoints.
     pub max_body_bytes: usize,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<crate::net::Cidr>,
+    /// How long in-flight requests may run after SIGTERM before being cut.
+    pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-Uri` / `X-Original-URI` are believed
+    /// (forward-auth); everyone else's are ignored.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -501,6 +549,8 @@ impl TryFrom<RawConfig> for Config {
         let routes = check_routes(raw.route)?;
         let cors = check_cors(raw.cors)?;
         let limits = check_limits(raw.limits)?;
+        let admin = check_admin(raw.admin, &store)?;
+        let log = check_log(raw.log)?;
         Ok(Config {
             server,
             tls,
@@ -513,8 +563,71 @@ impl TryFrom<RawConfig> for Config {
             routes,
             cors,
             limits,
+            admin,
+            log,
         })
     }
+}
+
+fn check_admin(raw: RawAdmin, store: &StoreConfig) -> Result<AdminConfig, ConfigError> {
+    let listen = match raw.listen.as_deref().unwrap_or("127.0.0.1:9090") {
+        "off" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!("\"{text}\" is not an address like \"127.0.0.1:9090\" (or \"off\")"),
+            )
+        })?),
+    };
+    let socket = raw
+        .socket
+        .unwrap_or_else(|| store.data_dir().join("admin.sock"));
+    if socket.as_os_str().is_empty() {
+        return Err(invalid("admin.socket", "must not be empty"));
+    }
+    // sockaddr_un holds 108 bytes including the terminating NUL.
+    if socket.as_os_str().len() > 107 {
+        return Err(invalid(
+            "admin.socket",
+            "is longer than the 107 bytes a Unix socket path may have",
+        ));
+    }
+    Ok(AdminConfig { listen, socket })
+}
+
+fn check_log(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("\"{other}\" is not one of \"text\", \"json\""),
+            ));
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("\"{level}\" is not a filter like \"info\" or \"gatehouse=debug\""),
+        ));
+    }
+    Ok(LogConfig { format, level })
+}
+
+fn check_trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<Cidr>, ConfigError> {
+    raw.unwrap_or_default()
+        .iter()
+        .map(|text| {
+            Cidr::parse(text).ok_or_else(|| {
+                invalid(
+                    "server.trusted_proxies",
+                    format!("\"{text}\" is not an address or CIDR like \"10.0.0.0/8\""),
+                )
+            })
+        })
+        .collect()
 }
 
 fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -546,19 +659,12 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
             Duration::from_secs(10),
         )?,
         max_body_bytes,
-        trusted_proxies: raw
-            .trusted_proxies
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                crate::net::Cidr::parse(c).ok_or_else(|| {
-                    invalid(
-                        "server.trusted_proxies",
-                        format!("\"{c}\" is not an address or CIDR like \"10.0.0.0/8\""),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        drain_timeout: duration_or(
+            "server.drain_timeout",
+            raw.drain_timeout,
+            Duration::from_secs(30),
+        )?,
+        trusted_proxies: check_trusted_proxies(raw.trusted_proxies)?,
     })
 }
 
@@ -1068,6 +1174,31 @@ mod tests {
             e.contains("line 2") && e.contains("otp.max_attempts"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn operations_keys_have_defaults_and_are_checked() {
+        let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.admin.socket, PathBuf::from("/var/lib/g/admin.sock"));
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.server.trusted_proxies.is_empty());
+        let c = Config::parse(
+            "[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n\
+             [server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\"]",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen, None);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert!(err("[admin]\nlisten = \"9090\"").contains("admin.listen"));
+        assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
+        assert!(
+            err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]").contains("server.trusted_proxies")
+        );
+        assert!(err("[server]\ndrain_timeout = \"soon\"").contains("server.drain_timeout"));
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
     client
 }
 
-fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
     trusted.iter().any(|c| c.contains(ip))
 }
 

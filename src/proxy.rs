@@ -192,7 +192,8 @@ pub fn strip_spoofable(headers: &mut HeaderMap) {
     }
 }
 
-fn new_request_id() -> HeaderValue {
+/// A fresh random request id (96 bits, base64url).
+pub fn new_request_id() -> HeaderValue {
     let mut raw = [0u8; 12];
     crate::auth::random_bytes(&mut raw);
     HeaderValue::from_str(&crate::auth::base64url(&raw)).expect("base64url is a valid header")

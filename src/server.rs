@@ -27,8 +27,6 @@ use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::TlsError;
 use http::HeaderValue;
 
-/// How long in-flight requests may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most headers accepted in one request.
@@ -62,6 +60,16 @@ pub enum ServeError {
     /// The auth state (hasher, throttles, secrets) could not be set up.
     #[error("auth: {0}")]
     Auth(#[from] AuthError),
+    /// The admin socket could not be created.
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signal handler could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
@@ -99,18 +107,58 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }),
     });
 
-    // 3. TLS, if configured.
-    let tls = match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
-            &t.source,
-            &config.store.data_dir(),
-        )?)),
+    // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
+    let (tls, reloadable) = match &config.tls {
+        Some(t) => {
+            let (server_config, cert) =
+                crate::tls::reloadable_server_config(&t.source, &config.store.data_dir())?;
+            (Some(TlsAcceptor::from(server_config)), Some(cert))
+        }
         None => {
             tracing::warn!(
                 "no [tls] section: serving plain HTTP; session cookies are sent without Secure"
             );
-            None
+            (None, None)
         }
+    };
+    let reloader =
+        crate::ops::signals::spawn_reload_on_hangup(reloadable).map_err(ServeError::Signals)?;
+
+    // 3b. Operator access: admin socket for the CLI, admin HTTP listener.
+    let admin_socket =
+        crate::admin::socket::AdminSocket::bind(&config.admin.socket).map_err(|source| {
+            ServeError::AdminSocket {
+                path: config.admin.socket.display().to_string(),
+                source,
+            }
+        })?;
+    let admin_socket_task = tokio::spawn(admin_socket.serve(Arc::new(
+        crate::admin::socket::AdminContext {
+            app: app.clone(),
+            staging_dir: config.store.data_dir(),
+        },
+    )));
+    let admin_http_task = match config.admin.listen {
+        Some(addr) => {
+            let listener = crate::ops::health::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
+            let ready = Arc::new(crate::ops::health::Readiness {
+                app: app.clone(),
+                upstream: config
+                    .upstream
+                    .url
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            });
+            Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
+        }
+        None => None,
     };
 
     // 4. Listen.
@@ -126,6 +174,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
+    crate::ops::systemd::ready();
+    let watchdog = crate::ops::systemd::spawn_watchdog();
 
     // 5. Background upkeep: sweep expired sessions and codes, persist throttles.
     let upkeep = tokio::spawn(upkeep(app.clone(), config.store.sweep_interval));
@@ -162,22 +212,40 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         });
     }
 
-    // 7. Drain: stop accepting, let in-flight requests finish.
+    // 7. Drain: stop accepting, let in-flight requests finish (up to
+    //    server.drain_timeout), then make every store write durable.
     drop(listener);
+    crate::ops::systemd::stopping();
     upkeep.abort();
+    reloader.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!(
         connections = graceful.count(),
         "shutting down; draining connections"
     );
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+    // The admin socket stays up during the drain; its file goes with it.
+    admin_socket_task.abort();
+    let _ = admin_socket_task.await;
+    if let Some(t) = admin_http_task {
+        t.abort();
+    }
     // Mail queued by the drained requests stays in the outbox for next start.
     mail_worker.stop().await;
     flush_throttles(&app).await;
+    let store = app.auth.store().clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final store flush failed"),
+        Err(e) => tracing::warn!(error = %e, "final store flush task failed"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,11 +1,17 @@
 //! TLS for the public listener: certificate files or a self-signed
 //! certificate generated once into the data directory, turned into a rustls
 //! server config (ring provider, HTTP/2 and HTTP/1.1 via ALPN, resumption).
+//!
+//! The certificate is served through [`ReloadableCert`], so SIGHUP can swap
+//! it for new handshakes while established connections keep the one they
+//! negotiated; a new pair that fails to load leaves the old one in place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -38,31 +44,93 @@ pub enum TlsError {
 /// Builds the server config; for `self_signed`, generates the certificate
 /// into `data_dir/tls/` on first start and reuses it afterwards.
 pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (config, _) = reloadable_server_config(source, data_dir)?;
+    Ok(config)
+}
+
+/// Like [`server_config`], also returning the handle that swaps the
+/// certificate in place (see [`ReloadableCert::reload`]).
+pub fn reloadable_server_config(
+    source: &CertSource,
+    data_dir: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<ReloadableCert>), TlsError> {
     let (cert_path, key_path) = match source {
         CertSource::Files { cert, key } => (cert.clone(), key.clone()),
         CertSource::SelfSigned => ensure_self_signed(&data_dir.join("tls"))?,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem {
-            path: cert_path.clone(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(cert_path));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
-        path: key_path.clone(),
-        message: e.to_string(),
-    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let current = load_certified_key(&cert_path, &key_path, &provider)?;
+    let resolver = Arc::new(ReloadableCert {
+        cert_path,
+        key_path,
+        provider: provider.clone(),
+        current: RwLock::new(Arc::new(current)),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), resolver))
+}
+
+/// The certificate handed to new handshakes, replaceable while serving.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Re-reads the certificate and key files. On success new handshakes get
+    /// the new pair; on failure (unreadable, empty, key not matching) the
+    /// current pair stays and the error says why. Blocking file I/O.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
+        *self.current.write().expect("certificate lock poisoned") = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The certificate file being served, for log lines.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .expect("certificate lock poisoned")
+                .clone(),
+        )
+    }
+}
+
+/// Reads a PEM certificate chain and key and checks that they belong together.
+fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(cert_path.to_path_buf()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(CertifiedKey::from_der(certs, key, provider)?)
 }
 
 fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
@@ -123,6 +191,34 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0);
+    }
+
+    #[test]
+    fn reload_swaps_a_good_pair_and_keeps_the_old_one_on_a_bad_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ensure_self_signed(dir.path()).unwrap();
+        let files = CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let (_, handle) = reloadable_server_config(&files, dir.path()).unwrap();
+        let served = |h: &ReloadableCert| h.current.read().unwrap().cert[0].clone();
+        let first = served(&handle);
+
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&cert, other.cert.pem()).unwrap();
+        // Certificate replaced but key not yet: the pair does not match.
+        let e = handle.reload().unwrap_err();
+        assert!(e.to_string().contains("rejected"), "{e}");
+        assert_eq!(served(&handle), first);
+
+        std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+        handle.reload().unwrap();
+        assert_ne!(served(&handle), first);
+
+        std::fs::write(&cert, "not pem").unwrap();
+        assert!(handle.reload().is_err());
+        assert_eq!(served(&handle).as_ref(), other.cert.der().as_ref());
     }
 
     #[test]

@@ -178,6 +178,7 @@ impl Auth {
             } => {
                 tracing::debug!(outbox_id = queued, superseded, "sign-up mail queued");
                 self.outbox.queued(superseded);
+                crate::metrics::get().otp_sends.inc();
                 Ok(())
             }
         }
@@ -228,6 +229,7 @@ impl Auth {
         match created {
             AccountCreation::Created(user) => {
                 tracing::info!(user_id = user.id, "account created");
+                crate::metrics::get().signups.inc();
                 Ok(SignedIn {
                     token,
                     device_mark: self.devices.mark(&email),
@@ -277,14 +279,17 @@ impl Auth {
             let user = run_blocking(move || store.user_by_email(&key)).await?;
             let stored = user.as_ref().map(|u| u.password_hash.clone());
             let verified = self.passwords.verify(password.to_string(), stored).await?;
-            user.filter(|_| verified)
+            // A disabled account answers exactly like a wrong password.
+            user.filter(|u| verified && !u.disabled)
         };
         let Some(user) = ok else {
+            crate::metrics::get().sign_in(false);
             self.throttle.record_failure(Failures::SignInPerIp, ip);
             self.throttle
                 .record_failure(Failures::SignInPerEmail, &email);
             return Err(AuthError::InvalidCredentials);
         };
+        crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
         if let Some(old) = previous {
@@ -317,6 +322,16 @@ impl Auth {
         } else {
             Err(AuthError::NotAuthenticated)
         }
+    }
+
+    /// The store, for operator commands that go around the flows.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The password hasher (operator-set passwords use the same parameters).
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
     }
 
     fn check_password_policy(&self, password: &str) -> Result<(), AuthError> {

@@ -232,6 +232,15 @@ impl Sessions {
             .remove(hash);
     }
 
+    /// Drops every cached session of one user, so an operator's disable or
+    /// delete takes effect on the very next request.
+    pub fn forget_user(&self, user_id: u64) {
+        self.cache
+            .lock()
+            .expect("session cache poisoned")
+            .retain(|_, c| c.session.user_id != user_id);
+    }
+
     /// Drops expired entries from the cache; the store is swept separately.
     pub fn prune_cache(&self) {
         let now = now_millis();

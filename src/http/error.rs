@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A `required` route without a valid session.
     #[error("Authentication required")]
     Unauthenticated,
+    /// Forward-auth for a path no route covers: nothing may pass.
+    #[error("No route allows this path")]
+    NotPermitted,
     /// The upstream could not be reached or broke the exchange.
     #[error("Upstream unavailable")]
     UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
             ApiError::CrossSite => (StatusCode::FORBIDDEN, self.to_string()),
+            ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
             ApiError::Store(_) => internal,
@@ -96,6 +100,7 @@ impl ApiError {
     /// The JSON error response (`{"message": …, "msg": …}`).
     pub fn into_response(self) -> http::Response<Body> {
         let (status, message) = self.status_and_message();
+        record_metrics(&self, status);
         // Upstream failures are logged where they happen; these are ours.
         if status == StatusCode::INTERNAL_SERVER_ERROR
             || (status == StatusCode::SERVICE_UNAVAILABLE
@@ -121,6 +126,31 @@ impl ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+/// Counts throttled requests (every 429, whichever throttle refused it) and
+/// upstream failures.
+fn record_metrics(error: &ApiError, status: StatusCode) {
+    let metrics = crate::metrics::get();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        metrics.throttled.inc();
+    }
+    match error {
+        ApiError::UpstreamUnavailable(_) => metrics.upstream_error("unavailable"),
+        ApiError::UpstreamTimeout => metrics.upstream_error("timeout"),
+        ApiError::Auth(_)
+        | ApiError::Path(_)
+        | ApiError::BadBody(_)
+        | ApiError::BodyTooLarge
+        | ApiError::BodyRead
+        | ApiError::UnsupportedMediaType
+        | ApiError::MethodNotAllowed { .. }
+        | ApiError::NoRoute
+        | ApiError::Unauthenticated
+        | ApiError::NotPermitted
+        | ApiError::CrossSite
+        | ApiError::Store(_) => {}
     }
 }
 

@@ -10,6 +10,7 @@
 //! error into a response.
 
 pub mod error;
+mod forward_auth;
 mod handlers;
 pub mod origin;
 pub mod path;
@@ -36,6 +37,8 @@ pub struct App {
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` (client address) and forwarded-URI
+    /// headers (forward-auth) are believed.
     pub trusted_proxies: Vec<Cidr>,
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
@@ -68,13 +71,16 @@ impl RequestContext {
 }
 
 /// Entry point for every request: never fails, never panics on input.
+/// Every request is counted and access-logged (see [`crate::ops::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    let started = crate::ops::access::Started::new(&req);
     let ctx = RequestContext {
         peer,
         client_ip: crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies),
         site: app.origins.site(req.headers(), peer.tls),
     };
-    let mut resp = match route(app, &ctx, req).await {
+    let mut route_name = "refused";
+    let mut resp = match route(app, &ctx, req, &mut route_name).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
@@ -84,13 +90,15 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
     }
-    resp
+    started.finish(route_name, resp)
 }
 
+/// `route_name` is set as soon as the request is routed, for metrics.
 async fn route(
     app: &App,
     ctx: &RequestContext,
     req: Request<Incoming>,
+    route_name: &mut &'static str,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
     if let Some(resp) = app
@@ -107,8 +115,14 @@ async fn route(
         return Err(ApiError::CrossSite);
     }
     match Endpoint::for_path(&canonical) {
-        Some(endpoint) => serve_endpoint(app, ctx, endpoint, req).await,
-        None => proxy(app, ctx, &canonical, req).await,
+        Some(endpoint) => {
+            *route_name = endpoint.name();
+            serve_endpoint(app, ctx, endpoint, req).await
+        }
+        None => {
+            *route_name = "proxy";
+            proxy(app, ctx, &canonical, req).await
+        }
     }
 }
 
@@ -122,6 +136,9 @@ enum Endpoint {
     AuthCheck,
     Logout,
     LogoutAll,
+    /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
+    /// `forward_auth`, Traefik `ForwardAuth`.
+    ForwardAuth,
 }
 
 impl Endpoint {
@@ -133,13 +150,27 @@ impl Endpoint {
             "/api/v1/auth-check" => Endpoint::AuthCheck,
             "/api/v1/user/logout" => Endpoint::Logout,
             "/api/v1/user/logout-all" => Endpoint::LogoutAll,
+            "/api/v1/auth/verify" => Endpoint::ForwardAuth,
             _ => return None,
         })
     }
 
+    /// Metric label.
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::SendOtp => "send-otp",
+            Endpoint::Verify => "signup-verify",
+            Endpoint::SignIn => "signin",
+            Endpoint::AuthCheck => "auth-check",
+            Endpoint::Logout => "logout",
+            Endpoint::LogoutAll => "logout-all",
+            Endpoint::ForwardAuth => "forward-auth",
+        }
+    }
+
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck => Method::GET,
+            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
@@ -174,6 +205,7 @@ async fn serve_endpoint(
         Endpoint::AuthCheck => handlers::auth_check(app, &req),
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
+        Endpoint::ForwardAuth => forward_auth::verify(app, ctx.peer, &req),
     }
 }
 
@@ -195,7 +227,13 @@ async fn proxy(
                 .ok_or(ApiError::Unauthenticated)?,
         ),
     };
-    app.upstream
+    let mut resp = app
+        .upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
-        .await
+        .await?;
+    if let Some(who) = &identity {
+        resp.extensions_mut()
+            .insert(crate::ops::access::AuthenticatedUser(who.user_id));
+    }
+    Ok(resp)
 }

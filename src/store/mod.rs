@@ -5,11 +5,15 @@
 //! second backend only has to honour the same contract. Methods block: async
 //! callers run writes on the blocking pool (see [`crate::auth`]).
 
+mod backup;
 mod redb_outbox;
 mod redb_store;
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
+pub use backup::restore;
 pub use redb_store::RedbStore;
 
 /// Milliseconds since the Unix epoch; all stored times use it.
@@ -36,6 +40,17 @@ pub enum StoreError {
     /// A blocking store task did not complete.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A backup or restore file could not be written or read.
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store holds a table the backup does not know how to copy; a
+    /// backup without it would silently lose data.
+    #[error("table `{0}` is not covered by the backup; refusing to write an incomplete copy")]
+    UnknownTable(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +60,25 @@ pub struct User {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub created_at: UnixMillis,
+    /// Disabled by an operator: cannot sign in, holds no sessions.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// The result of an operator's change to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    /// The user as stored after the change (before it, for a deletion).
+    pub user: User,
+    /// Sessions the change ended; the caller drops them from any cache.
+    pub ended_sessions: Vec<TokenHash>,
+}
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupCounts {
+    pub users: u64,
+    pub sessions: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -297,6 +331,59 @@ pub trait Store: Send + Sync + 'static {
 
     /// A named 32-byte server secret, created from the OS CSPRNG on first use.
     fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError>;
+
+    // --- Operator commands (admin socket and CLI) -------------------------
+
+    /// Every user, ordered by id.
+    fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Creates an account directly (no code). `None` if the email is taken.
+    fn add_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// Deletes the account and every session it holds. `None` if unknown.
+    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError>;
+
+    /// Disables or re-enables an account; disabling ends every session it
+    /// holds in the same transaction. `None` if unknown.
+    fn set_user_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Option<UserChange>, StoreError>;
+
+    /// Replaces the password hash and ends every session of the account (a
+    /// reset usually follows a compromise). `None` if unknown.
+    fn set_password_hash(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Option<UserChange>, StoreError>;
+
+    /// Stored sessions (expired ones not yet swept included), optionally of
+    /// one user, with their token hashes.
+    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError>;
+
+    /// Number of stored sessions (cheap: read from table metadata).
+    fn count_sessions(&self) -> Result<u64, StoreError>;
+
+    /// Writes a consistent snapshot of the whole store to `dest`, which must
+    /// not exist yet. Concurrent writers are not blocked.
+    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError>;
+
+    /// Makes every earlier (non-durable) commit durable; called on shutdown.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The first 16 hex digits of a session's token hash: the public handle the
+/// CLI shows and accepts. It names a session without revealing the token or
+/// the stored hash (64 of 256 bits; collisions are handled by refusing).
+pub fn session_handle(hash: &TokenHash) -> String {
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The current time as stored.

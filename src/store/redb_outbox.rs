@@ -8,11 +8,12 @@ use super::redb_store::{META, RedbStore, db_err, decode, encode};
 use super::{MailKind, OtpMail, OutboxBatch, QueuedMail, StoreError, UnixMillis};
 
 /// outbox id → JSON [`QueuedMail`].
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// (next attempt time, outbox id) → (): the worker's schedule.
-const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
+pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
 /// normalised email → id of its unsent message.
-const OUTBOX_BY_EMAIL: TableDefinition<&str, u64> = TableDefinition::new("outbox_by_email");
+pub(super) const OUTBOX_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("outbox_by_email");
 
 /// Creates the outbox tables (read transactions cannot open missing ones).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use super::{BackupCounts, UserChange};
+
 use redb::{
     Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
     ReadableTable, TableDefinition, WriteTransaction,
@@ -18,25 +20,42 @@ use super::{
 
 const SCHEMA_VERSION: u64 = 1;
 
+/// Names of every table, for the backup's completeness check.
+pub(super) const TABLE_NAMES: [&str; 12] = [
+    "meta",
+    "users",
+    "users_by_email",
+    "sessions",
+    "user_sessions",
+    "otps",
+    "otp_sends",
+    "throttles",
+    "secrets",
+    "outbox",
+    "outbox_due",
+    "outbox_by_email",
+];
+
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// user id → JSON [`User`].
-const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 /// normalised email → user id.
-const USERS_BY_EMAIL: TableDefinition<&str, u64> = TableDefinition::new("users_by_email");
+pub(super) const USERS_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("users_by_email");
 /// token hash → JSON [`Session`].
-const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// user id → token hashes of that user's sessions.
-const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
+pub(super) const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
     MultimapTableDefinition::new("user_sessions");
 /// email → JSON [`PendingOtp`].
-const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
+pub(super) const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
 /// email → JSON list of send times inside the rolling window.
-const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
+pub(super) const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
 /// throttle key → JSON [`ThrottleRecord`].
-const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
+pub(super) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
 /// name → 32-byte server secret.
-const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+pub(super) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 pub struct RedbStore {
     pub(super) db: Database,
@@ -252,6 +271,7 @@ impl Store for RedbStore {
                 email: email.to_string(),
                 password_hash: password_hash.to_string(),
                 created_at: now,
+                disabled: false,
             };
             txn.open_table(USERS)
                 .map_err(db_err)?
@@ -348,29 +368,6 @@ impl Store for RedbStore {
         let existed = delete_session_in(&txn, token)?;
         txn.commit().map_err(db_err)?;
         Ok(existed)
-    }
-
-    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
-        let txn = self.write_txn()?;
-        let tokens: Vec<TokenHash> = {
-            let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-            let mut out = Vec::new();
-            for entry in index.get(user_id).map_err(db_err)? {
-                if let Ok(t) = TokenHash::try_from(entry.map_err(db_err)?.value()) {
-                    out.push(t);
-                }
-            }
-            out
-        };
-        for token in &tokens {
-            delete_session_in(&txn, token)?;
-        }
-        txn.open_multimap_table(USER_SESSIONS)
-            .map_err(db_err)?
-            .remove_all(user_id)
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(tokens)
     }
 
     fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
@@ -503,6 +500,211 @@ impl Store for RedbStore {
         txn.commit().map_err(db_err)?;
         Ok(counts)
     }
+
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let users = txn.open_table(USERS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in users.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn add_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<User>, StoreError> {
+        let txn = self.write_txn()?;
+        let user = {
+            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            if by_email.get(email).map_err(db_err)?.is_some() {
+                return Ok(None);
+            }
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let id = meta
+                .get("next_user_id")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            meta.insert("next_user_id", id + 1).map_err(db_err)?;
+            let user = User {
+                id,
+                email: email.to_string(),
+                password_hash: password_hash.to_string(),
+                created_at: now,
+                disabled: false,
+            };
+            txn.open_table(USERS)
+                .map_err(db_err)?
+                .insert(id, encode(&user)?.as_slice())
+                .map_err(db_err)?;
+            by_email.insert(email, id).map_err(db_err)?;
+            // A code sent before the operator created the account is void.
+            txn.open_table(OTPS)
+                .map_err(db_err)?
+                .remove(email)
+                .map_err(db_err)?;
+            user
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(Some(user))
+    }
+
+    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
+        let txn = self.write_txn()?;
+        let Some(user) = Self::user_in(&txn, email)? else {
+            return Ok(None);
+        };
+        let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
+        txn.open_table(USERS)
+            .map_err(db_err)?
+            .remove(user.id)
+            .map_err(db_err)?;
+        txn.open_table(USERS_BY_EMAIL)
+            .map_err(db_err)?
+            .remove(email)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(Some(UserChange {
+            user,
+            ended_sessions,
+        }))
+    }
+
+    fn set_user_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.update_user(email, |u| u.disabled = disabled)
+    }
+
+    fn set_password_hash(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.update_user(email, |u| u.password_hash = password_hash.to_string())
+    }
+
+    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in sessions.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let Ok(hash) = <TokenHash>::try_from(k.value()) else {
+                continue;
+            };
+            let session: Session = decode(v.value())?;
+            if user_id.is_none_or(|id| id == session.user_id) {
+                out.push((hash, session));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
+        let txn = self.write_txn()?;
+        let ended = delete_user_sessions_in(&txn, user_id)?;
+        txn.commit().map_err(db_err)?;
+        Ok(ended)
+    }
+
+    fn count_sessions(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(SESSIONS)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
+        super::backup::write_snapshot(self, dest)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // An empty durable commit persists every earlier non-durable one.
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+}
+
+/// The store half of the operator commands.
+impl RedbStore {
+    /// The user behind `email` inside a write transaction.
+    fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
+        let Some(id) = txn
+            .open_table(USERS_BY_EMAIL)
+            .map_err(db_err)?
+            .get(email)
+            .map_err(db_err)?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        match txn
+            .open_table(USERS)
+            .map_err(db_err)?
+            .get(id)
+            .map_err(db_err)?
+        {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` to the user and ends their sessions, in one commit.
+    fn update_user(
+        &self,
+        email: &str,
+        change: impl FnOnce(&mut User),
+    ) -> Result<Option<UserChange>, StoreError> {
+        let txn = self.write_txn()?;
+        let Some(mut user) = Self::user_in(&txn, email)? else {
+            return Ok(None);
+        };
+        change(&mut user);
+        txn.open_table(USERS)
+            .map_err(db_err)?
+            .insert(user.id, encode(&user)?.as_slice())
+            .map_err(db_err)?;
+        let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
+        txn.commit().map_err(db_err)?;
+        Ok(Some(UserChange {
+            user,
+            ended_sessions,
+        }))
+    }
+}
+
+fn delete_user_sessions_in(
+    txn: &WriteTransaction,
+    user_id: u64,
+) -> Result<Vec<TokenHash>, StoreError> {
+    let mut hashes: Vec<TokenHash> = Vec::new();
+    {
+        let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
+        for v in index.get(user_id).map_err(db_err)? {
+            if let Ok(h) = <TokenHash>::try_from(v.map_err(db_err)?.value()) {
+                hashes.push(h);
+            }
+        }
+    }
+    let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    for h in &hashes {
+        sessions.remove(h.as_slice()).map_err(db_err)?;
+    }
+    txn.open_multimap_table(USER_SESSIONS)
+        .map_err(db_err)?
+        .remove_all(user_id)
+        .map_err(db_err)?;
+    Ok(hashes)
 }
 
 fn insert_session_in(
@@ -510,6 +712,20 @@ fn insert_session_in(
     token: &TokenHash,
     session: &Session,
 ) -> Result<(), StoreError> {
+    // A sign-in racing an operator's disable or delete must not leave a live
+    // session behind: the account is re-checked inside the same transaction.
+    let account_usable = match txn
+        .open_table(USERS)
+        .map_err(db_err)?
+        .get(session.user_id)
+        .map_err(db_err)?
+    {
+        Some(v) => !decode::<User>(v.value())?.disabled,
+        None => false,
+    };
+    if !account_usable {
+        return Ok(());
+    }
     txn.open_table(SESSIONS)
         .map_err(db_err)?
         .insert(token.as_slice(), encode(session)?.as_slice())

@@ -90,6 +90,10 @@ pub struct Options {
     pub sink_tls: SinkTlsMode,
     /// Whether `[mail.smtp] ca_file` names the test CA (when TLS is on).
     pub trust_test_ca: bool,
+    /// Extra keys for the `[admin]` section (listen defaults to port 0).
+    pub admin: String,
+    /// Extra environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,8 @@ impl Default for Options {
             sink: SinkOptions::default(),
             sink_tls: SinkTlsMode::None,
             trust_test_ca: true,
+            admin: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -129,7 +135,10 @@ pub struct Gatehouse {
     pub smtp: SmtpSink,
     pub config_path: PathBuf,
     pub addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if enabled.
+    pub admin_addr: Option<SocketAddr>,
     pub tls: bool,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -186,7 +195,8 @@ impl Gatehouse {
              [mail.smtp]\nhost = \"{smtp_host}\"\nport = {smtp}\nsecurity = \"{security}\"\ntimeout = \"5s\"\n{ca_line}{smtp_extra}\n\
              [session]\ncookie_name = \"sid\"\n{session}\n\
              [otp]\n{otp}\n\
-             {routes}",
+             {routes}\n\
+             [admin]\n{admin}\n",
             extra = opts.extra_toml,
             up = upstream.addr,
             ut = opts.upstream_timeout,
@@ -204,6 +214,11 @@ impl Gatehouse {
             session = opts.session,
             otp = opts.otp,
             routes = opts.routes,
+            admin = if opts.admin.contains("listen") {
+                opts.admin.clone()
+            } else {
+                format!("listen = \"127.0.0.1:0\"\n{}", opts.admin)
+            },
         );
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -214,7 +229,9 @@ impl Gatehouse {
             smtp,
             config_path,
             addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: None,
             tls: opts.tls,
+            env: opts.env.clone(),
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
         };
@@ -228,6 +245,7 @@ impl Gatehouse {
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -235,13 +253,16 @@ impl Gatehouse {
         let stderr = child.stderr.take().unwrap();
         let logs = self.logs.clone();
         let (tx, rx) = std::sync::mpsc::channel();
+        let admin = Arc::new(Mutex::new(None));
+        let admin_seen = admin.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.split("admin endpoints on ").nth(1) {
+                    *admin_seen.lock().unwrap() = Some(address_after_scheme(rest));
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split("://").nth(1).unwrap_or("");
-                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(address_after_scheme(rest));
                 }
                 logs.lock().unwrap().push(line);
             }
@@ -250,6 +271,12 @@ impl Gatehouse {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("gatehouse did not start; log:\n{}", self.logs()));
         self.addr = addr.parse().unwrap();
+        // The admin line is logged before the public one.
+        self.admin_addr = admin
+            .lock()
+            .unwrap()
+            .as_deref()
+            .and_then(|a| a.parse().ok());
         self.child = Some(child);
     }
 
@@ -287,6 +314,69 @@ impl Gatehouse {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// Sends a signal (`"TERM"`, `"HUP"`, …) to the server.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the server to exit on its own; `None` if it is still running
+    /// after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a log line contains `needle`; returns that line.
+    pub async fn wait_for_log_line(&self, needle: &str, limit: Duration) -> String {
+        let found = eventually(limit, || {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", self.logs()))
+    }
+
+    /// Log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Runs the `gatehouse` binary with `args` plus `--config <this config>`,
+    /// feeding `stdin`; returns (exit success, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        run_cli(&self.config_path, args, stdin)
+    }
+
+    /// `http://ADMIN/path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.admin_addr.expect("admin listener enabled");
+        format!("http://{addr}{path}")
     }
 
     /// Waits (up to 10 s) for a log line containing every one of `needles`.
@@ -475,6 +565,42 @@ pub fn extract_code(mail: &str) -> Option<String> {
     body.split(|c: char| !c.is_ascii_alphanumeric())
         .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
+}
+
+/// `ADDR` from `scheme://ADDR…`, up to the first character that cannot be
+/// part of an address (the text and JSON log formats end it differently).
+fn address_after_scheme(text: &str) -> String {
+    let after = text.split("://").nth(1).unwrap_or("");
+    after
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c))
+        .collect()
+}
+
+/// Runs the CLI with `--config config`; returns (success, stdout, stderr).
+pub fn run_cli(config: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`.

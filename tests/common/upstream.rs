@@ -59,6 +59,11 @@ impl RecordingUpstream {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Stops accepting connections (the port then refuses them).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }

@@ -1,0 +1,389 @@
+//! Operator commands: the request/reply protocol of the admin socket and the
+//! one function that carries a command out against a [`Store`].
+//!
+//! redb lets one process open the store file, so while the server runs the
+//! CLI sends its command over a Unix socket ([`socket`] serves it, [`client`]
+//! sends it) and the server runs it; with no server, the CLI runs the same
+//! [`execute`] on the store directly. Passwords never cross the socket: the
+//! CLI hashes them and sends the PHC string.
+//!
+//! Wire format: one JSON request line, one JSON reply line, then (for
+//! `backup` only) exactly `bytes` raw bytes of the snapshot file.
+
+pub mod client;
+pub mod socket;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::email;
+use crate::store::{Session, Store, StoreError, TokenHash, User, now_millis, session_handle};
+
+/// One command from the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness of the socket itself.
+    Ping,
+    UserList,
+    UserShow {
+        email: String,
+    },
+    UserAdd {
+        email: String,
+        password_hash: String,
+    },
+    UserDelete {
+        email: String,
+    },
+    UserDisable {
+        email: String,
+    },
+    UserEnable {
+        email: String,
+    },
+    UserSetPassword {
+        email: String,
+        password_hash: String,
+    },
+    SessionList {
+        email: Option<String>,
+    },
+    SessionRevoke {
+        id: String,
+    },
+    SessionRevokeAll {
+        email: String,
+    },
+    /// A snapshot of the store, streamed after the reply line.
+    Backup,
+}
+
+/// The answer to one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Reply {
+    Ok { data: serde_json::Value },
+    Error { message: String },
+}
+
+/// Why a command was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The email is not an address.
+    #[error("\"{0}\" is not a valid email address")]
+    InvalidEmail(String),
+    /// No account has this email.
+    #[error("no user with email {0}")]
+    UnknownUser(String),
+    /// `user add` for an email that has an account.
+    #[error("a user with email {0} exists already")]
+    EmailTaken(String),
+    /// No session has this handle.
+    #[error("no session with id {0}")]
+    UnknownSession(String),
+    /// A session id must be 16 lower-case hex digits.
+    #[error("\"{0}\" is not a session id (16 hex digits, as shown by `session list`)")]
+    MalformedSessionId(String),
+    /// The hash sent by the CLI is not a PHC string.
+    #[error("password hash is not a PHC string")]
+    MalformedHash,
+    /// `backup` is streamed by the socket server, not run here.
+    #[error("backup is handled by the socket server")]
+    NotHere,
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A user as the CLI shows it; never includes the password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: u64,
+    pub email: String,
+    pub disabled: bool,
+    pub created_at: u64,
+    pub sessions: usize,
+}
+
+/// A session as the CLI shows it: its public handle, never the token or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub user_id: u64,
+    pub email: String,
+    pub created_at: u64,
+    pub last_seen: u64,
+}
+
+/// What a change did, for the reply and for the session cache.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub data: serde_json::Value,
+    /// Users whose cached sessions must be dropped at once.
+    pub forget_users: Vec<u64>,
+    /// Single sessions to drop from the cache.
+    pub forget_tokens: Vec<TokenHash>,
+}
+
+fn normalise(raw: &str) -> Result<String, AdminError> {
+    email::normalise(raw).ok_or_else(|| AdminError::InvalidEmail(raw.to_string()))
+}
+
+fn check_hash(hash: &str) -> Result<(), AdminError> {
+    argon2::password_hash::phc::PasswordHash::new(hash)
+        .map(|_| ())
+        .map_err(|_| AdminError::MalformedHash)
+}
+
+fn user_view(user: &User, sessions: usize) -> UserView {
+    UserView {
+        id: user.id,
+        email: user.email.clone(),
+        disabled: user.disabled,
+        created_at: user.created_at,
+        sessions,
+    }
+}
+
+fn session_view(hash: &TokenHash, s: &Session) -> SessionView {
+    SessionView {
+        id: session_handle(hash),
+        user_id: s.user_id,
+        email: s.email.clone(),
+        created_at: s.created_at,
+        last_seen: s.last_seen,
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Carries out one command (blocking: call from the blocking pool).
+pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> {
+    let done = |data: serde_json::Value| Executed {
+        data,
+        ..Executed::default()
+    };
+    match req {
+        Request::Ping => Ok(done(serde_json::json!({ "pong": true }))),
+        Request::UserList => {
+            let mut per_user = std::collections::HashMap::<u64, usize>::new();
+            for (_, s) in store.list_sessions(None)? {
+                *per_user.entry(s.user_id).or_default() += 1;
+            }
+            let users: Vec<UserView> = store
+                .list_users()?
+                .iter()
+                .map(|u| user_view(u, per_user.get(&u.id).copied().unwrap_or(0)))
+                .collect();
+            Ok(done(to_value(&users)))
+        }
+        Request::UserShow { email } => {
+            let key = normalise(&email)?;
+            let user = store
+                .user_by_email(&key)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            let sessions = store.list_sessions(Some(user.id))?;
+            let sessions: Vec<SessionView> =
+                sessions.iter().map(|(h, s)| session_view(h, s)).collect();
+            let mut value = to_value(&user_view(&user, sessions.len()));
+            value["session_list"] = to_value(&sessions);
+            Ok(done(value))
+        }
+        Request::UserAdd {
+            email,
+            password_hash,
+        } => {
+            let key = normalise(&email)?;
+            check_hash(&password_hash)?;
+            let user = store
+                .add_user(&key, &password_hash, now_millis())?
+                .ok_or(AdminError::EmailTaken(key))?;
+            tracing::info!(user_id = user.id, "user added by operator");
+            Ok(done(to_value(&user_view(&user, 0))))
+        }
+        Request::UserDelete { email } => {
+            let key = normalise(&email)?;
+            let change = store
+                .delete_user(&key)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            tracing::info!(user_id = change.user.id, "user deleted by operator");
+            Ok(changed(
+                &change.user,
+                change.ended_sessions.len(),
+                "deleted",
+            ))
+        }
+        Request::UserDisable { email } => set_disabled(store, &email, true),
+        Request::UserEnable { email } => set_disabled(store, &email, false),
+        Request::UserSetPassword {
+            email,
+            password_hash,
+        } => {
+            let key = normalise(&email)?;
+            check_hash(&password_hash)?;
+            let change = store
+                .set_password_hash(&key, &password_hash)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            tracing::info!(user_id = change.user.id, "password set by operator");
+            Ok(changed(
+                &change.user,
+                change.ended_sessions.len(),
+                "password set",
+            ))
+        }
+        Request::SessionList { email } => {
+            let user_id = match email {
+                Some(e) => {
+                    let key = normalise(&e)?;
+                    Some(
+                        store
+                            .user_by_email(&key)?
+                            .ok_or(AdminError::UnknownUser(key))?
+                            .id,
+                    )
+                }
+                None => None,
+            };
+            let sessions: Vec<SessionView> = store
+                .list_sessions(user_id)?
+                .iter()
+                .map(|(h, s)| session_view(h, s))
+                .collect();
+            Ok(done(to_value(&sessions)))
+        }
+        Request::SessionRevoke { id } => {
+            let wanted = id.trim().to_ascii_lowercase();
+            if wanted.len() != 16 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(AdminError::MalformedSessionId(id));
+            }
+            let matching: Vec<(TokenHash, Session)> = store
+                .list_sessions(None)?
+                .into_iter()
+                .filter(|(h, _)| session_handle(h) == wanted)
+                .collect();
+            let [(hash, session)] = matching.as_slice() else {
+                // Zero matches, or (astronomically unlikely) a handle collision:
+                // refuse rather than guess.
+                return Err(AdminError::UnknownSession(wanted));
+            };
+            store.delete_session(hash)?;
+            tracing::info!(user_id = session.user_id, "session revoked by operator");
+            Ok(Executed {
+                data: serde_json::json!({ "revoked": 1, "id": wanted }),
+                forget_users: Vec::new(),
+                forget_tokens: vec![*hash],
+            })
+        }
+        Request::SessionRevokeAll { email } => {
+            let key = normalise(&email)?;
+            let user = store
+                .user_by_email(&key)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            let ended = store.delete_user_sessions(user.id)?;
+            tracing::info!(
+                user_id = user.id,
+                sessions = ended.len(),
+                "sessions revoked by operator"
+            );
+            Ok(Executed {
+                data: serde_json::json!({ "revoked": ended.len(), "email": user.email }),
+                forget_users: vec![user.id],
+                forget_tokens: ended,
+            })
+        }
+        Request::Backup => Err(AdminError::NotHere),
+    }
+}
+
+fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<Executed, AdminError> {
+    let key = normalise(email)?;
+    let change = store
+        .set_user_disabled(&key, disabled)?
+        .ok_or(AdminError::UnknownUser(key))?;
+    let what = if disabled { "disabled" } else { "enabled" };
+    tracing::info!(user_id = change.user.id, "user {what} by operator");
+    Ok(changed(&change.user, change.ended_sessions.len(), what))
+}
+
+/// The reply for a change that may have ended sessions.
+fn changed(user: &User, ended: usize, what: &str) -> Executed {
+    let mut data = to_value(&user_view(user, 0));
+    data["action"] = serde_json::Value::from(what);
+    data["sessions_ended"] = serde_json::Value::from(ended);
+    Executed {
+        data,
+        forget_users: vec![user.id],
+        forget_tokens: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_shape() {
+        let line = serde_json::to_string(&Request::SessionList {
+            email: Some("a@b.co".into()),
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"cmd":"session-list","email":"a@b.co"}"#);
+        let parsed: Request = serde_json::from_str(r#"{"cmd":"user-list"}"#).unwrap();
+        assert_eq!(parsed, Request::UserList);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"drop-tables"}"#).is_err());
+    }
+
+    #[test]
+    fn disable_and_delete_end_sessions_and_name_the_user_to_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let add = Request::UserAdd {
+            email: "Ann@Example.com".into(),
+            password_hash: hash.into(),
+        };
+        let user: UserView =
+            serde_json::from_value(execute(&store, add.clone()).unwrap().data).unwrap();
+        assert_eq!(user.email, "ann@example.com");
+        assert!(matches!(
+            execute(&store, add),
+            Err(AdminError::EmailTaken(_))
+        ));
+        let session = Session {
+            user_id: user.id,
+            email: user.email.clone(),
+            created_at: 1,
+            last_seen: 1,
+        };
+        store.insert_session(&[9; 32], &session).unwrap();
+        let done = execute(
+            &store,
+            Request::UserDisable {
+                email: "ann@example.com".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(done.forget_users, vec![user.id]);
+        assert_eq!(done.data["sessions_ended"], 1);
+        assert!(store.session(&[9; 32]).unwrap().is_none());
+        // A disabled account gets no new sessions either.
+        store.insert_session(&[8; 32], &session).unwrap();
+        assert!(store.session(&[8; 32]).unwrap().is_none());
+        assert!(matches!(
+            execute(&store, Request::SessionRevoke { id: "xyz".into() }),
+            Err(AdminError::MalformedSessionId(_))
+        ));
+        assert!(matches!(
+            execute(
+                &store,
+                Request::UserSetPassword {
+                    email: "ann@example.com".into(),
+                    password_hash: "plaintext".into()
+                }
+            ),
+            Err(AdminError::MalformedHash)
+        ));
+    }
+}

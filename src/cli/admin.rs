@@ -1,0 +1,481 @@
+//! The operator subcommands: `user …`, `session …`, `backup`, `restore`.
+//!
+//! Each command goes to the running server over the admin socket; when no
+//! server runs (no socket, or nobody accepting on it) it opens the store
+//! directly and runs the same [`crate::admin::execute`]. Output is a table
+//! for people, or the reply's JSON with `--json` for scripts.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::admin::client::{self, ClientError};
+use crate::admin::{Reply, Request, SessionView, UserView, execute};
+use crate::config::Config;
+use crate::store::{RedbStore, Store, StoreError};
+
+/// Options every operator command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Configuration file (TOML); names the store and the admin socket.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a new password comes from.
+#[derive(Debug, Args)]
+pub struct PasswordInput {
+    /// Read the password from the first line of standard input.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    /// The password itself (visible to `ps` and shell history; for scripts).
+    #[arg(long)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List every user.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show one user and their sessions.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Create an account (no email code needed).
+    Add {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// Delete an account and end its sessions.
+    Delete {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Block sign-in and end every session at once.
+    Disable {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Allow sign-in again.
+    Enable {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+    /// Replace the password; ends every session of the account.
+    SetPassword {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions. IDs are the first 16 hex digits of the token's hash:
+    /// enough to name a session, useless for using it.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End one session by its ID.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+    },
+    /// End every session of one user.
+    RevokeAll {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
+}
+
+/// Why an operator command failed before or after talking to the store.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The admin socket misbehaved.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Opening or using the store directly failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The command itself was refused (unknown user, bad input, …).
+    #[error("{0}")]
+    Refused(String),
+    /// The password could not be read or does not meet the policy.
+    #[error("{0}")]
+    Password(String),
+}
+
+/// What a reply holds, to pick its table.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Users,
+    User,
+    Sessions,
+    Summary,
+}
+
+pub fn user(cmd: UserCommand) -> ExitCode {
+    let (common, request, shape) = match cmd {
+        UserCommand::List { common } => (common, Ok(Request::UserList), Shape::Users),
+        UserCommand::Show { common, email } => {
+            (common, Ok(Request::UserShow { email }), Shape::User)
+        }
+        UserCommand::Add {
+            common,
+            email,
+            password,
+        } => {
+            let hashed = hash_password(&common.config, &password);
+            let request = hashed.map(|password_hash| Request::UserAdd {
+                email,
+                password_hash,
+            });
+            (common, request, Shape::Summary)
+        }
+        UserCommand::Delete { common, email } => {
+            (common, Ok(Request::UserDelete { email }), Shape::Summary)
+        }
+        UserCommand::Disable { common, email } => {
+            (common, Ok(Request::UserDisable { email }), Shape::Summary)
+        }
+        UserCommand::Enable { common, email } => {
+            (common, Ok(Request::UserEnable { email }), Shape::Summary)
+        }
+        UserCommand::SetPassword {
+            common,
+            email,
+            password,
+        } => {
+            let hashed = hash_password(&common.config, &password);
+            let request = hashed.map(|password_hash| Request::UserSetPassword {
+                email,
+                password_hash,
+            });
+            (common, request, Shape::Summary)
+        }
+    };
+    finish(&common, request.and_then(|r| run(&common, r)), shape)
+}
+
+pub fn session(cmd: SessionCommand) -> ExitCode {
+    let (common, request, shape) = match cmd {
+        SessionCommand::List { common, user } => (
+            common,
+            Request::SessionList { email: user },
+            Shape::Sessions,
+        ),
+        SessionCommand::Revoke { common, id } => {
+            (common, Request::SessionRevoke { id }, Shape::Summary)
+        }
+        SessionCommand::RevokeAll { common, email } => {
+            (common, Request::SessionRevokeAll { email }, Shape::Summary)
+        }
+    };
+    let outcome = run(&common, request);
+    finish(&common, outcome, shape)
+}
+
+pub fn backup(common: &Common, file: &Path) -> ExitCode {
+    let outcome = (|| -> Result<serde_json::Value, CommandError> {
+        let config = Config::load(&common.config)?;
+        if file.exists() {
+            return Err(CommandError::Refused(format!(
+                "{} exists already; choose a new file",
+                file.display()
+            )));
+        }
+        match client::connect(&config.admin.socket)? {
+            Some(stream) => match client::receive_backup(&config.admin.socket, stream, file)? {
+                Reply::Ok { data } => Ok(data),
+                Reply::Error { message } => Err(CommandError::Refused(message)),
+            },
+            None => {
+                let store = open_store(&config)?;
+                let counts = store.backup_to(file)?;
+                Ok(serde_json::json!({ "users": counts.users, "sessions": counts.sessions }))
+            }
+        }
+    })();
+    let outcome = outcome.map(|mut data| {
+        data["file"] = serde_json::Value::from(file.display().to_string());
+        data
+    });
+    finish(common, outcome, Shape::Summary)
+}
+
+pub fn restore(common: &Common, file: &Path) -> ExitCode {
+    let outcome = (|| -> Result<serde_json::Value, CommandError> {
+        let config = Config::load(&common.config)?;
+        if let Some(stream) = client::connect(&config.admin.socket)? {
+            // Something accepts on the socket: make sure it is a server.
+            if let (Reply::Ok { .. }, _) =
+                client::call(&config.admin.socket, stream, &Request::Ping)?
+            {
+                return Err(CommandError::Refused(
+                    "the server is running; stop it (systemctl stop gatehouse) before restoring"
+                        .into(),
+                ));
+            }
+        }
+        let counts = crate::store::restore(file, &config.store.path)?;
+        Ok(serde_json::json!({
+            "restored": config.store.path.display().to_string(),
+            "users": counts.users,
+            "sessions": counts.sessions,
+        }))
+    })();
+    finish(common, outcome, Shape::Summary)
+}
+
+/// Sends `request` to the running server, or runs it on the store directly.
+fn run(common: &Common, request: Request) -> Result<serde_json::Value, CommandError> {
+    let config = Config::load(&common.config)?;
+    let reply = match client::connect(&config.admin.socket)? {
+        Some(stream) => client::call(&config.admin.socket, stream, &request)?.0,
+        None => {
+            let store = open_store(&config)?;
+            match execute(&store, request) {
+                Ok(done) => Reply::Ok { data: done.data },
+                Err(e) => Reply::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+    };
+    match reply {
+        Reply::Ok { data } => Ok(data),
+        Reply::Error { message } => Err(CommandError::Refused(message)),
+    }
+}
+
+fn open_store(config: &Config) -> Result<RedbStore, CommandError> {
+    RedbStore::open(&config.store.path).map_err(|e| match e {
+        StoreError::Locked(path) => CommandError::Refused(format!(
+            "the store {path} is held by another process, but the admin socket {} does not answer",
+            config.admin.socket.display()
+        )),
+        other => CommandError::Store(other),
+    })
+}
+
+/// Reads the new password, checks the configured policy and hashes it with
+/// the configured argon2 parameters. Only the hash leaves this process.
+fn hash_password(config_path: &Path, input: &PasswordInput) -> Result<String, CommandError> {
+    let config = Config::load(config_path)?;
+    let password = match (&input.password, input.password_stdin) {
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| CommandError::Password(format!("reading standard input: {e}")))?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) | (Some(_), true) => {
+            return Err(CommandError::Password(
+                "give the password with --password-stdin (or --password PW in scripts)".into(),
+            ));
+        }
+    };
+    let len = password.chars().count();
+    let (min, max) = (config.password.min_length, config.password.max_length);
+    if len < min || len > max {
+        return Err(CommandError::Password(format!(
+            "the password must be {min} to {max} characters long"
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Password(e.to_string()))?;
+    runtime
+        .block_on(async {
+            let hasher = crate::auth::passwords::Passwords::new(
+                &config.password,
+                config.limits.max_queued_hashes,
+            )?;
+            hasher.hash(password).await
+        })
+        .map_err(|e| CommandError::Password(e.to_string()))
+}
+
+fn finish(
+    common: &Common,
+    outcome: Result<serde_json::Value, CommandError>,
+    shape: Shape,
+) -> ExitCode {
+    match outcome {
+        Ok(data) => {
+            if common.json {
+                println!("{data}");
+            } else {
+                print!("{}", render(&data, shape));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render(data: &serde_json::Value, shape: Shape) -> String {
+    match shape {
+        Shape::Users => {
+            let users: Vec<UserView> = serde_json::from_value(data.clone()).unwrap_or_default();
+            users_table(&users)
+        }
+        Shape::User => {
+            let mut out = String::new();
+            if let Ok(user) = serde_json::from_value::<UserView>(data.clone()) {
+                out.push_str(&users_table(std::slice::from_ref(&user)));
+            }
+            let sessions: Vec<SessionView> =
+                serde_json::from_value(data["session_list"].clone()).unwrap_or_default();
+            if !sessions.is_empty() {
+                out.push('\n');
+                out.push_str(&sessions_table(&sessions));
+            }
+            out
+        }
+        Shape::Sessions => {
+            let sessions: Vec<SessionView> =
+                serde_json::from_value(data.clone()).unwrap_or_default();
+            sessions_table(&sessions)
+        }
+        Shape::Summary => match data.as_object() {
+            Some(fields) => fields
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}: {s}\n"),
+                    other => format!("{k}: {other}\n"),
+                })
+                .collect(),
+            None => format!("{data}\n"),
+        },
+    }
+}
+
+fn users_table(users: &[UserView]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.id.to_string(),
+                u.email.clone(),
+                if u.disabled { "disabled" } else { "active" }.to_string(),
+                u.sessions.to_string(),
+                utc(u.created_at),
+            ]
+        })
+        .collect();
+    table(&["ID", "EMAIL", "STATUS", "SESSIONS", "CREATED"], &rows)
+}
+
+fn sessions_table(sessions: &[SessionView]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.user_id.to_string(),
+                s.email.clone(),
+                utc(s.created_at),
+                utc(s.last_seen),
+            ]
+        })
+        .collect();
+    table(&["ID", "USER", "EMAIL", "CREATED", "LAST SEEN"], &rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `2026-11-26 09:30:00Z` for Unix milliseconds.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_in_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(utc(1_795_000_000_123), "2026-11-18 11:06:40Z");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONG\nxyz  1\n");
+    }
+}

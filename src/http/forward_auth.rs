@@ -1,0 +1,181 @@
+//! Forward-auth: `GET /api/v1/auth/verify` lets nginx (`auth_request`),
+//! Caddy (`forward_auth`) and Traefik (`ForwardAuth`) ask Gatehouse whether
+//! a request may pass, without Gatehouse proxying it.
+//!
+//! 200 with `X-Auth-User-Id` / `X-Auth-Email` for a valid session; 401
+//! without one. The route rule of the *original* request decides whether a
+//! session is needed. That URI comes from `X-Forwarded-Uri` or
+//! `X-Original-URI`, believed only from peers in `server.trusted_proxies`:
+//! anyone else could name a public path to get a 200 for a protected one
+//! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
+//! original URI the strictest rule (`required`) applies.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::error::ApiError;
+use super::response::{Body, json};
+use super::{App, Peer, path};
+use crate::auth::sessions::Identity;
+use crate::config::RouteAuth;
+
+/// Headers that carry the original request's URI, by proxy convention.
+const ORIGINAL_URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
+
+/// What the original request's route demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Route(RouteAuth),
+    /// No route covers the path: Gatehouse would not forward it either.
+    Uncovered,
+}
+
+pub fn verify(app: &App, peer: Peer, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let trusted = crate::net::is_trusted(peer.addr.ip(), &app.trusted_proxies);
+    let rule = if trusted {
+        rule_for(&app.routes, req.headers())
+    } else {
+        Rule::Route(RouteAuth::Required)
+    };
+    let identity = app.auth.sessions.authenticate(req.headers())?;
+    match (rule, identity) {
+        (Rule::Uncovered, _) => Err(ApiError::NotPermitted),
+        (Rule::Route(_), Some(who)) => Ok(allowed(Some(&who))),
+        (Rule::Route(RouteAuth::Required), None) => Err(ApiError::Unauthenticated),
+        (Rule::Route(RouteAuth::Optional | RouteAuth::None), None) => Ok(allowed(None)),
+    }
+}
+
+/// The rule for the original URI named by a trusted proxy. Missing,
+/// repeated, conflicting or refused values fall back to `required`.
+fn rule_for(routes: &[crate::config::Route], headers: &HeaderMap) -> Rule {
+    let strictest = Rule::Route(RouteAuth::Required);
+    let mut named: Option<&str> = None;
+    for name in ORIGINAL_URI_HEADERS {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return strictest;
+        }
+        let Ok(text) = value.to_str() else {
+            return strictest;
+        };
+        match named {
+            Some(earlier) if earlier != text => return strictest,
+            _ => named = Some(text),
+        }
+    }
+    let Some(uri) = named else {
+        return strictest;
+    };
+    let path_only = uri.split(['?', '#']).next().unwrap_or("");
+    if !path_only.starts_with('/') {
+        return strictest;
+    }
+    let Ok(canonical) = path::canonical(path_only) else {
+        return strictest;
+    };
+    match path::auth_for(routes, &canonical) {
+        Some(auth) => Rule::Route(auth),
+        None => Rule::Uncovered,
+    }
+}
+
+fn allowed(who: Option<&Identity>) -> Response<Body> {
+    let body = match who {
+        Some(w) => serde_json::json!({ "isAuthenticated": true, "email": w.email }),
+        None => serde_json::json!({ "isAuthenticated": false }),
+    };
+    let mut resp = json(StatusCode::OK, &body);
+    if let Some(w) = who {
+        let h = resp.headers_mut();
+        h.insert(
+            HeaderName::from_static("x-auth-user-id"),
+            HeaderValue::from(w.user_id),
+        );
+        if let Ok(email) = HeaderValue::from_str(&w.email) {
+            h.insert(HeaderName::from_static("x-auth-email"), email);
+        }
+        resp.extensions_mut()
+            .insert(crate::ops::access::AuthenticatedUser(w.user_id));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Route;
+
+    fn routes() -> Vec<Route> {
+        vec![
+            Route {
+                prefix: "/api/v2/".into(),
+                auth: RouteAuth::Required,
+            },
+            Route {
+                prefix: "/public/".into(),
+                auth: RouteAuth::None,
+            },
+        ]
+    }
+
+    fn rule(pairs: &[(&str, &str)]) -> Rule {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        rule_for(&routes(), &h)
+    }
+
+    const REQUIRED: Rule = Rule::Route(RouteAuth::Required);
+
+    #[test]
+    fn original_uri_picks_the_route_rule() {
+        assert_eq!(
+            rule(&[("x-forwarded-uri", "/public/a?x=1")]),
+            Rule::Route(RouteAuth::None)
+        );
+        assert_eq!(rule(&[("x-original-uri", "/api/v2/tasks")]), REQUIRED);
+        assert_eq!(rule(&[("x-original-uri", "/other")]), Rule::Uncovered);
+        assert_eq!(
+            rule(&[
+                ("x-forwarded-uri", "/public/a"),
+                ("x-original-uri", "/public/a")
+            ]),
+            Rule::Route(RouteAuth::None)
+        );
+    }
+
+    #[test]
+    fn doubtful_original_uris_get_the_strictest_rule() {
+        assert_eq!(rule(&[]), REQUIRED);
+        // Conflicting, repeated, relative, or refused by canonicalisation.
+        assert_eq!(
+            rule(&[
+                ("x-forwarded-uri", "/public/a"),
+                ("x-original-uri", "/api/v2/x")
+            ]),
+            REQUIRED
+        );
+        assert_eq!(
+            rule(&[
+                ("x-forwarded-uri", "/public/a"),
+                ("x-forwarded-uri", "/public/b")
+            ]),
+            REQUIRED
+        );
+        assert_eq!(rule(&[("x-forwarded-uri", "public/a")]), REQUIRED);
+        assert_eq!(
+            rule(&[("x-forwarded-uri", "/public/%2e%2e/api/v2/x")]),
+            REQUIRED
+        );
+        assert_eq!(
+            rule(&[("x-forwarded-uri", "/public/../api/v2/x")]),
+            REQUIRED
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics: one process-wide registry, counters the rest of the
+//! code bumps, and the text rendering served on the admin listener.
+//!
+//! The registry is a process-wide static because the places that count
+//! (auth flows, error mapping, throttles, the mail queue) should not need a
+//! handle threaded through them. Label values come from small fixed sets
+//! (`&'static str` route names, status codes), so a request costs a few
+//! atomic increments and one read-locked map lookup, never an allocation
+//! storm or unbounded label growth.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets (seconds): 1 ms to 30 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric Gatehouse exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route (`proxy`, an endpoint name, or `refused`)
+    /// and status.
+    pub requests: Family<RouteStatus, Counter>,
+    /// Time to response headers for proxied requests.
+    pub proxy_latency: Histogram,
+    /// Time to answer Gatehouse's own auth endpoints, by endpoint.
+    pub auth_latency: Family<EndpointLabel, Histogram, fn() -> Histogram>,
+    /// Stored sessions, refreshed on every scrape.
+    pub active_sessions: Gauge,
+    /// Accounts created through sign-up.
+    pub signups: Counter,
+    /// Password sign-ins by result (`ok`, `failed`).
+    pub signins: Family<ResultLabel, Counter>,
+    /// Sign-up codes (or account-exists notices) handed to the mailer.
+    pub otp_sends: Counter,
+    /// Requests refused with 429 by any throttle.
+    pub throttled: Counter,
+    /// Mails waiting to be sent; set by the mail queue when it has one.
+    pub mail_queue_depth: Gauge,
+    /// Upstream failures by kind (`unavailable`, `timeout`).
+    pub upstream_errors: Family<KindLabel, Counter>,
+    /// Admin socket commands served.
+    pub admin_commands: Counter,
+    scrapes: AtomicU64,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let proxy_latency = latency_histogram();
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Time from request to upstream response headers, proxied requests",
+            proxy_latency.clone(),
+        );
+        let auth_latency =
+            Family::<EndpointLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "auth_request_duration_seconds",
+            "Time to answer Gatehouse's own auth endpoints",
+            auth_latency.clone(),
+        );
+        let active_sessions = Gauge::default();
+        registry.register(
+            "active_sessions",
+            "Sessions held in the store (expired ones until the next sweep)",
+            active_sessions.clone(),
+        );
+        let signups = Counter::default();
+        registry.register("signups", "Accounts created by sign-up", signups.clone());
+        let signins = Family::<ResultLabel, Counter>::default();
+        registry.register("signins", "Password sign-ins by result", signins.clone());
+        let otp_sends = Counter::default();
+        registry.register(
+            "otp_sends",
+            "Sign-up mails handed to the mail transport",
+            otp_sends.clone(),
+        );
+        let throttled = Counter::default();
+        registry.register(
+            "throttled_requests",
+            "Requests refused with 429",
+            throttled.clone(),
+        );
+        let mail_queue_depth = Gauge::default();
+        registry.register(
+            "mail_queue_depth",
+            "Mails waiting to be sent",
+            mail_queue_depth.clone(),
+        );
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by kind",
+            upstream_errors.clone(),
+        );
+        let admin_commands = Counter::default();
+        registry.register(
+            "admin_commands",
+            "Commands served on the admin socket",
+            admin_commands.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            proxy_latency,
+            auth_latency,
+            active_sessions,
+            signups,
+            signins,
+            otp_sends,
+            throttled,
+            mail_queue_depth,
+            upstream_errors,
+            admin_commands,
+            scrapes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a sign-in attempt that reached the password check.
+    pub fn sign_in(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.signins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        self.scrapes.fetch_add(1, Ordering::Relaxed);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_total_suffix_and_labels() {
+        let m = Metrics::new();
+        m.request("proxy", 200);
+        m.request("proxy", 200);
+        m.sign_in(false);
+        m.auth_latency
+            .get_or_create(&EndpointLabel { endpoint: "signin" })
+            .observe(0.02);
+        let text = m.render();
+        assert!(
+            text.contains("gatehouse_http_requests_total{route=\"proxy\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_signins_total{result=\"failed\"} 1"));
+        assert!(
+            text.contains(
+                "gatehouse_auth_request_duration_seconds_bucket{le=\"0.025\",endpoint=\"signin\"} 1"
+            ) || text.contains(
+                "gatehouse_auth_request_duration_seconds_bucket{endpoint=\"signin\",le=\"0.025\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

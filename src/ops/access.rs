@@ -1,0 +1,167 @@
+//! The access log and request metrics: one line per request on the
+//! `gatehouse::access` target, written when the response body is finished
+//! (so a streamed response is logged with its full duration and size).
+//!
+//! Logged: method, path without the query string, status, duration, bytes,
+//! user id or `-`, request id. Never cookies, tokens, codes or bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::http::response::{Body, BoxError};
+
+/// Response extension naming the user a request was served for.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthenticatedUser(pub u64);
+
+/// Routes whose latency goes into the auth-endpoint histogram.
+const AUTH_ROUTES: [&str; 6] = [
+    "send-otp",
+    "signup-verify",
+    "signin",
+    "auth-check",
+    "logout",
+    "forward-auth",
+];
+
+/// What is known about a request before it is served.
+pub struct Started {
+    method: Method,
+    path: Box<str>,
+    at: Instant,
+}
+
+impl Started {
+    pub fn new<B>(req: &http::Request<B>) -> Started {
+        Started {
+            method: req.method().clone(),
+            path: req.uri().path().into(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Counts the response, gives it a request id if it has none, and wraps
+    /// its body so the access line is written when the body ends.
+    pub fn finish(self, route: &'static str, mut resp: Response<Body>) -> Response<Body> {
+        let status = resp.status().as_u16();
+        let metrics = crate::metrics::get();
+        metrics.request(route, status);
+        let elapsed = self.at.elapsed().as_secs_f64();
+        if route == "proxy" {
+            metrics.proxy_latency.observe(elapsed);
+        } else if let Some(endpoint) = AUTH_ROUTES.iter().find(|r| **r == route) {
+            metrics
+                .auth_latency
+                .get_or_create(&crate::metrics::EndpointLabel { endpoint })
+                .observe(elapsed);
+        }
+        let request_id = resp
+            .headers_mut()
+            .entry(HeaderName::from_static("x-request-id"))
+            .or_insert_with(crate::proxy::new_request_id)
+            .clone();
+        let user = resp.extensions().get::<AuthenticatedUser>().map(|u| u.0);
+        let (parts, body) = resp.into_parts();
+        let logged = LoggedBody {
+            inner: body,
+            line: Some(Line {
+                method: self.method,
+                path: self.path,
+                status,
+                at: self.at,
+                bytes: 0,
+                user,
+                request_id,
+            }),
+        };
+        Response::from_parts(parts, logged.boxed_unsync())
+    }
+}
+
+struct Line {
+    method: Method,
+    path: Box<str>,
+    status: u16,
+    at: Instant,
+    bytes: u64,
+    user: Option<u64>,
+    request_id: HeaderValue,
+}
+
+impl Line {
+    fn write(&self, complete: bool) {
+        let user = match self.user {
+            Some(id) => id.to_string(),
+            None => "-".to_string(),
+        };
+        tracing::info!(
+            target: "gatehouse::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            duration_ms = self.at.elapsed().as_millis() as u64,
+            bytes = self.bytes,
+            user = %user,
+            request_id = %self.request_id.to_str().unwrap_or("-"),
+            complete,
+            "request"
+        );
+    }
+}
+
+/// A response body that counts its bytes and writes the access line once:
+/// at the end of the stream, or when dropped early (client went away).
+struct LoggedBody {
+    inner: Body,
+    line: Option<Line>,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(line)) = (frame.data_ref(), self.line.as_mut()) {
+                    line.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(line) = self.line.take() {
+                    line.write(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            // hyper may skip polling a body it knows is empty or complete.
+            let complete = self.inner.is_end_stream();
+            line.write(complete);
+        }
+    }
+}

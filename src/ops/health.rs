@@ -1,0 +1,135 @@
+//! The admin HTTP listener (plain HTTP, loopback by default, separate from
+//! the public listener): `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! The public listener never answers these paths itself.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::http::App;
+use crate::http::response::{Body, full, json};
+
+/// Bound on each readiness probe (store read, upstream connect).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; the listener is for probes and scrapers.
+const MAX_CONNECTIONS: usize = 64;
+
+/// What `/readyz` needs to check.
+pub struct Readiness {
+    pub app: Arc<App>,
+    /// `host:port` of the upstream, probed with a TCP connect.
+    pub upstream: String,
+}
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, ready: Arc<Readiness>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let ready = ready.clone();
+                async move { Ok::<_, Infallible>(answer(&ready, req).await) }
+            });
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn answer(ready: &Readiness, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = crate::http::response::json_message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/healthz" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/readyz" => readyz(ready).await,
+        "/metrics" => metrics(ready).await,
+        _ => crate::http::response::json_message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+async fn readyz(ready: &Readiness) -> Response<Body> {
+    let store = ready.app.auth.store().clone();
+    let store_ok = matches!(
+        tokio::time::timeout(
+            PROBE_TIMEOUT,
+            tokio::task::spawn_blocking(move || store.count_sessions())
+        )
+        .await,
+        Ok(Ok(Ok(_)))
+    );
+    let upstream_ok = matches!(
+        tokio::time::timeout(
+            PROBE_TIMEOUT,
+            tokio::net::TcpStream::connect(ready.upstream.as_str())
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let status = if store_ok && upstream_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    json(
+        status,
+        &serde_json::json!({
+            "status": word(store_ok && upstream_ok),
+            "store": word(store_ok),
+            "upstream": word(upstream_ok),
+        }),
+    )
+}
+
+async fn metrics(ready: &Readiness) -> Response<Body> {
+    let store = ready.app.auth.store().clone();
+    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || store.count_sessions()).await {
+        crate::metrics::get()
+            .active_sessions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let mut resp = Response::new(full(crate::metrics::get().render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,9 @@
+//! Running Gatehouse as a service: the access log and request metrics
+//! (`access`), the admin HTTP listener with health, readiness and metrics
+//! (`health`), systemd notifications (`systemd`) and signal handling
+//! (`signals`: SIGTERM drains, SIGHUP reloads the certificate).
+
+pub mod access;
+pub mod health;
+pub mod signals;
+pub mod systemd;
