@@ -10,4 +10,4 @@ python3 -c 'import aiosmtpd, trustme' || {
     exit 1
 }
 cargo build --locked --bin gatehouse
-GATEHOUSE_BIN="$PWD/target/debug/gatehouse" timeout 150 python3 ci/mail_matrix.py
+GATEHOUSE_BIN="$PWD/target/debug/gatehouse" timeout 150 python3 .ci/mail_matrix.py
