@@ -1,0 +1,473 @@
+//! Turning the raw file into a checked [`Config`]: defaults, ranges and
+//! cross-key rules, each failure naming the key to change.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::mail::check_mail;
+use super::raw::*;
+use super::*;
+use crate::net::Cidr;
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let server = check_server(raw.server)?;
+        let tls = raw.tls.map(check_tls).transpose()?;
+        let upstream = check_upstream(raw.upstream)?;
+        let store = StoreConfig {
+            path: raw
+                .store
+                .path
+                .unwrap_or_else(|| PathBuf::from("data/gatehouse.redb")),
+            sweep_interval: duration_or(
+                "store.sweep_interval",
+                raw.store.sweep_interval,
+                Duration::from_secs(60),
+            )?,
+        };
+        if store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        let session = check_session(raw.session)?;
+        let otp = OtpConfig {
+            ttl: duration_or("otp.ttl", raw.otp.ttl, Duration::from_secs(300))?,
+            max_sends_per_day: positive("otp.max_sends_per_day", raw.otp.max_sends_per_day, 5)?,
+            max_attempts: positive("otp.max_attempts", raw.otp.max_attempts, 5)?,
+        };
+        let mail = check_mail(raw.mail, otp.ttl)?;
+        let password = check_password(raw.password)?;
+        let routes = check_routes(raw.route)?;
+        let cors = check_cors(raw.cors)?;
+        let limits = check_limits(raw.limits)?;
+        let admin = check_admin(raw.admin, &store)?;
+        let log = check_log(raw.log)?;
+        Ok(Config {
+            server,
+            tls,
+            upstream,
+            store,
+            mail,
+            session,
+            otp,
+            password,
+            routes,
+            cors,
+            limits,
+            admin,
+            log,
+        })
+    }
+}
+
+fn check_admin(raw: RawAdmin, store: &StoreConfig) -> Result<AdminConfig, ConfigError> {
+    let listen = match raw.listen.as_deref().unwrap_or("127.0.0.1:9090") {
+        "off" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!("\"{text}\" is not an address like \"127.0.0.1:9090\" (or \"off\")"),
+            )
+        })?),
+    };
+    let socket = raw
+        .socket
+        .unwrap_or_else(|| store.data_dir().join("admin.sock"));
+    if socket.as_os_str().is_empty() {
+        return Err(invalid("admin.socket", "must not be empty"));
+    }
+    // sockaddr_un holds 108 bytes including the terminating NUL.
+    if socket.as_os_str().len() > 107 {
+        return Err(invalid(
+            "admin.socket",
+            "is longer than the 107 bytes a Unix socket path may have",
+        ));
+    }
+    Ok(AdminConfig { listen, socket })
+}
+
+fn check_log(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("\"{other}\" is not one of \"text\", \"json\""),
+            ));
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("\"{level}\" is not a filter like \"info\" or \"gatehouse=debug\""),
+        ));
+    }
+    Ok(LogConfig { format, level })
+}
+
+fn check_trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<Cidr>, ConfigError> {
+    raw.unwrap_or_default()
+        .iter()
+        .map(|text| {
+            Cidr::parse(text).ok_or_else(|| {
+                invalid(
+                    "server.trusted_proxies",
+                    format!("\"{text}\" is not an address or CIDR like \"10.0.0.0/8\""),
+                )
+            })
+        })
+        .collect()
+}
+
+fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8443");
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("\"{listen}\" is not an address like \"127.0.0.1:8443\""),
+        )
+    })?;
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be at least 1"));
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(16 * 1024);
+    if !(256..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(invalid(
+            "server.max_body_bytes",
+            "must be between 256 and 16777216",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        workers: raw.workers.unwrap_or(0),
+        max_connections,
+        header_read_timeout: duration_or(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_body_bytes,
+        drain_timeout: duration_or(
+            "server.drain_timeout",
+            raw.drain_timeout,
+            Duration::from_secs(30),
+        )?,
+        trusted_proxies: check_trusted_proxies(raw.trusted_proxies)?,
+    })
+}
+
+fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
+    let source = match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
+        (Some(cert), Some(key), false) => CertSource::Files { cert, key },
+        (None, None, true) => CertSource::SelfSigned,
+        (Some(_), Some(_), true) => {
+            return Err(invalid(
+                "tls.self_signed",
+                "set either cert and key, or self_signed = true, not both",
+            ));
+        }
+        (Some(_), None, _) => return Err(invalid("tls.key", "is required when tls.cert is set")),
+        (None, Some(_), _) => return Err(invalid("tls.cert", "is required when tls.key is set")),
+        (None, None, false) => {
+            return Err(invalid(
+                "tls",
+                "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
+            ));
+        }
+    };
+    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
+        Some("0" | "0s") => Duration::ZERO,
+        _ => duration_or(
+            "tls.hsts_max_age",
+            raw.hsts_max_age,
+            Duration::from_secs(365 * 86_400),
+        )?,
+    };
+    Ok(TlsConfig {
+        source,
+        hsts_max_age,
+    })
+}
+
+fn check_cors(raw: RawCors) -> Result<CorsConfig, ConfigError> {
+    let mut allowed_origins = Vec::new();
+    for origin in raw.allowed_origins.unwrap_or_default() {
+        let lower = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        let valid = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"))
+            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', ' ', '?', '#']));
+        if !valid {
+            return Err(invalid(
+                "cors.allowed_origins",
+                format!("\"{origin}\" is not an origin like \"https://app.example.com\""),
+            ));
+        }
+        allowed_origins.push(lower);
+    }
+    Ok(CorsConfig {
+        allowed_origins,
+        max_age: duration_or("cors.max_age", raw.max_age, Duration::from_secs(600))?,
+    })
+}
+
+fn check_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    Ok(LimitsConfig {
+        send_otp_per_ip_per_hour: positive(
+            "limits.send_otp_per_ip_per_hour",
+            raw.send_otp_per_ip_per_hour,
+            20,
+        )?,
+        verify_per_ip_per_hour: positive(
+            "limits.verify_per_ip_per_hour",
+            raw.verify_per_ip_per_hour,
+            60,
+        )?,
+        signin_per_ip_per_minute: positive(
+            "limits.signin_per_ip_per_minute",
+            raw.signin_per_ip_per_minute,
+            30,
+        )?,
+        signin_failures_per_email: positive(
+            "limits.signin_failures_per_email",
+            raw.signin_failures_per_email,
+            5,
+        )?,
+        signin_failures_per_ip: positive(
+            "limits.signin_failures_per_ip",
+            raw.signin_failures_per_ip,
+            20,
+        )?,
+        max_backoff: duration_or(
+            "limits.max_backoff",
+            raw.max_backoff,
+            Duration::from_secs(15 * 60),
+        )?,
+        max_queued_hashes: match raw.max_queued_hashes.unwrap_or(64) {
+            0 => return Err(invalid("limits.max_queued_hashes", "must be at least 1")),
+            n => n,
+        },
+    })
+}
+
+fn check_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let text = raw.url.as_deref().unwrap_or("http://127.0.0.1:3000");
+    let url: http::Uri = text
+        .parse()
+        .map_err(|_| invalid("upstream.url", format!("\"{text}\" is not a URL")))?;
+    if url.scheme_str() != Some("http") {
+        return Err(invalid(
+            "upstream.url",
+            "must start with http:// (the upstream is reached over plain HTTP on the same host or network)",
+        ));
+    }
+    if url.authority().is_none() {
+        return Err(invalid(
+            "upstream.url",
+            "needs a host, as in http://127.0.0.1:3000",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(invalid(
+            "upstream.url",
+            "must not carry a path or query; requests keep their own path",
+        ));
+    }
+    Ok(UpstreamConfig {
+        url,
+        timeout: duration_or("upstream.timeout", raw.timeout, Duration::from_secs(30))?,
+        connect_timeout: duration_or(
+            "upstream.connect_timeout",
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        )?,
+    })
+}
+
+fn check_session(raw: RawSession) -> Result<SessionConfig, ConfigError> {
+    let cookie_name = raw
+        .cookie_name
+        .unwrap_or_else(|| "gatehouse_session".to_string());
+    let valid_name = !cookie_name.is_empty()
+        && cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !valid_name {
+        return Err(invalid(
+            "session.cookie_name",
+            "use letters, digits, '_', '-' or '.' only",
+        ));
+    }
+    let idle_timeout = duration_or(
+        "session.idle_timeout",
+        raw.idle_timeout,
+        Duration::from_secs(24 * 3600),
+    )?;
+    let absolute_timeout = duration_or(
+        "session.absolute_timeout",
+        raw.absolute_timeout,
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    let same_site = match raw
+        .same_site
+        .as_deref()
+        .unwrap_or("lax")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "lax" => cookie::SameSite::Lax,
+        "strict" => cookie::SameSite::Strict,
+        "none" => cookie::SameSite::None,
+        other => {
+            return Err(invalid(
+                "session.same_site",
+                format!("\"{other}\" is not one of \"lax\", \"strict\", \"none\""),
+            ));
+        }
+    };
+    if let Some(domain) = &raw.domain
+        && (domain.is_empty() || domain.contains([' ', ';', ',', '/']))
+    {
+        return Err(invalid("session.domain", "is not a domain name"));
+    }
+    Ok(SessionConfig {
+        cookie_name,
+        idle_timeout,
+        absolute_timeout,
+        same_site,
+        domain: raw.domain,
+    })
+}
+
+fn check_password(raw: RawPassword) -> Result<PasswordConfig, ConfigError> {
+    let min_length = raw.min_length.unwrap_or(8);
+    let max_length = raw.max_length.unwrap_or(128);
+    if min_length == 0 {
+        return Err(invalid("password.min_length", "must be at least 1"));
+    }
+    if max_length < min_length || max_length > 4096 {
+        return Err(invalid(
+            "password.max_length",
+            "must be at least password.min_length and at most 4096",
+        ));
+    }
+    let cfg = PasswordConfig {
+        min_length,
+        max_length,
+        argon2_memory_kib: raw.argon2_memory_kib.unwrap_or(19 * 1024),
+        argon2_iterations: raw.argon2_iterations.unwrap_or(2),
+        argon2_parallelism: raw.argon2_parallelism.unwrap_or(1),
+        max_concurrent_hashes: raw.max_concurrent_hashes.unwrap_or(0),
+    };
+    argon2::Params::new(
+        cfg.argon2_memory_kib,
+        cfg.argon2_iterations,
+        cfg.argon2_parallelism,
+        None,
+    )
+    .map_err(|e| {
+        invalid(
+            "password.argon2_memory_kib",
+            format!("argon2 parameters: {e}"),
+        )
+    })?;
+    Ok(cfg)
+}
+
+fn check_routes(raw: Option<Vec<RawRoute>>) -> Result<Vec<Route>, ConfigError> {
+    let raw = raw.unwrap_or_else(|| {
+        vec![
+            RawRoute {
+                prefix: "/api/v2/".into(),
+                auth: "required".into(),
+            },
+            RawRoute {
+                prefix: "/".into(),
+                auth: "optional".into(),
+            },
+        ]
+    });
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for r in raw {
+        if !r.prefix.starts_with('/')
+            || r.prefix.contains(['?', '#', '%', '\\', ';'])
+            || r.prefix.split('/').any(|s| s == "." || s == "..")
+            || r.prefix.contains("//")
+        {
+            return Err(invalid(
+                "route.prefix",
+                format!("\"{}\" must be a plain path starting with '/'", r.prefix),
+            ));
+        }
+        let auth = match r.auth.as_str() {
+            "required" => RouteAuth::Required,
+            "optional" => RouteAuth::Optional,
+            "none" => RouteAuth::None,
+            other => {
+                return Err(invalid(
+                    "route.auth",
+                    format!("\"{other}\" is not one of \"required\", \"optional\", \"none\""),
+                ));
+            }
+        };
+        let prefix = r.prefix.to_ascii_lowercase();
+        if routes.iter().any(|existing| existing.prefix == prefix) {
+            return Err(invalid(
+                "route.prefix",
+                format!("\"{prefix}\" is listed twice"),
+            ));
+        }
+        routes.push(Route { prefix, auth });
+    }
+    Ok(routes)
+}
+
+pub(super) fn positive(
+    key: &'static str,
+    value: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+pub(super) fn duration_or(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(&text) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(invalid(
+                key,
+                format!("\"{text}\" is not a duration like \"30s\", \"5m\", \"24h\" or \"7d\""),
+            )),
+        },
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"24h"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(seconds).map(Duration::from_secs)
+}

@@ -1,0 +1,346 @@
+//! Configuration: the TOML file's raw shape (serde, unknown keys refused) and
+//! the checked [`Config`] the rest of the program uses.
+//!
+//! Reading the file is separate from parsing it so tests can parse strings
+//! inline. Every failure names the key the operator has to change.
+
+use std::net::SocketAddr;
+
+use crate::net::Cidr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration could not be used. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config {origin}, line {line}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    /// A key has a value of the right type that is still unusable.
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+mod check;
+mod mail;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+pub use check::parse_duration;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub mail: MailConfig,
+    pub session: SessionConfig,
+    pub otp: OtpConfig,
+    pub password: PasswordConfig,
+    pub routes: Vec<Route>,
+    pub cors: CorsConfig,
+    pub limits: LimitsConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// Cross-origin access to the auth endpoints and proxied routes.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// Lower-cased `scheme://host[:port]` origins allowed to make
+    /// credentialed cross-origin requests.
+    pub allowed_origins: Vec<String>,
+    pub max_age: Duration,
+}
+
+/// Abuse limits; see `[limits]` in config.example.toml.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub send_otp_per_ip_per_hour: u32,
+    pub verify_per_ip_per_hour: u32,
+    pub signin_per_ip_per_minute: u32,
+    /// Failed sign-ins for one email before back-off starts.
+    pub signin_failures_per_email: u32,
+    /// Failed sign-ins from one address before back-off starts.
+    pub signin_failures_per_ip: u32,
+    /// Longest back-off after repeated failures.
+    pub max_backoff: Duration,
+    /// Password checks allowed to wait for a hashing slot; beyond that, 503.
+    pub max_queued_hashes: usize,
+}
+
+/// The operator's side door: health/metrics over HTTP and the CLI socket.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket (mode 0600) the CLI talks to while the server runs.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Default filter (`RUST_LOG` overrides it), e.g. "info" or "gatehouse=debug".
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    pub max_connections: usize,
+    /// Time a client has to deliver a request's headers (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted by Gatehouse's own endpoints.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM before being cut.
+    pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-Uri` / `X-Original-URI` are believed
+    /// (forward-auth); everyone else's are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub source: CertSource,
+    /// `Strict-Transport-Security` max-age; zero disables the header.
+    pub hsts_max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `scheme://host:port`, without a path.
+    pub url: http::Uri,
+    /// How long to wait for the upstream's response headers before a 504.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub sweep_interval: Duration,
+}
+
+impl StoreConfig {
+    /// The directory that holds the store; generated files (the self-signed
+    /// certificate) live next to it.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub from: String,
+    pub product_name: String,
+    /// Whether the sign-up code also appears in the subject line.
+    pub code_in_subject: bool,
+    /// How long a queued message may wait for delivery before it is dropped;
+    /// never longer than `otp.ttl` (an expired code is not worth sending).
+    pub deadline: Duration,
+    /// First retry delay after a temporary failure; doubles per attempt.
+    pub retry_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub retry_max: Duration,
+    pub templates: TemplatePaths,
+}
+
+/// Template files that replace the built-in subject / text / HTML.
+#[derive(Debug, Clone, Default)]
+pub struct TemplatePaths {
+    pub subject: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// Development only: the message, code included, goes to the log.
+    Log,
+    /// Each message becomes an `.eml` file in this directory.
+    File(PathBuf),
+    Smtp(SmtpConfig),
+}
+
+#[derive(Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<PasswordSource>,
+    /// PEM file of the CA(s) to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Where the SMTP password comes from; read at start-up, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// Written in the config file itself.
+    Inline(String),
+    /// The named environment variable.
+    Env(String),
+    /// A file (relative paths are looked up in `$CREDENTIALS_DIRECTORY`).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            PasswordSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            PasswordSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    None,
+    StartTls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub same_site: cookie::SameSite,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtpConfig {
+    pub ttl: Duration,
+    pub max_sends_per_day: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// No valid session: 401 and nothing reaches the upstream.
+    Required,
+    /// Forwarded either way, with identity headers when a session is valid.
+    Optional,
+    /// Forwarded without looking at the session at all.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-cased, starts with `/`.
+    pub prefix: String,
+    pub auth: RouteAuth,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start.min(text.len()));
+            let line = text[..offset].matches('\n').count() + 1;
+            let mut message = e.message().trim().replace('\n', " ");
+            if let Some(key) = key_at(text, line).filter(|k| !message.contains(k.as_str())) {
+                message = format!("`{key}`: {message}");
+            }
+            ConfigError::Syntax {
+                origin: origin.to_string(),
+                line,
+                message,
+            }
+        })?;
+        Config::try_from(raw)
+    }
+}
+
+/// The dotted key assigned on `line` (1-based), qualified by its `[section]`.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}

@@ -1,0 +1,178 @@
+//! The configuration file's raw shape: serde structs that refuse unknown
+//! keys. Values are checked and turned into [`super::Config`] in `check`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) mail: RawMail,
+    #[serde(default)]
+    pub(super) session: RawSession,
+    #[serde(default)]
+    pub(super) otp: RawOtp,
+    #[serde(default)]
+    pub(super) password: RawPassword,
+    #[serde(default)]
+    pub(super) route: Option<Vec<RawRoute>>,
+    #[serde(default)]
+    pub(super) cors: RawCors,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
+    pub(super) level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) workers: Option<usize>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) drain_timeout: Option<String>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) self_signed: Option<bool>,
+    pub(super) hsts_max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) path: Option<PathBuf>,
+    pub(super) sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMail {
+    pub(super) transport: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) product_name: Option<String>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) code_in_subject: Option<bool>,
+    pub(super) deadline: Option<String>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
+    pub(super) smtp: Option<RawSmtp>,
+    pub(super) templates: Option<RawTemplates>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTemplates {
+    pub(super) subject: Option<PathBuf>,
+    pub(super) text: Option<PathBuf>,
+    pub(super) html: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) security: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub(super) cookie_name: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) absolute_timeout: Option<String>,
+    pub(super) same_site: Option<String>,
+    pub(super) domain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtp {
+    pub(super) ttl: Option<String>,
+    pub(super) max_sends_per_day: Option<u32>,
+    pub(super) max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassword {
+    pub(super) min_length: Option<usize>,
+    pub(super) max_length: Option<usize>,
+    pub(super) argon2_memory_kib: Option<u32>,
+    pub(super) argon2_iterations: Option<u32>,
+    pub(super) argon2_parallelism: Option<u32>,
+    pub(super) max_concurrent_hashes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCors {
+    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) send_otp_per_ip_per_hour: Option<u32>,
+    pub(super) verify_per_ip_per_hour: Option<u32>,
+    pub(super) signin_per_ip_per_minute: Option<u32>,
+    pub(super) signin_failures_per_email: Option<u32>,
+    pub(super) signin_failures_per_ip: Option<u32>,
+    pub(super) max_backoff: Option<String>,
+    pub(super) max_queued_hashes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) prefix: String,
+    pub(super) auth: String,
+}

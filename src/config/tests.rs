@@ -1,0 +1,116 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "test.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn empty_file_gives_documented_defaults() {
+    let c = Config::parse("", "t").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(86_400));
+    assert_eq!(c.session.absolute_timeout, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.otp.ttl, Duration::from_secs(300));
+    assert_eq!(c.otp.max_sends_per_day, 5);
+    assert_eq!(c.password.min_length, 8);
+    assert_eq!(c.routes.len(), 2);
+    assert!(c.tls.is_none());
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+    assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("5"), None);
+    assert_eq!(parse_duration("m"), None);
+    assert_eq!(parse_duration("5 weeks"), None);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n");
+    assert!(e.contains("listn"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(err("[session]\nidle_timeout = \"soon\"").contains("session.idle_timeout"));
+    assert!(err("[server]\nlisten = \"nowhere\"").contains("server.listen"));
+    assert!(err("[mail]\ntransport = \"pigeon\"").contains("mail.transport"));
+    assert!(err("[mail]\ntransport = \"smtp\"").contains("mail.smtp"));
+    assert!(err("[upstream]\nurl = \"https://x\"").contains("upstream.url"));
+    assert!(err("[tls]\ncert = \"a.pem\"").contains("tls.key"));
+    assert!(err("[[route]]\nprefix = \"/a\"\nauth = \"maybe\"").contains("route.auth"));
+    assert!(err("[[route]]\nprefix = \"/a/../b\"\nauth = \"none\"").contains("route.prefix"));
+    assert!(err("[otp]\nmax_attempts = 0").contains("otp.max_attempts"));
+    let e = err("[otp]\nmax_attempts = \"five\"");
+    assert!(
+        e.contains("line 2") && e.contains("otp.max_attempts"),
+        "{e}"
+    );
+}
+
+#[test]
+fn operations_keys_have_defaults_and_are_checked() {
+    let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.admin.socket, PathBuf::from("/var/lib/g/admin.sock"));
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(c.server.trusted_proxies.is_empty());
+    let c = Config::parse(
+        "[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n\
+         [server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\"]",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.admin.listen, None);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.server.trusted_proxies.len(), 2);
+    assert!(err("[admin]\nlisten = \"9090\"").contains("admin.listen"));
+    assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
+    assert!(
+        err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]").contains("server.trusted_proxies")
+    );
+    assert!(err("[server]\ndrain_timeout = \"soon\"").contains("server.drain_timeout"));
+}
+
+#[test]
+fn smtp_password_is_not_in_debug_output() {
+    let c = Config::parse(
+        "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\npassword = \"hunter2\"",
+        "t",
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn mail_keys_are_checked() {
+    let c = Config::parse("", "t").unwrap();
+    assert_eq!(c.mail.deadline, c.otp.ttl);
+    assert!(!c.mail.code_in_subject);
+    let c = Config::parse("[otp]\nttl = \"10m\"", "t").unwrap();
+    assert_eq!(c.mail.deadline, Duration::from_secs(600));
+    assert!(err("[mail]\ntransport = \"file\"").contains("mail.dir"));
+    assert!(err("[mail]\ndeadline = \"1h\"").contains("mail.deadline"));
+    assert!(err("[mail]\nretry_initial = \"5s\"\nretry_max = \"1s\"").contains("mail.retry_max"));
+    let smtp = "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\n";
+    let e = err(&format!("{smtp}password = \"a\"\npassword_env = \"B\""));
+    assert!(e.contains("mail.smtp.password"), "{e}");
+    assert!(err(smtp).contains("mail.smtp.password"));
+    let c = Config::parse(&format!("{smtp}password_file = \"smtp-pass\""), "t").unwrap();
+    let MailTransport::Smtp(s) = c.mail.transport else {
+        panic!()
+    };
+    assert_eq!(s.password, Some(PasswordSource::File("smtp-pass".into())));
+    let e = err(
+        "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"",
+    );
+    assert!(e.contains("mail.smtp.ca_file"), "{e}");
+}
