@@ -98,7 +98,10 @@ async fn run() -> Result<(), String> {
     let config = gatehouse::Config::load(&args.config).map_err(|e| e.to_string())?;
     let path = config.store.path.clone();
     if path.exists() {
-        return Err(format!("{} exists; seed only a fresh store", path.display()));
+        return Err(format!(
+            "{} exists; seed only a fresh store",
+            path.display()
+        ));
     }
 
     // Create the file with Gatehouse's own schema (tables, schema version).
@@ -204,7 +207,10 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .ok_or("seeded user not found through Store::user_by_email")?;
     if user.id != args.users {
-        return Err(format!("seeded user has id {}, expected {}", user.id, args.users));
+        return Err(format!(
+            "seeded user has id {}, expected {}",
+            user.id, args.users
+        ));
     }
     if let Some((token, user_id)) = first_token {
         let session = store
