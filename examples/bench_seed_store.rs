@@ -109,7 +109,7 @@ async fn run() -> Result<(), String> {
 
     // One real argon2 hash shared by every seeded user: hashing 100k
     // passwords would take half an hour and measure nothing.
-    let passwords = Passwords::new(&config.password).map_err(|e| e.to_string())?;
+    let passwords = Passwords::new(&config.password, 1).map_err(|e| e.to_string())?;
     let password_hash = passwords
         .hash(SEEDED_PASSWORD.to_string())
         .await
@@ -136,6 +136,7 @@ async fn run() -> Result<(), String> {
                     id,
                     email: email_of(id),
                     password_hash: password_hash.clone(),
+                    disabled: false,
                     created_at: now,
                 };
                 let json = serde_json::to_vec(&user).expect("a user serialises");
