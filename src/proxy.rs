@@ -19,35 +19,50 @@ use crate::http::RequestContext;
 use crate::http::error::ApiError;
 use crate::http::response::Body;
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+/// Request headers that never reach the upstream: hop-by-hop ones
+/// (RFC 9110 §7.6.1) and client-supplied claims of identity, origin or a
+/// different URL — the upstream must only ever see Gatehouse's values.
+/// Anything starting with `x-auth-` goes too.
+fn is_stripped_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-uri"
+            | "x-forwarded-prefix"
+            | "x-real-ip"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-uri"
+            | "x-request-id"
+    ) || name.starts_with("x-auth-")
+}
 
-/// Client-supplied headers that claim identity, origin or a different URL;
-/// upstreams must only ever see Gatehouse's values.
-const SPOOFABLE: [&str; 10] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-request-id",
-];
-
-/// Prefix of the identity headers Gatehouse sets; any client copy is removed.
-const IDENTITY_PREFIX: &str = "x-auth-";
+/// Hop-by-hop response headers, never passed back to the client.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+    )
+}
 
 pub struct Upstream {
     client: Client<HttpConnector, Incoming>,
@@ -93,8 +108,7 @@ impl Upstream {
         let request_id = new_request_id();
 
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        strip_spoofable(headers);
+        strip_request_headers(headers);
         sessions.strip_cookie(headers);
         headers.insert(header::HOST, self.host.clone());
         if let Ok(ip) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
@@ -112,11 +126,12 @@ impl Upstream {
         if let Some(who) = identity {
             headers.insert(
                 HeaderName::from_static("x-auth-user-id"),
-                HeaderValue::from(who.user_id),
+                who.user_id_header.clone(),
             );
-            if let Ok(email) = HeaderValue::from_str(&who.email) {
-                headers.insert(HeaderName::from_static("x-auth-email"), email);
-            }
+            headers.insert(
+                HeaderName::from_static("x-auth-email"),
+                who.email_header.clone(),
+            );
         }
 
         let mut uri = http::uri::Parts::default();
@@ -160,43 +175,53 @@ fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
         .is_some_and(hyper::Error::is_user)
 }
 
-/// Removes every header named in `Connection`, then the fixed hop-by-hop set.
+/// Removes the headers `strip` selects, plus every header named in
+/// `Connection`. One pass over the names; nothing is allocated unless there
+/// is something to remove.
+fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if strip(name.as_str()) {
+            doomed.push(name.clone());
+        }
+    }
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(text) = value.to_str() else { continue };
+        doomed.extend(
+            text.split(',')
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop headers from a request or response.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    strip_headers(headers, is_hop_by_hop);
 }
 
-/// Removes identity and URL-override headers a client might forge.
-pub fn strip_spoofable(headers: &mut HeaderMap) {
-    for name in SPOOFABLE {
-        headers.remove(name);
-    }
-    let identity: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
-        .cloned()
-        .collect();
-    for name in identity {
-        headers.remove(name);
-    }
+/// Removes hop-by-hop headers and every identity, origin or URL-override
+/// header a client might forge.
+pub fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_headers(headers, is_stripped_request_header);
 }
 
-/// A fresh random request id (96 bits, base64url).
+/// Request ids: a random per-process prefix and a counter — unique within
+/// the process's lifetime, not guessable across restarts, and no system
+/// call per request.
 pub fn new_request_id() -> HeaderValue {
-    let mut raw = [0u8; 12];
-    crate::auth::random_bytes(&mut raw);
-    HeaderValue::from_str(&crate::auth::base64url(&raw)).expect("base64url is a valid header")
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut raw = [0u8; 12];
+        crate::auth::random_bytes(&mut raw);
+        crate::auth::base64url(&raw)
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{prefix}-{n:x}")))
+        .expect("base64url and hex are valid header characters")
 }
 
 #[cfg(test)]
@@ -216,7 +241,7 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
     }
 
@@ -238,7 +263,7 @@ mod tests {
             );
         }
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
-        strip_spoofable(&mut h);
+        strip_request_headers(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
     }
 }

@@ -1,5 +1,6 @@
-//! Password hashing with argon2id, always on the blocking pool and bounded by
-//! a semaphore so a burst of sign-ins cannot starve proxied traffic.
+//! Password hashing with argon2id on a few dedicated, lowest-priority threads,
+//! bounded by a semaphore and a queue limit, so a burst of sign-ins takes
+//! only CPU time that proxied traffic leaves over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,12 +16,63 @@ pub enum PasswordError {
     /// The argon2 parameters or input were rejected.
     #[error("argon2: {0}")]
     Argon2(String),
-    /// The blocking task died.
-    #[error("password task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
     /// Too many password checks are already waiting for a slot.
     #[error("too many password checks in progress")]
     Busy,
+    /// The hashing threads are gone (they only stop with the process).
+    #[error("password hashing threads stopped")]
+    PoolGone,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run argon2 at the lowest scheduling priority (nice 19), so
+/// the runtime's threads — which serve proxied requests — always go first.
+struct HashPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl HashPool {
+    fn start(threads: usize) -> HashPool {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("gatehouse-hash-{i}"))
+                .spawn(move || {
+                    if let Err(e) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    ) {
+                        tracing::warn!(error = ?e, "could not lower the password-hashing thread's priority");
+                    }
+                    loop {
+                        let job = match queue.lock().map(|q| q.recv()) {
+                            Ok(Ok(job)) => job,
+                            _ => return,
+                        };
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-hashing thread");
+            }
+        }
+        HashPool { jobs }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(f());
+            }))
+            .map_err(|_| PasswordError::PoolGone)?;
+        result.await.map_err(|_| PasswordError::PoolGone)
+    }
 }
 
 /// Hashes and verifies passwords; cheap to clone.
@@ -28,6 +80,7 @@ pub enum PasswordError {
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     /// Callers waiting for a permit, bounded by `max_queued`.
     waiting: Arc<AtomicUsize>,
     max_queued: usize,
@@ -55,6 +108,7 @@ impl Passwords {
         Ok(Passwords {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            pool: Arc::new(HashPool::start(concurrency)),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_queued,
             decoy_hash: decoy_hash.into(),
@@ -80,7 +134,9 @@ impl Passwords {
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
         let _permit = self.slot().await?;
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&params, &password)).await?
+        self.pool
+            .run(move || hash_blocking(&params, &password))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the decoy when there is
@@ -94,12 +150,14 @@ impl Passwords {
         let _permit = self.slot().await?;
         let has_account = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.to_string());
-        let ok = tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await?;
+        let ok = self
+            .pool
+            .run(move || {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
+            .await?;
         Ok(ok && has_account)
     }
 }

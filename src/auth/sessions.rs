@@ -7,10 +7,11 @@
 //! no database write.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cookie::{Cookie, SameSite};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use crate::config::SessionConfig;
@@ -23,12 +24,17 @@ const CACHE_CAPACITY: usize = 100_000;
 /// Lifetime of the known-device cookie.
 const DEVICE_COOKIE_MAX_AGE_SECS: i64 = 365 * 86_400;
 
-/// Who a valid session belongs to.
+/// Who a valid session belongs to. Cheap to clone: the identity headers
+/// forwarded upstream are built once per cached session, not per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: u64,
-    pub email: String,
+    pub email: Arc<str>,
     pub token: TokenHash,
+    /// `X-Auth-User-Id` value.
+    pub user_id_header: HeaderValue,
+    /// `X-Auth-Email` value (UTF-8 bytes as is).
+    pub email_header: HeaderValue,
 }
 
 /// A token handed to the client once; only its hash is kept.
@@ -39,6 +45,7 @@ pub struct NewToken {
 
 struct Cached {
     session: Session,
+    identity: Identity,
     /// Last use seen by this process.
     last_seen: UnixMillis,
 }
@@ -54,6 +61,10 @@ pub struct Sessions {
     expiry: SessionExpiry,
     touch_interval_ms: u64,
     cache: Mutex<HashMap<TokenHash, Cached>>,
+    /// Bumped whenever sessions are revoked. A lookup that read the store
+    /// before a revocation must not put the session back in the cache, so it
+    /// only caches if the epoch did not move meanwhile.
+    epoch: AtomicU64,
 }
 
 impl Sessions {
@@ -81,6 +92,7 @@ impl Sessions {
             },
             touch_interval_ms: (idle_ms / 10).clamp(1, 60_000),
             cache: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -142,7 +154,7 @@ impl Sessions {
                     if due {
                         c.session.last_seen = c.last_seen;
                     }
-                    Some((identity(&c.session, hash), due))
+                    Some((c.identity.clone(), due))
                 }
                 Some(_) => {
                     cache.remove(hash);
@@ -158,7 +170,8 @@ impl Sessions {
             return Ok(Some(identity));
         }
 
-        let Some(session) = self.store.session(hash)? else {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let Some(mut session) = self.store.session(hash)? else {
             return Ok(None);
         };
         if self.expiry.is_expired(&session, session.last_seen, now) {
@@ -167,20 +180,20 @@ impl Sessions {
         }
         let found = identity(&session, hash);
         let due = now >= session.last_seen + self.touch_interval_ms;
-        let mut session = session;
         if due {
             session.last_seen = now;
         }
         {
             let mut cache = self.cache.lock().expect("session cache poisoned");
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
-            }
-            if cache.len() < CACHE_CAPACITY {
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                if cache.len() >= CACHE_CAPACITY {
+                    shrink(&mut cache, &self.expiry, now);
+                }
                 cache.insert(
                     *hash,
                     Cached {
                         last_seen: now,
+                        identity: found.clone(),
                         session,
                     },
                 );
@@ -212,33 +225,34 @@ impl Sessions {
     pub async fn revoke(&self, hash: TokenHash) -> Result<bool, StoreError> {
         self.forget(&hash);
         let store = self.store.clone();
-        run_blocking(move || store.delete_session(&hash)).await
+        let existed = run_blocking(move || store.delete_session(&hash)).await;
+        // Again after the delete: a lookup racing with it may have re-cached it.
+        self.forget(&hash);
+        existed
     }
 
     /// Deletes every session of a user, in the store and the cache.
     pub async fn revoke_user(&self, user_id: u64) -> Result<usize, StoreError> {
         let store = self.store.clone();
         let deleted = run_blocking(move || store.delete_user_sessions(user_id)).await?;
-        let mut cache = self.cache.lock().expect("session cache poisoned");
-        cache.retain(|_, c| c.session.user_id != user_id);
+        self.forget_user(user_id);
         Ok(deleted.len())
     }
 
-    /// Drops a session from the cache (after it was deleted or replaced).
+    /// Drops a session from the cache; call it after the store change.
     pub fn forget(&self, hash: &TokenHash) {
-        self.cache
-            .lock()
-            .expect("session cache poisoned")
-            .remove(hash);
+        let mut cache = self.cache.lock().expect("session cache poisoned");
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.remove(hash);
     }
 
     /// Drops every cached session of one user, so an operator's disable or
-    /// delete takes effect on the very next request.
+    /// delete takes effect on the very next request; call it after the store
+    /// change.
     pub fn forget_user(&self, user_id: u64) {
-        self.cache
-            .lock()
-            .expect("session cache poisoned")
-            .retain(|_, c| c.session.user_id != user_id);
+        let mut cache = self.cache.lock().expect("session cache poisoned");
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.retain(|_, c| c.session.user_id != user_id);
     }
 
     /// Drops expired entries from the cache; the store is swept separately.
@@ -317,8 +331,26 @@ impl Sessions {
 fn identity(session: &Session, hash: &TokenHash) -> Identity {
     Identity {
         user_id: session.user_id,
-        email: session.email.clone(),
+        email: Arc::from(session.email.as_str()),
         token: *hash,
+        user_id_header: HeaderValue::from(session.user_id),
+        // Normalised emails hold no control characters; UTF-8 passes as bytes.
+        email_header: HeaderValue::from_bytes(session.email.as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
+    }
+}
+
+/// Makes room in a full cache: expired entries go, and if that is not
+/// enough, an arbitrary half. One pass per half-capacity inserts keeps the
+/// cost per lookup constant however many sessions are in use.
+fn shrink(cache: &mut HashMap<TokenHash, Cached>, expiry: &SessionExpiry, now: UnixMillis) {
+    cache.retain(|_, c| !expiry.is_expired(&c.session, c.last_seen, now));
+    if cache.len() >= CACHE_CAPACITY / 2 {
+        let mut keep = false;
+        cache.retain(|_, _| {
+            keep = !keep;
+            keep
+        });
     }
 }
 

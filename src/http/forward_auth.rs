@@ -10,7 +10,7 @@
 //! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
 //! original URI the strictest rule (`required`) applies.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
@@ -83,7 +83,7 @@ fn rule_for(routes: &[crate::config::Route], headers: &HeaderMap) -> Rule {
 
 fn allowed(who: Option<&Identity>) -> Response<Body> {
     let body = match who {
-        Some(w) => serde_json::json!({ "isAuthenticated": true, "email": w.email }),
+        Some(w) => serde_json::json!({ "isAuthenticated": true, "email": &*w.email }),
         None => serde_json::json!({ "isAuthenticated": false }),
     };
     let mut resp = json(StatusCode::OK, &body);
@@ -91,11 +91,12 @@ fn allowed(who: Option<&Identity>) -> Response<Body> {
         let h = resp.headers_mut();
         h.insert(
             HeaderName::from_static("x-auth-user-id"),
-            HeaderValue::from(w.user_id),
+            w.user_id_header.clone(),
         );
-        if let Ok(email) = HeaderValue::from_str(&w.email) {
-            h.insert(HeaderName::from_static("x-auth-email"), email);
-        }
+        h.insert(
+            HeaderName::from_static("x-auth-email"),
+            w.email_header.clone(),
+        );
         resp.extensions_mut()
             .insert(crate::ops::access::AuthenticatedUser(w.user_id));
     }
@@ -106,6 +107,7 @@ fn allowed(who: Option<&Identity>) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::config::Route;
+    use http::HeaderValue;
 
     fn routes() -> Vec<Route> {
         vec![

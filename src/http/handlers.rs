@@ -76,7 +76,7 @@ fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Respons
 
 pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = match app.auth.sessions.authenticate(req.headers())? {
-        Some(who) => serde_json::json!({ "isAuthenticated": true, "email": who.email }),
+        Some(who) => serde_json::json!({ "isAuthenticated": true, "email": &*who.email }),
         None => serde_json::json!({ "isAuthenticated": false }),
     };
     Ok(json(http::StatusCode::OK, &body))

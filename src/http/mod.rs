@@ -114,14 +114,18 @@ async fn route(
     {
         return Err(ApiError::CrossSite);
     }
-    match Endpoint::for_path(&canonical) {
+    // Decide everything the path decides before the request moves on.
+    let endpoint = Endpoint::for_path(&canonical);
+    let route_auth = path::auth_for(&app.routes, &canonical);
+    drop(canonical);
+    match endpoint {
         Some(endpoint) => {
             *route_name = endpoint.name();
             serve_endpoint(app, ctx, endpoint, req).await
         }
         None => {
             *route_name = "proxy";
-            proxy(app, ctx, &canonical, req).await
+            proxy(app, ctx, route_auth, req).await
         }
     }
 }
@@ -213,10 +217,10 @@ async fn serve_endpoint(
 async fn proxy(
     app: &App,
     ctx: &RequestContext,
-    canonical: &str,
+    route_auth: Option<RouteAuth>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let auth = path::auth_for(&app.routes, canonical).ok_or(ApiError::NoRoute)?;
+    let auth = route_auth.ok_or(ApiError::NoRoute)?;
     let identity = match auth {
         RouteAuth::None => None,
         RouteAuth::Optional => app.auth.sessions.authenticate(req.headers())?,
