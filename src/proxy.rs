@@ -24,32 +24,27 @@ use crate::http::response::Body;
 /// different URL — the upstream must only ever see Gatehouse's values.
 /// Anything starting with `x-auth-` goes too.
 fn is_stripped_request_header(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "proxy-connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-            | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-forwarded-uri"
-            | "x-forwarded-prefix"
-            | "x-real-ip"
-            | "x-original-url"
-            | "x-rewrite-url"
-            | "x-original-uri"
-            | "x-request-id"
-    ) || name.starts_with("x-auth-")
+    is_hop_by_hop(name)
+        || matches!(
+            name,
+            "proxy-authorization"
+                | "forwarded"
+                | "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-forwarded-port"
+                | "x-forwarded-uri"
+                | "x-forwarded-prefix"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "x-original-uri"
+                | "x-request-id"
+        )
+        || name.starts_with("x-auth-")
 }
 
-/// Hop-by-hop response headers, never passed back to the client.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on in either direction.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,

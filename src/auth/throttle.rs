@@ -22,8 +22,6 @@ use crate::store::{Store, StoreError, ThrottleRecord, UnixMillis, now_millis};
 /// Keys kept in memory at most; beyond that the least recently used half
 /// is dropped (limits then restart for those keys).
 const MAX_KEYS: usize = 200_000;
-/// First back-off step after the failure threshold is reached.
-const BASE_BACKOFF_MS: u64 = 1_000;
 /// Failures older than this no longer count.
 const FAILURE_MEMORY_MS: u64 = 24 * 3600 * 1000;
 
@@ -137,6 +135,7 @@ impl Throttle {
         let (prefix, threshold) = self.failure_params(kind);
         let now = now_millis();
         let max = self.limits.max_backoff.as_millis() as u64;
+        let first = self.limits.first_backoff.as_millis() as u64;
         let _ = self.with_entry(format!("{prefix}:{subject}"), now, |r| {
             if now.saturating_sub(r.updated) > FAILURE_MEMORY_MS {
                 r.failures = 0;
@@ -144,7 +143,7 @@ impl Throttle {
             r.failures = r.failures.saturating_add(1);
             if r.failures >= threshold {
                 let steps = (r.failures - threshold).min(30);
-                let backoff = BASE_BACKOFF_MS.saturating_mul(1 << steps).min(max);
+                let backoff = first.saturating_mul(1 << steps).min(max);
                 r.blocked_until = now + backoff;
             }
             Ok::<(), ()>(())
@@ -252,6 +251,7 @@ mod tests {
             signin_per_ip_per_minute: 2,
             signin_failures_per_email: 3,
             signin_failures_per_ip: 10,
+            first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             max_queued_hashes: 4,
         }

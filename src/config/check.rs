@@ -243,6 +243,11 @@ fn check_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.signin_failures_per_ip,
             20,
         )?,
+        first_backoff: duration_or(
+            "limits.first_backoff",
+            raw.first_backoff,
+            Duration::from_secs(1),
+        )?,
         max_backoff: duration_or(
             "limits.max_backoff",
             raw.max_backoff,

@@ -85,6 +85,8 @@ pub struct LimitsConfig {
     /// Failed sign-ins from one address before back-off starts.
     pub signin_failures_per_ip: u32,
     /// Longest back-off after repeated failures.
+    /// Back-off after the threshold is reached; it doubles with each failure.
+    pub first_backoff: Duration,
     pub max_backoff: Duration,
     /// Password checks allowed to wait for a hashing slot; beyond that, 503.
     pub max_queued_hashes: usize,

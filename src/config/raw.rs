@@ -166,6 +166,7 @@ pub(super) struct RawLimits {
     pub(super) signin_per_ip_per_minute: Option<u32>,
     pub(super) signin_failures_per_email: Option<u32>,
     pub(super) signin_failures_per_ip: Option<u32>,
+    pub(super) first_backoff: Option<String>,
     pub(super) max_backoff: Option<String>,
     pub(super) max_queued_hashes: Option<usize>,
 }

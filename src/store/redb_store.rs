@@ -249,7 +249,7 @@ impl Store for RedbStore {
             if !still_pending {
                 return Ok(AccountCreation::CodeGone);
             }
-            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
             if by_email.get(email).map_err(db_err)?.is_some() {
                 otps.remove(email).map_err(db_err)?;
                 drop((otps, by_email));
@@ -258,28 +258,10 @@ impl Store for RedbStore {
             }
             otps.remove(email).map_err(db_err)?;
 
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let id = meta
-                .get("next_user_id")
-                .map_err(db_err)?
-                .map(|v| v.value())
-                .unwrap_or(1);
-            meta.insert("next_user_id", id + 1).map_err(db_err)?;
-
-            let user = User {
-                id,
-                email: email.to_string(),
-                password_hash: password_hash.to_string(),
-                created_at: now,
-                disabled: false,
-            };
-            txn.open_table(USERS)
-                .map_err(db_err)?
-                .insert(id, encode(&user)?.as_slice())
-                .map_err(db_err)?;
-            by_email.insert(email, id).map_err(db_err)?;
+            drop(by_email);
+            let user = insert_user_in(&txn, email, password_hash, now)?;
             let session = Session {
-                user_id: id,
+                user_id: user.id,
                 email: email.to_string(),
                 created_at: now,
                 last_seen: now,
@@ -520,29 +502,12 @@ impl Store for RedbStore {
     ) -> Result<Option<User>, StoreError> {
         let txn = self.write_txn()?;
         let user = {
-            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
             if by_email.get(email).map_err(db_err)?.is_some() {
                 return Ok(None);
             }
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let id = meta
-                .get("next_user_id")
-                .map_err(db_err)?
-                .map(|v| v.value())
-                .unwrap_or(1);
-            meta.insert("next_user_id", id + 1).map_err(db_err)?;
-            let user = User {
-                id,
-                email: email.to_string(),
-                password_hash: password_hash.to_string(),
-                created_at: now,
-                disabled: false,
-            };
-            txn.open_table(USERS)
-                .map_err(db_err)?
-                .insert(id, encode(&user)?.as_slice())
-                .map_err(db_err)?;
-            by_email.insert(email, id).map_err(db_err)?;
+            drop(by_email);
+            let user = insert_user_in(&txn, email, password_hash, now)?;
             // A code sent before the operator created the account is void.
             txn.open_table(OTPS)
                 .map_err(db_err)?
@@ -705,6 +670,38 @@ fn delete_user_sessions_in(
         .remove_all(user_id)
         .map_err(db_err)?;
     Ok(hashes)
+}
+
+/// Creates a user with the next id; the caller checked the email is free.
+fn insert_user_in(
+    txn: &WriteTransaction,
+    email: &str,
+    password_hash: &str,
+    now: UnixMillis,
+) -> Result<User, StoreError> {
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let id = meta
+        .get("next_user_id")
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    meta.insert("next_user_id", id + 1).map_err(db_err)?;
+    let user = User {
+        id,
+        email: email.to_string(),
+        password_hash: password_hash.to_string(),
+        created_at: now,
+        disabled: false,
+    };
+    txn.open_table(USERS)
+        .map_err(db_err)?
+        .insert(id, encode(&user)?.as_slice())
+        .map_err(db_err)?;
+    txn.open_table(USERS_BY_EMAIL)
+        .map_err(db_err)?
+        .insert(email, id)
+        .map_err(db_err)?;
+    Ok(user)
 }
 
 fn insert_session_in(

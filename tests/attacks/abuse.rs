@@ -91,7 +91,7 @@ async fn responses_are_identical_whether_or_not_the_email_has_an_account() {
 #[tokio::test]
 async fn sign_in_failures_back_off_but_the_owners_browser_gets_in() {
     let mut g = Gatehouse::start_with(Options {
-        extra_toml: "[limits]\nsignin_failures_per_email = 3\nsignin_failures_per_ip = 100\nsignin_per_ip_per_minute = 100\n".into(),
+        extra_toml: "[limits]\nsignin_failures_per_email = 3\nsignin_failures_per_ip = 100\nsignin_per_ip_per_minute = 100\nfirst_backoff = \"10m\"\n".into(),
         ..Options::default()
     })
     .await;
