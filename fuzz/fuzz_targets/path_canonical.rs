@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!c.contains('\\'));
         assert_eq!(c, c.to_ascii_lowercase());
         if !c.contains('%') && !c.contains(';') {
-            assert_eq!(canonical(&c).as_deref(), Ok(c.as_str()));
+            assert_eq!(canonical(&c).as_deref(), Ok(&*c));
         }
     }
 });
