@@ -3,12 +3,17 @@
 //! sessions in an embedded redb store) and reverse-proxies authenticated
 //! requests to an existing backend.
 //!
-//! Module map: `config` (TOML → checked config), `store` (persistence trait
-//! and redb), `auth` (flows, passwords, sessions, codes), `mail` (transports),
-//! `http` (pipeline, endpoints, errors), `proxy` (upstream forwarding),
-//! `tls`, `server` (listener, connections, shutdown), `cli`; for operating
-//! it: `admin` (admin socket protocol and commands), `ops` (access log,
-//! health/metrics listener, systemd, signals), `metrics`, `net` (CIDRs).
+//! Module map:
+//! - `config`: TOML → checked configuration;
+//! - `store`: the persistence trait and its redb implementation;
+//! - `auth`: flows, passwords, sessions, codes, throttles, known devices;
+//! - `mail`: outbox, transports, templates;
+//! - `http`: request pipeline, own endpoints, path canonicalisation,
+//!   CORS/CSRF, forward-auth, errors → statuses;
+//! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - operating it: `admin` (admin socket), `ops` (access log, health and
+//!   metrics listener, systemd, signals), `metrics`.
 
 #![forbid(unsafe_code)]
 
