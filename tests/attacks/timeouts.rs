@@ -97,3 +97,37 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(closed_within(&mut conn, Duration::from_secs(10)).await);
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let g = Gatehouse::start_with(Options {
+        tls: false,
+        extra_toml: "max_connections = 2\nheader_read_timeout = \"30s\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let request = b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(g.addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(conn); // keep-alive: the connection keeps its slot
+    }
+    // A third client gets through the kernel's backlog but is not served
+    // while both slots are taken ...
+    let mut third = TcpStream::connect(g.addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond server.max_connections");
+    // ... and is served as soon as one of them closes.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+        .await
+        .expect("served after a slot freed up")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
