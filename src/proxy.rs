@@ -119,14 +119,7 @@ impl Upstream {
         }
         headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
         if let Some(who) = identity {
-            headers.insert(
-                HeaderName::from_static("x-auth-user-id"),
-                who.user_id_header.clone(),
-            );
-            headers.insert(
-                HeaderName::from_static("x-auth-email"),
-                who.email_header.clone(),
-            );
+            who.insert_headers(headers);
         }
 
         let mut uri = http::uri::Parts::default();

@@ -37,6 +37,21 @@ pub struct Identity {
     pub email_header: HeaderValue,
 }
 
+impl Identity {
+    /// Sets `X-Auth-User-Id` and `X-Auth-Email` (for the upstream, or for a
+    /// forward-auth answer).
+    pub fn insert_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            http::HeaderName::from_static("x-auth-user-id"),
+            self.user_id_header.clone(),
+        );
+        headers.insert(
+            http::HeaderName::from_static("x-auth-email"),
+            self.email_header.clone(),
+        );
+    }
+}
+
 /// A token handed to the client once; only its hash is kept.
 pub struct NewToken {
     pub token: String,

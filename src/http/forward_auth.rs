@@ -10,7 +10,7 @@
 //! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
 //! original URI the strictest rule (`required`) applies.
 
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
@@ -88,15 +88,7 @@ fn allowed(who: Option<&Identity>) -> Response<Body> {
     };
     let mut resp = json(StatusCode::OK, &body);
     if let Some(w) = who {
-        let h = resp.headers_mut();
-        h.insert(
-            HeaderName::from_static("x-auth-user-id"),
-            w.user_id_header.clone(),
-        );
-        h.insert(
-            HeaderName::from_static("x-auth-email"),
-            w.email_header.clone(),
-        );
+        w.insert_headers(resp.headers_mut());
         resp.extensions_mut()
             .insert(crate::ops::access::AuthenticatedUser(w.user_id));
     }
@@ -107,7 +99,7 @@ fn allowed(who: Option<&Identity>) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::config::Route;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     fn routes() -> Vec<Route> {
         vec![

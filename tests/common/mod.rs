@@ -350,16 +350,7 @@ impl Gatehouse {
 
     /// Waits until a log line contains `needle`; returns that line.
     pub async fn wait_for_log_line(&self, needle: &str, limit: Duration) -> String {
-        let found = eventually(limit, || {
-            self.logs
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned()
-        })
-        .await;
-        found.unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", self.logs()))
+        self.wait_for_log_within(&[needle], limit).await
     }
 
     /// Log lines so far.
@@ -381,7 +372,12 @@ impl Gatehouse {
 
     /// Waits (up to 10 s) for a log line containing every one of `needles`.
     pub async fn wait_for_log(&self, needles: &[&str]) -> String {
-        let found = eventually(Duration::from_secs(10), || {
+        self.wait_for_log_within(needles, Duration::from_secs(10))
+            .await
+    }
+
+    async fn wait_for_log_within(&self, needles: &[&str], limit: Duration) -> String {
+        let found = eventually(limit, || {
             self.logs
                 .lock()
                 .unwrap()
@@ -482,13 +478,7 @@ impl Gatehouse {
     /// Sends a code to `email` and returns it, read from the SMTP sink.
     pub async fn request_code(&self, email: &str) -> String {
         let before = self.smtp.count_to(email);
-        let resp = self
-            .post_json(
-                "/api/v1/user/signup/send-otp",
-                serde_json::json!({ "email": email }),
-            )
-            .await;
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        self.send_otp(email).await;
         let mail = self.smtp.wait_for_nth(email, before + 1).await;
         extract_code(&mail).unwrap_or_else(|| panic!("no code in mail:\n{mail}"))
     }
