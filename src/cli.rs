@@ -123,11 +123,22 @@ fn serve(path: &std::path::Path) -> ExitCode {
     init_logging(&config.log);
     // One process-wide crypto provider: ring (no aws-lc, no openssl).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    // One worker: tokio's single-threaded scheduler does the same job without
+    // work-stealing bookkeeping, and runs tasks in FIFO order (no LIFO slot
+    // letting a busy connection jump the queue), which keeps tail latency
+    // even. argon2 and store writes still run on their own threads.
+    let mut runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     runtime.enable_all();
-    if config.server.workers > 0 {
-        runtime.worker_threads(config.server.workers);
-    }
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => return fail(&e),

@@ -250,7 +250,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
-/// How often throttle counters are written to the store.
+/// How often throttle counters are written to the store (and stale upstream
+/// connections closed).
 const THROTTLE_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 async fn upkeep(app: Arc<App>, sweep_every: Duration) {
@@ -265,7 +266,10 @@ async fn upkeep(app: Arc<App>, sweep_every: Duration) {
                     tracing::warn!(error = %e, "sweep failed");
                 }
             }
-            _ = flush.tick() => flush_throttles(&app).await,
+            _ = flush.tick() => {
+                flush_throttles(&app).await;
+                app.upstream.close_stale_connections();
+            }
         }
     }
 }

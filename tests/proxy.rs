@@ -186,6 +186,47 @@ async fn raw_get(g: &Gatehouse, path: &str, cookie: &str) -> u16 {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_closed() {
+    let g = Gatehouse::start().await;
+    let client = g.client();
+    let get = |path: &'static str| {
+        let (client, url) = (client.clone(), g.url(path));
+        async move {
+            let resp = client.get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (
+                status,
+                body["path"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+
+    // Sequential requests share one kept-alive upstream connection.
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/even" } else { "/odd" };
+        assert_eq!(get(path).await, (200, path.to_string()));
+    }
+    assert_eq!(g.upstream.count(), 20);
+    assert_eq!(g.upstream.connections(), 1);
+
+    // An upstream that closes after its answer: the next request gets a
+    // fresh connection and nothing fails.
+    assert_eq!(get("/close").await, (200, "/close".to_string()));
+    assert_eq!(get("/after-close").await, (200, "/after-close".to_string()));
+    assert_eq!(g.upstream.connections(), 2);
+
+    // An upstream that drops idle connections behind our back.
+    g.upstream.close_connections();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for path in ["/after-drop-1", "/after-drop-2"] {
+        assert_eq!(get(path).await, (200, path.to_string()));
+    }
+    assert_eq!(g.upstream.connections(), 3);
+    assert_eq!(g.upstream.count(), 24);
+}
+
+#[tokio::test]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let g = Gatehouse::start_with(Options {
         upstream_timeout: "1s",

@@ -45,7 +45,7 @@ pub enum ApiError {
     NotPermitted,
     /// The upstream could not be reached or broke the exchange.
     #[error("Upstream unavailable")]
-    UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
+    UpstreamUnavailable(#[source] crate::proxy::UpstreamError),
     /// The upstream did not answer in time.
     #[error("Upstream timed out")]
     UpstreamTimeout,

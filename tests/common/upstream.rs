@@ -1,6 +1,7 @@
 //! A real HTTP/1.1 upstream for tests that records every request it gets.
 //! `/sse` streams three events 300 ms apart; `/slow` answers after 5 s;
-//! everything else answers 200 with a small JSON body.
+//! `/close` answers and closes the connection; everything else answers 200
+//! with a small JSON body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ pub struct Recorded {
 pub struct RecordingUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    /// One handle per accepted connection, open or not.
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,22 +40,42 @@ impl RecordingUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (record, accepted) = (seen.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
                 let record = record.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| respond(req, record.clone()));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(sock), svc)
                         .await;
                 });
+                accepted.lock().unwrap().push(conn.abort_handle());
             }
         });
-        RecordingUpstream { addr, seen, task }
+        RecordingUpstream {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    /// How many connections the upstream has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+
+    /// Closes every open connection from the server side, as an upstream
+    /// with a short keep-alive timeout does.
+    pub fn close_connections(&self) {
+        for conn in self.connections.lock().unwrap().iter() {
+            conn.abort();
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -122,16 +145,22 @@ async fn respond(
     if target.contains("/slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    let close = target.contains("/close");
     let json = serde_json::json!({
         "upstream": true,
         "path": target,
         "user": parts.headers.get("x-auth-user-id").map(|v| v.to_str().unwrap().to_string()),
     });
-    Ok(Response::builder()
+    let mut resp = Response::builder()
         .header("content-type", "application/json")
         .header("set-cookie", "app=1; Path=/")
         .body(BodyExt::boxed(Full::new(Bytes::from(json.to_string()))))
-        .unwrap())
+        .unwrap();
+    if close {
+        resp.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
 /// A response body fed by a channel, one frame per message.

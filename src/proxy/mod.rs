@@ -1,17 +1,20 @@
-//! Forwarding to the upstream: a pooled keep-alive HTTP/1.1 client, header
+//! Forwarding to the upstream: header
 //! hygiene (hop-by-hop, spoofable identity and URL-override headers, our own
 //! session cookie), `X-Forwarded-*` and identity headers, and bodies streamed
 //! both ways without buffering.
 
+mod pool;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use pool::Pool;
+pub use pool::UpstreamError;
 
 use crate::auth::sessions::{Identity, Sessions};
 use crate::config::UpstreamConfig;
@@ -59,30 +62,27 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// The upstream every proxied request goes to, with its connection pool.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
-    scheme_authority: (http::uri::Scheme, http::uri::Authority),
+    pool: Arc<Pool>,
     host: HeaderValue,
     timeout: Duration,
 }
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        let parts = cfg.url.clone().into_parts();
-        let authority = parts.authority.expect("checked in config");
+        let authority = cfg.url.authority().expect("checked in config");
+        let port = authority.port_u16().unwrap_or(80);
         Upstream {
-            client,
+            pool: Pool::new(authority.host(), port, cfg.connect_timeout),
             host: HeaderValue::from_str(authority.as_str()).expect("authority is a valid header"),
-            scheme_authority: (parts.scheme.expect("checked in config"), authority),
             timeout: cfg.timeout,
         }
+    }
+
+    /// Closes pooled connections that sat idle too long.
+    pub fn close_stale_connections(&self) {
+        self.pool.close_stale();
     }
 
     /// Sends `req` upstream and streams the answer back.
@@ -122,21 +122,21 @@ impl Upstream {
             who.insert_headers(headers);
         }
 
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.scheme_authority.0.clone());
-        uri.authority = Some(self.scheme_authority.1.clone());
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = Uri::from_parts(uri).map_err(|_| ApiError::NoRoute)?;
+        // Origin form (`/path?query`) on the wire, as a client sends it.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            parts.uri = Uri::from_parts(uri).map_err(|_| ApiError::NoRoute)?;
+        }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
         parts.version = Version::HTTP_11;
 
         let upstream_req = Request::from_parts(parts, body);
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await
-        {
+        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(e)) if client_body_failed(&e) => return Err(ApiError::BodyRead),
+            Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+                tracing::warn!(error = %e, "upstream request failed");
                 return Err(ApiError::UpstreamUnavailable(e));
             }
             Ok(Ok(resp)) => resp,
@@ -153,14 +153,6 @@ impl Upstream {
                 .boxed_unsync(),
         ))
     }
-}
-
-/// Whether forwarding failed because the client's own request body was
-/// malformed or cut short — the client's fault, not the upstream's.
-fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(hyper::Error::is_user)
 }
 
 /// Removes the headers `strip` selects, plus every header named in

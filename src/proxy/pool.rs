@@ -1,0 +1,289 @@
+//! Upstream connections: a LIFO pool of keep-alive HTTP/1.1 connections,
+//! each driven by the task that is using it.
+//!
+//! Why not hyper-util's pooled client: it runs every connection in a task of
+//! its own, so each proxied request crosses tasks twice (request in, response
+//! out) through channels and wake-ups, with a boxed future, a pool lock and a
+//! connection-info extension on top. Here the request's own task polls the
+//! connection while it waits for the response head, and the response body
+//! ([`UpstreamBody`]) keeps polling it while the body streams; the connection
+//! goes back to the pool when the body has been read to its end.
+//!
+//! A connection is only reused when hyper says it is ready for another
+//! request; anything else (an upstream that closed it, a response cut short,
+//! a request body still being sent) drops it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept for reuse; more are closed.
+const MAX_IDLE: usize = 1024;
+/// Idle connections older than this are closed rather than reused (below
+/// the keep-alive timeout of common upstream servers: nginx 75 s, Node 5 s
+/// is the outlier and is covered by the retry in [`Pool::send`]).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keep-alive probes on upstream connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: timed out")]
+    ConnectTimeout { addr: String },
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether forwarding failed because the client's own request body was
+    /// malformed or cut short — the client's fault, not the upstream's.
+    pub fn is_client_body(&self) -> bool {
+        matches!(self, UpstreamError::Http(e) if e.is_user())
+    }
+}
+
+/// One upstream connection: the handle requests are sent on and the state
+/// machine that does the I/O. The driver is `None` once it has finished.
+struct Conn {
+    sender: http1::SendRequest<Incoming>,
+    driver: Option<http1::Connection<TokioIo<TcpStream>, Incoming>>,
+}
+
+impl Conn {
+    /// Drives the connection once. Returns false once it has finished
+    /// (closed by the upstream, or failed).
+    fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return false;
+        };
+        match Pin::new(driver).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                // Dropping the finished driver fails anything still waiting
+                // on it instead of leaving it pending.
+                self.driver = None;
+                false
+            }
+        }
+    }
+
+    /// Sends `req` and drives the connection until the response head
+    /// arrives. On a failure before the request was written, the request
+    /// comes back with the error so it can be retried elsewhere.
+    async fn send(
+        mut self,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Conn), (hyper::Error, Option<Request<Incoming>>)> {
+        let mut answer = std::pin::pin!(self.sender.try_send_request(req));
+        let result = std::future::poll_fn(|cx| {
+            self.poll_driver(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await;
+        match result {
+            Ok(resp) => Ok((resp, self)),
+            Err(mut e) => {
+                let req = e.take_message();
+                Err((e.into_error(), req))
+            }
+        }
+    }
+}
+
+/// Connections to one upstream address.
+pub struct Pool {
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
+    idle: Mutex<VecDeque<(Conn, Instant)>>,
+}
+
+impl Pool {
+    pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Arc<Pool> {
+        // `Uri::host` keeps the brackets of an IPv6 literal; the resolver
+        // wants the bare address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Arc::new(Pool {
+            host: host.to_string(),
+            port,
+            connect_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Sends `req` on a pooled connection, or a new one, and returns the
+    /// response with its body still streaming. A pooled connection the
+    /// upstream closed in the meantime costs a retry on a new connection,
+    /// but only while the request has not been written.
+    pub async fn send(
+        self: &Arc<Pool>,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut req = req;
+        if let Some(conn) = self.checkout() {
+            match conn.send(req).await {
+                Ok((resp, conn)) => return Ok(self.stream(resp, conn)),
+                Err((e, Some(unsent))) => {
+                    tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
+                    req = unsent;
+                }
+                Err((e, None)) => return Err(e.into()),
+            }
+        }
+        let conn = self.connect().await?;
+        match conn.send(req).await {
+            Ok((resp, conn)) => Ok(self.stream(resp, conn)),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
+    fn stream(self: &Arc<Pool>, resp: Response<Incoming>, conn: Conn) -> Response<UpstreamBody> {
+        resp.map(|inner| UpstreamBody {
+            inner,
+            conn: Some(conn),
+            pool: self.clone(),
+        })
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((mut conn, since)) = idle.pop_back() {
+            if since.elapsed() > IDLE_TIMEOUT {
+                // Everything below is older still.
+                idle.clear();
+                return None;
+            }
+            // One poll notices a close the upstream sent while it sat idle.
+            let alive = conn.poll_driver(&mut Context::from_waker(std::task::Waker::noop()));
+            if alive && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back((conn, now));
+    }
+
+    /// Closes idle connections past their time (called from upkeep, so a
+    /// quiet proxy does not hold them forever).
+    pub fn close_stale(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, since)| since.elapsed() <= IDLE_TIMEOUT);
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let addr = || format!("{}:{}", self.host, self.port);
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout { addr: addr() })?
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr(),
+            source,
+        })?;
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        Ok(Conn {
+            sender,
+            driver: Some(driver),
+        })
+    }
+}
+
+/// A response body from the upstream. Polling it also drives the
+/// connection it arrives on; once read to its end, the connection goes back
+/// to the pool. Dropped early (client gone), the connection is closed.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && conn.driver.is_some()
+        {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.poll_driver(cx);
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper may not poll a body it knows is complete (an empty body,
+        // or the last byte of a Content-Length body already read).
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
