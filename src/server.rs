@@ -298,12 +298,9 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let deadline = settings.header_read_timeout;
-    let peer = Peer {
-        addr,
-        tls: settings.tls.is_some(),
-    };
+    let peer = Peer::new(addr, settings.tls.is_some());
     let service = service_fn(move |req| {
-        let app = app.clone();
+        let (app, peer) = (app.clone(), peer.clone());
         async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
     });
     let result = match &settings.tls {

@@ -30,7 +30,7 @@ enum Rule {
     Uncovered,
 }
 
-pub fn verify(app: &App, peer: Peer, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn verify(app: &App, peer: &Peer, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let trusted = crate::net::is_trusted(peer.addr.ip(), &app.trusted_proxies);
     let rule = if trusted {
         rule_for(&app.routes, req.headers())

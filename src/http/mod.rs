@@ -46,10 +46,29 @@ pub struct App {
 }
 
 /// What is known about the client's connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The peer's address as a header value, built once per connection for
+    /// `X-Forwarded-For` / `X-Real-IP`.
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
+        let ip = crate::net::canonical_ip(addr.ip());
+        Peer {
+            addr,
+            tls,
+            ip_header: ip_header(ip),
+        }
+    }
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+        .expect("an IP address is a valid header value")
 }
 
 /// Per-request facts derived once at the start of the pipeline.
@@ -58,6 +77,8 @@ pub struct RequestContext {
     pub peer: Peer,
     /// The client address (see `net::client_ip`).
     pub client_ip: IpAddr,
+    /// `client_ip` as a header value.
+    pub client_ip_header: HeaderValue,
     pub site: Site,
 }
 
@@ -74,10 +95,17 @@ impl RequestContext {
 /// Every request is counted and access-logged (see [`crate::ops::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     let started = crate::ops::access::Started::new(&req);
+    let client_ip = crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies);
+    let client_ip_header = if client_ip == crate::net::canonical_ip(peer.addr.ip()) {
+        peer.ip_header.clone()
+    } else {
+        ip_header(client_ip)
+    };
     let ctx = RequestContext {
-        peer,
-        client_ip: crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies),
         site: app.origins.site(req.headers(), peer.tls),
+        peer,
+        client_ip,
+        client_ip_header,
     };
     let mut route_name = "refused";
     let mut resp = match route(app, &ctx, req, &mut route_name).await {
@@ -209,7 +237,7 @@ async fn serve_endpoint(
         Endpoint::AuthCheck => handlers::auth_check(app, &req),
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
-        Endpoint::ForwardAuth => forward_auth::verify(app, ctx.peer, &req),
+        Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req),
     }
 }
 

@@ -32,27 +32,23 @@ const AUTH_ROUTES: [&str; 6] = [
 
 /// What is known about a request before it is served.
 pub struct Started {
-    method: Method,
-    path: Box<str>,
+    /// `None` when the access log is off: nothing to copy, nothing to wrap.
+    logged: Option<(Method, Box<str>)>,
     at: Instant,
 }
 
 impl Started {
     pub fn new<B>(req: &http::Request<B>) -> Started {
         Started {
-            method: req.method().clone(),
-            // Copied only when the access log is on (an empty box allocates nothing).
-            path: if tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
-                req.uri().path().into()
-            } else {
-                Box::from("")
-            },
+            logged: tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
+                .then(|| (req.method().clone(), req.uri().path().into())),
             at: Instant::now(),
         }
     }
 
-    /// Counts the response, gives it a request id if it has none, and wraps
-    /// its body so the access line is written when the body ends.
+    /// Counts the response, gives it a request id if it has none, and (when
+    /// the access log is on) wraps its body so the access line is written
+    /// when the body ends.
     pub fn finish(self, route: &'static str, mut resp: Response<Body>) -> Response<Body> {
         let status = resp.status().as_u16();
         let metrics = crate::metrics::get();
@@ -69,15 +65,18 @@ impl Started {
         let request_id = resp
             .headers_mut()
             .entry(HeaderName::from_static("x-request-id"))
-            .or_insert_with(crate::proxy::new_request_id)
-            .clone();
+            .or_insert_with(crate::proxy::new_request_id);
+        let Some((method, path)) = self.logged else {
+            return resp;
+        };
+        let request_id = request_id.clone();
         let user = resp.extensions().get::<AuthenticatedUser>().map(|u| u.0);
         let (parts, body) = resp.into_parts();
         let logged = LoggedBody {
             inner: body,
             line: Some(Line {
-                method: self.method,
-                path: self.path,
+                method,
+                path,
                 status,
                 at: self.at,
                 bytes: 0,
@@ -85,7 +84,7 @@ impl Started {
                 request_id,
             }),
         };
-        Response::from_parts(parts, logged.boxed_unsync())
+        Response::from_parts(parts, Body::Boxed(logged.boxed_unsync()))
     }
 }
 

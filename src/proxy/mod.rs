@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use pool::Pool;
-pub use pool::UpstreamError;
+pub use pool::{UpstreamBody, UpstreamError};
 
 use crate::auth::sessions::{Identity, Sessions};
 use crate::config::UpstreamConfig;
@@ -106,10 +105,14 @@ impl Upstream {
         strip_request_headers(headers);
         sessions.strip_cookie(headers);
         headers.insert(header::HOST, self.host.clone());
-        if let Ok(ip) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
-            headers.insert(HeaderName::from_static("x-real-ip"), ip);
-        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            ctx.client_ip_header.clone(),
+        );
+        headers.insert(
+            HeaderName::from_static("x-real-ip"),
+            ctx.client_ip_header.clone(),
+        );
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(if ctx.peer.tls { "https" } else { "http" }),
@@ -147,32 +150,38 @@ impl Upstream {
             .headers
             .entry(HeaderName::from_static("x-request-id"))
             .or_insert(request_id);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as crate::http::response::BoxError)
-                .boxed_unsync(),
-        ))
+        Ok(Response::from_parts(parts, Body::Upstream(body)))
     }
 }
 
 /// Removes the headers `strip` selects, plus every header named in
-/// `Connection`. One pass over the names; nothing is allocated unless there
-/// is something to remove.
+/// `Connection`. One pass over the names; the names to remove are collected
+/// on the stack (a heap `Vec` only past eight of them), so the common cases —
+/// nothing to remove, or an upstream's `Connection: keep-alive` — allocate
+/// nothing.
 fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut doomed: [Option<HeaderName>; 8] = Default::default();
+    let mut count = 0;
+    let mut overflow: Vec<HeaderName> = Vec::new();
+    let mut doom = |name: HeaderName| match doomed.get_mut(count) {
+        Some(slot) => {
+            *slot = Some(name);
+            count += 1;
+        }
+        None => overflow.push(name),
+    };
     for name in headers.keys() {
         if strip(name.as_str()) {
-            doomed.push(name.clone());
+            doom(name.clone());
         }
     }
     for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
-        doomed.extend(
-            text.split(',')
-                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
-        );
+        text.split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .for_each(&mut doom);
     }
-    for name in doomed {
+    for name in doomed.into_iter().flatten().chain(overflow) {
         headers.remove(name);
     }
 }
@@ -200,8 +209,12 @@ pub fn new_request_id() -> HeaderValue {
         crate::auth::base64url(&raw)
     });
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{prefix}-{n:x}")))
-        .expect("base64url and hex are valid header characters")
+    // 16 characters of prefix, a dash and at most 16 hex digits.
+    let mut buf = [0u8; 40];
+    let mut out = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{prefix}-{n:x}"));
+    let len = 40 - out.len();
+    HeaderValue::from_bytes(&buf[..len]).expect("base64url and hex are valid header characters")
 }
 
 #[cfg(test)]
@@ -245,5 +258,23 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
         strip_request_headers(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn more_forged_headers_than_the_stack_buffer_all_go() {
+        let mut h = HeaderMap::new();
+        for i in 0..20 {
+            h.insert(
+                HeaderName::from_bytes(format!("x-auth-claim-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        h.insert("connection", HeaderValue::from_static("x-a, x-b, x-c"));
+        for name in ["x-a", "x-b", "x-c", "accept"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        strip_request_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
     }
 }

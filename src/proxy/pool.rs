@@ -59,11 +59,16 @@ impl UpstreamError {
     }
 }
 
+/// The state machine that does an upstream connection's I/O.
+type Driver = http1::Connection<TokioIo<TcpStream>, Incoming>;
+
 /// One upstream connection: the handle requests are sent on and the state
 /// machine that does the I/O. The driver is `None` once it has finished.
 struct Conn {
     sender: http1::SendRequest<Incoming>,
-    driver: Option<http1::Connection<TokioIo<TcpStream>, Incoming>>,
+    /// Boxed: the state machine is several hundred bytes, and a `Conn`
+    /// moves in and out of the pool and futures on every request.
+    driver: Option<Pin<Box<Driver>>>,
 }
 
 impl Conn {
@@ -73,7 +78,7 @@ impl Conn {
         let Some(driver) = self.driver.as_mut() else {
             return false;
         };
-        match Pin::new(driver).poll(cx) {
+        match driver.as_mut().poll(cx) {
             Poll::Pending => true,
             Poll::Ready(result) => {
                 if let Err(e) = result {
@@ -225,7 +230,7 @@ impl Pool {
             .await?;
         Ok(Conn {
             sender,
-            driver: Some(driver),
+            driver: Some(Box::pin(driver)),
         })
     }
 }
