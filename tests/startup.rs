@@ -77,3 +77,38 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Password hashing must never compete with proxied traffic: its threads run
+/// in Linux's idle scheduling class (policy 5, `SCHED_IDLE`).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn password_hashing_threads_run_at_idle_priority() {
+    let g = common::Gatehouse::start().await;
+    // Each thread lowers its own priority as it starts; allow it a moment.
+    let mut policies = Vec::new();
+    for _ in 0..50 {
+        policies = hash_thread_policies(g.pid());
+        if !policies.is_empty() && policies.iter().all(|p| *p == 5) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    panic!("gatehouse-hash thread policies: {policies:?}");
+}
+
+#[cfg(target_os = "linux")]
+fn hash_thread_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with("gatehouse-hash") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name; `policy` is field 41 overall.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        policies.push(after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap());
+    }
+    policies
+}

@@ -1,4 +1,4 @@
-//! Password hashing with argon2id on a few dedicated, lowest-priority threads,
+//! Password hashing with argon2id on a few dedicated, idle-priority threads,
 //! bounded by a semaphore and a queue limit, so a burst of sign-ins takes
 //! only CPU time that proxied traffic leaves over.
 
@@ -26,8 +26,30 @@ pub enum PasswordError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads that run argon2 at the lowest scheduling priority (nice 19), so
-/// the runtime's threads — which serve proxied requests — always go first.
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on
+/// CPU time nothing else wants, and a runtime thread that wakes up preempts
+/// it at once (nice 19 alone still lets a hash finish its time slice while
+/// proxied requests wait). Elsewhere, or if that is refused, nice 19.
+fn lower_own_priority() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle).is_ok() {
+            return;
+        }
+    }
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        tracing::warn!(error = ?e, "could not lower the password-hashing thread's priority");
+    }
+}
+
+/// Threads that run argon2 at the lowest scheduling priority, so the
+/// runtime's threads — which serve proxied requests — always go first.
 struct HashPool {
     jobs: std::sync::mpsc::Sender<Job>,
 }
@@ -41,11 +63,7 @@ impl HashPool {
             let spawned = std::thread::Builder::new()
                 .name(format!("gatehouse-hash-{i}"))
                 .spawn(move || {
-                    if let Err(e) = thread_priority::set_current_thread_priority(
-                        thread_priority::ThreadPriority::Min,
-                    ) {
-                        tracing::warn!(error = ?e, "could not lower the password-hashing thread's priority");
-                    }
+                    lower_own_priority();
                     loop {
                         let job = match queue.lock().map(|q| q.recv()) {
                             Ok(Ok(job)) => job,

@@ -41,14 +41,10 @@ impl Identity {
     /// Sets `X-Auth-User-Id` and `X-Auth-Email` (for the upstream, or for a
     /// forward-auth answer).
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(
-            http::HeaderName::from_static("x-auth-user-id"),
-            self.user_id_header.clone(),
-        );
-        headers.insert(
-            http::HeaderName::from_static("x-auth-email"),
-            self.email_header.clone(),
-        );
+        const USER_ID: http::HeaderName = http::HeaderName::from_static("x-auth-user-id");
+        const EMAIL: http::HeaderName = http::HeaderName::from_static("x-auth-email");
+        headers.insert(USER_ID, self.user_id_header.clone());
+        headers.insert(EMAIL, self.email_header.clone());
     }
 }
 

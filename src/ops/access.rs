@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Response};
+use http::{HeaderValue, Method, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
@@ -64,7 +64,7 @@ impl Started {
         }
         let request_id = resp
             .headers_mut()
-            .entry(HeaderName::from_static("x-request-id"))
+            .entry(crate::proxy::X_REQUEST_ID)
             .or_insert_with(crate::proxy::new_request_id);
         let Some((method, path)) = self.logged else {
             return resp;
