@@ -26,10 +26,9 @@ pub enum PasswordError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on
-/// CPU time nothing else wants, and a runtime thread that wakes up preempts
-/// it at once (nice 19 alone still lets a hash finish its time slice while
-/// proxied requests wait). Elsewhere, or if that is refused, nice 19.
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it gets CPU time
+/// only when nothing else wants it (nice 19 would still claim a share of a
+/// busy core). Elsewhere, or if that is refused, nice 19.
 fn lower_own_priority() {
     use thread_priority::{ThreadPriority, set_current_thread_priority};
     #[cfg(target_os = "linux")]
