@@ -55,7 +55,11 @@ impl UpstreamError {
     /// Whether forwarding failed because the client's own request body was
     /// malformed or cut short — the client's fault, not the upstream's.
     pub fn is_client_body(&self) -> bool {
-        matches!(self, UpstreamError::Http(e) if e.is_user())
+        // A user error caused by a body error: the request body (hyper's
+        // own `Incoming`) failed to read. Other user errors, such as a
+        // connection that went away before answering, stay the upstream's.
+        matches!(self, UpstreamError::Http(e) if e.is_user()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<hyper::Error>()))
     }
 }
 
