@@ -370,39 +370,94 @@ pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The first value of cookie `name` across all `Cookie` headers.
+/// Every non-empty `name=value` pair of every `Cookie` header, trimmed.
+/// Parsed as bytes: a cookie the upstream app set with non-ASCII bytes must
+/// neither hide Gatehouse's cookie nor keep it from being stripped.
+fn cookie_pairs(headers: &HeaderMap) -> CookiePairs<'_> {
+    CookiePairs {
+        headers: headers.get_all(http::header::COOKIE).iter(),
+        rest: &[],
+    }
+}
+
+/// A plain loop rather than a `flat_map` of `split`s: this runs up to three
+/// times on every proxied request.
+struct CookiePairs<'a> {
+    headers: http::header::ValueIter<'a, http::HeaderValue>,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for CookiePairs<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if self.rest.is_empty() {
+                self.rest = self.headers.next()?.as_bytes();
+                continue;
+            }
+            let (pair, rest) = match self.rest.iter().position(|&b| b == b';') {
+                Some(semi) => (&self.rest[..semi], &self.rest[semi + 1..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let pair = pair.trim_ascii();
+            if !pair.is_empty() {
+                return Some(pair);
+            }
+        }
+    }
+}
+
+/// A pair's name and, if it has an `=`, its value; both trimmed.
+fn split_pair(pair: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => (pair[..eq].trim_ascii(), Some(pair[eq + 1..].trim_ascii())),
+        None => (pair, None),
+    }
+}
+
+/// The first value of cookie `name` across all `Cookie` headers (`None` if
+/// that value is not text).
 pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| n.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+    let value = cookie_pairs(headers).find_map(|pair| match split_pair(pair) {
+        (n, Some(value)) if n == name.as_bytes() => Some(value),
+        _ => None,
+    })?;
+    std::str::from_utf8(value).ok().map(|v| v.trim_matches('"'))
 }
 
 /// Removes the cookies called `names` from `Cookie` headers, keeping the
 /// others, and joins what is left into one header (HTTP/2 may send several).
+/// A lone header with nothing to remove is left as it is.
 pub fn strip_named_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    if !headers.contains_key(http::header::COOKIE) {
-        return;
+    let doomed = |pair: &[u8]| names.iter().any(|n| n.as_bytes() == split_pair(pair).0);
+    let (mut dropped, mut kept_bytes) = (0, 0);
+    for pair in cookie_pairs(headers) {
+        if doomed(pair) {
+            dropped += 1;
+        } else {
+            kept_bytes += pair.len() + 2;
+        }
     }
-    let joined = headers
+    let several = headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            !pair.is_empty() && !names.contains(&name)
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+        .nth(1)
+        .is_some();
+    if dropped == 0 && !several {
+        return;
+    }
+    let mut joined = Vec::with_capacity(kept_bytes);
+    for pair in cookie_pairs(headers).filter(|pair| !doomed(pair)) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(pair);
+    }
     headers.remove(http::header::COOKIE);
     if !joined.is_empty()
-        && let Ok(v) = http::HeaderValue::from_str(&joined)
+        && let Ok(v) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
     {
         headers.insert(http::header::COOKIE, v);
     }
@@ -448,6 +503,26 @@ mod tests {
         let mut only = headers(&["sid=1"]);
         strip_named_cookies(&mut only, &["sid"]);
         assert!(only.get(http::header::COOKIE).is_none());
+        let mut none_ours = headers(&["a=1;  b=2"]);
+        strip_named_cookies(&mut none_ours, &["sid"]);
+        assert_eq!(none_ours[http::header::COOKIE], "a=1;  b=2");
+    }
+
+    #[test]
+    fn a_non_ascii_cookie_neither_hides_nor_shelters_ours() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; sid=abc; x=\xff").unwrap(),
+        );
+        assert_eq!(find_cookie(&h, "sid"), Some("abc"));
+        assert_eq!(find_cookie(&h, "x"), None, "not text");
+        strip_named_cookies(&mut h, &["sid"]);
+        assert_eq!(find_cookie(&h, "sid"), None);
+        assert_eq!(
+            h[http::header::COOKIE].as_bytes(),
+            b"pref=caf\xc3\xa9; x=\xff"
+        );
     }
 
     #[test]

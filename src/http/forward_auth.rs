@@ -18,6 +18,7 @@ use super::response::{Body, json};
 use super::{App, Peer, path};
 use crate::auth::sessions::Identity;
 use crate::config::RouteAuth;
+use crate::ops::access::Served;
 
 /// Headers that carry the original request's URI, by proxy convention.
 const ORIGINAL_URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
@@ -30,7 +31,12 @@ enum Rule {
     Uncovered,
 }
 
-pub fn verify(app: &App, peer: &Peer, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn verify(
+    app: &App,
+    peer: &Peer,
+    req: &Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
     let trusted = crate::net::is_trusted(peer.addr.ip(), &app.trusted_proxies);
     let rule = if trusted {
         rule_for(&app.routes, req.headers())
@@ -40,7 +46,10 @@ pub fn verify(app: &App, peer: &Peer, req: &Request<Incoming>) -> Result<Respons
     let identity = app.auth.sessions.authenticate(req.headers())?;
     match (rule, identity) {
         (Rule::Uncovered, _) => Err(ApiError::NotPermitted),
-        (Rule::Route(_), Some(who)) => Ok(allowed(Some(&who))),
+        (Rule::Route(_), Some(who)) => {
+            served.user = Some(who.user_id);
+            Ok(allowed(Some(&who)))
+        }
         (Rule::Route(RouteAuth::Required), None) => Err(ApiError::Unauthenticated),
         (Rule::Route(RouteAuth::Optional | RouteAuth::None), None) => Ok(allowed(None)),
     }
@@ -89,8 +98,6 @@ fn allowed(who: Option<&Identity>) -> Response<Body> {
     let mut resp = json(StatusCode::OK, &body);
     if let Some(w) = who {
         w.insert_headers(resp.headers_mut());
-        resp.extensions_mut()
-            .insert(crate::ops::access::AuthenticatedUser(w.user_id));
     }
     resp
 }

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::auth::{Auth, ClientInfo};
 use crate::config::{Route, RouteAuth};
 use crate::net::Cidr;
+use crate::ops::access::Served;
 use crate::proxy::Upstream;
 use error::ApiError;
 use origin::{OriginPolicy, Site};
@@ -107,8 +108,8 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         client_ip,
         client_ip_header,
     };
-    let mut route_name = "refused";
-    let mut resp = match route(app, &ctx, req, &mut route_name).await {
+    let mut served = Served::default();
+    let mut resp = match route(app, &ctx, req, &mut served).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
@@ -118,15 +119,15 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
     }
-    started.finish(route_name, resp)
+    started.finish(served, resp)
 }
 
-/// `route_name` is set as soon as the request is routed, for metrics.
+/// `served` is filled in as soon as the request is routed and authenticated.
 async fn route(
     app: &App,
     ctx: &RequestContext,
     req: Request<Incoming>,
-    route_name: &mut &'static str,
+    served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
     if let Some(resp) = app
@@ -148,12 +149,12 @@ async fn route(
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
-            *route_name = endpoint.name();
-            serve_endpoint(app, ctx, endpoint, req).await
+            served.route = endpoint.name();
+            serve_endpoint(app, ctx, endpoint, req, served).await
         }
         None => {
-            *route_name = "proxy";
-            proxy(app, ctx, route_auth, req).await
+            served.route = "proxy";
+            proxy(app, ctx, route_auth, req, served).await
         }
     }
 }
@@ -224,6 +225,7 @@ async fn serve_endpoint(
     ctx: &RequestContext,
     endpoint: Endpoint,
     req: Request<Incoming>,
+    served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != endpoint.method() {
         return Err(ApiError::MethodNotAllowed {
@@ -237,7 +239,7 @@ async fn serve_endpoint(
         Endpoint::AuthCheck => handlers::auth_check(app, &req),
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
-        Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req),
+        Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
     }
 }
 
@@ -247,6 +249,7 @@ async fn proxy(
     ctx: &RequestContext,
     route_auth: Option<RouteAuth>,
     req: Request<Incoming>,
+    served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let auth = route_auth.ok_or(ApiError::NoRoute)?;
     let identity = match auth {
@@ -259,13 +262,8 @@ async fn proxy(
                 .ok_or(ApiError::Unauthenticated)?,
         ),
     };
-    let mut resp = app
-        .upstream
+    served.user = identity.as_ref().map(|who| who.user_id);
+    app.upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
-        .await?;
-    if let Some(who) = &identity {
-        resp.extensions_mut()
-            .insert(crate::ops::access::AuthenticatedUser(who.user_id));
-    }
-    Ok(resp)
+        .await
 }

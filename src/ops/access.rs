@@ -16,9 +16,25 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::http::response::{Body, BoxError};
 
-/// Response extension naming the user a request was served for.
+/// What the pipeline learned while serving a request, for metrics and the
+/// access log. Filled in as the request is routed and authenticated; kept
+/// out of the response (no extension map to allocate per request).
 #[derive(Debug, Clone, Copy)]
-pub struct AuthenticatedUser(pub u64);
+pub struct Served {
+    /// Metric label: the endpoint, `proxy`, or `refused` before routing.
+    pub route: &'static str,
+    /// The user the request was served for, if it carried a valid session.
+    pub user: Option<u64>,
+}
+
+impl Default for Served {
+    fn default() -> Served {
+        Served {
+            route: "refused",
+            user: None,
+        }
+    }
+}
 
 /// Routes whose latency goes into the auth-endpoint histogram.
 const AUTH_ROUTES: [&str; 6] = [
@@ -49,7 +65,8 @@ impl Started {
     /// Counts the response, gives it a request id if it has none, and (when
     /// the access log is on) wraps its body so the access line is written
     /// when the body ends.
-    pub fn finish(self, route: &'static str, mut resp: Response<Body>) -> Response<Body> {
+    pub fn finish(self, served: Served, mut resp: Response<Body>) -> Response<Body> {
+        let route = served.route;
         let status = resp.status().as_u16();
         let metrics = crate::metrics::get();
         metrics.request(route, status);
@@ -70,7 +87,7 @@ impl Started {
             return resp;
         };
         let request_id = request_id.clone();
-        let user = resp.extensions().get::<AuthenticatedUser>().map(|u| u.0);
+        let user = served.user;
         let (parts, body) = resp.into_parts();
         let logged = LoggedBody {
             inner: body,

@@ -205,7 +205,8 @@ pub fn strip_request_headers(headers: &mut HeaderMap) {
 
 /// Request ids: a random per-process prefix and a counter — unique within
 /// the process's lifetime, not guessable across restarts, and no system
-/// call per request.
+/// call per request. One allocation; the copies that go upstream and back
+/// to the client share it.
 pub fn new_request_id() -> HeaderValue {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -215,17 +216,46 @@ pub fn new_request_id() -> HeaderValue {
         crate::auth::base64url(&raw)
     });
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // 16 characters of prefix, a dash and at most 16 hex digits.
-    let mut buf = [0u8; 40];
-    let mut out = &mut buf[..];
+    let mut id = RequestId {
+        buf: [0; RequestId::CAPACITY],
+        len: 0,
+    };
+    let mut out = &mut id.buf[..];
     let _ = std::io::Write::write_fmt(&mut out, format_args!("{prefix}-{n:x}"));
-    let len = 40 - out.len();
-    HeaderValue::from_bytes(&buf[..len]).expect("base64url and hex are valid header characters")
+    id.len = RequestId::CAPACITY - out.len();
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .expect("base64url and hex are valid header characters")
+}
+
+/// A request id's text, owned by the `Bytes` every copy of it shares.
+struct RequestId {
+    buf: [u8; RequestId::CAPACITY],
+    len: usize,
+}
+
+impl RequestId {
+    /// 16 characters of prefix, a dash and at most 16 hex digits.
+    const CAPACITY: usize = 40;
+}
+
+impl AsRef<[u8]> for RequestId {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_and_share_a_prefix() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
+        assert_eq!(a.rsplit_once('-').unwrap().0.len(), 16, "{a}");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
