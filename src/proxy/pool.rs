@@ -30,8 +30,10 @@ use tokio::net::TcpStream;
 /// Idle connections kept for reuse; more are closed.
 const MAX_IDLE: usize = 1024;
 /// Idle connections older than this are closed rather than reused (below
-/// the keep-alive timeout of common upstream servers: nginx 75 s, Node 5 s
-/// is the outlier and is covered by the retry in [`Pool::send`]).
+/// the keep-alive timeout of common upstream servers such as nginx, 75 s).
+/// An upstream that closes sooner (Node: 5 s) is noticed at checkout and
+/// costs a retry on a new connection (see [`Pool::send`]); a close that
+/// crosses a request already written is a 502, as with any keep-alive client.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// TCP keep-alive probes on upstream connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
