@@ -52,6 +52,10 @@ pub enum ApiError {
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The request target could not be rewritten for the upstream (our bug,
+    /// not the client's: the target already passed parsing).
+    #[error("forwarded request target: {0}")]
+    UpstreamUri(#[source] http::uri::InvalidUriParts),
 }
 
 impl ApiError {
@@ -93,7 +97,7 @@ impl ApiError {
             ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
-            ApiError::Store(_) => internal,
+            ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
         }
     }
 
@@ -150,7 +154,8 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite
-        | ApiError::Store(_) => {}
+        | ApiError::Store(_)
+        | ApiError::UpstreamUri(_) => {}
     }
 }
 
