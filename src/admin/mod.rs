@@ -356,6 +356,8 @@ mod tests {
             email: user.email.clone(),
             created_at: 1,
             last_seen: 1,
+            ip: None,
+            user_agent: None,
         };
         store.insert_session(&[9; 32], &session).unwrap();
         let done = execute(

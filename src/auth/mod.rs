@@ -18,8 +18,8 @@ use base64::Engine;
 use crate::config::Config;
 use crate::mail::Outbox;
 use crate::store::{
-    AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, Store, StoreError, TokenHash,
-    now_millis,
+    AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, SessionOrigin, Store, StoreError,
+    TokenHash, now_millis,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
@@ -95,6 +95,8 @@ pub struct ClientInfo {
     pub ip_key: String,
     /// The known-device cookie, if the request carried one.
     pub device: Option<String>,
+    /// Address and `User-Agent`, kept on sessions it opens.
+    pub origin: SessionOrigin,
 }
 
 /// A successful sign-in or sign-up: the session token and the device mark.
@@ -222,8 +224,16 @@ impl Auth {
         let store = self.store.clone();
         let token_hash = token.hash;
         let key = email.clone();
+        let origin = client.origin.clone();
         let created = run_blocking(move || {
-            store.create_account(&key, &pending, &password_hash, now_millis(), &token_hash)
+            store.create_account(
+                &key,
+                &pending,
+                &password_hash,
+                now_millis(),
+                &token_hash,
+                &origin,
+            )
         })
         .await?;
         match created {
@@ -296,7 +306,10 @@ impl Auth {
             self.sessions.revoke(old).await?;
         }
         Ok(SignedIn {
-            token: self.sessions.create(user.id, &user.email).await?,
+            token: self
+                .sessions
+                .create(user.id, &user.email, &client.origin)
+                .await?,
             device_mark: self.devices.mark(&email),
         })
     }

@@ -88,6 +88,7 @@ impl RequestContext {
         ClientInfo {
             ip_key: crate::net::throttle_key(self.client_ip),
             device: app.auth.sessions.device_mark(headers).map(str::to_string),
+            origin: crate::auth::sessions::origin_of(self.client_ip, headers),
         }
     }
 }
