@@ -3,6 +3,8 @@
 //! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.
 
+mod account;
+pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
 pub mod otp;
@@ -71,6 +73,15 @@ pub enum AuthError {
     /// No valid session.
     #[error("Not authenticated")]
     NotAuthenticated,
+    /// The password given to confirm an account change is wrong.
+    #[error("Password is incorrect")]
+    WrongPassword,
+    /// An email change to the address the account already has.
+    #[error("This is already your email address")]
+    SameEmail,
+    /// A session id that is not one of the caller's own sessions (or none).
+    #[error("Session not found")]
+    SessionNotFound,
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -121,6 +132,8 @@ pub struct Auth {
     send_limit: SendLimit,
     max_attempts: u32,
     password_len: (usize, usize),
+    /// `[notify] new_device`.
+    notify_new_device: bool,
 }
 
 impl Auth {
@@ -143,6 +156,7 @@ impl Auth {
             },
             max_attempts: cfg.otp.max_attempts,
             password_len: (cfg.password.min_length, cfg.password.max_length),
+            notify_new_device: cfg.notify.new_device,
         })
     }
 
@@ -302,6 +316,9 @@ impl Auth {
         crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
+        if !known_device && self.notify_new_device {
+            self.notify_new_sign_in(&user.email, client).await;
+        }
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }

@@ -258,6 +258,15 @@ impl Sessions {
         cache.remove(hash);
     }
 
+    /// Drops a *live* session's cached copy so the next request reads the
+    /// stored record (after a change to it, such as a new email). Not an
+    /// ending: a session that ends goes through [`Sessions::forget`].
+    pub fn refresh(&self, hash: &TokenHash) {
+        let mut cache = self.cache.lock().expect("session cache poisoned");
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.remove(hash);
+    }
+
     /// Drops every cached session of one user, so an operator's disable or
     /// delete takes effect on the very next request; call it after the store
     /// change.

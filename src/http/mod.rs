@@ -9,6 +9,7 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+mod account;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -173,6 +174,16 @@ enum Endpoint {
     /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
     /// `forward_auth`, Traefik `ForwardAuth`.
     ForwardAuth,
+    // Account self-service (see `account`).
+    ForgotPassword,
+    ResetPassword,
+    ChangePassword,
+    OwnSessions,
+    /// `DELETE /api/v1/user/sessions/{id}`.
+    OwnSession,
+    EmailChange,
+    EmailVerify,
+    DeleteAccount,
 }
 
 impl Endpoint {
@@ -185,6 +196,14 @@ impl Endpoint {
             "/api/v1/user/logout" => Endpoint::Logout,
             "/api/v1/user/logout-all" => Endpoint::LogoutAll,
             "/api/v1/auth/verify" => Endpoint::ForwardAuth,
+            "/api/v1/user/password/forgot" => Endpoint::ForgotPassword,
+            "/api/v1/user/password/reset" => Endpoint::ResetPassword,
+            "/api/v1/user/password" => Endpoint::ChangePassword,
+            "/api/v1/user/sessions" => Endpoint::OwnSessions,
+            "/api/v1/user/email/change" => Endpoint::EmailChange,
+            "/api/v1/user/email/verify" => Endpoint::EmailVerify,
+            "/api/v1/user" => Endpoint::DeleteAccount,
+            other if account::session_id(other).is_some() => Endpoint::OwnSession,
             _ => return None,
         })
     }
@@ -199,23 +218,38 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::LogoutAll => "logout-all",
             Endpoint::ForwardAuth => "forward-auth",
+            Endpoint::ForgotPassword => "password-forgot",
+            Endpoint::ResetPassword => "password-reset",
+            Endpoint::ChangePassword => "password-change",
+            Endpoint::OwnSessions => "sessions-list",
+            Endpoint::OwnSession => "session-end",
+            Endpoint::EmailChange => "email-change",
+            Endpoint::EmailVerify => "email-verify",
+            Endpoint::DeleteAccount => "account-delete",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
+            Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
+            Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
             | Endpoint::Logout
-            | Endpoint::LogoutAll => Method::POST,
+            | Endpoint::LogoutAll
+            | Endpoint::ForgotPassword
+            | Endpoint::ResetPassword
+            | Endpoint::ChangePassword
+            | Endpoint::EmailChange
+            | Endpoint::EmailVerify => Method::POST,
         }
     }
 
     fn allow(self) -> &'static str {
         match self.method() {
             Method::GET => "GET",
+            Method::DELETE => "DELETE",
             _ => "POST",
         }
     }
@@ -241,6 +275,14 @@ async fn serve_endpoint(
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
+        Endpoint::ForgotPassword => account::forgot_password(app, ctx, req).await,
+        Endpoint::ResetPassword => account::reset_password(app, ctx, req).await,
+        Endpoint::ChangePassword => account::change_password(app, ctx, req, served).await,
+        Endpoint::OwnSessions => account::own_sessions(app, &req, served).await,
+        Endpoint::OwnSession => account::end_own_session(app, &req, served).await,
+        Endpoint::EmailChange => account::email_change(app, ctx, req, served).await,
+        Endpoint::EmailVerify => account::email_verify(app, ctx, req, served).await,
+        Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
     }
 }
 
