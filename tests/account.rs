@@ -671,6 +671,10 @@ async fn deleting_the_account_leaves_nothing_behind() {
     assert!(before["send_counters"].as_u64().unwrap() >= 1, "{before}");
 
     assert_eq!(delete_account(&g, "", "password1").await.status(), 401);
+    // Only DELETE of /api/v1/user is Gatehouse's; a GET is the backend's.
+    let resp = send(&g, reqwest::Method::GET, ACCOUNT, &here, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(g.upstream.last().target, ACCOUNT);
     let resp = delete_account(&g, &here, "wrong-pw").await;
     assert_eq!(resp.status(), 400);
     assert!(signed_in(&g, &here).await);

@@ -146,7 +146,7 @@ async fn route(
         return Err(ApiError::CrossSite);
     }
     // Decide everything the path decides before the request moves on.
-    let endpoint = Endpoint::for_path(&canonical);
+    let endpoint = Endpoint::for_path(&canonical).filter(|e| e.claims(req.method()));
     let route_auth = path::auth_for(&app.routes, &canonical);
     drop(canonical);
     match endpoint {
@@ -206,6 +206,13 @@ impl Endpoint {
             other if account::session_id(other).is_some() => Endpoint::OwnSession,
             _ => return None,
         })
+    }
+
+    /// Whether Gatehouse answers this method on the endpoint's path. Only
+    /// `DELETE` of the generic `/api/v1/user` is Gatehouse's; other methods
+    /// there stay the backend's (a profile read, say) and are proxied.
+    fn claims(self, method: &Method) -> bool {
+        self != Endpoint::DeleteAccount || *method == Method::DELETE
     }
 
     /// Metric label.

@@ -537,24 +537,12 @@ impl Store for RedbStore {
     }
 
     fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
-        let txn = self.write_txn()?;
-        let Some(user) = Self::user_in(&txn, email)? else {
-            return Ok(None);
-        };
-        let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
-        txn.open_table(USERS)
-            .map_err(db_err)?
-            .remove(user.id)
-            .map_err(db_err)?;
-        txn.open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .remove(email)
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(Some(UserChange {
-            user,
-            ended_sessions,
-        }))
+        // The same clean-up as a user's own deletion: sessions, pending
+        // codes, queued mail and send windows go with the account.
+        match self.user_by_email(email)? {
+            Some(user) => self.account_deleted(user.id),
+            None => Ok(None),
+        }
     }
 
     fn set_user_disabled(
