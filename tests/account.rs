@@ -806,3 +806,120 @@ async fn new_sign_in_notices_can_be_turned_off() {
     let mail = g.smtp.wait_for_nth("pia@example.com", 2).await;
     assert!(subject(&mail).contains("password reset"), "{mail}");
 }
+
+#[tokio::test]
+async fn expired_codes_exhausted_email_codes_and_the_remaining_refusals() {
+    let g = Gatehouse::start_with(Options {
+        otp: "ttl = \"2s\"\nmax_sends_per_day = 3\nmax_attempts = 3\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let quinn = g.sign_up("quinn@example.com", "password1").await;
+
+    // An expired reset code, and the decoy of an unknown address, expire alike.
+    let code = reset_code(&g, "quinn@example.com").await;
+    assert_eq!(forgot(&g, "ghost@example.com").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let known = seen(reset(&g, "quinn@example.com", &code, "password2").await).await;
+    let unknown = seen(reset(&g, "ghost@example.com", &code, "password2").await).await;
+    assert_eq!(known.0, 400);
+    assert!(known.2.contains("expired"), "{known:?}");
+    assert_eq!(known, unknown);
+    assert!(signed_in(&g, &quinn).await);
+
+    // Session required.
+    for (method, path) in [
+        (
+            reqwest::Method::DELETE,
+            format!("{SESSIONS}/0123456789abcdef"),
+        ),
+        (reqwest::Method::POST, EMAIL_VERIFY.to_string()),
+        (reqwest::Method::POST, EMAIL_CHANGE.to_string()),
+    ] {
+        let resp = send(&g, method, &path, "", Some(json!({ "code": "123456" }))).await;
+        assert_eq!(resp.status(), 401, "{path}");
+    }
+
+    // Email-change codes: wrong ones count, then 429 even for the right one.
+    let change = |to: &'static str| {
+        send(
+            &g,
+            reqwest::Method::POST,
+            EMAIL_CHANGE,
+            &quinn,
+            Some(json!({ "newEmail": to, "password": "password1" })),
+        )
+    };
+    assert_eq!(change("quinn2@example.com").await.status(), 200);
+    let code = extract_code(&g.smtp.wait_for_nth("quinn2@example.com", 1).await).unwrap();
+    let verify = |code: String| {
+        send(
+            &g,
+            reqwest::Method::POST,
+            EMAIL_VERIFY,
+            &quinn,
+            Some(json!({ "code": code })),
+        )
+    };
+    for i in 1..=3u32 {
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + i) % 1_000_000);
+        assert_eq!(verify(wrong).await.status(), 400);
+    }
+    assert_eq!(verify(code).await.status(), 429);
+    assert_eq!(g.auth_check(&quinn).await["email"], "quinn@example.com");
+
+    // Email-change requests are limited like send-otp.
+    assert_eq!(change("quinn3@example.com").await.status(), 200);
+    assert_eq!(change("quinn4@example.com").await.status(), 200);
+    let resp = change("quinn5@example.com").await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn concurrent_requests_use_a_code_once_and_respect_the_send_limit() {
+    let g = start().await;
+    g.sign_up("rae@example.com", "password1").await;
+    let code = reset_code(&g, "rae@example.com").await;
+    let mut resets = Vec::new();
+    for i in 0..6 {
+        let (client, url) = (g.client(), g.url(RESET));
+        let body = json!({ "email": "rae@example.com", "code": code, "password": format!("password-{i}") });
+        resets.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in resets {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 400, 400, 400, 400, 400]);
+
+    let mut forgots = Vec::new();
+    for _ in 0..6 {
+        let (client, url) = (g.client(), g.url(FORGOT));
+        forgots.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({ "email": "sid@example.com" }))
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for f in forgots {
+        statuses.push(f.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+}

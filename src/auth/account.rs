@@ -117,7 +117,7 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         self.throttle
-            .hit(Rate::SendOtpPerIp, &client.ip_key)
+            .hit(Rate::AccountMailPerIp, &client.ip_key)
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         let now = now_millis();
@@ -157,7 +157,7 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<SignedIn, AuthError> {
         self.throttle
-            .hit(Rate::VerifyPerIp, &client.ip_key)
+            .hit(Rate::AccountCodePerIp, &client.ip_key)
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         self.check_password_policy(password)?;
@@ -324,7 +324,7 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         self.throttle
-            .hit(Rate::SendOtpPerIp, &client.ip_key)
+            .hit(Rate::AccountMailPerIp, &client.ip_key)
             .map_err(throttled)?;
         let new_email = email::normalise(raw_new_email).ok_or(AuthError::InvalidEmail)?;
         let user = self.account_of(who).await?;
@@ -373,7 +373,7 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<EmailChangeDone, AuthError> {
         self.throttle
-            .hit(Rate::VerifyPerIp, &client.ip_key)
+            .hit(Rate::AccountCodePerIp, &client.ip_key)
             .map_err(throttled)?;
         if !otp::is_well_formed(code) {
             return Err(AuthError::InvalidCode);
