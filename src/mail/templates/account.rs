@@ -101,42 +101,42 @@ impl AccountSets {
     pub(super) fn from_config(paths: &TemplatePaths) -> Result<AccountSets, MailError> {
         Ok(AccountSets {
             reset_code: load(
-                "reset_code",
+                keys!("reset_code"),
                 &paths.reset_code,
                 RESET_SUBJECT,
                 RESET_TEXT,
                 true,
             )?,
             email_change_code: load(
-                "email_change_code",
+                keys!("email_change_code"),
                 &paths.email_change_code,
                 CHANGE_CODE_SUBJECT,
                 CHANGE_CODE_TEXT,
                 true,
             )?,
             password_changed: load(
-                "password_changed",
+                keys!("password_changed"),
                 &paths.password_changed,
                 PASSWORD_CHANGED_SUBJECT,
                 PASSWORD_CHANGED_TEXT,
                 false,
             )?,
             email_changing: load(
-                "email_changing",
+                keys!("email_changing"),
                 &paths.email_changing,
                 EMAIL_CHANGING_SUBJECT,
                 EMAIL_CHANGING_TEXT,
                 false,
             )?,
             email_in_use: load(
-                "email_in_use",
+                keys!("email_in_use"),
                 &paths.email_in_use,
                 EMAIL_IN_USE_SUBJECT,
                 EMAIL_IN_USE_TEXT,
                 false,
             )?,
             new_sign_in: load(
-                "new_sign_in",
+                keys!("new_sign_in"),
                 &paths.new_sign_in,
                 NEW_SIGN_IN_SUBJECT,
                 NEW_SIGN_IN_TEXT,
@@ -198,17 +198,39 @@ impl Details {
     }
 }
 
+/// The config keys of one kind's subject, text and HTML files.
+macro_rules! keys {
+    ($kind:literal) => {
+        Keys {
+            subject: concat!("mail.templates.", $kind, ".subject"),
+            text: concat!("mail.templates.", $kind, ".text"),
+            html: concat!("mail.templates.", $kind, ".html"),
+        }
+    };
+}
+use keys;
+
+/// Config keys, named in errors.
+struct Keys {
+    subject: &'static str,
+    text: &'static str,
+    html: &'static str,
+}
+
 /// One kind's templates: files where configured, built-ins otherwise.
 fn load(
-    kind: &'static str,
+    keys: Keys,
     paths: &TemplateSetPaths,
     subject: &str,
     text: &str,
     carries_code: bool,
 ) -> Result<Set, MailError> {
-    // Keys are leaked once at start-up so errors can name them statically.
     let key = |part: &str| -> &'static str {
-        Box::leak(format!("mail.templates.{kind}.{part}").into_boxed_str())
+        match part {
+            "subject" => keys.subject,
+            "text" => keys.text,
+            _ => keys.html,
+        }
     };
     let read = |part: &str, path: Option<&Path>| -> Result<Option<String>, MailError> {
         match path {
@@ -369,15 +391,15 @@ mod tests {
             text: Some(p.clone()),
             ..TemplateSetPaths::default()
         };
-        let e = load("password_changed", &set, "s", "t", false).unwrap_err();
+        let e = load(keys!("password_changed"), &set, "s", "t", false).unwrap_err();
         assert!(
             e.to_string()
                 .contains("mail.templates.password_changed.text"),
             "{e}"
         );
-        assert!(load("reset_code", &set, "s", "t", true).is_ok());
+        assert!(load(keys!("reset_code"), &set, "s", "t", true).is_ok());
         std::fs::write(&p, "No code here {{email}}").unwrap();
-        let e = load("reset_code", &set, "s", "t", true).unwrap_err();
+        let e = load(keys!("reset_code"), &set, "s", "t", true).unwrap_err();
         assert!(e.to_string().contains("{{code}}"), "{e}");
     }
 
