@@ -1,4 +1,5 @@
-//! The authentication flows — sign-up by emailed code, sign-in, logout — as
+//! The authentication flows — sign-up by emailed code, sign-in, logout, and
+//! (in `account`) account self-service — as
 //! plain async functions over the store, password hasher, sessions and the
 //! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.

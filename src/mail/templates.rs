@@ -3,8 +3,10 @@
 //! rendered into a complete RFC 5322 multipart message.
 //!
 //! Templates use `{{code}}`, `{{product}}`, `{{lifetime}}` and `{{email}}`;
-//! values substituted into HTML are escaped. Overrides apply to the sign-up
-//! code mail; the rarer account notice keeps its built-in wording.
+//! values substituted into HTML are escaped. `[mail.templates]` overrides the
+//! sign-up code mail; the "account exists" notice keeps its built-in
+//! wording; the account mails (reset, email change, security notices) have
+//! their own tables, see `account`.
 
 use std::path::Path;
 use std::time::Duration;

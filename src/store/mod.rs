@@ -1,5 +1,6 @@
 //! Persistent state behind one small trait: users, sessions (keyed by token
-//! hash), pending sign-up codes, the send-rate window and the mail outbox.
+//! hash), pending sign-up codes, the send-rate window and the mail outbox,
+//! and (see `account`) password-reset and email-change codes.
 //!
 //! Every method is one atomic, durable change (or one consistent read), so a
 //! second backend only has to honour the same contract. Methods block: async

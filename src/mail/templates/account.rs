@@ -404,6 +404,44 @@ mod tests {
     }
 
     #[test]
+    fn overrides_replace_one_kind_and_render_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("new.txt");
+        std::fs::write(&text, "Hi {{email}}: {{ip}} / {{user_agent}} at {{time}}").unwrap();
+        let cfg = crate::config::Config::parse(
+            &format!(
+                "[mail.templates.new_sign_in]\ntext = \"{}\"\n",
+                text.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let composer = super::super::Composer::from_config(&cfg.mail).unwrap();
+        let content = Content::NewSignIn {
+            at: 1_795_890_605_000,
+            ip: "192.0.2.7".into(),
+            user_agent: Some("Agent <x>".into()),
+        };
+        let mail = composer.render("a@x.io", "tok", &content).unwrap();
+        assert_eq!(
+            mail.text,
+            "Hi a@x.io: 192.0.2.7 / Agent <x> at 2026-11-28 18:30:05 UTC"
+        );
+        assert_eq!(mail.subject, "New sign-in to your Flowtask account");
+        let raw = String::from_utf8(mail.bytes).unwrap();
+        assert!(raw.contains("Agent &lt;x&gt;"), "HTML part escapes: {raw}");
+        // Other kinds keep their built-in wording.
+        let other = composer
+            .render("a@x.io", "tok", &Content::PasswordChanged { at: 0 })
+            .unwrap();
+        assert!(
+            other.text.contains("was changed at 1970-01-01"),
+            "{}",
+            other.text
+        );
+    }
+
+    #[test]
     fn default_html_escapes_values_and_keeps_paragraphs() {
         let html = html_from_text("A & B {{email}}\n\n    {{code}}\n");
         assert!(html.contains("<p>A &amp; B {{email}}</p>"), "{html}");
