@@ -6,7 +6,8 @@
 //! Module map:
 //! - `config`: TOML → checked configuration;
 //! - `store`: the persistence trait and its redb implementation;
-//! - `auth`: flows, passwords, sessions, codes, throttles, known devices;
+//! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
+//!   account self-service (reset, password/email change, own sessions);
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;

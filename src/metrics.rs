@@ -71,6 +71,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -111,6 +116,9 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// Account self-service by event (`reset_requested`, `reset_completed`,
+    /// `password_changed`, `email_changed`, `account_deleted`).
+    pub account_events: Family<EventLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -197,7 +205,14 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let account_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "account_events",
+            "Account self-service: resets requested and completed, password and email changes, deletions",
+            account_events.clone(),
+        );
         Metrics {
+            account_events,
             registry,
             requests,
             proxy_latency,
@@ -221,6 +236,13 @@ impl Metrics {
     pub fn sign_in(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.signins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts an account self-service event (see `account_events`).
+    pub fn account(&self, event: &'static str) {
+        self.account_events
+            .get_or_create(&EventLabel { event })
+            .inc();
     }
 
     /// Counts one answered request.

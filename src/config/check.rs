@@ -58,6 +58,9 @@ impl TryFrom<RawConfig> for Config {
             limits,
             admin,
             log,
+            notify: NotifyConfig {
+                new_device: raw.notify.new_device.unwrap_or(true),
+            },
         })
     }
 }

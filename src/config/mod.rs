@@ -63,6 +63,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.
@@ -193,6 +194,29 @@ pub struct TemplatePaths {
     pub subject: Option<PathBuf>,
     pub text: Option<PathBuf>,
     pub html: Option<PathBuf>,
+    /// Account mails, one `[mail.templates.<kind>]` table each.
+    pub reset_code: TemplateSetPaths,
+    pub email_change_code: TemplateSetPaths,
+    pub password_changed: TemplateSetPaths,
+    pub email_changing: TemplateSetPaths,
+    pub email_in_use: TemplateSetPaths,
+    pub new_sign_in: TemplateSetPaths,
+}
+
+/// Template files replacing one account mail's subject / text / HTML.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateSetPaths {
+    pub subject: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+}
+
+/// `[notify]`: which security notices are mailed.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// "New sign-in to your account" for a browser without the
+    /// known-device mark (default on).
+    pub new_device: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -114,3 +114,22 @@ fn mail_keys_are_checked() {
     );
     assert!(e.contains("mail.smtp.ca_file"), "{e}");
 }
+
+#[test]
+fn notify_and_account_mail_templates_parse() {
+    assert!(Config::parse("", "t").unwrap().notify.new_device);
+    let c = Config::parse(
+        "[notify]\nnew_device = false\n\
+         [mail.templates.new_sign_in]\ntext = \"/etc/gatehouse/new.txt\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!c.notify.new_device);
+    assert_eq!(
+        c.mail.templates.new_sign_in.text.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/new.txt"))
+    );
+    assert!(c.mail.templates.reset_code.text.is_none());
+    assert!(err("[notify]\nnew_devices = false\n").contains("new_devices"));
+    assert!(err("[mail.templates.reset_code]\nbody = \"x\"\n").contains("body"));
+}

@@ -75,7 +75,10 @@ impl ApiError {
                 | A::InvalidCode
                 | A::ExpiredCode
                 | A::AccountExists
-                | A::InvalidCredentials => (StatusCode::BAD_REQUEST, e.to_string()),
+                | A::InvalidCredentials
+                | A::WrongPassword
+                | A::SameEmail => (StatusCode::BAD_REQUEST, e.to_string()),
+                A::SessionNotFound => (StatusCode::NOT_FOUND, e.to_string()),
                 A::SendLimited { .. } | A::Throttled { .. } | A::TooManyAttempts => {
                     (StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 }

@@ -61,7 +61,7 @@ pub async fn sign_in(
     ))
 }
 
-fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
+pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
     let mut resp = json_ok(message);
     set_cookie(
         &mut resp,
@@ -108,14 +108,17 @@ pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-fn set_cookie(resp: &mut Response<Body>, value: &str) {
+pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
 /// Reads a bounded JSON object body.
-async fn read_json(app: &App, req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+pub(super) async fn read_json(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Map<String, Value>, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -193,7 +196,7 @@ pub fn required_str<'a>(
 
 /// The code may arrive as a string or, from lenient clients, as a number;
 /// a number keeps its leading zeros only as a string, so it is padded.
-fn required_code(body: &Map<String, Value>) -> Result<String, ApiError> {
+pub(super) fn required_code(body: &Map<String, Value>) -> Result<String, ApiError> {
     match body.get("code") {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if v < 1_000_000 => Ok(format!("{v:06}")),

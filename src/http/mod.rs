@@ -9,6 +9,7 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+mod account;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -89,6 +90,7 @@ impl RequestContext {
         ClientInfo {
             ip_key: crate::net::throttle_key(self.client_ip),
             device: app.auth.sessions.device_mark(headers).map(str::to_string),
+            origin: crate::auth::sessions::origin_of(self.client_ip, headers),
         }
     }
 }
@@ -145,7 +147,7 @@ async fn route(
         return Err(ApiError::CrossSite);
     }
     // Decide everything the path decides before the request moves on.
-    let endpoint = Endpoint::for_path(&canonical);
+    let endpoint = Endpoint::for_path(&canonical).filter(|e| e.claims(req.method()));
     let route_auth = path::auth_for(&app.routes, &canonical);
     drop(canonical);
     match endpoint {
@@ -173,6 +175,16 @@ enum Endpoint {
     /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
     /// `forward_auth`, Traefik `ForwardAuth`.
     ForwardAuth,
+    // Account self-service (see `account`).
+    ForgotPassword,
+    ResetPassword,
+    ChangePassword,
+    OwnSessions,
+    /// `DELETE /api/v1/user/sessions/{id}`.
+    OwnSession,
+    EmailChange,
+    EmailVerify,
+    DeleteAccount,
 }
 
 impl Endpoint {
@@ -185,8 +197,23 @@ impl Endpoint {
             "/api/v1/user/logout" => Endpoint::Logout,
             "/api/v1/user/logout-all" => Endpoint::LogoutAll,
             "/api/v1/auth/verify" => Endpoint::ForwardAuth,
+            "/api/v1/user/password/forgot" => Endpoint::ForgotPassword,
+            "/api/v1/user/password/reset" => Endpoint::ResetPassword,
+            "/api/v1/user/password" => Endpoint::ChangePassword,
+            "/api/v1/user/sessions" => Endpoint::OwnSessions,
+            "/api/v1/user/email/change" => Endpoint::EmailChange,
+            "/api/v1/user/email/verify" => Endpoint::EmailVerify,
+            "/api/v1/user" => Endpoint::DeleteAccount,
+            other if account::session_id(other).is_some() => Endpoint::OwnSession,
             _ => return None,
         })
+    }
+
+    /// Whether Gatehouse answers this method on the endpoint's path. Only
+    /// `DELETE` of the generic `/api/v1/user` is Gatehouse's; other methods
+    /// there stay the backend's (a profile read, say) and are proxied.
+    fn claims(self, method: &Method) -> bool {
+        self != Endpoint::DeleteAccount || *method == Method::DELETE
     }
 
     /// Metric label.
@@ -199,23 +226,38 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::LogoutAll => "logout-all",
             Endpoint::ForwardAuth => "forward-auth",
+            Endpoint::ForgotPassword => "password-forgot",
+            Endpoint::ResetPassword => "password-reset",
+            Endpoint::ChangePassword => "password-change",
+            Endpoint::OwnSessions => "sessions-list",
+            Endpoint::OwnSession => "session-end",
+            Endpoint::EmailChange => "email-change",
+            Endpoint::EmailVerify => "email-verify",
+            Endpoint::DeleteAccount => "account-delete",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
+            Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
+            Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
             | Endpoint::Logout
-            | Endpoint::LogoutAll => Method::POST,
+            | Endpoint::LogoutAll
+            | Endpoint::ForgotPassword
+            | Endpoint::ResetPassword
+            | Endpoint::ChangePassword
+            | Endpoint::EmailChange
+            | Endpoint::EmailVerify => Method::POST,
         }
     }
 
     fn allow(self) -> &'static str {
         match self.method() {
             Method::GET => "GET",
+            Method::DELETE => "DELETE",
             _ => "POST",
         }
     }
@@ -241,6 +283,14 @@ async fn serve_endpoint(
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
+        Endpoint::ForgotPassword => account::forgot_password(app, ctx, req).await,
+        Endpoint::ResetPassword => account::reset_password(app, ctx, req).await,
+        Endpoint::ChangePassword => account::change_password(app, ctx, req, served).await,
+        Endpoint::OwnSessions => account::own_sessions(app, &req, served).await,
+        Endpoint::OwnSession => account::end_own_session(app, &req, served).await,
+        Endpoint::EmailChange => account::email_change(app, ctx, req, served).await,
+        Endpoint::EmailVerify => account::email_verify(app, ctx, req, served).await,
+        Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
     }
 }
 

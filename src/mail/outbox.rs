@@ -262,6 +262,24 @@ impl Delivery {
                 ttl: Duration::from_millis(*ttl_ms),
             },
             MailKind::AccountExists => Content::AccountExists,
+            MailKind::ResetCode { code, ttl_ms } => Content::ResetCode {
+                code: code.clone(),
+                ttl: Duration::from_millis(*ttl_ms),
+            },
+            MailKind::EmailChangeCode { code, ttl_ms } => Content::EmailChangeCode {
+                code: code.clone(),
+                ttl: Duration::from_millis(*ttl_ms),
+            },
+            MailKind::PasswordChanged => Content::PasswordChanged { at: mail.queued_at },
+            MailKind::EmailChanging { new_email } => Content::EmailChanging {
+                new_email: new_email.clone(),
+            },
+            MailKind::EmailInUse => Content::EmailInUse,
+            MailKind::NewSignIn { at, ip, user_agent } => Content::NewSignIn {
+                at: *at,
+                ip: ip.clone(),
+                user_agent: user_agent.clone(),
+            },
         };
         let rendered = match self
             .composer
