@@ -9,6 +9,7 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+pub mod authority;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -26,6 +27,7 @@ use crate::config::{Route, RouteAuth};
 use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
+use authority::{AuthorityError, RequestAuthority};
 use error::ApiError;
 use origin::{OriginPolicy, Site};
 use response::Body;
@@ -80,6 +82,9 @@ pub struct RequestContext {
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
     pub client_ip_header: HeaderValue,
+    /// The authority the request was sent to (`Host` or `:authority`, see
+    /// [`authority`]); an error is answered with 400 before routing.
+    pub authority: Result<Option<RequestAuthority>, AuthorityError>,
     pub site: Site,
 }
 
@@ -102,8 +107,14 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     } else {
         ip_header(client_ip)
     };
+    let authority = authority::of_request(req.version(), req.uri(), req.headers());
     let ctx = RequestContext {
-        site: app.origins.site(req.headers(), peer.tls),
+        site: app.origins.site(
+            req.headers(),
+            peer.tls,
+            authority.as_ref().ok().and_then(Option::as_ref),
+        ),
+        authority,
         peer,
         client_ip,
         client_ip_header,
@@ -130,6 +141,9 @@ async fn route(
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
+    if let Err(e) = &ctx.authority {
+        return Err(ApiError::BadAuthority(*e));
+    }
     if let Some(resp) = app
         .origins
         .preflight(req.method(), req.headers(), &ctx.site)
@@ -141,6 +155,7 @@ async fn route(
         .origins
         .refuses(req.method(), carries_session, &ctx.site)
     {
+        log_cross_site_refusal(ctx, &req);
         return Err(ApiError::CrossSite);
     }
     // Decide everything the path decides before the request moves on.
@@ -157,6 +172,33 @@ async fn route(
             proxy(app, ctx, route_auth, req, served).await
         }
     }
+}
+
+/// Says why a request was refused as cross-site, so an operator can see at
+/// once whether an `[cors] allowed_origins` entry is missing. The origin is
+/// the site's own claim; no cookie or other secret is logged.
+fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>) {
+    let text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let scheme = if ctx.peer.tls { "https" } else { "http" };
+    let authority = match &ctx.authority {
+        Ok(Some(a)) => format!("{scheme}://{}", a.as_str()),
+        Ok(None) | Err(_) => "-".to_string(),
+    };
+    tracing::info!(
+        target: "gatehouse::security",
+        method = %req.method(),
+        path = %req.uri().path(),
+        origin = %text(header::ORIGIN),
+        sec_fetch_site = %text(header::HeaderName::from_static("sec-fetch-site")),
+        compared_with = %authority,
+        client = %ctx.client_ip,
+        "cross-site request refused: its Origin is neither this server's own origin nor listed in [cors] allowed_origins",
+    );
 }
 
 /// Gatehouse's own API. Matched on the canonical path, so no spelling of an
