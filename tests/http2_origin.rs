@@ -256,3 +256,37 @@ async fn http1_requests_need_exactly_one_valid_host() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_foreign_logout_is_refused_even_without_the_cookie() {
+    // A SameSite=Lax cookie does not go with a cross-site form POST, but the
+    // answer's clearing Set-Cookie would still sign the user out.
+    let g = Gatehouse::start().await;
+    for client in [g.client(), g.h2_client()] {
+        for path in ["/api/v1/user/logout", "/api/v1/user/logout-all"] {
+            let resp = client
+                .post(g.url(path))
+                .header("origin", "https://evil.example")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("x=1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 403, "{path}");
+            assert!(
+                resp.headers().get("set-cookie").is_none(),
+                "{path} clears the cookie"
+            );
+        }
+    }
+    // The same request from the page's own origin, or without an Origin, is served.
+    let resp = g
+        .h2_client()
+        .post(g.url("/api/v1/user/logout"))
+        .header("origin", own_origin(&g))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "no session to end, but not refused");
+    assert!(resp.headers().get("set-cookie").is_some());
+}

@@ -150,16 +150,18 @@ async fn route(
     {
         return Ok(resp);
     }
-    let carries_session = app.auth.sessions.carries_cookie(req.headers());
-    if app
-        .origins
-        .refuses(req.method(), carries_session, &ctx.site)
-    {
+    // Decide everything the path decides before the request moves on.
+    let endpoint = Endpoint::for_path(&canonical);
+    // Logout endpoints clear the session cookie even when the request
+    // carries none: a top-level form POST from another site (which a
+    // SameSite=Lax cookie does not accompany) would otherwise sign the
+    // user out. They are guarded as if the cookie were there.
+    let guarded = app.auth.sessions.carries_cookie(req.headers())
+        || endpoint.is_some_and(Endpoint::clears_session_cookie);
+    if app.origins.refuses(req.method(), guarded, &ctx.site) {
         log_cross_site_refusal(ctx, &req);
         return Err(ApiError::CrossSite);
     }
-    // Decide everything the path decides before the request moves on.
-    let endpoint = Endpoint::for_path(&canonical);
     let route_auth = path::auth_for(&app.routes, &canonical);
     drop(canonical);
     match endpoint {
@@ -241,6 +243,11 @@ impl Endpoint {
             Endpoint::LogoutAll => "logout-all",
             Endpoint::ForwardAuth => "forward-auth",
         }
+    }
+
+    /// Endpoints whose answer clears the session cookie.
+    fn clears_session_cookie(self) -> bool {
+        matches!(self, Endpoint::Logout | Endpoint::LogoutAll)
     }
 
     fn method(self) -> Method {

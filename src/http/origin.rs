@@ -68,7 +68,8 @@ impl OriginPolicy {
     }
 
     /// CSRF rule: a state-changing request that carries the session cookie
-    /// must not come from a foreign site.
+    /// (or, `carries_session` too, targets an endpoint that clears it) must
+    /// not come from a foreign site.
     pub fn refuses(&self, method: &Method, carries_session: bool, site: &Site) -> bool {
         let state_changing = !matches!(
             *method,
