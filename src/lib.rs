@@ -12,6 +12,7 @@
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - `preflight`: the start-up checks `serve` and `check-config` share;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
 
@@ -26,6 +27,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod store;

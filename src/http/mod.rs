@@ -285,9 +285,9 @@ async fn serve_endpoint(
         Endpoint::SendOtp => handlers::send_otp(app, ctx, req).await,
         Endpoint::Verify => handlers::verify(app, ctx, req).await,
         Endpoint::SignIn => handlers::sign_in(app, ctx, req).await,
-        Endpoint::AuthCheck => handlers::auth_check(app, &req),
-        Endpoint::Logout => handlers::logout(app, req).await,
-        Endpoint::LogoutAll => handlers::logout_all(app, req).await,
+        Endpoint::AuthCheck => handlers::auth_check(app, &req, served),
+        Endpoint::Logout => handlers::logout(app, req, served).await,
+        Endpoint::LogoutAll => handlers::logout_all(app, req, served).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
     }
 }
