@@ -176,6 +176,9 @@ mod tests {
         h
     }
 
+    /// Extra request headers in a table row.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
     /// A request as each protocol carries it to `authority`: HTTP/1.1 in
     /// origin form with a `Host` header, HTTP/2 with `:authority` in the URI
     /// and no `Host` (what browsers send).
@@ -208,7 +211,7 @@ mod tests {
     fn classifies_origins_the_same_over_both_protocols() {
         use Site::{Foreign, SameOrigin, Unknown};
         // (tls, request authority, headers, expected)
-        let table: &[(bool, &str, &[(&str, &str)], Site)] = &[
+        let table: &[(bool, &str, Headers, Site)] = &[
             (
                 true,
                 "gh.example.com",
@@ -379,7 +382,7 @@ mod tests {
         let origin = ("origin", "https://gh.example.com");
         let evil = ("origin", "https://evil.example");
         // (method, carries session, headers, refused)
-        let table: &[(Method, bool, &[(&str, &str)], bool)] = &[
+        let table: &[(Method, bool, Headers, bool)] = &[
             (Method::POST, true, &[origin], false),
             (Method::PUT, true, &[origin], false),
             (
