@@ -23,8 +23,8 @@ use http::{HeaderMap, HeaderValue, Version, header};
 #[derive(Debug, Clone)]
 pub struct RequestAuthority {
     parsed: Authority,
-    /// The authority as the client wrote it, for `X-Forwarded-Host`.
-    text: HeaderValue,
+    /// The `Host` header it came from (a cheap clone), if it came from one.
+    header: Option<HeaderValue>,
 }
 
 /// Why a request's authority is refused (answered with 400).
@@ -50,6 +50,23 @@ impl RequestAuthority {
     /// empty host or a port that is not a number up to 65535.
     pub fn parse(text: &[u8]) -> Result<RequestAuthority, AuthorityError> {
         let parsed = Authority::try_from(text).map_err(|_| AuthorityError::Invalid)?;
+        RequestAuthority::checked(parsed, None)
+    }
+
+    fn from_header(value: &HeaderValue) -> Result<RequestAuthority, AuthorityError> {
+        let parsed = Authority::try_from(value.as_bytes()).map_err(|_| AuthorityError::Invalid)?;
+        RequestAuthority::checked(parsed, Some(value.clone()))
+    }
+
+    /// `:authority` (or an absolute-form target's), already parsed by hyper.
+    fn from_uri(authority: &Authority) -> Result<RequestAuthority, AuthorityError> {
+        RequestAuthority::checked(authority.clone(), None)
+    }
+
+    fn checked(
+        parsed: Authority,
+        header: Option<HeaderValue>,
+    ) -> Result<RequestAuthority, AuthorityError> {
         let valid_port = match parsed.as_str().strip_prefix(parsed.host()) {
             Some("") | Some(":") => true,
             Some(port) => parsed.port_u16().is_some() && port.len() <= 6,
@@ -58,12 +75,7 @@ impl RequestAuthority {
         if parsed.host().is_empty() || !valid_port {
             return Err(AuthorityError::Invalid);
         }
-        let text = HeaderValue::from_bytes(text).map_err(|_| AuthorityError::Invalid)?;
-        Ok(RequestAuthority { parsed, text })
-    }
-
-    fn from_uri(authority: &Authority) -> Result<RequestAuthority, AuthorityError> {
-        RequestAuthority::parse(authority.as_str().as_bytes())
+        Ok(RequestAuthority { parsed, header })
     }
 
     /// The host, as written (compare with [`str::eq_ignore_ascii_case`]);
@@ -88,9 +100,13 @@ impl RequestAuthority {
             && self.port_or(default_port) == other.port_or(default_port)
     }
 
-    /// The authority as the client sent it, for `X-Forwarded-Host`.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.text
+    /// The authority as the client sent it, for `X-Forwarded-Host`: the
+    /// `Host` header itself, or `:authority` copied into a header value.
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        match &self.header {
+            Some(value) => Some(value.clone()),
+            None => HeaderValue::from_str(self.parsed.as_str()).ok(),
+        }
     }
 
     /// For log lines.
@@ -119,7 +135,7 @@ pub fn of_request(
                     Some("http") => 80,
                     _ => 443,
                 };
-                let host = RequestAuthority::parse(host.as_bytes())?;
+                let host = RequestAuthority::from_header(host)?;
                 if !host.same_as(&authority, default_port) {
                     return Err(AuthorityError::Conflicting);
                 }
@@ -127,7 +143,7 @@ pub fn of_request(
             Ok(Some(authority))
         }
         None => match host {
-            Some(host) => RequestAuthority::parse(host.as_bytes()).map(Some),
+            Some(host) => RequestAuthority::from_header(host).map(Some),
             None if version == Version::HTTP_11 => Err(AuthorityError::Missing),
             None => Ok(None),
         },

@@ -104,7 +104,7 @@ impl Upstream {
         // The authority the client asked for, whatever the protocol (`Host`
         // over HTTP/1.1, `:authority` over HTTP/2).
         let original_host = match &ctx.authority {
-            Ok(Some(authority)) => Some(authority.header_value().clone()),
+            Ok(Some(authority)) => authority.header_value(),
             Ok(None) | Err(_) => None,
         };
         let request_id = new_request_id();
