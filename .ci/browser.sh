@@ -25,6 +25,7 @@ need=()
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 # Chromium needs a font to render the screenshot's text.
 fc-list 2>/dev/null | grep -qi . || need+=(fonts-liberation)

@@ -88,6 +88,7 @@ export function makeCertificates(dir) {
     .update(leaf.publicKey.export({ type: 'spki', format: 'der' }))
     .digest('base64');
   return {
+    ca: p('ca.pem'),
     cert: p('cert.pem'),
     key: p('key.pem'),
     certPem: fs.readFileSync(p('cert.pem')),

@@ -8,6 +8,8 @@
 // it in STEPS at the right place.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -81,6 +83,33 @@ async function writeThroughApiV2(t) {
     assert.equal(r.forwardedHost, `localhost:${t.world.gatehouse.port}`, 'X-Forwarded-Host is the authority');
     assert.equal(r.forwardedProto, 'https');
     assert.ok(!String(r.cookie).includes('gatehouse_session='), 'session cookie kept from the upstream');
+  }
+}
+
+/**
+ * The issue's reproduction with curl, using the session the browser holds:
+ * a same-origin POST with the cookie over --http2 and over --http1.1.
+ */
+async function curlWithTheBrowsersCookie(t) {
+  const { gatehouse } = t.world;
+  for (const flag of ['--http2', '--http1.1']) {
+    // Not execFileSync: the upstream answering curl runs in this process.
+    const { stdout: out } = await promisify(execFile)('curl', [
+      '-sS', flag, '--max-time', '10', '--cacert', t.world.certs.ca,
+      '-o', '/dev/null', '-w', '%{http_code} %{http_version}',
+      '-X', 'POST', '-H', 'content-type: application/json', '-d', '{"title":"from curl"}',
+      '-H', `origin: ${gatehouse.origin}`, '-H', 'sec-fetch-site: same-origin',
+      '-b', `__Host-gatehouse_session=${t.state.sessionValue}`,
+      `${gatehouse.origin}/api/v2/tasks`,
+    ], { encoding: 'utf8', timeout: 15_000 });
+    const [status, version] = out.trim().split(' ');
+    assert.equal(version, flag === '--http2' ? '2' : '1.1', `curl ${flag} spoke HTTP/${version}`);
+    assert.equal(status, '201', `curl ${flag}: POST /api/v2/tasks with Origin and cookie`);
+  }
+  // Tidy up: the app's task list is checked later.
+  const list = await app(t, 'listTasks');
+  for (const task of list.body.filter((x) => x.title === 'from curl')) {
+    assert.equal((await app(t, 'deleteTask', task.id)).status, 200);
   }
 }
 
@@ -183,6 +212,7 @@ export const STEPS = [
   ['cookie attributes as the browser stored them', cookiesAsStored],
   ['auth-check says signed in', authCheckSignedIn],
   ['POST, PUT, DELETE through /api/v2', writeThroughApiV2],
+  ['curl --http2 and --http1.1 with the same cookie', curlWithTheBrowsersCookie],
   ['pages on other sites cannot forge requests', foreignPagesCannotForgeRequests],
   ['logout, then 401', logoutThen401],
   ['sign in again', signInAgain],
