@@ -3,7 +3,7 @@
 # (pinned in tests/browser/package-lock.json), runs the Flowtask client flow
 # through a real Gatehouse with TLS, once over HTTP/2 and once over HTTP/1.1,
 # including forged requests from pages on other sites. Installs what it
-# needs (chromium, nodejs/npm, openssl, aiosmtpd); idempotent; never skips.
+# needs (chromium, nodejs/npm, openssl, curl, aiosmtpd); idempotent; never skips.
 # Screenshots and logs are kept under $BROWSER_ARTIFACTS (default: a
 # directory under /tmp, printed by the suite).
 set -euo pipefail
@@ -33,7 +33,16 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update
     apt_install "${need[@]}"
 fi
-python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd==1.4.6
+# The SMTP server: aiosmtpd for python3 on PATH (pip, as .ci/run does), or
+# Debian's package for the system python when pip is not allowed.
+export PYTHON_BIN=python3
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    python3 -m pip install --quiet aiosmtpd==1.4.6 || true
+    if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+        apt_install python3-aiosmtpd
+        PYTHON_BIN=/usr/bin/python3
+    fi
+fi
 
 cargo build --locked --bin gatehouse
 (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
