@@ -95,6 +95,24 @@ async fn same_origin_state_changes_pass_over_http2() {
         "a forged request reached the upstream"
     );
 
+    // A CORS preflight from an origin not allowed is logged the same way.
+    let resp = h2
+        .request(reqwest::Method::OPTIONS, g.url("/api/v2/tasks"))
+        .header("origin", "https://spa.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let line = g
+        .wait_for_log(&[
+            "gatehouse::security",
+            "origin=https://spa.example",
+            "preflight",
+        ])
+        .await;
+    assert!(line.contains(&format!("compared_with={origin}")), "{line}");
+
     // The user can sign out over HTTP/2, and sign in again.
     let resp = h2
         .post(g.url("/api/v1/user/logout"))

@@ -148,6 +148,9 @@ async fn route(
         .origins
         .preflight(req.method(), req.headers(), &ctx.site)
     {
+        if resp.status() == http::StatusCode::FORBIDDEN {
+            log_cross_site_refusal(ctx, &req, "CORS preflight from an origin not allowed");
+        }
         return Ok(resp);
     }
     // Decide everything the path decides before the request moves on.
@@ -159,7 +162,7 @@ async fn route(
     let guarded = app.auth.sessions.carries_cookie(req.headers())
         || endpoint.is_some_and(Endpoint::clears_session_cookie);
     if app.origins.refuses(req.method(), guarded, &ctx.site) {
-        log_cross_site_refusal(ctx, &req);
+        log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
     let route_auth = path::auth_for(&app.routes, &canonical);
@@ -178,12 +181,13 @@ async fn route(
 
 /// Says why a request was refused as cross-site, so an operator can see at
 /// once whether an `[cors] allowed_origins` entry is missing. The origin is
-/// the site's own claim; no cookie or other secret is logged.
-fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>) {
+/// the site's own claim (cut at 200 bytes); no cookie or other secret is
+/// logged.
+fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>, reason: &'static str) {
     let text = |name: header::HeaderName| {
         req.headers()
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)]).into_owned())
             .unwrap_or_else(|| "-".to_string())
     };
     let scheme = if ctx.peer.tls { "https" } else { "http" };
@@ -199,6 +203,7 @@ fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>) {
         sec_fetch_site = %text(header::HeaderName::from_static("sec-fetch-site")),
         compared_with = %authority,
         client = %ctx.client_ip,
+        reason,
         "cross-site request refused: its Origin is neither this server's own origin nor listed in [cors] allowed_origins",
     );
 }
