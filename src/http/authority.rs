@@ -129,8 +129,8 @@ pub fn of_request(
         Some(from_uri) => {
             let authority = RequestAuthority::from_uri(from_uri)?;
             if http2_or_later && let Some(host) = host {
-                // Default port by the request's scheme; without a scheme the
-                // ports must match as written.
+                // Default port by the request's `:scheme` (always present
+                // in an HTTP/2 request that has `:authority`).
                 let default_port = match uri.scheme_str() {
                     Some("http") => 80,
                     _ => 443,
