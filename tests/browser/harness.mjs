@@ -289,6 +289,8 @@ export async function launchBrowser(dir, { certs, protocol }) {
   const args = [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // Containers often have a tiny /dev/shm; Chromium then crashes mid-run.
+    '--disable-dev-shm-usage',
     `--user-data-dir=${path.join(dir, `chromium-${protocol.replace('/', '')}`)}`,
     `--ignore-certificate-errors-spki-list=${certs.spki}`,
   ];
