@@ -325,6 +325,10 @@ export async function startWorld() {
       gatehouse.stop();
       smtp.stop();
       upstream.stop();
+      // Keep the screenshots and logs; the browser profiles are large.
+      for (const name of fs.readdirSync(dir)) {
+        if (name.startsWith('chromium-')) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+      }
     },
   };
 }
