@@ -75,7 +75,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match Config::load(&config).and_then(|c| {
+            // Secrets are read too, so a missing file or variable shows now.
+            for provider in &c.oidc {
+                provider.read_client_secret()?;
+            }
+            Ok(c)
+        }) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS

@@ -66,6 +66,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// OIDC sign-ins: provider (a configured name, or "unknown") and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OidcLabel {
+    pub provider: String,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -111,6 +118,9 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// OIDC callbacks by provider and outcome (`ok`, `created`, or the
+    /// Flowtask error code).
+    pub oidc_signins: Family<OidcLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -197,7 +207,14 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let oidc_signins = Family::<OidcLabel, Counter>::default();
+        registry.register(
+            "oidc_signins",
+            "OIDC sign-ins by provider and outcome",
+            oidc_signins.clone(),
+        );
         Metrics {
+            oidc_signins,
             registry,
             requests,
             proxy_latency,
@@ -221,6 +238,13 @@ impl Metrics {
     pub fn sign_in(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.signins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one OIDC callback by provider and outcome.
+    pub fn oidc_sign_in(&self, provider: String, outcome: &'static str) {
+        self.oidc_signins
+            .get_or_create(&OidcLabel { provider, outcome })
+            .inc();
     }
 
     /// Counts one answered request.

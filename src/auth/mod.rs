@@ -277,7 +277,12 @@ impl Auth {
             let store = self.store.clone();
             let key = email.clone();
             let user = run_blocking(move || store.user_by_email(&key)).await?;
-            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            // An account without a password (created by OIDC) is checked
+            // against the decoy hash, exactly like an unknown email.
+            let stored = user
+                .as_ref()
+                .map(|u| u.password_hash.clone())
+                .filter(|h| h != crate::store::NO_PASSWORD);
             let verified = self.passwords.verify(password.to_string(), stored).await?;
             // A disabled account answers exactly like a wrong password.
             user.filter(|u| verified && !u.disabled)
@@ -292,12 +297,23 @@ impl Auth {
         crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
+        self.start_session(&user, previous).await
+    }
+
+    /// Starts a session for an authenticated user — the one path shared by
+    /// password and OIDC sign-in, so cookies, expiry and revocation are
+    /// the same. The previous session named by the request is ended.
+    pub async fn start_session(
+        &self,
+        user: &crate::store::User,
+        previous: Option<TokenHash>,
+    ) -> Result<SignedIn, AuthError> {
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }
         Ok(SignedIn {
             token: self.sessions.create(user.id, &user.email).await?,
-            device_mark: self.devices.mark(&email),
+            device_mark: self.devices.mark(&user.email),
         })
     }
 

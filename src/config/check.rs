@@ -44,6 +44,8 @@ impl TryFrom<RawConfig> for Config {
         let limits = check_limits(raw.limits)?;
         let admin = check_admin(raw.admin, &store)?;
         let log = check_log(raw.log)?;
+        let oidc = super::oidc::check_oidc(raw.oidc)?;
+        let oauth = super::oidc::check_oauth(raw.oauth)?;
         Ok(Config {
             server,
             tls,
@@ -58,6 +60,8 @@ impl TryFrom<RawConfig> for Config {
             limits,
             admin,
             log,
+            oidc,
+            oauth,
         })
     }
 }

@@ -41,11 +41,13 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 
 mod check;
 mod mail;
+mod oidc;
 mod raw;
 #[cfg(test)]
 mod tests;
 
 pub use check::parse_duration;
+pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +65,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[[oidc]]`: sign-in through OpenID Connect providers.
+    pub oidc: Vec<OidcProviderConfig>,
+    /// `[oauth]`: where the OIDC callback redirects.
+    pub oauth: OAuthConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.

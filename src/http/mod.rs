@@ -12,6 +12,7 @@
 pub mod error;
 mod forward_auth;
 mod handlers;
+mod oauth;
 pub mod origin;
 pub mod path;
 pub mod response;
@@ -45,6 +46,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+    /// OpenID Connect sign-in (`[[oidc]]`, `[oauth]`).
+    pub oidc: crate::oidc::Oidc,
 }
 
 /// What is known about the client's connection.
@@ -173,6 +176,10 @@ enum Endpoint {
     /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
     /// `forward_auth`, Traefik `ForwardAuth`.
     ForwardAuth,
+    /// `GET /api/v1/oauth/{name}/connect`: start an OIDC sign-in.
+    OAuthConnect,
+    /// `GET /api/v1/oauth/{name}/callback`: the provider sends the browser back.
+    OAuthCallback,
 }
 
 impl Endpoint {
@@ -185,7 +192,7 @@ impl Endpoint {
             "/api/v1/user/logout" => Endpoint::Logout,
             "/api/v1/user/logout-all" => Endpoint::LogoutAll,
             "/api/v1/auth/verify" => Endpoint::ForwardAuth,
-            _ => return None,
+            other => return oauth::step_for(other),
         })
     }
 
@@ -199,12 +206,17 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::LogoutAll => "logout-all",
             Endpoint::ForwardAuth => "forward-auth",
+            Endpoint::OAuthConnect => "oauth-connect",
+            Endpoint::OAuthCallback => "oauth-callback",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
+            Endpoint::AuthCheck
+            | Endpoint::ForwardAuth
+            | Endpoint::OAuthConnect
+            | Endpoint::OAuthCallback => Method::GET,
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
@@ -241,6 +253,8 @@ async fn serve_endpoint(
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
+        Endpoint::OAuthConnect => oauth::connect(app, req).await,
+        Endpoint::OAuthCallback => oauth::callback(app, req).await,
     }
 }
 

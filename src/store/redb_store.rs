@@ -21,7 +21,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 12] = [
+pub(super) const TABLE_NAMES: [&str; 14] = [
     "meta",
     "users",
     "users_by_email",
@@ -34,6 +34,8 @@ pub(super) const TABLE_NAMES: [&str; 12] = [
     "outbox",
     "outbox_due",
     "outbox_by_email",
+    "oidc_states",
+    "identities",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
@@ -113,6 +115,7 @@ impl RedbStore {
             txn.open_table(THROTTLES).map_err(db_err)?;
             txn.open_table(SECRETS).map_err(db_err)?;
             redb_outbox::create_tables(&txn)?;
+            super::redb_oidc::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -524,6 +527,7 @@ impl Store for RedbStore {
             return Ok(None);
         };
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
+        super::redb_oidc::unlink_in(&txn, user.id, None)?;
         txn.open_table(USERS)
             .map_err(db_err)?
             .remove(user.id)
@@ -602,7 +606,7 @@ impl Store for RedbStore {
 /// The store half of the operator commands.
 impl RedbStore {
     /// The user behind `email` inside a write transaction.
-    fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
+    pub(super) fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
         let Some(id) = txn
             .open_table(USERS_BY_EMAIL)
             .map_err(db_err)?
@@ -672,7 +676,7 @@ fn delete_user_sessions_in(
 }
 
 /// Creates a user with the next id; the caller checked the email is free.
-fn insert_user_in(
+pub(super) fn insert_user_in(
     txn: &WriteTransaction,
     email: &str,
     password_hash: &str,
