@@ -12,6 +12,9 @@ use super::error::ApiError;
 use super::response::{Body, full, json};
 use crate::oidc::{BINDING_COOKIE, CallbackError, CallbackQuery, form_pairs};
 
+/// How much longer than the state the binding cookie lives.
+const BINDING_GRACE_SECS: u64 = 600;
+
 /// Which step a path names, for the endpoint table.
 pub(super) fn step_for(canonical: &str) -> Option<super::Endpoint> {
     let rest = canonical.strip_prefix("/api/v1/oauth/")?;
@@ -46,7 +49,9 @@ pub async fn connect(app: &App, req: Request<Incoming>) -> Result<Response<Body>
         StatusCode::OK,
         &serde_json::json!({ "authUrl": started.auth_url, "state": started.state }),
     );
-    let ttl = app.oidc.state_ttl().as_secs();
+    // The cookie outlives the state a little, so a late return is told
+    // `expired_state` rather than `invalid_state`.
+    let ttl = app.oidc.state_ttl().as_secs() + BINDING_GRACE_SECS;
     set_cookie(
         &mut resp,
         &format!(

@@ -7,12 +7,13 @@
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata,
+    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata, CoreUserInfoClaims,
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
+    TokenResponse,
 };
 
 use super::http_client::{HttpClient, TrustError};
@@ -57,6 +58,9 @@ pub enum ProviderError {
     /// expiry, nonce).
     #[error("ID token rejected: {0}")]
     IdToken(#[source] ClaimsVerificationError),
+    /// The userinfo request failed or its subject did not match.
+    #[error("userinfo: {0}")]
+    UserInfo(String),
     /// The redirect URL in the configuration is not a URL.
     #[error("redirect_url: {0}")]
     RedirectUrl(String),
@@ -68,7 +72,7 @@ impl ProviderError {
         match self {
             ProviderError::Discovery { .. } | ProviderError::Jwks(_) => "provider_unavailable",
             ProviderError::NoTokenEndpoint | ProviderError::RedirectUrl(_) => "misconfigured",
-            ProviderError::Exchange(_) => "exchange_failed",
+            ProviderError::Exchange(_) | ProviderError::UserInfo(_) => "exchange_failed",
             ProviderError::NoIdToken | ProviderError::IdToken(_) => "invalid_id_token",
         }
     }
@@ -77,7 +81,8 @@ impl ProviderError {
 struct Cached {
     metadata: CoreProviderMetadata,
     fetched: Instant,
-    jwks_refreshed: Instant,
+    /// Last refresh caused by an unknown key (`None`: none yet).
+    jwks_refreshed: Option<Instant>,
 }
 
 /// A provider ready to use.
@@ -113,12 +118,15 @@ impl Provider {
         let mut cached = self.cached.lock().await;
         let http = &self.http;
         if let Some(c) = cached.as_mut() {
-            if refresh_keys && c.jwks_refreshed.elapsed() >= MIN_JWKS_REFRESH {
+            let may_refresh = c
+                .jwks_refreshed
+                .is_none_or(|at| at.elapsed() >= MIN_JWKS_REFRESH);
+            if refresh_keys && may_refresh {
                 let keys = CoreJsonWebKeySet::fetch_async(c.metadata.jwks_uri(), http)
                     .await
                     .map_err(|e| ProviderError::Jwks(error_chain(&e)))?;
                 c.metadata = c.metadata.clone().set_jwks(keys);
-                c.jwks_refreshed = Instant::now();
+                c.jwks_refreshed = Some(Instant::now());
                 tracing::info!(provider = %self.cfg.name, "identity provider key set refreshed");
             }
             if c.fetched.elapsed() < METADATA_TTL {
@@ -132,11 +140,11 @@ impl Provider {
             })?;
         match CoreProviderMetadata::discover_async(issuer, http).await {
             Ok(metadata) => {
-                let now = Instant::now();
+                let jwks_refreshed = cached.as_ref().and_then(|c| c.jwks_refreshed);
                 *cached = Some(Cached {
                     metadata: metadata.clone(),
-                    fetched: now,
-                    jwks_refreshed: now,
+                    fetched: Instant::now(),
+                    jwks_refreshed,
                 });
                 tracing::info!(provider = %self.cfg.name, "identity provider discovered");
                 Ok(metadata)
@@ -232,14 +240,30 @@ impl Provider {
             Err(e) => Err(e),
         };
         let claims = verified.map_err(ProviderError::IdToken)?;
+        let mut email = claims.email().map(|e| e.as_str().to_string());
+        let mut email_verified = claims.email_verified().unwrap_or(false);
+        // Providers that keep the ID token small (oidc-provider, Authelia)
+        // give the email at the userinfo endpoint instead; its `sub` must
+        // be the ID token's.
+        if email.is_none() {
+            if let Ok(request) = client.user_info(
+                response.access_token().clone(),
+                Some(claims.subject().clone()),
+            ) {
+                let info: CoreUserInfoClaims = request
+                    .request_async(&self.http)
+                    .await
+                    .map_err(|e| ProviderError::UserInfo(error_chain(&e)))?;
+                email = info.email().map(|e| e.as_str().to_string());
+                email_verified = info.email_verified().unwrap_or(false);
+            }
+        }
         Ok(OidcClaims {
             provider: self.cfg.name.clone(),
             issuer: claims.issuer().as_str().to_string(),
             subject: claims.subject().as_str().to_string(),
-            email: claims
-                .email()
-                .and_then(|e| crate::auth::email::normalise(e.as_str())),
-            email_verified: claims.email_verified().unwrap_or(false),
+            email: email.and_then(|e| crate::auth::email::normalise(&e)),
+            email_verified,
         })
     }
 }
