@@ -156,6 +156,35 @@ async fn callback_refusals_redirect_with_the_flowtask_codes() {
     assert!(!metrics.contains("provider=\"other\""));
 }
 
+#[tokio::test]
+async fn connect_is_rate_limited_per_address() {
+    let g = Gatehouse::start_with(Options {
+        extra_toml: format!(
+            "{}[limits]\nsignin_per_ip_per_minute = 3\n",
+            unreachable_provider()
+        ),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let resp = g
+            .client()
+            .get(g.url("/api/v1/oauth/down/connect"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+    }
+    let limited = g
+        .client()
+        .get(g.url("/api/v1/oauth/down/connect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+}
+
 #[test]
 fn configuration_errors_name_the_key_in_check_config() {
     let dir = tempfile::tempdir().unwrap();

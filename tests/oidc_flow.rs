@@ -148,6 +148,7 @@ impl Gate {
              [store]\npath = \"{store}\"\n\
              [mail]\ntransport = \"log\"\n\
              [session]\ncookie_name = \"sid\"\n\
+             [limits]\nsignin_per_ip_per_minute = 1000\n\
              [admin]\nlisten = \"off\"\nsocket = \"{sock}\"\n\
              [[route]]\nprefix = \"/api/v2/\"\nauth = \"required\"\n\
              [[route]]\nprefix = \"/\"\nauth = \"optional\"\n\

@@ -32,6 +32,8 @@ pub enum Rate {
     SendOtpPerIp,
     VerifyPerIp,
     SignInPerIp,
+    /// Starting an OIDC sign-in (it stores state): the sign-in budget.
+    OAuthConnectPerIp,
 }
 
 /// A failure counter with back-off.
@@ -89,6 +91,11 @@ impl Throttle {
             ),
             Rate::VerifyPerIp => ("verify:ip", self.limits.verify_per_ip_per_hour, 3_600_000),
             Rate::SignInPerIp => ("signin:ip", self.limits.signin_per_ip_per_minute, 60_000),
+            Rate::OAuthConnectPerIp => (
+                "oauth-connect:ip",
+                self.limits.signin_per_ip_per_minute,
+                60_000,
+            ),
         }
     }
 

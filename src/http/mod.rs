@@ -253,7 +253,7 @@ async fn serve_endpoint(
         Endpoint::Logout => handlers::logout(app, req).await,
         Endpoint::LogoutAll => handlers::logout_all(app, req).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
-        Endpoint::OAuthConnect => oauth::connect(app, req).await,
+        Endpoint::OAuthConnect => oauth::connect(app, ctx, req).await,
         Endpoint::OAuthCallback => oauth::callback(app, req).await,
     }
 }

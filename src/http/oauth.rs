@@ -7,9 +7,11 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::App;
 use super::error::ApiError;
 use super::response::{Body, full, json};
+use super::{App, RequestContext};
+use crate::auth::AuthError;
+use crate::auth::throttle::Rate;
 use crate::oidc::{BINDING_COOKIE, CallbackError, CallbackQuery, form_pairs};
 
 /// How much longer than the state the binding cookie lives.
@@ -39,7 +41,17 @@ fn provider_name(req: &Request<Incoming>) -> Option<String> {
     rest.split_once('/').map(|(name, _)| name.to_string())
 }
 
-pub async fn connect(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn connect(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    // Each connect stores a pending sign-in: limited per client address.
+    let client = ctx.client_info(app, req.headers());
+    app.auth
+        .throttle
+        .hit(Rate::OAuthConnectPerIp, &client.ip_key)
+        .map_err(|retry_after| AuthError::Throttled { retry_after })?;
     let name = provider_name(&req).unwrap_or_default();
     let callback_url = form_pairs(req.uri().query().unwrap_or(""))
         .find(|(k, _)| k == "callbackUrl")
