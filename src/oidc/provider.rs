@@ -245,18 +245,20 @@ impl Provider {
         // Providers that keep the ID token small (oidc-provider, Authelia)
         // give the email at the userinfo endpoint instead; its `sub` must
         // be the ID token's.
-        if email.is_none() {
-            if let Ok(request) = client.user_info(
+        let userinfo = email.is_none().then(|| {
+            client.user_info(
                 response.access_token().clone(),
                 Some(claims.subject().clone()),
-            ) {
-                let info: CoreUserInfoClaims = request
-                    .request_async(&self.http)
-                    .await
-                    .map_err(|e| ProviderError::UserInfo(error_chain(&e)))?;
-                email = info.email().map(|e| e.as_str().to_string());
-                email_verified = info.email_verified().unwrap_or(false);
-            }
+            )
+        });
+        // No userinfo endpoint: the claims stay as the ID token gave them.
+        if let Some(Ok(request)) = userinfo {
+            let info: CoreUserInfoClaims = request
+                .request_async(&self.http)
+                .await
+                .map_err(|e| ProviderError::UserInfo(error_chain(&e)))?;
+            email = info.email().map(|e| e.as_str().to_string());
+            email_verified = info.email_verified().unwrap_or(false);
         }
         Ok(OidcClaims {
             provider: self.cfg.name.clone(),
