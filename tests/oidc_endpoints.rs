@@ -103,14 +103,9 @@ async fn callback_refusals_redirect_with_the_flowtask_codes() {
                 .iter()
                 .map(|v| v.to_str().unwrap().to_string())
                 .collect();
-            // The binding cookie is cleared on every callback; no session is set.
-            assert!(
-                cookies
-                    .iter()
-                    .any(|c| c.starts_with("__Host-gatehouse-oidc=;") && c.contains("Max-Age=0")),
-                "{cookies:?}"
-            );
-            assert!(!cookies.iter().any(|c| c.starts_with("__Host-sid=")));
+            // No session is set; the binding is left alone (a sign-in
+            // pending in another tab may still finish).
+            assert!(cookies.is_empty(), "{cookies:?}");
             resp.headers()["location"].to_str().unwrap().to_string()
         }
     };

@@ -576,6 +576,24 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
         assert!(body["message"].as_str().unwrap().contains("callbackUrl"));
     }
 
+    // Two sign-ins started in one browser (two tabs, or a double click):
+    // the first one still finishes — the browser keeps one binding.
+    let b = Browser::new(&ca);
+    let (_, first) = b.connect(&gate, "op", "").await;
+    let binding = b.cookie_for(&gate, "__Host-gatehouse-oidc").unwrap();
+    let (_, second) = b.connect(&gate, "op", "").await;
+    assert_ne!(first["state"], second["state"]);
+    assert_eq!(
+        b.cookie_for(&gate, "__Host-gatehouse-oidc").unwrap(),
+        binding
+    );
+    let resp = b
+        .through_provider(first["authUrl"].as_str().unwrap(), "new.user@example.com")
+        .await;
+    assert_eq!(landed(&resp), "/app/today");
+    // The binding is dropped once signed in.
+    assert!(b.cookie_for(&gate, "__Host-gatehouse-oidc").is_none());
+
     // 7. The provider answers access_denied (the user cancelled).
     let b = Browser::new(&ca);
     let (_, body) = b.connect(&gate, "op", "").await;

@@ -56,7 +56,11 @@ pub async fn connect(
     let callback_url = form_pairs(req.uri().query().unwrap_or(""))
         .find(|(k, _)| k == "callbackUrl")
         .map(|(_, v)| v);
-    let started = app.oidc.connect(&name, callback_url.as_deref()).await?;
+    let existing = cookie_value(req.headers(), BINDING_COOKIE);
+    let started = app
+        .oidc
+        .connect(&name, callback_url.as_deref(), existing.as_deref())
+        .await?;
     let mut resp = json(
         StatusCode::OK,
         &serde_json::json!({ "authUrl": started.auth_url, "state": started.state }),
@@ -80,7 +84,8 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Result<Response<Body
     let binding = cookie_value(req.headers(), BINDING_COOKIE);
     let previous = app.auth.sessions.token_hash_from(req.headers());
     let oauth = &app.oidc.oauth;
-    let mut resp = match app.oidc.callback(&name, query, binding.as_deref()).await {
+    let outcome = app.oidc.callback(&name, query, binding.as_deref()).await;
+    let resp = match outcome {
         Ok(done) => match app.auth.start_session(&done.user, previous).await {
             Ok(signed_in) => {
                 let path = match (&done.callback_path, done.created) {
@@ -97,6 +102,14 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Result<Response<Body
                     &mut resp,
                     &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
                 );
+                // Signed in: the binding has done its job. (A failure keeps
+                // it, so a sign-in still pending in another tab can finish.)
+                set_cookie(
+                    &mut resp,
+                    &format!(
+                        "{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
+                    ),
+                );
                 resp
             }
             Err(error) => {
@@ -106,11 +119,6 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Result<Response<Body
         },
         Err(code) => error_redirect(app, code),
     };
-    // The binding is single use, like the state it guards.
-    set_cookie(
-        &mut resp,
-        &format!("{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
-    );
     Ok(resp)
 }
 

@@ -154,11 +154,15 @@ impl Oidc {
     }
 
     /// Starts a sign-in: fresh state, nonce and PKCE verifier, stored under
-    /// the state's hash together with the hash of a fresh browser binding.
+    /// the state's hash together with the hash of the browser binding. The
+    /// binding the browser already holds (`existing_binding`, if it is one
+    /// of ours by shape) is kept, so sign-ins started in two tabs of one
+    /// browser both finish; otherwise a fresh one is made.
     pub async fn connect(
         &self,
         name: &str,
         callback_url: Option<&str>,
+        existing_binding: Option<&str>,
     ) -> Result<Connect, ConnectError> {
         let provider = self.provider(name).ok_or(ConnectError::UnknownProvider)?;
         let callback_path = match callback_url {
@@ -166,7 +170,10 @@ impl Oidc {
             Some(path) if is_local_path(path) => Some(path.to_string()),
             Some(_) => return Err(ConnectError::BadCallbackUrl),
         };
-        let (state, nonce, binding) = (secret(), secret(), secret());
+        let binding = existing_binding
+            .filter(|b| is_secret_shaped(b))
+            .map_or_else(secret, str::to_string);
+        let (state, nonce) = (secret(), secret());
         let authorization = provider.authorize(&state, &nonce).await?;
         let now = now_millis();
         let record = OidcState {
@@ -359,6 +366,14 @@ fn secret() -> String {
     base64url(&bytes)
 }
 
+/// What [`secret`] makes: 43 base64url characters.
+fn is_secret_shaped(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn sha256(text: &str) -> TokenHash {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -401,6 +416,13 @@ fn form_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_bindings_are_kept() {
+        assert!(is_secret_shaped(&secret()));
+        assert!(!is_secret_shaped("short"));
+        assert!(!is_secret_shaped(&format!("{}=", &secret()[..42])));
+    }
 
     #[test]
     fn callback_query_parsing() {
