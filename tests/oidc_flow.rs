@@ -162,34 +162,7 @@ impl Gate {
         );
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(common::binary())
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening on ") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            panic!(
-                "gatehouse did not start; log:\n{}",
-                logs.lock().unwrap().join("\n")
-            );
-        }
+        let (child, logs) = spawn_gatehouse(&config_path);
         Gate {
             _dir: dir,
             config_path,
@@ -204,6 +177,16 @@ impl Gate {
         format!("https://localhost:{}{path}", self.port)
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same store
+    /// and port.
+    fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, logs) = spawn_gatehouse(&self.config_path);
+        self.child = child;
+        self.logs = logs;
+    }
+
     fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -211,6 +194,39 @@ impl Gate {
     fn cli(&self, args: &[&str]) -> (bool, String, String) {
         run_cli(&self.config_path, args, "")
     }
+}
+
+/// Starts the binary and waits for its "listening" line.
+fn spawn_gatehouse(config_path: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(common::binary())
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening on ") {
+                let _ = tx.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        panic!(
+            "gatehouse did not start; log:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+    }
+    (child, logs)
 }
 
 impl Drop for Gate {
@@ -221,7 +237,8 @@ impl Drop for Gate {
 }
 
 /// A browser stand-in: one cookie jar for Gatehouse and the provider,
-/// redirects followed.
+/// redirects followed, offering HTTP/2 and HTTP/1.1 like a browser (so
+/// Gatehouse is spoken to over h2; the Node provider answers HTTP/1.1).
 struct Browser {
     client: reqwest::Client,
     jar: Arc<Jar>,
@@ -231,7 +248,7 @@ impl Browser {
     fn new(ca: &TestCa) -> Browser {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(ca.client_config(&[b"http/1.1"]))
+            .tls_backend_preconfigured(ca.client_config(&[b"h2", b"http/1.1"]))
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::limited(20))
             .timeout(Duration::from_secs(20))
@@ -367,6 +384,13 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
 
     // The connect answer's shape, and its cookie.
     let browser = Browser::new(&ca);
+    let h2 = browser
+        .client
+        .get(gate.url("/api/v1/auth-check"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
     let (status, body) = browser.connect(&gate, "op", "").await;
     assert_eq!(status, 200, "{body}");
     let auth_url = body["authUrl"].as_str().unwrap();
@@ -611,7 +635,7 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
     // 8. State handling: stop at the callback and replay or tamper with it.
     let b = Browser::new(&ca);
     let no_follow = reqwest::Client::builder()
-        .tls_backend_preconfigured(ca.client_config(&[b"http/1.1"]))
+        .tls_backend_preconfigured(ca.client_config(&[b"h2", b"http/1.1"]))
         .cookie_provider(b.jar.clone())
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             if attempt.url().path().ends_with("/callback") {
@@ -665,7 +689,7 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
     );
     let binding = b.cookie_for(&gate, "__Host-gatehouse-oidc").unwrap();
     let plain = reqwest::Client::builder()
-        .tls_backend_preconfigured(ca.client_config(&[b"http/1.1"]))
+        .tls_backend_preconfigured(ca.client_config(&[b"h2", b"http/1.1"]))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -825,6 +849,22 @@ async fn forged_and_broken_id_tokens_are_refused() {
     // Back to good behaviour: the provider is still usable.
     set_mode(&b.client, &op.issuer, "ok").await;
     assert_eq!(b.sign_in(&gate, "fake", "").await, "/onboarding/welcome");
+
+    // A sign-in started before a crash finishes after it: the state is in
+    // the store, not in memory.
+    let mut gate = gate;
+    let b = Browser::new(&ca);
+    let (status, body) = b.connect(&gate, "fake", "").await;
+    assert_eq!(status, 200, "{body}");
+    gate.kill_and_restart();
+    let resp = b
+        .client
+        .get(body["authUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landed(&resp), "/onboarding/welcome", "{}", gate.logs());
+    assert_eq!(b.auth_check(&gate).await["isAuthenticated"], true);
 }
 
 #[tokio::test]
