@@ -123,7 +123,10 @@ impl ApiError {
         record_metrics(&self, status);
         // Upstream failures are logged where they happen; these are ours.
         if status == StatusCode::INTERNAL_SERVER_ERROR
-            || matches!(self, ApiError::OAuthConnect(_))
+            || matches!(
+                self,
+                ApiError::OAuthConnect(crate::oidc::ConnectError::Provider(_))
+            )
             || (status == StatusCode::SERVICE_UNAVAILABLE
                 && !matches!(self, ApiError::Auth(AuthError::Busy)))
         {
