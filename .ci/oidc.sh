@@ -24,6 +24,11 @@ apt_install() {
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
-node --version
+# oidc-provider 9 and jose 6 need Node.js 20 or later (the machine's is 20).
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+    echo "oidc: Node.js $(node --version) is too old; oidc-provider 9 needs 20 or later" >&2
+    exit 1
+fi
 (cd tests/oidc && npm ci --no-audit --no-fund)
 GATEHOUSE_OIDC_TESTS=1 timeout 600 cargo test --locked --test oidc_flow -- --test-threads=1
