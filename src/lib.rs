@@ -11,6 +11,7 @@
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
+//! - `oidc`: sign-in through OpenID Connect providers;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
@@ -28,6 +29,7 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod ops;
 pub mod preflight;
 pub mod proxy;

@@ -66,6 +66,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// OIDC sign-ins: provider (a configured name, or "unknown") and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OidcLabel {
+    pub provider: String,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -119,6 +126,9 @@ pub struct Metrics {
     /// Account self-service by event (`reset_requested`, `reset_completed`,
     /// `password_changed`, `email_changed`, `account_deleted`).
     pub account_events: Family<EventLabel, Counter>,
+    /// OIDC callbacks by provider and outcome (`ok`, `created`, or the
+    /// Flowtask error code).
+    pub oidc_signins: Family<OidcLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -211,8 +221,15 @@ impl Metrics {
             "Account self-service: resets requested and completed, password and email changes, deletions",
             account_events.clone(),
         );
+        let oidc_signins = Family::<OidcLabel, Counter>::default();
+        registry.register(
+            "oidc_signins",
+            "OIDC sign-ins by provider and outcome",
+            oidc_signins.clone(),
+        );
         Metrics {
             account_events,
+            oidc_signins,
             registry,
             requests,
             proxy_latency,
@@ -242,6 +259,13 @@ impl Metrics {
     pub fn account(&self, event: &'static str) {
         self.account_events
             .get_or_create(&EventLabel { event })
+            .inc();
+    }
+
+    /// Counts one OIDC callback by provider and outcome.
+    pub fn oidc_sign_in(&self, provider: String, outcome: &'static str) {
+        self.oidc_signins
+            .get_or_create(&OidcLabel { provider, outcome })
             .inc();
     }
 

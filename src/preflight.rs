@@ -46,6 +46,10 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
         at_key(text, origin, key, message)
     })?;
     check_store_dir(&config.store.path).map_err(|m| at_key(text, origin, "store.path", m))?;
+    // OIDC client secrets are read too, so a missing file or variable shows now.
+    for provider in &config.oidc {
+        provider.read_client_secret()?;
+    }
     Ok(())
 }
 

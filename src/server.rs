@@ -67,6 +67,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// An `[[oidc]]` provider could not be set up (secret, CA file).
+    #[error("{0}")]
+    Oidc(#[source] crate::config::ConfigError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -90,8 +93,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     // 2. Mail outbox worker, password hasher, sessions, upstream client.
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
+    let oidc = crate::oidc::Oidc::new(&config, store.clone()).map_err(ServeError::Oidc)?;
     let auth = Auth::new(&config, store, outbox)?;
     let app = Arc::new(App {
+        oidc,
         auth,
         upstream: Upstream::new(&config.upstream),
         routes: config.routes.clone(),
@@ -264,6 +269,11 @@ async fn upkeep(app: Arc<App>, sweep_every: Duration) {
             _ = sweep.tick() => {
                 if let Err(e) = app.auth.sweep().await {
                     tracing::warn!(error = %e, "sweep failed");
+                }
+                match app.oidc.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(states = n, "swept expired OIDC sign-ins"),
+                    Err(e) => tracing::warn!(error = %e, "OIDC state sweep failed"),
                 }
             }
             _ = flush.tick() => {

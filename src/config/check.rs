@@ -44,6 +44,8 @@ impl TryFrom<RawConfig> for Config {
         let limits = check_limits(raw.limits)?;
         let admin = check_admin(raw.admin, &store)?;
         let log = check_log(raw.log)?;
+        let oidc = super::oidc::check_oidc(raw.oidc)?;
+        let oauth = super::oidc::check_oauth(raw.oauth)?;
         Ok(Config {
             server,
             tls,
@@ -61,6 +63,8 @@ impl TryFrom<RawConfig> for Config {
             notify: NotifyConfig {
                 new_device: raw.notify.new_device.unwrap_or(true),
             },
+            oidc,
+            oauth,
         })
     }
 }

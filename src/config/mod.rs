@@ -75,11 +75,13 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 mod check;
 pub mod locate;
 mod mail;
+mod oidc;
 mod raw;
 #[cfg(test)]
 mod tests;
 
 pub use check::parse_duration;
+pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -98,6 +100,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub notify: NotifyConfig,
+    /// `[[oidc]]`: sign-in through OpenID Connect providers.
+    pub oidc: Vec<OidcProviderConfig>,
+    /// `[oauth]`: where the OIDC callback redirects.
+    pub oauth: OAuthConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.

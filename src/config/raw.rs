@@ -35,6 +35,10 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) notify: RawNotify,
+    #[serde(default)]
+    pub(super) oidc: Vec<RawOidc>,
+    #[serde(default)]
+    pub(super) oauth: RawOAuth,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,4 +205,32 @@ pub(super) struct RawLimits {
 pub(super) struct RawRoute {
     pub(super) prefix: String,
     pub(super) auth: String,
+}
+
+/// One `[[oidc]]` identity provider (see `config::oidc`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub(super) name: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) client_secret_env: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) redirect_url: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) allowed_domains: Option<Vec<String>>,
+    pub(super) create_users: Option<bool>,
+}
+
+/// `[oauth]`: where the OIDC callback sends the browser.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth {
+    pub(super) frontend_url: Option<String>,
+    pub(super) success_path: Option<String>,
+    pub(super) new_user_path: Option<String>,
+    pub(super) error_path: Option<String>,
+    pub(super) state_ttl: Option<String>,
 }

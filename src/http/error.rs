@@ -56,6 +56,9 @@ pub enum ApiError {
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An OIDC sign-in could not be started.
+    #[error(transparent)]
+    OAuthConnect(#[from] crate::oidc::ConnectError),
     /// The request target could not be rewritten for the upstream (our bug,
     /// not the client's: the target already passed parsing).
     #[error("forwarded request target: {0}")]
@@ -106,6 +109,19 @@ impl ApiError {
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
+            ApiError::OAuthConnect(e) => {
+                use crate::oidc::ConnectError as C;
+                match e {
+                    C::UnknownProvider => (StatusCode::NOT_FOUND, e.to_string()),
+                    C::BadCallbackUrl => (StatusCode::BAD_REQUEST, e.to_string()),
+                    C::Busy => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    C::Provider(_) => (
+                        StatusCode::BAD_GATEWAY,
+                        "Identity provider unavailable".to_string(),
+                    ),
+                    C::Store(_) => internal,
+                }
+            }
         }
     }
 
@@ -115,6 +131,10 @@ impl ApiError {
         record_metrics(&self, status);
         // Upstream failures are logged where they happen; these are ours.
         if status == StatusCode::INTERNAL_SERVER_ERROR
+            || matches!(
+                self,
+                ApiError::OAuthConnect(crate::oidc::ConnectError::Provider(_))
+            )
             || (status == StatusCode::SERVICE_UNAVAILABLE
                 && !matches!(self, ApiError::Auth(AuthError::Busy)))
         {
@@ -164,6 +184,7 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::CrossSite
         | ApiError::BadAuthority(_)
         | ApiError::Store(_)
+        | ApiError::OAuthConnect(_)
         | ApiError::UpstreamUri(_) => {}
     }
 }

@@ -14,6 +14,7 @@ pub mod authority;
 pub mod error;
 mod forward_auth;
 mod handlers;
+mod oauth;
 pub mod origin;
 pub mod path;
 pub mod response;
@@ -48,6 +49,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+    /// OpenID Connect sign-in (`[[oidc]]`, `[oauth]`).
+    pub oidc: crate::oidc::Oidc,
 }
 
 /// What is known about the client's connection.
@@ -234,6 +237,10 @@ enum Endpoint {
     EmailChange,
     EmailVerify,
     DeleteAccount,
+    /// `GET /api/v1/oauth/{name}/connect`: start an OIDC sign-in.
+    OAuthConnect,
+    /// `GET /api/v1/oauth/{name}/callback`: the provider sends the browser back.
+    OAuthCallback,
 }
 
 impl Endpoint {
@@ -254,7 +261,7 @@ impl Endpoint {
             "/api/v1/user/email/verify" => Endpoint::EmailVerify,
             "/api/v1/user" => Endpoint::DeleteAccount,
             other if account::session_id(other).is_some() => Endpoint::OwnSession,
-            _ => return None,
+            other => return oauth::step_for(other),
         })
     }
 
@@ -283,6 +290,8 @@ impl Endpoint {
             Endpoint::EmailChange => "email-change",
             Endpoint::EmailVerify => "email-verify",
             Endpoint::DeleteAccount => "account-delete",
+            Endpoint::OAuthConnect => "oauth-connect",
+            Endpoint::OAuthCallback => "oauth-callback",
         }
     }
 
@@ -293,7 +302,11 @@ impl Endpoint {
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
+            Endpoint::AuthCheck
+            | Endpoint::ForwardAuth
+            | Endpoint::OwnSessions
+            | Endpoint::OAuthConnect
+            | Endpoint::OAuthCallback => Method::GET,
             Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
             Endpoint::SendOtp
             | Endpoint::Verify
@@ -345,6 +358,8 @@ async fn serve_endpoint(
         Endpoint::EmailChange => account::email_change(app, ctx, req, served).await,
         Endpoint::EmailVerify => account::email_verify(app, ctx, req, served).await,
         Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
+        Endpoint::OAuthConnect => oauth::connect(app, ctx, req).await,
+        Endpoint::OAuthCallback => oauth::callback(app, ctx, req).await,
     }
 }
 
