@@ -44,6 +44,14 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcome {
+    /// `default` or a `[upstreams.NAME]` name (a fixed set from the config).
+    pub upstream: String,
+    /// `ok`, `unavailable`, `tls_error` or `timeout`.
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -77,6 +85,14 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// Requests sent upstream (WebSocket handshakes included), by upstream
+    /// and outcome.
+    pub upstream_requests: Family<UpstreamOutcome, Counter>,
+    /// Proxied WebSocket connections open now.
+    pub websocket_connections: Gauge,
+    /// Live connections (WebSockets, streams) closed because their session
+    /// ended.
+    pub live_connections_ended: Counter,
     scrapes: AtomicU64,
 }
 
@@ -157,8 +173,29 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent upstream, by upstream and outcome",
+            upstream_requests.clone(),
+        );
+        let websocket_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Proxied WebSocket connections open now",
+            websocket_connections.clone(),
+        );
+        let live_connections_ended = Counter::default();
+        registry.register(
+            "live_connections_ended",
+            "WebSockets and streaming responses closed because their session ended",
+            live_connections_ended.clone(),
+        );
         Metrics {
             registry,
+            upstream_requests,
+            websocket_connections,
+            live_connections_ended,
             requests,
             proxy_latency,
             auth_latency,
@@ -190,6 +227,16 @@ impl Metrics {
         self.requests
             .get_or_create(&RouteStatus { route, status })
             .inc();
+    }
+
+    /// The counter of one upstream's requests with one outcome.
+    pub fn upstream_outcome(&self, upstream: &str, outcome: &'static str) -> Counter {
+        self.upstream_requests
+            .get_or_create(&UpstreamOutcome {
+                upstream: upstream.to_string(),
+                outcome,
+            })
+            .clone()
     }
 
     /// Counts an upstream failure.

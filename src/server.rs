@@ -67,6 +67,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// An upstream's TLS client could not be set up.
+    #[error("{0}")]
+    Upstream(#[from] crate::proxy::UpstreamTlsError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -91,9 +94,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // 2. Mail outbox worker, password hasher, sessions, upstream client.
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
     let auth = Auth::new(&config, store, outbox)?;
+    let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
+    let named_upstreams = config
+        .upstreams
+        .iter()
+        .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
+        .collect::<Result<_, ServeError>>()?;
     let app = Arc::new(App {
         auth,
-        upstream: Upstream::new(&config.upstream),
+        upstream,
+        named_upstreams,
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -184,6 +194,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let settings = Arc::new(ConnSettings {
         tls,
         header_read_timeout: config.server.header_read_timeout,
+        drain: tokio_util::sync::CancellationToken::new(),
     });
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.server.max_connections));
@@ -225,6 +236,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         connections = graceful.count(),
         "shutting down; draining connections"
     );
+    settings.drain.cancel();
     if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -254,7 +266,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// connections closed).
 const THROTTLE_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often live connections (WebSockets, streams) are checked against
+/// their session's expiry; well inside the 5 s in which they must close.
+const LIVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn upkeep(app: Arc<App>, sweep_every: Duration) {
+    let mut live = tokio::time::interval(LIVE_CHECK_INTERVAL);
+    live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(sweep_every);
     let mut flush = tokio::time::interval(THROTTLE_FLUSH_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -266,9 +284,16 @@ async fn upkeep(app: Arc<App>, sweep_every: Duration) {
                     tracing::warn!(error = %e, "sweep failed");
                 }
             }
+            _ = live.tick() => {
+                if let Err(e) = app.auth.sessions.end_expired_live().await {
+                    tracing::warn!(error = %e, "checking live connections' sessions failed");
+                }
+            }
             _ = flush.tick() => {
                 flush_throttles(&app).await;
-                app.upstream.close_stale_connections();
+                for upstream in app.upstreams() {
+                    upstream.close_stale_connections();
+                }
             }
         }
     }
@@ -287,6 +312,9 @@ async fn flush_throttles(app: &Arc<App>) {
 struct ConnSettings {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
+    /// Cancelled when the drain starts (for HTTP/1.1 connections, which
+    /// the graceful watcher cannot take once upgrades are on).
+    drain: tokio_util::sync::CancellationToken,
 }
 
 async fn serve_connection(
@@ -317,11 +345,21 @@ async fn serve_connection(
                 }
             };
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(TokioIo::new(tls), is_h2, service, watcher, deadline).await
+            let drain = settings.drain.clone();
+            serve_http(TokioIo::new(tls), is_h2, service, watcher, drain, deadline).await
         }
         None => match sniff_h2_preface(&stream, deadline).await {
             Some(is_h2) => {
-                serve_http(TokioIo::new(stream), is_h2, service, watcher, deadline).await
+                let drain = settings.drain.clone();
+                serve_http(
+                    TokioIo::new(stream),
+                    is_h2,
+                    service,
+                    watcher,
+                    drain,
+                    deadline,
+                )
+                .await
             }
             None => return,
         },
@@ -336,6 +374,7 @@ async fn serve_http<I, S>(
     is_h2: bool,
     service: S,
     watcher: Watcher,
+    drain: tokio_util::sync::CancellationToken,
     header_read_timeout: Duration,
 ) -> Result<(), hyper::Error>
 where
@@ -360,7 +399,20 @@ where
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_headers(MAX_HEADERS);
-        watcher.watch(b.serve_connection(io, service)).await
+        // Upgrades on, for WebSocket pass-through. hyper-util's watcher
+        // does not take such a connection, so the drain token does its job
+        // and the watcher is only held so the drain waits for this one.
+        let conn = b.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        drop(watcher);
+        result
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod devices;
 pub mod email;
+pub mod live;
 pub mod otp;
 pub mod passwords;
 pub mod sessions;

@@ -30,6 +30,10 @@ pub enum ConfigError {
     /// A key has a value of the right type that is still unusable.
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// Like `Invalid`, for a key whose name is built from the file (a named
+    /// upstream's, such as `upstreams.api.url`).
+    #[error("config key `{key}`: {message}")]
+    InvalidKey { key: String, message: String },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -53,6 +57,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
+    /// `[upstreams.NAME]`, by name.
+    pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
     pub store: StoreConfig,
     pub mail: MailConfig,
     pub session: SessionConfig,
@@ -151,6 +157,19 @@ pub struct UpstreamConfig {
     /// How long to wait for the upstream's response headers before a 504.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Set for `https://` upstreams.
+    pub tls: Option<UpstreamTls>,
+    /// Forward the client's `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+}
+
+/// How an `https://` upstream's certificate is verified (always).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name verified and sent as SNI: `server_name`, or the URL's host.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// CA certificates read from `ca_file`; `None` means the system roots.
+    pub ca_certs: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +318,8 @@ pub struct Route {
     /// Lower-cased, starts with `/`.
     pub prefix: String,
     pub auth: RouteAuth,
+    /// A `[upstreams.NAME]` name; `None` means `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 impl Config {

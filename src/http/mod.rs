@@ -35,7 +35,10 @@ pub use handlers::{parse_object, required_str};
 /// Shared state for every connection.
 pub struct App {
     pub auth: Auth,
+    /// `[upstream]`: routes that name no upstream go here.
     pub upstream: Upstream,
+    /// `[upstreams.NAME]`, for routes with `upstream = "NAME"`.
+    pub named_upstreams: std::collections::HashMap<String, Upstream>,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` (client address) and forwarded-URI
@@ -44,6 +47,22 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+}
+
+impl App {
+    /// The upstream a route forwards to.
+    fn upstream_for(&self, route: &Route) -> &Upstream {
+        route
+            .upstream
+            .as_deref()
+            .and_then(|name| self.named_upstreams.get(name))
+            .unwrap_or(&self.upstream)
+    }
+
+    /// Every upstream, the default first.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        std::iter::once(&self.upstream).chain(self.named_upstreams.values())
+    }
 }
 
 /// What is known about the client's connection.
@@ -145,7 +164,7 @@ async fn route(
     }
     // Decide everything the path decides before the request moves on.
     let endpoint = Endpoint::for_path(&canonical);
-    let route_auth = path::auth_for(&app.routes, &canonical);
+    let target = path::match_route(&app.routes, &canonical).map(|r| (r.auth, app.upstream_for(r)));
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
@@ -154,7 +173,7 @@ async fn route(
         }
         None => {
             served.route = "proxy";
-            proxy(app, ctx, route_auth, req, served).await
+            proxy(app, ctx, target, req, served).await
         }
     }
 }
@@ -243,15 +262,23 @@ async fn serve_endpoint(
     }
 }
 
-/// Authenticates as the route demands and forwards.
+/// Authenticates as the route demands and forwards (a WebSocket handshake
+/// through the tunnel).
 async fn proxy(
     app: &App,
     ctx: &RequestContext,
-    route_auth: Option<RouteAuth>,
+    target: Option<(RouteAuth, &Upstream)>,
     req: Request<Incoming>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let auth = route_auth.ok_or(ApiError::NoRoute)?;
+    let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
+    let websocket = crate::proxy::websocket::is_upgrade(&req);
+    // Cross-site WebSocket hijacking: browsers send the cookie with a
+    // handshake from any site, and the CSRF rule above only covers state
+    // changes; a handshake is a GET.
+    if websocket && ctx.site == Site::Foreign && app.auth.sessions.carries_cookie(req.headers()) {
+        return Err(ApiError::CrossSite);
+    }
     let identity = match auth {
         RouteAuth::None => None,
         RouteAuth::Optional => app.auth.sessions.authenticate(req.headers())?,
@@ -263,7 +290,12 @@ async fn proxy(
         ),
     };
     served.user = identity.as_ref().map(|who| who.user_id);
-    app.upstream
+    if websocket {
+        return upstream
+            .tunnel(req, identity.as_ref(), ctx, &app.auth.sessions)
+            .await;
+    }
+    upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
         .await
 }
