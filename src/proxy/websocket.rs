@@ -61,8 +61,14 @@ impl Upstream {
     ) -> Result<Response<Body>, ApiError> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
         let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
-        keep_upgrade_headers(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
         let upstream_req = Request::from_parts(parts, body);
         let exchange = async {
             let mut sender = self.pool.connect_for_upgrade().await?;
