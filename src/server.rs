@@ -104,6 +104,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         auth,
         upstream,
         named_upstreams,
+        websockets: Arc::new(Semaphore::new(config.server.max_connections)),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
         trusted_proxies: config.server.trusted_proxies.clone(),

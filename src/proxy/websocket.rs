@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Upstream, UpstreamError, X_REQUEST_ID, strip_hop_by_hop};
 use crate::auth::live::LiveGuard;
@@ -51,13 +52,15 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 impl Upstream {
     /// Forwards a WebSocket handshake; on the upstream's `101`, answers the
     /// client with it and splices the two connections in a task of their
-    /// own. Any other answer is passed on as a normal response.
+    /// own. Any other answer is passed on as a normal response. `slot` is
+    /// held for as long as the tunnel is open.
     pub async fn tunnel(
         &self,
         mut req: Request<Incoming>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
+        slot: OwnedSemaphorePermit,
     ) -> Result<Response<Body>, ApiError> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
@@ -106,6 +109,7 @@ impl Upstream {
             upstream_upgrade,
             live,
             self.name.clone(),
+            slot,
         ));
         Ok(Response::from_parts(parts, full("")))
     }
@@ -144,6 +148,7 @@ async fn splice(
     upstream: OnUpgrade,
     live: Option<LiveGuard>,
     upstream_name: Arc<str>,
+    _slot: OwnedSemaphorePermit,
 ) {
     let session_ended = async {
         match &live {
