@@ -236,6 +236,8 @@ impl WsEcho {
                 };
                 let (hs, cl) = (hs.clone(), cl.clone());
                 tokio::spawn(async move {
+                    // The callback's error type is tungstenite's.
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &WsRequest, resp: WsResponse| {
                         hs.lock().unwrap().push(req.headers().clone());
                         Ok(resp)
