@@ -11,6 +11,7 @@
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod store;
+mod sync;
 pub mod tls;
 
 pub use config::Config;

@@ -52,7 +52,7 @@ impl Drop for LiveGuard {
 
 impl LiveConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.entries)
     }
 
     /// Registers a connection opened with session `session` of `user_id`.

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SessionConfig;
 use crate::store::{Session, SessionExpiry, Store, StoreError, TokenHash, UnixMillis, now_millis};
+use crate::sync;
 
 /// Length of a base64url-encoded 32-byte token.
 const TOKEN_LEN: usize = 43;
@@ -160,7 +161,7 @@ impl Sessions {
     pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Identity>, StoreError> {
         let now = now_millis();
         let cached = {
-            let mut cache = self.cache.lock().expect("session cache poisoned");
+            let mut cache = sync::lock(&self.cache);
             match cache.get_mut(hash) {
                 Some(c) if !self.expiry.is_expired(&c.session, c.last_seen, now) => {
                     c.last_seen = c.last_seen.max(now);
@@ -198,7 +199,7 @@ impl Sessions {
             session.last_seen = now;
         }
         {
-            let mut cache = self.cache.lock().expect("session cache poisoned");
+            let mut cache = sync::lock(&self.cache);
             if self.epoch.load(Ordering::Acquire) == epoch {
                 if cache.len() >= CACHE_CAPACITY {
                     shrink(&mut cache, &self.expiry, now);
@@ -255,7 +256,7 @@ impl Sessions {
 
     /// Drops a session from the cache; call it after the store change.
     pub fn forget(&self, hash: &TokenHash) {
-        let mut cache = self.cache.lock().expect("session cache poisoned");
+        let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.remove(hash);
         drop(cache);
@@ -266,7 +267,7 @@ impl Sessions {
     /// delete takes effect on the very next request; call it after the store
     /// change.
     pub fn forget_user(&self, user_id: u64) {
-        let mut cache = self.cache.lock().expect("session cache poisoned");
+        let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.retain(|_, c| c.session.user_id != user_id);
         drop(cache);
@@ -287,7 +288,7 @@ impl Sessions {
         let mut ended = Vec::new();
         let mut uncached = Vec::new();
         {
-            let cache = self.cache.lock().expect("session cache poisoned");
+            let cache = sync::lock(&self.cache);
             for hash in sessions {
                 match cache.get(&hash) {
                     Some(c) if self.expiry.is_expired(&c.session, c.last_seen, now) => {
@@ -328,9 +329,7 @@ impl Sessions {
     /// Drops expired entries from the cache; the store is swept separately.
     pub fn prune_cache(&self) {
         let now = now_millis();
-        self.cache
-            .lock()
-            .expect("session cache poisoned")
+        sync::lock(&self.cache)
             .retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
     }
 
@@ -528,7 +527,7 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(StoreError::Task)?
 }
 
 #[cfg(test)]

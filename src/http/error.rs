@@ -55,6 +55,10 @@ pub enum ApiError {
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The request target could not be rewritten for the upstream (our bug,
+    /// not the client's: the target already passed parsing).
+    #[error("forwarded request target: {0}")]
+    UpstreamUri(#[source] http::uri::InvalidUriParts),
 }
 
 impl ApiError {
@@ -97,7 +101,7 @@ impl ApiError {
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
             ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
-            ApiError::Store(_) => internal,
+            ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
         }
     }
 
@@ -158,7 +162,8 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::NotPermitted
         | ApiError::CrossSite
         | ApiError::WebSocketsFull
-        | ApiError::Store(_) => {}
+        | ApiError::Store(_)
+        | ApiError::UpstreamUri(_) => {}
     }
 }
 

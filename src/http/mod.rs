@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 
 use crate::auth::{Auth, ClientInfo};
 use crate::config::{Route, RouteAuth};
+use crate::metrics::RouteLabel;
 use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
@@ -171,11 +172,11 @@ async fn route(
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
-            served.route = endpoint.name();
+            served.route = RouteLabel::Endpoint(endpoint.name());
             serve_endpoint(app, ctx, endpoint, req, served).await
         }
         None => {
-            served.route = "proxy";
+            served.route = RouteLabel::Proxy;
             proxy(app, ctx, target, req, served).await
         }
     }

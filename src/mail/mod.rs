@@ -35,8 +35,12 @@ pub enum MailError {
     #[error("config key `{key}`: {message}")]
     Template { key: &'static str, message: String },
     /// The SMTP CA file could not be used.
-    #[error("config key `mail.smtp.ca_file`: {path}: {message}")]
-    CaFile { path: PathBuf, message: String },
+    #[error("config key `mail.smtp.ca_file`: {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: CaFileError,
+    },
     /// The SMTP password could not be read from its source.
     #[error("config key `{key}`: {message}")]
     Password { key: &'static str, message: String },
@@ -53,6 +57,24 @@ pub enum MailError {
     /// A message could not be rendered.
     #[error("rendering the message: {0}")]
     Render(#[source] std::io::Error),
+}
+
+/// Why the SMTP CA file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// A PEM block is malformed.
+    #[error("not PEM: {0}")]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    /// A certificate was refused as a trust anchor, or the TLS client could
+    /// not be built from the anchors.
+    #[error("unusable certificate: {0}")]
+    Certificate(#[from] rustls::Error),
+    /// The file holds no certificate at all.
+    #[error("holds no PEM certificate")]
+    Empty,
 }
 
 /// Why one delivery attempt failed.

@@ -232,7 +232,7 @@ impl Upstream {
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             let mut uri = http::uri::Parts::default();
             uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri).map_err(|_| ApiError::NoRoute)?;
+            parts.uri = Uri::from_parts(uri).map_err(ApiError::UpstreamUri)?;
         }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
         parts.version = Version::HTTP_11;

@@ -39,7 +39,7 @@ pub enum StoreError {
     NewerSchema { found: u64, supported: u64 },
     /// A blocking store task did not complete.
     #[error("store task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     /// A backup or restore file could not be written or read.
     #[error("{path}: {source}")]
     File {

@@ -325,8 +325,7 @@ impl Store for RedbStore {
     fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         // A lost touch only shortens a session, so it rides on the next durable commit.
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
             let current: Option<Session> = match sessions.get(token.as_slice()).map_err(db_err)? {
