@@ -390,6 +390,8 @@ where
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(MAX_H2_STREAMS)
+            // RFC 8441: WebSockets over HTTP/2 (see proxy::websocket).
+            .enable_connect_protocol()
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));

@@ -276,7 +276,7 @@ async fn proxy(
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
-    let websocket = crate::proxy::websocket::is_upgrade(&req);
+    let websocket = crate::proxy::websocket::is_handshake(&req);
     // Cross-site WebSocket hijacking: browsers send the cookie with a
     // handshake from any site, and the CSRF rule above only covers state
     // changes; a handshake is a GET.

@@ -233,7 +233,9 @@ impl Pool {
     /// A new connection of its own (never pooled) whose driver runs in a
     /// task and hands the connection over after a `101 Switching
     /// Protocols` (see `hyper::upgrade::on`).
-    pub async fn connect_for_upgrade(&self) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    pub async fn connect_for_upgrade(
+        &self,
+    ) -> Result<http1::SendRequest<http_body_util::Empty<Bytes>>, UpstreamError> {
         let stream = self.connector.connect().await?;
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))

@@ -1,4 +1,6 @@
-//! WebSocket pass-through (RFC 6455 upgrade over HTTP/1.1). The handshake
+//! WebSocket pass-through: RFC 6455 upgrade over HTTP/1.1, and RFC 8441
+//! extended CONNECT over HTTP/2 (turned into an HTTP/1.1 upgrade for the
+//! upstream, with a `Sec-WebSocket-Key` of Gatehouse's own). The handshake
 //! is forwarded like any request — same header hygiene, `X-Forwarded-*`,
 //! `X-Request-Id` and identity headers — except that `Connection: upgrade`
 //! and `Upgrade` are kept, and it goes out on a connection of its own
@@ -11,9 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -39,6 +42,31 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
         && has_token(req.headers(), header::UPGRADE, "websocket")
 }
 
+/// Whether `req` opens a WebSocket over HTTP/2 (RFC 8441: `CONNECT` with
+/// the `:protocol` pseudo-header `websocket`).
+pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether `req` opens a WebSocket in either way.
+pub fn is_handshake<B>(req: &Request<B>) -> bool {
+    is_upgrade(req) || is_extended_connect(req)
+}
+
+/// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64).
+fn new_key() -> HeaderValue {
+    use base64::Engine;
+    let mut raw = [0u8; 16];
+    crate::auth::random_bytes(&mut raw);
+    let key = base64::engine::general_purpose::STANDARD.encode(raw);
+    HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
 /// Whether a comma-separated header lists `token` (case-insensitive).
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -62,17 +90,31 @@ impl Upstream {
         sessions: &Sessions,
         slot: OwnedSemaphorePermit,
     ) -> Result<Response<Body>, ApiError> {
+        let over_h2 = is_extended_connect(&req);
         let client_upgrade = hyper::upgrade::on(&mut req);
-        let (mut parts, body) = req.into_parts();
-        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        // The handshake has no body (over HTTP/2 the request body is the
+        // tunnel itself).
+        let (mut parts, _) = req.into_parts();
+        let protocol = match over_h2 {
+            true => Some(HeaderValue::from_static("websocket")),
+            false => parts.headers.get(header::UPGRADE).cloned(),
+        };
         let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if over_h2 {
+            // RFC 8441 §5: the HTTP/1.1 equivalent is a GET upgrade, whose
+            // key only the hop that speaks HTTP/1.1 can make.
+            parts.method = Method::GET;
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, new_key());
+            parts.extensions = http::Extensions::new();
+        }
         if let Some(protocol) = protocol {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
         }
-        let upstream_req = Request::from_parts(parts, body);
+        let upstream_req = Request::from_parts(parts, Empty::<Bytes>::new());
         let exchange = async {
             let mut sender = self.pool.connect_for_upgrade().await?;
             Ok::<_, UpstreamError>(sender.send_request(upstream_req).await?)
@@ -99,7 +141,16 @@ impl Upstream {
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let (mut parts, _) = resp.into_parts();
-        keep_upgrade_headers(&mut parts.headers);
+        if over_h2 {
+            // RFC 8441 §5: a 200 opens the tunnel; the accept value answers
+            // Gatehouse's key, not anything the client sent.
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            parts.status = StatusCode::OK;
+            parts.version = Version::HTTP_2;
+        } else {
+            keep_upgrade_headers(&mut parts.headers);
+        }
         parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
         // Registered before the 101 goes out, so a logout from here on
         // reaches the tunnel.
@@ -203,5 +254,37 @@ mod tests {
         let mut post = handshake("upgrade", "websocket");
         *post.method_mut() = Method::POST;
         assert!(!is_upgrade(&post));
+    }
+
+    #[test]
+    fn extended_connect_needs_http2_connect_and_the_websocket_protocol() {
+        let connect = |version, protocol: Option<&'static str>| {
+            let mut req = Request::connect("https://example.com/ws")
+                .version(version)
+                .body(())
+                .unwrap();
+            if let Some(p) = protocol {
+                req.extensions_mut()
+                    .insert(hyper::ext::Protocol::from_static(p));
+            }
+            req
+        };
+        assert!(is_extended_connect(&connect(
+            Version::HTTP_2,
+            Some("websocket")
+        )));
+        assert!(is_handshake(&connect(Version::HTTP_2, Some("websocket"))));
+        assert!(!is_extended_connect(&connect(Version::HTTP_2, None)));
+        assert!(!is_extended_connect(&connect(
+            Version::HTTP_2,
+            Some("webtransport")
+        )));
+        assert!(!is_extended_connect(&connect(
+            Version::HTTP_11,
+            Some("websocket")
+        )));
+        let key = new_key();
+        assert_eq!(key.len(), 24, "{key:?}");
+        assert_ne!(key, new_key());
     }
 }
