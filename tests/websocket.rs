@@ -523,3 +523,39 @@ async fn websocket_over_http2_extended_connect_echoes_and_ends_with_the_session(
     assert_eq!(resp.status(), 200);
     assert_closed_within_bound(&mut ws, "HTTP/2 WebSocket after logout").await;
 }
+
+#[tokio::test]
+async fn websocket_to_an_https_upstream_is_verified_and_echoes() {
+    let pki = common::backends::Pki::new("Realtime Test CA");
+    let echo = WsEcho::start_tls(pki.acceptor(&["realtime.internal"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let g = Gatehouse::start_with(Options {
+        extra_toml: format!(
+            "[upstreams.rt]\nurl = \"https://{}\"\nca_file = \"{}\"\nserver_name = \"realtime.internal\"\n\
+             [upstreams.rt_wrong]\nurl = \"https://{}\"\nca_file = \"{}\"\nserver_name = \"other.internal\"\n",
+            echo.addr,
+            ca_file.display(),
+            echo.addr,
+            ca_file.display()
+        ),
+        routes: "[[route]]\nprefix = \"/rt/\"\nauth = \"required\"\nupstream = \"rt\"\n\
+                 [[route]]\nprefix = \"/rt-wrong/\"\nauth = \"required\"\nupstream = \"rt_wrong\"\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let session = g.sign_up("tls@example.com", "password1").await;
+    // A certificate for another name: 502, nothing gets through.
+    assert_eq!(
+        status_of(connect(&g, "/rt-wrong/x", &[("cookie", &session)]).await),
+        502
+    );
+    assert!(echo.handshakes().is_empty());
+    let mut ws = connect(&g, "/rt/x", &[("cookie", &session)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    assert_echoes(&mut ws).await;
+    assert_eq!(echo.handshakes()[0]["x-auth-email"], "tls@example.com");
+}

@@ -208,6 +208,10 @@ async fn respond(
         .unwrap())
 }
 
+/// A plain or TLS connection, for servers that take either.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A WebSocket server (tokio-tungstenite): greets each client with a text
 /// message `welcome`, then echoes every text and binary message back.
 pub struct WsEcho {
@@ -221,6 +225,15 @@ pub struct WsEcho {
 
 impl WsEcho {
     pub async fn start() -> WsEcho {
+        WsEcho::start_with(None).await
+    }
+
+    /// The same server behind TLS (`wss://`).
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> WsEcho {
+        WsEcho::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> WsEcho {
         use tokio_tungstenite::tungstenite::handshake::server::{
             Request as WsRequest, Response as WsResponse,
         };
@@ -234,8 +247,15 @@ impl WsEcho {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (hs, cl) = (hs.clone(), cl.clone());
+                let (hs, cl, tls) = (hs.clone(), cl.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let sock: Box<dyn Stream> = match tls {
+                        None => Box::new(sock),
+                        Some(acceptor) => match acceptor.accept(sock).await {
+                            Ok(tls) => Box::new(tls),
+                            Err(_) => return,
+                        },
+                    };
                     // The callback's error type is tungstenite's.
                     #[allow(clippy::result_large_err)]
                     let record = |req: &WsRequest, resp: WsResponse| {
