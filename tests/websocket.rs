@@ -559,3 +559,63 @@ async fn websocket_to_an_https_upstream_is_verified_and_echoes() {
     assert_echoes(&mut ws).await;
     assert_eq!(echo.handshakes()[0]["x-auth-email"], "tls@example.com");
 }
+
+#[tokio::test]
+async fn logout_all_set_password_user_delete_and_absolute_expiry_close_sockets() {
+    // A short absolute lifetime for the last case; the others end sooner.
+    let s = setup("absolute_timeout = \"12s\"\n").await;
+    let mut sockets = Vec::new();
+    for who in ["all", "pw", "del", "old"] {
+        let email = format!("{who}@example.com");
+        let session = s.g.sign_up(&email, "password1").await;
+        let mut ws = connect(&s.g, "/ws/x", &[("cookie", &session)])
+            .await
+            .unwrap();
+        assert_echoes(&mut ws).await;
+        sockets.push((email, session, ws));
+    }
+    let mut old = sockets.pop().unwrap();
+
+    // logout-all through the API, set-password and delete through the CLI.
+    let resp =
+        s.g.post_json_with_cookie(
+            "/api/v1/user/logout-all",
+            serde_json::json!({}),
+            &sockets[0].1,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_closed_within_bound(&mut sockets[0].2, "after logout-all").await;
+    let (ok, _, err) = s.g.cli(
+        &["user", "set-password", &sockets[1].0, "--password-stdin"],
+        "password2\n",
+    );
+    assert!(ok, "{err}");
+    assert_closed_within_bound(&mut sockets[1].2, "after set-password").await;
+    let (ok, _, err) = s.g.cli(&["user", "delete", &sockets[2].0], "");
+    assert!(ok, "{err}");
+    assert_closed_within_bound(&mut sockets[2].2, "after user delete").await;
+
+    // The untouched session's socket is still open, and its session valid;
+    // the absolute lifetime ends both: within 12 s of sign-up plus the 5 s
+    // bound.
+    old.2.send(Message::text("still open")).await.unwrap();
+    assert_eq!(
+        old.2.next().await.unwrap().unwrap(),
+        Message::text("still open")
+    );
+    assert_eq!(s.g.auth_check(&old.1).await["isAuthenticated"], true);
+    let ended = tokio::time::timeout(Duration::from_secs(12) + CLOSE_BOUND, async {
+        loop {
+            match old.2.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "socket outlived its session's absolute expiry"
+    );
+}
