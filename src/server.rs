@@ -160,12 +160,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
             let ready = Arc::new(crate::ops::health::Readiness {
                 app: app.clone(),
-                upstream: config
-                    .upstream
-                    .url
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                upstreams: routed_upstreams(&config),
             });
             Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
         }
@@ -261,6 +256,28 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The upstreams some route forwards to, by name, as `host:port` (what
+/// `/readyz` probes: an `[upstream]` no route uses need not be up).
+fn routed_upstreams(config: &Config) -> Vec<(String, String)> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    for route in &config.routes {
+        let (name, cfg) = match &route.upstream {
+            Some(name) => (name.as_str(), &config.upstreams[name]),
+            None => (crate::proxy::DEFAULT_UPSTREAM, &config.upstream),
+        };
+        if used.iter().all(|(n, _)| n != name) {
+            let addr = cfg.url.authority().map(|a| {
+                let port = a
+                    .port_u16()
+                    .unwrap_or(if cfg.tls.is_some() { 443 } else { 80 });
+                format!("{}:{port}", a.host())
+            });
+            used.push((name.to_string(), addr.unwrap_or_default()));
+        }
+    }
+    used
 }
 
 /// How often throttle counters are written to the store (and stale upstream

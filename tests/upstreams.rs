@@ -114,6 +114,28 @@ async fn routes_reach_their_upstreams_and_https_is_verified_and_pooled() {
     // The default upstream got nothing: every route names another one.
     assert_eq!(g.upstream.count(), 0);
 
+    // Readiness probes the upstreams routes use (not the unused default).
+    let ready: serde_json::Value = g
+        .client()
+        .get(g.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ok", "{ready}");
+    let probed = ready["upstreams"].as_object().unwrap();
+    let mut names: Vec<&str> = probed.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["api", "untrusted", "web", "wrongname"], "{ready}");
+    drop(s.web);
+    let ready = g.client().get(g.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["upstreams"]["web"], "failing", "{ready}");
+    assert_eq!(ready["upstreams"]["api"], "ok", "{ready}");
+
     let metrics = g
         .client()
         .get(g.admin_url("/metrics"))
