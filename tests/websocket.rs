@@ -96,6 +96,17 @@ async fn connect_h2(
     cookie: Option<&str>,
     origin: Option<&str>,
 ) -> Result<H2Ws, u16> {
+    connect_h2_protocol(g, path, cookie, origin, "websocket").await
+}
+
+/// Extended CONNECT with any `:protocol`.
+async fn connect_h2_protocol(
+    g: &Gatehouse,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    protocol: &'static str,
+) -> Result<H2Ws, u16> {
     use http_body_util::Empty;
     let tcp = TcpStream::connect(g.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(g.ca.client_config(&[b"h2"])))
@@ -130,7 +141,7 @@ async fn connect_h2(
     }
     let mut req = req.body(Empty::new()).unwrap();
     req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
+        .insert(hyper::ext::Protocol::from_static(protocol));
     let resp = sender.send_request(req).await.unwrap();
     if resp.status() != 200 {
         return Err(resp.status().as_u16());

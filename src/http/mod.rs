@@ -277,6 +277,13 @@ async fn proxy(
 ) -> Result<Response<Body>, ApiError> {
     let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
     let websocket = crate::proxy::websocket::is_handshake(&req);
+    // CONNECT only ever opens a WebSocket (RFC 8441); Gatehouse tunnels
+    // nothing else.
+    if req.method() == Method::CONNECT && !websocket {
+        return Err(ApiError::MethodNotAllowed {
+            allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        });
+    }
     // Cross-site WebSocket hijacking: browsers send the cookie with a
     // handshake from any site, and the CSRF rule above only covers state
     // changes; a handshake is a GET.
