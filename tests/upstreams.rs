@@ -159,9 +159,14 @@ async fn routes_reach_their_upstreams_and_https_is_verified_and_pooled() {
 async fn untrusted_and_wrong_name_certificates_are_502_with_a_clear_log_line() {
     let s = setup().await;
     let g = &s.g;
-    for (path, backend, upstream) in [
-        ("/wrong/x", &s.wrong_name, "wrongname"),
-        ("/untrusted/x", &s.untrusted, "untrusted"),
+    for (path, backend, upstream, hint) in [
+        ("/wrong/x", &s.wrong_name, "wrongname", "set server_name"),
+        (
+            "/untrusted/x",
+            &s.untrusted,
+            "untrusted",
+            "not signed by a CA",
+        ),
     ] {
         let (status, body) = get(g, path, None).await;
         assert_eq!(status, 502, "{path}: {body}");
@@ -174,6 +179,7 @@ async fn untrusted_and_wrong_name_certificates_are_502_with_a_clear_log_line() {
             .await;
         assert!(line.contains("invalid peer certificate"), "{line}");
         assert!(line.contains("api.internal"), "{line}");
+        assert!(line.contains(hint), "{line}");
     }
     // A verified upstream next to them works (the refusals are not blanket).
     let session = g.sign_up("bo@example.com", "password1").await;

@@ -100,6 +100,7 @@ impl Connector {
                     .map_err(|source| UpstreamError::Tls {
                         addr: self.addr(),
                         name: name.to_str().into_owned(),
+                        hint: hint(&source),
                         source,
                     }),
             }
@@ -107,6 +108,23 @@ impl Connector {
         tokio::time::timeout(self.connect_timeout, opened)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout { addr: self.addr() })?
+    }
+}
+
+/// A hint for the TLS failures an operator most often meets.
+fn hint(e: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            " (the upstream's certificate is not signed by a CA in its ca_file, or in the system roots without one)"
+        }
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => " (set server_name to a name the certificate holds, or fix the certificate)",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => " (the upstream's certificate has expired)",
+        _ => "",
     }
 }
 

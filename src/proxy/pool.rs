@@ -52,12 +52,14 @@ pub enum UpstreamError {
     ConnectTimeout { addr: String },
     /// The TLS handshake failed: most often an untrusted certificate or one
     /// for another name.
-    #[error("TLS handshake with {addr} (verifying the name {name}) failed: {source}")]
+    #[error("TLS handshake with {addr} (verifying the name {name}) failed: {source}{hint}")]
     Tls {
         addr: String,
         name: String,
         #[source]
         source: std::io::Error,
+        /// What the operator can do about it, when that is clear.
+        hint: &'static str,
     },
     #[error(transparent)]
     Http(#[from] hyper::Error),
