@@ -104,7 +104,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         auth,
         upstream,
         named_upstreams,
-        websockets: Arc::new(Semaphore::new(config.server.max_connections)),
+        websockets: crate::proxy::websocket::Tunnels::new(config.server.max_connections),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -233,6 +233,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         "shutting down; draining connections"
     );
     settings.drain.cancel();
+    app.websockets.close_all();
     if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()

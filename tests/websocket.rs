@@ -630,3 +630,33 @@ async fn logout_all_set_password_user_delete_and_absolute_expiry_close_sockets()
         "socket outlived its session's absolute expiry"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_open_websockets_instead_of_waiting_out_the_drain() {
+    let echo = WsEcho::start().await;
+    let mut g = Gatehouse::start_with(Options {
+        extra_toml: format!(
+            "drain_timeout = \"60s\"\n[upstreams.ws]\nurl = \"http://{}\"\n",
+            echo.addr
+        ),
+        routes: "[[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"ws\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    // Over HTTP/2 the tunnel is a stream of a connection the drain waits
+    // for; over HTTP/1.1 the connection itself.
+    let (mut h2_ws, _h2) = connect_h2(&g, "/live", None, None).await.unwrap();
+    let mut h1_ws = connect(&g, "/live", &[]).await.unwrap();
+    assert_echoes(&mut h2_ws).await;
+    assert_echoes(&mut h1_ws).await;
+    g.signal("TERM");
+    // Well inside the 60 s drain: the server closed the sockets and exited.
+    assert_closed_within_bound(&mut h2_ws, "HTTP/2 WebSocket at shutdown").await;
+    assert_closed_within_bound(&mut h1_ws, "HTTP/1.1 WebSocket at shutdown").await;
+    let status = g.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        g.logs()
+    );
+}

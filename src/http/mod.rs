@@ -40,9 +40,8 @@ pub struct App {
     pub upstream: Upstream,
     /// `[upstreams.NAME]`, for routes with `upstream = "NAME"`.
     pub named_upstreams: std::collections::HashMap<String, Upstream>,
-    /// Open proxied WebSockets, bounded like connections: an upgraded
-    /// connection leaves the listener's connection count.
-    pub websockets: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Open proxied WebSockets, bounded like connections, closed at drain.
+    pub websockets: crate::proxy::websocket::Tunnels,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` (client address) and forwarded-URI
@@ -302,7 +301,7 @@ async fn proxy(
     };
     served.user = identity.as_ref().map(|who| who.user_id);
     if websocket {
-        let Ok(slot) = app.websockets.clone().try_acquire_owned() else {
+        let Some(slot) = app.websockets.slot() else {
             tracing::warn!("WebSocket refused: server.max_connections WebSockets are open");
             return Err(ApiError::WebSocketsFull);
         };

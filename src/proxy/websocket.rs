@@ -21,7 +21,8 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::{Upstream, UpstreamError, X_REQUEST_ID, strip_hop_by_hop};
 use crate::auth::live::LiveGuard;
@@ -32,6 +33,44 @@ use crate::http::response::{Body, BoxError, full};
 
 /// How long a closing tunnel waits for each side to take its shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Every open tunnel: a bound on how many (an upgraded connection leaves
+/// the listener's connection count) and a switch that closes them all when
+/// the server drains.
+pub struct Tunnels {
+    slots: Arc<Semaphore>,
+    closing: CancellationToken,
+}
+
+/// A place among the open tunnels, held for as long as one is open.
+pub struct TunnelSlot {
+    _permit: OwnedSemaphorePermit,
+    closing: CancellationToken,
+}
+
+impl Tunnels {
+    pub fn new(max: usize) -> Tunnels {
+        Tunnels {
+            slots: Arc::new(Semaphore::new(max)),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// A slot for one more tunnel, or `None` when `max` are open.
+    pub fn slot(&self) -> Option<TunnelSlot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(TunnelSlot {
+            _permit: permit,
+            closing: self.closing.clone(),
+        })
+    }
+
+    /// Closes every open tunnel (at shutdown: WebSocket clients reconnect
+    /// to the next instance instead of holding up the drain).
+    pub fn close_all(&self) {
+        self.closing.cancel();
+    }
+}
 
 /// Whether `req` asks to switch to the WebSocket protocol (RFC 6455 §4.1:
 /// an HTTP/1.1 GET with `Connection: upgrade` and `Upgrade: websocket`).
@@ -88,7 +127,7 @@ impl Upstream {
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
-        slot: OwnedSemaphorePermit,
+        slot: TunnelSlot,
     ) -> Result<Response<Body>, ApiError> {
         let over_h2 = is_extended_connect(&req);
         let client_upgrade = hyper::upgrade::on(&mut req);
@@ -199,7 +238,7 @@ async fn splice(
     upstream: OnUpgrade,
     live: Option<LiveGuard>,
     upstream_name: Arc<str>,
-    _slot: OwnedSemaphorePermit,
+    slot: TunnelSlot,
 ) {
     let session_ended = async {
         match &live {
@@ -225,6 +264,11 @@ async fn splice(
             }
             () = session_ended => {
                 tracing::info!(upstream = %upstream_name, "session ended; closing its websocket");
+                let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, upstream.shutdown()).await;
+            }
+            () = slot.closing.cancelled() => {
+                tracing::debug!(upstream = %upstream_name, "shutting down; closing websocket");
                 let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
                 let _ = tokio::time::timeout(CLOSE_GRACE, upstream.shutdown()).await;
             }
