@@ -660,3 +660,41 @@ async fn shutdown_closes_open_websockets_instead_of_waiting_out_the_drain() {
         g.logs()
     );
 }
+
+#[tokio::test]
+async fn a_declined_upgrade_comes_back_as_the_upstreams_answer_and_hop_headers_stay_ours() {
+    let s = setup("").await;
+    let session = s.g.sign_up("no@example.com", "password1").await;
+    match connect(&s.g, "/ws/reject", &[("cookie", &session)]).await {
+        Err(WsError::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+            assert_eq!(resp.headers()["x-app"], "declined");
+            // (tungstenite's client shows the body as framed on the wire.)
+            let body = resp.body().as_deref().unwrap_or_default();
+            assert!(String::from_utf8_lossy(body).contains("no sockets here"));
+        }
+        other => panic!(
+            "expected the upstream's 403, got {:?}",
+            other.map(|_| "a socket")
+        ),
+    }
+    // Headers the client names in Connection are hop-by-hop and stay here;
+    // the upgrade's own two go through.
+    let mut ws = connect(
+        &s.g,
+        "/ws/chat",
+        &[
+            ("cookie", &session),
+            ("connection", "Upgrade, x-hop"),
+            ("x-hop", "secret"),
+            ("keep-alive", "timeout=5"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_echoes(&mut ws).await;
+    let seen = s.echo.handshakes().pop().unwrap();
+    assert!(seen.get("x-hop").is_none(), "{seen:?}");
+    assert!(seen.get("keep-alive").is_none(), "{seen:?}");
+    assert_eq!(seen["connection"], "upgrade");
+}

@@ -214,6 +214,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 
 /// A WebSocket server (tokio-tungstenite): greets each client with a text
 /// message `welcome`, then echoes every text and binary message back.
+/// Handshakes for a path ending in `/reject` are answered 403.
 pub struct WsEcho {
     pub addr: SocketAddr,
     /// The handshake request headers of every connection accepted.
@@ -260,6 +261,16 @@ impl WsEcho {
                     #[allow(clippy::result_large_err)]
                     let record = |req: &WsRequest, resp: WsResponse| {
                         hs.lock().unwrap().push(req.headers().clone());
+                        // `…/reject` declines the upgrade, as an app that
+                        // refuses a handshake does.
+                        if req.uri().path().ends_with("/reject") {
+                            let refusal = http::Response::builder()
+                                .status(403)
+                                .header("x-app", "declined")
+                                .body(Some("no sockets here".to_string()))
+                                .unwrap();
+                            return Err(refusal);
+                        }
                         Ok(resp)
                     };
                     let mut ws = match tokio_tungstenite::accept_hdr_async(sock, record).await {
