@@ -79,6 +79,11 @@ pub struct UpstreamOutcome {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -127,6 +132,9 @@ pub struct Metrics {
     /// Live connections (WebSockets, streams) closed because their session
     /// ended.
     pub live_connections_ended: Counter,
+    /// Account self-service by event (`reset_requested`, `reset_completed`,
+    /// `password_changed`, `email_changed`, `account_deleted`).
+    pub account_events: Family<EventLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -231,7 +239,14 @@ impl Metrics {
             "WebSockets and streaming responses closed because their session ended",
             live_connections_ended.clone(),
         );
+        let account_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "account_events",
+            "Account self-service: resets requested and completed, password and email changes, deletions",
+            account_events.clone(),
+        );
         Metrics {
+            account_events,
             registry,
             upstream_requests,
             websocket_connections,
@@ -258,6 +273,13 @@ impl Metrics {
     pub fn sign_in(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.signins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts an account self-service event (see `account_events`).
+    pub fn account(&self, event: &'static str) {
+        self.account_events
+            .get_or_create(&EventLabel { event })
+            .inc();
     }
 
     /// Counts one answered request.

@@ -508,10 +508,13 @@ async fn websocket_over_http2_extended_connect_echoes_and_ends_with_the_session(
         Some(403)
     );
     assert!(s.echo.handshakes().is_empty());
-    // Without an Origin (a non-browser client). A same-origin browser
-    // handshake over HTTP/2 needs the :authority-aware origin check of
-    // issue 10 (before it, any cookie-carrying HTTP/2 request with a
-    // same-origin Origin is judged by a Host header HTTP/2 does not have).
+    // Same origin (judged by :authority, HTTP/2 has no Host), as a browser
+    // sends it; and without an Origin, as a non-browser client does.
+    let same_origin = format!("https://localhost:{}", s.g.addr.port());
+    let (mut browser_like, _h2) = connect_h2(&s.g, "/ws/chat", Some(&session), Some(&same_origin))
+        .await
+        .unwrap_or_else(|status| panic!("{status}\n{}", s.g.logs()));
+    assert_echoes(&mut browser_like).await;
     let (mut ws, _h2) = connect_h2(&s.g, "/ws/chat", Some(&session), None)
         .await
         .unwrap_or_else(|status| panic!("{status}\n{}", s.g.logs()));

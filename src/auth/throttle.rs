@@ -32,6 +32,12 @@ pub enum Rate {
     SendOtpPerIp,
     VerifyPerIp,
     SignInPerIp,
+    /// password/forgot and email/change: counted apart from send-otp, with
+    /// the same limit (`send_otp_per_ip_per_hour`).
+    AccountMailPerIp,
+    /// password/reset and email/verify: counted apart from sign-up verify,
+    /// with the same limit (`verify_per_ip_per_hour`).
+    AccountCodePerIp,
 }
 
 /// A failure counter with back-off.
@@ -89,6 +95,16 @@ impl Throttle {
             ),
             Rate::VerifyPerIp => ("verify:ip", self.limits.verify_per_ip_per_hour, 3_600_000),
             Rate::SignInPerIp => ("signin:ip", self.limits.signin_per_ip_per_minute, 60_000),
+            Rate::AccountMailPerIp => (
+                "account-mail:ip",
+                self.limits.send_otp_per_ip_per_hour,
+                3_600_000,
+            ),
+            Rate::AccountCodePerIp => (
+                "account-code:ip",
+                self.limits.verify_per_ip_per_hour,
+                3_600_000,
+            ),
         }
     }
 

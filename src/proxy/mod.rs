@@ -195,12 +195,12 @@ impl Upstream {
         ctx: &RequestContext,
         sessions: &Sessions,
     ) -> Result<HeaderValue, ApiError> {
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority the client asked for, whatever the protocol (`Host`
+        // over HTTP/1.1, `:authority` over HTTP/2).
+        let original_host = match &ctx.authority {
+            Ok(Some(authority)) => authority.header_value(),
+            Ok(None) | Err(_) => None,
+        };
 
         let headers = &mut parts.headers;
         strip_request_headers(headers);
