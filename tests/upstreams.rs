@@ -250,11 +250,24 @@ fn upstream_mistakes_stop_check_config_with_one_line_naming_the_key() {
                 [[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"web\"\n";
     let (ok, err) = check_config(good);
     assert!(ok, "{err}");
+    // A PEM block that is no certificate: read fine, refused as a CA.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk-ca.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let junk_ca = format!(
+        "[upstreams.api]\nurl = \"https://x\"\nca_file = \"{}\"\n",
+        junk.display()
+    );
     for (text, key) in [
         (
             "[[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"nope\"\n",
             "route.upstream",
         ),
+        (junk_ca.as_str(), "upstreams.api.ca_file"),
         ("[upstreams.api]\nurl = \"https//x\"\n", "upstreams.api.url"),
         (
             "[upstreams.api]\nurl = \"https://x\"\nca_file = \"/nonexistent/ca.pem\"\n",

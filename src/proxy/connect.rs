@@ -24,8 +24,8 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamTlsError {
     /// The system trust store held no usable certificate.
-    #[error("upstream {upstream}: no usable CA certificate in the system trust store; set ca_file")]
-    NoSystemRoots { upstream: String },
+    #[error("config key `{key}`: no usable CA certificate in the system trust store; set ca_file")]
+    NoSystemRoots { key: String },
     /// A `ca_file` certificate is not a usable CA.
     #[error("config key `{key}`: {source}")]
     BadCa {
@@ -33,6 +33,31 @@ pub enum UpstreamTlsError {
         #[source]
         source: rustls::Error,
     },
+}
+
+impl UpstreamTlsError {
+    /// The configuration key to change.
+    pub fn config_key(&self) -> &str {
+        match self {
+            UpstreamTlsError::NoSystemRoots { key } | UpstreamTlsError::BadCa { key, .. } => key,
+        }
+    }
+
+    /// The message without the key (for errors that name it themselves).
+    pub fn message(&self) -> String {
+        match self {
+            UpstreamTlsError::NoSystemRoots { .. } => {
+                "no usable CA certificate in the system trust store; set ca_file".to_string()
+            }
+            UpstreamTlsError::BadCa { source, .. } => source.to_string(),
+        }
+    }
+}
+
+/// Builds an upstream's TLS client once, as start-up will (for
+/// `check-config`).
+pub fn check_tls(name: &str, tls: &UpstreamTls) -> Result<(), UpstreamTlsError> {
+    client_config(name, tls).map(|_| ())
 }
 
 /// A connection to an upstream, plain or TLS.
@@ -151,7 +176,7 @@ fn client_config(name: &str, tls: &UpstreamTls) -> Result<TlsConnector, Upstream
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
                 return Err(UpstreamTlsError::NoSystemRoots {
-                    upstream: name.to_string(),
+                    key: format!("{}.ca_file", config_section(name)),
                 });
             }
         }

@@ -18,7 +18,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-pub use connect::UpstreamTlsError;
+pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
 use pool::Pool;
 pub use pool::{UpstreamBody, UpstreamError};
 
