@@ -701,3 +701,51 @@ async fn a_declined_upgrade_comes_back_as_the_upstreams_answer_and_hop_headers_s
     assert!(seen.get("keep-alive").is_none(), "{seen:?}");
     assert_eq!(seen["connection"], "upgrade");
 }
+
+#[tokio::test]
+async fn account_password_change_and_deletion_close_the_sockets_they_end() {
+    let s = setup("").await;
+    let here = s.g.sign_up("pat@example.com", "password1").await;
+    let there = s.g.sign_in("pat@example.com", "password1").await;
+    let gone = s.g.sign_up("gus@example.com", "password1").await;
+    let mut sockets = Vec::new();
+    for cookie in [&here, &there, &gone] {
+        let mut ws = connect(&s.g, "/ws/x", &[("cookie", cookie)]).await.unwrap();
+        assert_echoes(&mut ws).await;
+        sockets.push(ws);
+    }
+    let mut gone_ws = sockets.pop().unwrap();
+
+    // A password change ends this browser's old token and every other
+    // session: both sockets close.
+    let resp = s
+        .g
+        .client()
+        .post(s.g.url("/api/v1/user/password"))
+        .header("cookie", &here)
+        .json(&serde_json::json!({ "currentPassword": "password1", "newPassword": "password2" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for ws in &mut sockets {
+        assert_closed_within_bound(ws, "after a password change").await;
+    }
+    // Gus's socket was not touched by Pat's change; his account deletion
+    // closes it.
+    gone_ws.send(Message::text("still mine")).await.unwrap();
+    assert_eq!(
+        gone_ws.next().await.unwrap().unwrap(),
+        Message::text("still mine")
+    );
+    let resp =
+        s.g.client()
+            .delete(s.g.url("/api/v1/user"))
+            .header("cookie", &gone)
+            .json(&serde_json::json!({ "password": "password1" }))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_closed_within_bound(&mut gone_ws, "after account deletion").await;
+}
