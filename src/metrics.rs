@@ -79,6 +79,14 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcome {
+    /// `default` or a `[upstreams.NAME]` name (a fixed set from the config).
+    pub upstream: String,
+    /// `ok`, `unavailable`, `tls_error` or `timeout`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: &'static str,
 }
@@ -123,6 +131,14 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// Requests sent upstream (WebSocket handshakes included), by upstream
+    /// and outcome.
+    pub upstream_requests: Family<UpstreamOutcome, Counter>,
+    /// Proxied WebSocket connections open now.
+    pub websocket_connections: Gauge,
+    /// Live connections (WebSockets, streams) closed because their session
+    /// ended.
+    pub live_connections_ended: Counter,
     /// Account self-service by event (`reset_requested`, `reset_completed`,
     /// `password_changed`, `email_changed`, `account_deleted`).
     pub account_events: Family<EventLabel, Counter>,
@@ -215,6 +231,24 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent upstream, by upstream and outcome",
+            upstream_requests.clone(),
+        );
+        let websocket_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Proxied WebSocket connections open now",
+            websocket_connections.clone(),
+        );
+        let live_connections_ended = Counter::default();
+        registry.register(
+            "live_connections_ended",
+            "WebSockets and streaming responses closed because their session ended",
+            live_connections_ended.clone(),
+        );
         let account_events = Family::<EventLabel, Counter>::default();
         registry.register(
             "account_events",
@@ -231,6 +265,9 @@ impl Metrics {
             account_events,
             oidc_signins,
             registry,
+            upstream_requests,
+            websocket_connections,
+            live_connections_ended,
             requests,
             proxy_latency,
             auth_latency,
@@ -281,6 +318,16 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The counter of one upstream's requests with one outcome.
+    pub fn upstream_outcome(&self, upstream: &str, outcome: &'static str) -> Counter {
+        self.upstream_requests
+            .get_or_create(&UpstreamOutcome {
+                upstream: upstream.to_string(),
+                outcome,
+            })
+            .clone()
     }
 
     /// Mirrors the mail outbox's state: its current depth and its event

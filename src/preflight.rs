@@ -5,7 +5,8 @@
 //!
 //! Checked: the configuration itself; the TLS certificate and key (or an
 //! existing self-signed pair); the mail templates and transport (SMTP
-//! password source, CA file, `file` directory); the store path's directory.
+//! password source, CA file, `file` directory); the store path's directory;
+//! each `https://` upstream's trust roots (its `ca_file`, or the system's).
 //! Not checked: binding the listeners and the admin socket, opening the
 //! store (a running server holds its lock), reaching the upstream or SMTP
 //! server (`check-mail` does that).
@@ -49,6 +50,14 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
     // OIDC client secrets are read too, so a missing file or variable shows now.
     for provider in &config.oidc {
         provider.read_client_secret()?;
+    }
+    let upstreams = std::iter::once((crate::proxy::DEFAULT_UPSTREAM, &config.upstream))
+        .chain(config.upstreams.iter().map(|(n, c)| (n.as_str(), c)));
+    for (name, upstream) in upstreams {
+        if let Some(tls) = &upstream.tls {
+            crate::proxy::check_upstream_tls(name, tls)
+                .map_err(|e| at_key(text, origin, e.config_key(), e.message()))?;
+        }
     }
     Ok(())
 }

@@ -70,6 +70,9 @@ pub enum ServeError {
     /// An `[[oidc]]` provider could not be set up (secret, CA file).
     #[error("{0}")]
     Oidc(#[source] crate::config::ConfigError),
+    /// An upstream's TLS client could not be set up.
+    #[error("{0}")]
+    Upstream(#[from] crate::proxy::UpstreamTlsError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -95,10 +98,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
     let oidc = crate::oidc::Oidc::new(&config, store.clone()).map_err(ServeError::Oidc)?;
     let auth = Auth::new(&config, store, outbox)?;
+    let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
+    let named_upstreams = config
+        .upstreams
+        .iter()
+        .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
+        .collect::<Result<_, ServeError>>()?;
     let app = Arc::new(App {
         oidc,
         auth,
-        upstream: Upstream::new(&config.upstream),
+        upstream,
+        named_upstreams,
+        websockets: crate::proxy::websocket::Tunnels::new(config.server.max_connections),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -154,12 +165,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
             let ready = Arc::new(crate::ops::health::Readiness {
                 app: app.clone(),
-                upstream: config
-                    .upstream
-                    .url
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                upstreams: routed_upstreams(&config),
             });
             Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
         }
@@ -189,6 +195,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let settings = Arc::new(ConnSettings {
         tls,
         header_read_timeout: config.server.header_read_timeout,
+        drain: tokio_util::sync::CancellationToken::new(),
     });
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.server.max_connections));
@@ -230,6 +237,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         connections = graceful.count(),
         "shutting down; draining connections"
     );
+    settings.drain.cancel();
+    app.websockets.close_all();
     if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -255,11 +264,39 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// The upstreams some route forwards to, by name, as `host:port` (what
+/// `/readyz` probes: an `[upstream]` no route uses need not be up).
+fn routed_upstreams(config: &Config) -> Vec<(String, String)> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    for route in &config.routes {
+        let (name, cfg) = match &route.upstream {
+            Some(name) => (name.as_str(), &config.upstreams[name]),
+            None => (crate::proxy::DEFAULT_UPSTREAM, &config.upstream),
+        };
+        if used.iter().all(|(n, _)| n != name) {
+            let addr = cfg.url.authority().map(|a| {
+                let port = a
+                    .port_u16()
+                    .unwrap_or(if cfg.tls.is_some() { 443 } else { 80 });
+                format!("{}:{port}", a.host())
+            });
+            used.push((name.to_string(), addr.unwrap_or_default()));
+        }
+    }
+    used
+}
+
 /// How often throttle counters are written to the store (and stale upstream
 /// connections closed).
 const THROTTLE_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often live connections (WebSockets, streams) are checked against
+/// their session's expiry; well inside the 5 s in which they must close.
+const LIVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn upkeep(app: Arc<App>, sweep_every: Duration) {
+    let mut live = tokio::time::interval(LIVE_CHECK_INTERVAL);
+    live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(sweep_every);
     let mut flush = tokio::time::interval(THROTTLE_FLUSH_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,9 +313,16 @@ async fn upkeep(app: Arc<App>, sweep_every: Duration) {
                     Err(e) => tracing::warn!(error = %e, "OIDC state sweep failed"),
                 }
             }
+            _ = live.tick() => {
+                if let Err(e) = app.auth.sessions.end_expired_live().await {
+                    tracing::warn!(error = %e, "checking live connections' sessions failed");
+                }
+            }
             _ = flush.tick() => {
                 flush_throttles(&app).await;
-                app.upstream.close_stale_connections();
+                for upstream in app.upstreams() {
+                    upstream.close_stale_connections();
+                }
             }
         }
     }
@@ -297,6 +341,9 @@ async fn flush_throttles(app: &Arc<App>) {
 struct ConnSettings {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
+    /// Cancelled when the drain starts (for HTTP/1.1 connections, which
+    /// the graceful watcher cannot take once upgrades are on).
+    drain: tokio_util::sync::CancellationToken,
 }
 
 async fn serve_connection(
@@ -327,11 +374,21 @@ async fn serve_connection(
                 }
             };
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(TokioIo::new(tls), is_h2, service, watcher, deadline).await
+            let drain = settings.drain.clone();
+            serve_http(TokioIo::new(tls), is_h2, service, watcher, drain, deadline).await
         }
         None => match sniff_h2_preface(&stream, deadline).await {
             Some(is_h2) => {
-                serve_http(TokioIo::new(stream), is_h2, service, watcher, deadline).await
+                let drain = settings.drain.clone();
+                serve_http(
+                    TokioIo::new(stream),
+                    is_h2,
+                    service,
+                    watcher,
+                    drain,
+                    deadline,
+                )
+                .await
             }
             None => return,
         },
@@ -346,6 +403,7 @@ async fn serve_http<I, S>(
     is_h2: bool,
     service: S,
     watcher: Watcher,
+    drain: tokio_util::sync::CancellationToken,
     header_read_timeout: Duration,
 ) -> Result<(), hyper::Error>
 where
@@ -360,6 +418,8 @@ where
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(MAX_H2_STREAMS)
+            // RFC 8441: WebSockets over HTTP/2 (see proxy::websocket).
+            .enable_connect_protocol()
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
@@ -370,7 +430,20 @@ where
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_headers(MAX_HEADERS);
-        watcher.watch(b.serve_connection(io, service)).await
+        // Upgrades on, for WebSocket pass-through. hyper-util's watcher
+        // does not take such a connection, so the drain token does its job
+        // and the watcher is only held so the drain waits for this one.
+        let conn = b.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        drop(watcher);
+        result
     }
 }
 

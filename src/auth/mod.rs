@@ -8,6 +8,7 @@ mod account;
 pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
+pub mod live;
 pub mod otp;
 pub mod passwords;
 pub mod sessions;

@@ -30,6 +30,10 @@ pub enum ConfigError {
     /// A key has a value of the right type that is still unusable.
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// Like `Invalid`, for a key whose name is built from the file (a named
+    /// upstream's, such as `upstreams.api.url`).
+    #[error("config key `{key}`: {message}")]
+    InvalidKey { key: String, message: String },
     /// A key's value is unusable, with where the key is in the file: what
     /// [`Config::parse`] and start-up report instead of `Invalid`.
     #[error("config {origin}, {place}: key `{key}`: {message}")]
@@ -47,6 +51,7 @@ impl ConfigError {
     pub fn located(self, text: &str, origin: &str) -> ConfigError {
         match self {
             ConfigError::Invalid { key, message } => at_key(text, origin, key, message),
+            ConfigError::InvalidKey { key, message } => at_key(text, origin, &key, message),
             other @ (ConfigError::Read { .. }
             | ConfigError::Syntax { .. }
             | ConfigError::Located { .. }) => other,
@@ -89,6 +94,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
+    /// `[upstreams.NAME]`, by name.
+    pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
     pub store: StoreConfig,
     pub mail: MailConfig,
     pub session: SessionConfig,
@@ -192,6 +199,19 @@ pub struct UpstreamConfig {
     /// How long to wait for the upstream's response headers before a 504.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Set for `https://` upstreams.
+    pub tls: Option<UpstreamTls>,
+    /// Forward the client's `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+}
+
+/// How an `https://` upstream's certificate is verified (always).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name verified and sent as SNI: `server_name`, or the URL's host.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// CA certificates read from `ca_file`; `None` means the system roots.
+    pub ca_certs: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -363,6 +383,8 @@ pub struct Route {
     /// Lower-cased, starts with `/`.
     pub prefix: String,
     pub auth: RouteAuth,
+    /// A `[upstreams.NAME]` name; `None` means `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 impl Config {

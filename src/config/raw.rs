@@ -13,6 +13,9 @@ pub(super) struct RawConfig {
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) upstream: RawUpstream,
+    /// `[upstreams.NAME]`: further upstreams routes may name.
+    #[serde(default)]
+    pub(super) upstreams: std::collections::BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
@@ -82,6 +85,9 @@ pub(super) struct RawUpstream {
     pub(super) url: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) connect_timeout: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
+    pub(super) preserve_host: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -205,6 +211,8 @@ pub(super) struct RawLimits {
 pub(super) struct RawRoute {
     pub(super) prefix: String,
     pub(super) auth: String,
+    #[serde(default)]
+    pub(super) upstream: Option<String>,
 }
 
 /// One `[[oidc]]` identity provider (see `config::oidc`).

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// The upstream did not answer in time.
     #[error("Upstream timed out")]
     UpstreamTimeout,
+    /// As many proxied WebSockets are open as `server.max_connections`.
+    #[error("Too many open WebSocket connections; try again later")]
+    WebSocketsFull,
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
+            ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
             ApiError::OAuthConnect(e) => {
                 use crate::oidc::ConnectError as C;
@@ -136,7 +140,10 @@ impl ApiError {
                 ApiError::OAuthConnect(crate::oidc::ConnectError::Provider(_))
             )
             || (status == StatusCode::SERVICE_UNAVAILABLE
-                && !matches!(self, ApiError::Auth(AuthError::Busy)))
+                && !matches!(
+                    self,
+                    ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull
+                ))
         {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         }
@@ -149,7 +156,7 @@ impl ApiError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            ApiError::Auth(AuthError::Busy) => {
+            ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow } => {
@@ -182,6 +189,7 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite
+        | ApiError::WebSocketsFull
         | ApiError::BadAuthority(_)
         | ApiError::Store(_)
         | ApiError::OAuthConnect(_)

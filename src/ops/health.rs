@@ -25,8 +25,9 @@ const MAX_CONNECTIONS: usize = 64;
 /// What `/readyz` needs to check.
 pub struct Readiness {
     pub app: Arc<App>,
-    /// `host:port` of the upstream, probed with a TCP connect.
-    pub upstream: String,
+    /// The upstreams some route forwards to, by name (`default` for
+    /// `[upstream]`), as `host:port`; each probed with a TCP connect.
+    pub upstreams: Vec<(String, String)>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -93,14 +94,21 @@ async fn readyz(ready: &Readiness) -> Response<Body> {
         .await,
         Ok(Ok(Ok(_)))
     );
-    let upstream_ok = matches!(
-        tokio::time::timeout(
-            PROBE_TIMEOUT,
-            tokio::net::TcpStream::connect(ready.upstream.as_str())
-        )
-        .await,
-        Ok(Ok(_))
-    );
+    // All probes at once, so one slow upstream costs PROBE_TIMEOUT, not n.
+    let mut probes = tokio::task::JoinSet::new();
+    for (name, addr) in ready.upstreams.iter().cloned() {
+        probes.spawn(async move {
+            let reached = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr));
+            (name, matches!(reached.await, Ok(Ok(_))))
+        });
+    }
+    let mut upstreams = serde_json::Map::new();
+    let mut upstream_ok = true;
+    while let Some(probe) = probes.join_next().await {
+        let (name, ok) = probe.unwrap_or_else(|_| ("?".into(), false));
+        upstream_ok &= ok;
+        upstreams.insert(name, (if ok { "ok" } else { "failing" }).into());
+    }
     let status = if store_ok && upstream_ok {
         StatusCode::OK
     } else {
@@ -113,6 +121,7 @@ async fn readyz(ready: &Readiness) -> Response<Body> {
             "status": word(store_ok && upstream_ok),
             "store": word(store_ok),
             "upstream": word(upstream_ok),
+            "upstreams": upstreams,
         }),
     )
 }
