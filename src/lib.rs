@@ -11,12 +11,14 @@
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod cli;

@@ -77,6 +77,13 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// Unix time at which the served certificate expires (ACME); 0 before
+    /// the first one.
+    pub tls_certificate_expiry: Gauge,
+    /// ACME certificates issued to this process.
+    pub acme_certificates: Counter,
+    /// Failed ACME orders and renewals.
+    pub acme_failures: Counter,
     scrapes: AtomicU64,
 }
 
@@ -157,6 +164,24 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Unix time at which the served TLS certificate expires (ACME; 0 until one is served)",
+            tls_certificate_expiry.clone(),
+        );
+        let acme_certificates = Counter::default();
+        registry.register(
+            "acme_certificates_issued",
+            "Certificates this process obtained over ACME",
+            acme_certificates.clone(),
+        );
+        let acme_failures = Counter::default();
+        registry.register(
+            "acme_order_failures",
+            "ACME orders or renewals that failed (the current certificate, if any, stays in service)",
+            acme_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -170,6 +195,9 @@ impl Metrics {
             mail_queue_depth,
             upstream_errors,
             admin_commands,
+            tls_certificate_expiry,
+            acme_certificates,
+            acme_failures,
             proxied_ok,
             scrapes: AtomicU64::new(0),
         }

@@ -27,6 +27,8 @@ pub struct Readiness {
     pub app: Arc<App>,
     /// `host:port` of the upstream, probed with a TCP connect.
     pub upstream: String,
+    /// Under `[tls.acme]`: whether a certificate is in service yet.
+    pub certificate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -101,20 +103,23 @@ async fn readyz(ready: &Readiness) -> Response<Body> {
         .await,
         Ok(Ok(_))
     );
-    let status = if store_ok && upstream_ok {
+    let certificate_ok = ready.certificate.as_ref().is_none_or(|c| *c.borrow());
+    let all_ok = store_ok && upstream_ok && certificate_ok;
+    let status = if all_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "failing" };
-    json(
-        status,
-        &serde_json::json!({
-            "status": word(store_ok && upstream_ok),
-            "store": word(store_ok),
-            "upstream": word(upstream_ok),
-        }),
-    )
+    let mut body = serde_json::json!({
+        "status": word(all_ok),
+        "store": word(store_ok),
+        "upstream": word(upstream_ok),
+    });
+    if ready.certificate.is_some() {
+        body["certificate"] = if certificate_ok { "ok" } else { "waiting" }.into();
+    }
+    json(status, &body)
 }
 
 async fn metrics(ready: &Readiness) -> Response<Body> {

@@ -1,0 +1,211 @@
+//! Automatic HTTPS: certificates ordered and renewed over ACME (RFC 8555)
+//! for `[tls.acme]`, with `instant-acme` speaking the protocol.
+//!
+//! - `state`: the files in `<store dir>/acme/` and the serve-or-order rule;
+//! - `resolver`: the rustls certificate resolver (current certificate,
+//!   TLS-ALPN-01 validation certificates, HTTP-01 answers);
+//! - `order`: one order against the CA; `manager`: the background loop;
+//! - `http01`: the plain-HTTP listener (challenges, 308 to HTTPS).
+//!
+//! [`prepare`] runs before the listener opens (it serves a stored
+//! certificate at once); [`Acme::spawn`] starts the background work once
+//! the TLS listener is bound, so TLS-ALPN-01 validation can reach it.
+
+mod http01;
+mod manager;
+mod order;
+mod resolver;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::AcmeConfig;
+pub use resolver::ACME_TLS_ALPN;
+pub use state::{AcmeDir, Plan, StoredCert, parse_certificate, plan};
+
+/// Why ACME could not be set up or an order failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// The CA answered with an error, or could not be reached.
+    #[error("CA: {0}")]
+    Acme(#[from] instant_acme::Error),
+    /// The order did not come through (validation failed, no usable
+    /// challenge, an unexpected state).
+    #[error("order: {0}")]
+    Order(String),
+    /// A file in the ACME directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored or downloaded certificate is unusable.
+    #[error("{path}: {message}")]
+    BadCertificate { path: PathBuf, message: String },
+    /// `tls.acme.ca_file` (or the system roots) cannot be used.
+    #[error("tls.acme.ca_file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    /// Generating a key, CSR or validation certificate failed.
+    #[error("generating a key or certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused a configuration or key.
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The plain-HTTP listener could not be bound.
+    #[error("cannot listen on tls.acme.http_listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// ACME set up, background work not started yet.
+pub struct Acme {
+    cfg: AcmeConfig,
+    dir: AcmeDir,
+    resolver: Arc<resolver::AcmeResolver>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    server_config: Arc<ServerConfig>,
+    ready: watch::Sender<bool>,
+    serving: Option<[u8; 32]>,
+    http_listener: Option<TcpListener>,
+}
+
+/// The running ACME tasks; [`AcmeTasks::abort`] stops them.
+pub struct AcmeTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl AcmeTasks {
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Checks what can be checked without the CA: the CA trust (`ca_file`) and
+/// the stored certificate, if any. For start-up and `check-config`.
+pub fn check(cfg: &AcmeConfig, data_dir: &Path) -> Result<(), AcmeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    order::check_trust(cfg, provider.clone())?;
+    AcmeDir::new(data_dir).load_certificate(&provider)?;
+    Ok(())
+}
+
+/// Builds the TLS configuration, serves a stored certificate that is still
+/// valid for the configured names right away, and binds `http_listen`.
+pub async fn prepare(cfg: &AcmeConfig, data_dir: &Path) -> Result<Acme, AcmeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    order::check_trust(cfg, provider.clone())?;
+    let dir = AcmeDir::new(data_dir);
+    let resolver = Arc::new(resolver::AcmeResolver::default());
+    let (ready, _) = watch::channel(false);
+    let mut serving = None;
+    let stored = {
+        let (dir, provider) = (dir.clone(), provider.clone());
+        order::blocking(move || dir.load_certificate(&provider)).await
+    };
+    match stored {
+        Ok(Some(cert))
+            if cert.not_after > SystemTime::now()
+                && cfg.domains.iter().all(|d| cert.names.contains(d)) =>
+        {
+            resolver.set_current(cert.key.clone());
+            serving = Some(cert.fingerprint);
+            crate::metrics::get()
+                .tls_certificate_expiry
+                .set(state::unix_seconds(cert.not_after));
+            ready.send_replace(true);
+            tracing::info!(
+                domains = ?cert.names,
+                expires_unix = state::unix_seconds(cert.not_after),
+                "serving the stored ACME certificate"
+            );
+        }
+        Ok(_) => {}
+        // Logged and replaced by the manager's first order.
+        Err(e) => tracing::warn!(error = %e, "stored ACME certificate unusable"),
+    }
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if cfg.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    let http_listener = match cfg.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AcmeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    Ok(Acme {
+        cfg: cfg.clone(),
+        dir,
+        resolver,
+        provider,
+        server_config: Arc::new(config),
+        ready,
+        serving,
+        http_listener,
+    })
+}
+
+impl Acme {
+    /// The rustls configuration for the public listener.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server_config.clone()
+    }
+
+    /// Turns `true` once a certificate is in service (and stays so: a
+    /// failed renewal keeps the working certificate).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Starts the manager and the plain-HTTP listener. Call once the TLS
+    /// listener is bound; `https_port` is where redirects point.
+    pub fn spawn(self, https_port: u16) -> AcmeTasks {
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.http_listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(
+                    "ACME plain-HTTP listener on http://{addr} (challenges, 308 to HTTPS)"
+                );
+            }
+            let target = http01::RedirectTarget {
+                domains: self.cfg.domains.clone(),
+                https_port,
+            };
+            tasks.push(tokio::spawn(http01::serve(
+                listener,
+                self.resolver.clone(),
+                target,
+            )));
+        }
+        let manager = manager::Manager {
+            cfg: self.cfg,
+            dir: self.dir,
+            resolver: self.resolver,
+            provider: self.provider,
+            ready: self.ready,
+            serving: self.serving,
+        };
+        tasks.push(tokio::spawn(manager.run()));
+        AcmeTasks { tasks }
+    }
+}

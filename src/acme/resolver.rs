@@ -1,0 +1,132 @@
+//! The certificate the TLS listener hands out under ACME, and the challenge
+//! answers published while an order is validated.
+//!
+//! - Normal handshakes get the current certificate; before the first one is
+//!   issued there is none and the handshake fails (the manager logs what it
+//!   is waiting for). Swapping it affects new handshakes only: established
+//!   connections keep what they negotiated.
+//! - Handshakes offering only the `acme-tls/1` protocol (RFC 8737) get the
+//!   validation certificate for their SNI name, if an order published one.
+//! - HTTP-01 key authorisations by token, for the plain-HTTP listener.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Most challenges published at once (one per name of an order).
+const MAX_CHALLENGES: usize = 128;
+
+/// Served certificate and published challenges, shared by the TLS
+/// listener, the HTTP-01 listener and the ACME manager.
+#[derive(Debug, Default)]
+pub struct AcmeResolver {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    tls_alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    http01: RwLock<HashMap<String, String>>,
+}
+
+impl AcmeResolver {
+    /// Serves `key` to new handshakes from now on.
+    pub fn set_current(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().expect("certificate lock poisoned") = Some(key);
+    }
+
+    /// Publishes a TLS-ALPN-01 validation certificate for `name`.
+    pub fn publish_tls_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
+        let mut map = self.tls_alpn.write().expect("challenge lock poisoned");
+        if map.len() < MAX_CHALLENGES {
+            map.insert(name.to_ascii_lowercase(), key);
+        }
+    }
+
+    /// Publishes an HTTP-01 key authorisation for `token`.
+    pub fn publish_http01(&self, token: &str, key_authorization: &str) {
+        let mut map = self.http01.write().expect("challenge lock poisoned");
+        if map.len() < MAX_CHALLENGES {
+            map.insert(token.to_string(), key_authorization.to_string());
+        }
+    }
+
+    /// The key authorisation for an HTTP-01 `token`, if published.
+    pub fn http01_answer(&self, token: &str) -> Option<String> {
+        self.http01
+            .read()
+            .expect("challenge lock poisoned")
+            .get(token)
+            .cloned()
+    }
+
+    /// Withdraws every published challenge (the order is over).
+    pub fn clear_challenges(&self) {
+        self.tls_alpn
+            .write()
+            .expect("challenge lock poisoned")
+            .clear();
+        self.http01
+            .write()
+            .expect("challenge lock poisoned")
+            .clear();
+    }
+}
+
+impl ResolvesServerCert for AcmeResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let validation = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if validation {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let found = self
+                .tls_alpn
+                .read()
+                .expect("challenge lock poisoned")
+                .get(&name)
+                .cloned();
+            if found.is_none() {
+                tracing::debug!(name, "acme-tls/1 handshake for a name with no challenge");
+            }
+            return found;
+        }
+        let current = self
+            .current
+            .read()
+            .expect("certificate lock poisoned")
+            .clone();
+        if current.is_none() {
+            tracing::debug!(
+                name = hello.server_name().unwrap_or("-"),
+                "TLS handshake refused: no ACME certificate issued yet"
+            );
+        }
+        current
+    }
+}
+
+/// A TLS-ALPN-01 validation certificate (RFC 8737 §3): self-signed for
+/// `name`, carrying the SHA-256 digest of the key authorisation in the
+/// critical acmeIdentifier extension.
+pub fn tls_alpn_certificate(
+    name: &str,
+    key_authorization_digest: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, super::AcmeError> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(
+            key_authorization_digest,
+        ));
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let der_key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    Ok(Arc::new(CertifiedKey::from_der(
+        vec![cert.der().clone()],
+        der_key,
+        provider,
+    )?))
+}
