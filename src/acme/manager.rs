@@ -9,6 +9,7 @@
 //! whoever holds it orders, the others keep re-reading the file and pick up
 //! the new certificate when it lands.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,8 +17,8 @@ use rustls::crypto::CryptoProvider;
 use tokio::sync::watch;
 
 use super::order::{RetryAfter, blocking, challenge_name, obtain};
-use super::resolver::AcmeResolver;
-use super::state::{AcmeDir, Plan, StoredCert, plan, unix_seconds};
+use super::resolver::{AcmeResolver, certified_key_from_pem};
+use super::state::{AcmeDir, ChallengeKind, Plan, StoredCert, plan, unix_seconds};
 use crate::config::AcmeConfig;
 
 /// How often the certificate file is re-read while nothing is due (another
@@ -25,6 +26,8 @@ use crate::config::AcmeConfig;
 const RECHECK: Duration = Duration::from_secs(60);
 /// How often an instance waiting on another one's order looks again.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often shared challenges are re-read while another instance orders.
+const SHARED_CHALLENGE_POLL: Duration = Duration::from_millis(250);
 /// First retry delay after a failed order; doubles per failure.
 const FIRST_RETRY: Duration = Duration::from_secs(10);
 /// Longest retry delay.
@@ -123,9 +126,9 @@ impl Manager {
                 Ok(None) => {
                     tracing::info!(
                         lock = %self.dir.path().join("order.lock").display(),
-                        "another instance is ordering the certificate; waiting for it"
+                        "another instance is ordering the certificate; answering its challenges and waiting for it"
                     );
-                    tokio::time::sleep(LOCK_WAIT).await;
+                    self.answer_shared_challenges(LOCK_WAIT).await;
                     continue;
                 }
                 Err(e) => {
@@ -177,6 +180,10 @@ impl Manager {
             )
             .await;
             self.resolver.clear_challenges();
+            {
+                let dir = self.dir.clone();
+                let _ = tokio::task::spawn_blocking(move || dir.clear_challenges()).await;
+            }
             drop(lock);
             match outcome {
                 Ok(Ok(cert)) => {
@@ -191,7 +198,7 @@ impl Manager {
                 }
                 Ok(Err(e)) => {
                     failures += 1;
-                    self.failed(&e.to_string(), failures, retry_after.take())
+                    self.failed(&error_chain(&e), failures, retry_after.take())
                         .await;
                 }
                 Err(_) => {
@@ -201,6 +208,39 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// For `period`, keeps the challenges another instance shares through
+    /// the store directory in this instance's resolver (the CA may validate
+    /// through either), then withdraws them.
+    async fn answer_shared_challenges(&self, period: Duration) {
+        let until = tokio::time::Instant::now() + period;
+        while tokio::time::Instant::now() < until {
+            let shared = {
+                let dir = self.dir.clone();
+                tokio::task::spawn_blocking(move || dir.read_challenges())
+                    .await
+                    .unwrap_or_default()
+            };
+            let (mut tls_alpn, mut http01) = (HashMap::new(), HashMap::new());
+            for (kind, name, contents) in shared {
+                match kind {
+                    ChallengeKind::TlsAlpn01 => {
+                        if let Some(key) = certified_key_from_pem(&contents, &self.provider) {
+                            tls_alpn.insert(name, key);
+                        }
+                    }
+                    ChallengeKind::Http01 => {
+                        if let Ok(text) = String::from_utf8(contents) {
+                            http01.insert(name, text);
+                        }
+                    }
+                }
+            }
+            self.resolver.adopt_shared(tls_alpn, http01);
+            tokio::time::sleep(SHARED_CHALLENGE_POLL).await;
+        }
+        self.resolver.clear_challenges();
     }
 
     /// Logs and counts a failed attempt, then waits before the next.
@@ -226,6 +266,22 @@ impl Manager {
         }
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The error and its sources on one line: "CA: client error (Connect):
+/// tcp connect error: Connection refused" says more than the first part.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn cert_covers(cert: &StoredCert, cfg: &AcmeConfig) -> bool {

@@ -24,11 +24,13 @@ use rustls_pki_types::pem::PemObject;
 
 use super::AcmeError;
 use super::resolver::{AcmeResolver, tls_alpn_certificate};
-use super::state::{AcmeDir, StoredCert};
+use super::state::{AcmeDir, ChallengeKind, StoredCert};
 use crate::config::{AcmeChallenge, AcmeConfig};
 
 /// Connecting to the CA.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for other instances to pick up a shared challenge answer.
+const SHARED_ANSWER_GRACE: Duration = Duration::from_millis(600);
 /// How long the CA may take to validate, and to issue.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -147,7 +149,8 @@ pub fn check_trust(cfg: &AcmeConfig, provider: Arc<CryptoProvider>) -> Result<()
     CaClient::new(cfg, provider, RetryAfter::default()).map(|_| ())
 }
 
-/// Withdraws the published challenges however the order ends.
+/// Withdraws the published challenges however the order ends (the shared
+/// files are removed by the manager when the order is over).
 struct Published<'a>(&'a AcmeResolver);
 
 impl Drop for Published<'_> {
@@ -241,15 +244,32 @@ pub async fn obtain(
             ))
         })?;
         let key_authorization = challenge.key_authorization();
-        match cfg.challenge {
-            AcmeChallenge::TlsAlpn01 => resolver.publish_tls_alpn(
-                &name,
-                tls_alpn_certificate(&name, key_authorization.digest().as_ref(), &provider)?,
-            ),
-            AcmeChallenge::Http01 => {
-                resolver.publish_http01(&challenge.token, key_authorization.as_str())
+        // Published here and in the store directory, for the instances
+        // sharing it: the CA may reach any of them.
+        let shared = match cfg.challenge {
+            AcmeChallenge::TlsAlpn01 => {
+                let (loaded, pem) =
+                    tls_alpn_certificate(&name, key_authorization.digest().as_ref(), &provider)?;
+                resolver.publish_tls_alpn(&name, loaded);
+                (ChallengeKind::TlsAlpn01, name.clone(), pem.into_bytes())
             }
-        }
+            AcmeChallenge::Http01 => {
+                resolver.publish_http01(&challenge.token, key_authorization.as_str());
+                (
+                    ChallengeKind::Http01,
+                    challenge.token.clone(),
+                    key_authorization.as_str().as_bytes().to_vec(),
+                )
+            }
+        };
+        blocking({
+            let dir = dir.clone();
+            move || dir.publish_challenge(shared.0, &shared.1, &shared.2)
+        })
+        .await?;
+        // Instances sharing the store directory re-read the shared answers
+        // every 250 ms; give them time before the CA starts validating.
+        tokio::time::sleep(SHARED_ANSWER_GRACE).await;
         challenge.set_ready().await?;
     }
     let polling = RetryPolicy::new()

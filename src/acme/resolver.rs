@@ -61,6 +61,17 @@ impl AcmeResolver {
             .cloned()
     }
 
+    /// Replaces the published challenges with another instance's (shared
+    /// through the store directory while it orders).
+    pub fn adopt_shared(
+        &self,
+        tls_alpn: HashMap<String, Arc<CertifiedKey>>,
+        http01: HashMap<String, String>,
+    ) {
+        *self.tls_alpn.write().expect("challenge lock poisoned") = tls_alpn;
+        *self.http01.write().expect("challenge lock poisoned") = http01;
+    }
+
     /// Withdraws every published challenge (the order is over).
     pub fn clear_challenges(&self) {
         self.tls_alpn
@@ -109,12 +120,13 @@ impl ResolvesServerCert for AcmeResolver {
 
 /// A TLS-ALPN-01 validation certificate (RFC 8737 §3): self-signed for
 /// `name`, carrying the SHA-256 digest of the key authorisation in the
-/// critical acmeIdentifier extension.
+/// critical acmeIdentifier extension. Returned loaded, and as PEM (chain
+/// and key) for the other instances.
 pub fn tls_alpn_certificate(
     name: &str,
     key_authorization_digest: &[u8],
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<Arc<CertifiedKey>, super::AcmeError> {
+) -> Result<(Arc<CertifiedKey>, String), super::AcmeError> {
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
     params
         .custom_extensions
@@ -123,10 +135,47 @@ pub fn tls_alpn_certificate(
         ));
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    let der_key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    Ok(Arc::new(CertifiedKey::from_der(
-        vec![cert.der().clone()],
-        der_key,
-        provider,
-    )?))
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    let loaded = certified_key_from_pem(pem.as_bytes(), provider)
+        .ok_or_else(|| super::AcmeError::Order("validation certificate does not load".into()))?;
+    Ok((loaded, pem))
+}
+
+/// A validation certificate and key from one PEM blob (as shared by
+/// another instance). Not `CertifiedKey::from_der`: its key check parses
+/// the certificate with webpki, which refuses the critical acmeIdentifier
+/// extension.
+pub fn certified_key_from_pem(
+    pem: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Option<Arc<CertifiedKey>> {
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(pem).ok()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let signing_key = provider.key_provider.load_private_key(key).ok()?;
+    Some(Arc::new(CertifiedKey::new(vec![cert], signing_key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_certificates_carry_the_critical_acme_identifier() {
+        let provider = rustls::crypto::ring::default_provider();
+        let digest = [7u8; 32];
+        let (key, pem) = tls_alpn_certificate("app.example.com", &digest, &provider).unwrap();
+        assert!(certified_key_from_pem(pem.as_bytes(), &provider).is_some());
+        let (_, cert) = x509_parser::parse_x509_certificate(key.cert[0].as_ref()).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier extension");
+        assert!(ext.critical);
+        // An OCTET STRING holding the 32-byte digest.
+        assert_eq!(&ext.value[2..], &digest);
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names.len(), 1);
+    }
 }

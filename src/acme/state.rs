@@ -8,7 +8,10 @@
 //! - `account-<hash of the directory URL>.json`: the ACME account's
 //!   credentials (its private key included), mode 0600, one per CA;
 //! - `order.lock`: held (advisory `flock`) by the instance that is ordering,
-//!   so several instances sharing the directory order once between them.
+//!   so several instances sharing the directory order once between them;
+//! - `challenges/`: the answers of the order in progress (HTTP-01 key
+//!   authorisations, TLS-ALPN-01 validation certificates), so the instances
+//!   that are not ordering can answer the CA too (it may reach any of them).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -182,6 +185,69 @@ impl AcmeDir {
         }
     }
 
+    fn challenges_dir(&self) -> PathBuf {
+        self.dir.join("challenges")
+    }
+
+    /// Shares one challenge answer with the other instances. `name` is a
+    /// token or DNS name (checked: it becomes a file name).
+    pub fn publish_challenge(
+        &self,
+        kind: ChallengeKind,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), AcmeError> {
+        if !is_safe_file_name(name) {
+            return Err(AcmeError::Order(format!(
+                "the CA sent a challenge name unfit for a file: {name:?}"
+            )));
+        }
+        let dir = self.challenges_dir();
+        self.ensure_dir()?;
+        std::fs::create_dir_all(&dir).map_err(|source| AcmeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        self.write_atomically(&dir.join(format!("{}{name}", kind.prefix())), contents)
+    }
+
+    /// The challenge answers another instance published (bounded in count
+    /// and size).
+    pub fn read_challenges(&self) -> Vec<(ChallengeKind, String, Vec<u8>)> {
+        let Ok(entries) = std::fs::read_dir(self.challenges_dir()) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten().take(MAX_SHARED_CHALLENGES) {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some((kind, name)) = [ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+                .into_iter()
+                .find_map(|k| {
+                    file_name
+                        .strip_prefix(k.prefix())
+                        .map(|n| (k, n.to_string()))
+                })
+            else {
+                continue;
+            };
+            if name.ends_with(".tmp") || !is_safe_file_name(&name) {
+                continue;
+            }
+            let small = entry
+                .metadata()
+                .is_ok_and(|m| m.len() <= MAX_CHALLENGE_BYTES);
+            if let (true, Ok(contents)) = (small, std::fs::read(entry.path())) {
+                found.push((kind, name, contents));
+            }
+        }
+        found
+    }
+
+    /// Removes the shared answers (the order is over).
+    pub fn clear_challenges(&self) {
+        let _ = std::fs::remove_dir_all(self.challenges_dir());
+    }
+
     fn write_atomically(&self, path: &Path, contents: &[u8]) -> Result<(), AcmeError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -203,6 +269,37 @@ impl AcmeDir {
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(())
     }
+}
+
+/// Most shared challenge files read; an order has one per name.
+const MAX_SHARED_CHALLENGES: usize = 128;
+/// Largest shared challenge file read (a validation certificate and key).
+const MAX_CHALLENGE_BYTES: u64 = 16 * 1024;
+
+/// Which challenge a shared answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    Http01,
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01.",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01.",
+        }
+    }
+}
+
+/// Tokens are base64url and names are DNS names: nothing else is written.
+fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Parses a PEM chain plus key into a servable certificate.
@@ -419,6 +516,47 @@ mod tests {
         assert!(other.try_lock().unwrap().is_none());
         drop(held);
         assert!(other.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn challenges_are_shared_through_the_directory_and_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ordering, waiting) = (AcmeDir::new(tmp.path()), AcmeDir::new(tmp.path()));
+        assert!(waiting.read_challenges().is_empty());
+        ordering
+            .publish_challenge(ChallengeKind::Http01, "tok-EN_1", b"tok-EN_1.thumb")
+            .unwrap();
+        ordering
+            .publish_challenge(ChallengeKind::TlsAlpn01, "a.example.com", b"pem")
+            .unwrap();
+        let mut seen = waiting.read_challenges();
+        seen.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0],
+            (
+                ChallengeKind::TlsAlpn01,
+                "a.example.com".into(),
+                b"pem".to_vec()
+            )
+        );
+        assert_eq!(
+            seen[1],
+            (
+                ChallengeKind::Http01,
+                "tok-EN_1".into(),
+                b"tok-EN_1.thumb".to_vec()
+            )
+        );
+        for bad in ["../x", "a/b", "", ".hidden"] {
+            assert!(
+                ordering
+                    .publish_challenge(ChallengeKind::Http01, bad, b"x")
+                    .is_err()
+            );
+        }
+        ordering.clear_challenges();
+        assert!(waiting.read_challenges().is_empty());
     }
 
     #[test]
