@@ -180,37 +180,32 @@ pub async fn obtain(
                 .from_credentials(credentials)
                 .await?
         }
-        None => {
-            let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
-            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-            let (account, credentials) = Account::builder_with_http(Box::new(client()?))
-                .create(
-                    &NewAccount {
-                        contact: &contacts,
-                        terms_of_service_agreed: true,
-                        only_return_existing: false,
-                    },
-                    cfg.directory.clone(),
-                    None,
-                )
-                .await?;
-            tracing::info!(directory = %cfg.directory, "ACME account registered");
-            blocking({
-                let (dir, url) = (dir.clone(), cfg.directory.clone());
-                move || dir.save_account(&url, &credentials)
-            })
-            .await?;
-            account
-        }
+        None => register(cfg, dir, Box::new(client()?)).await?,
     };
 
-    // 2. The order.
+    // 2. The order. A CA that lost the stored account (a test CA restarted,
+    //    an account deactivated elsewhere) gets a new registration, once.
     let identifiers: Vec<Identifier> = cfg
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+        Err(instant_acme::Error::Api(problem))
+            if problem.r#type.as_deref()
+                == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
+        {
+            tracing::warn!(
+                directory = %cfg.directory,
+                "the CA does not know the stored account; registering a new one"
+            );
+            register(cfg, dir, Box::new(client()?))
+                .await?
+                .new_order(&NewOrder::new(&identifiers))
+                .await?
+        }
+        other => other?,
+    };
     tracing::info!(
         order = order.url(),
         domains = ?cfg.domains,
@@ -299,6 +294,35 @@ pub async fn obtain(
         move || dir.save_certificate(&chain, &key_pem, &provider)
     })
     .await
+}
+
+/// Registers a new account (terms of service agreed) and stores its
+/// credentials for the next orders.
+async fn register(
+    cfg: &AcmeConfig,
+    dir: &AcmeDir,
+    client: Box<dyn HttpClient>,
+) -> Result<Account, AcmeError> {
+    let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = Account::builder_with_http(client)
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            cfg.directory.clone(),
+            None,
+        )
+        .await?;
+    tracing::info!(directory = %cfg.directory, "ACME account registered");
+    blocking({
+        let (dir, url) = (dir.clone(), cfg.directory.clone());
+        move || dir.save_account(&url, &credentials)
+    })
+    .await?;
+    Ok(account)
 }
 
 pub fn challenge_name(challenge: AcmeChallenge) -> &'static str {
