@@ -11,7 +11,8 @@ loopback, with the real gatehouse binary ($GATEHOUSE_BIN):
    no request fails;
 4. CA failures with a certificate in service: pebble rejecting every nonce,
    then pebble gone: ERROR in the log, failures in the metrics, the working
-   certificate still served;
+   certificate still served; pebble back (without the stored account): a
+   new registration and a new certificate;
 5. first issuance with HTTP-01 on http_listen, and 308 from plain HTTP;
 6. two instances sharing one store directory: one order between them, the
    one not reachable by the CA orders and the other answers the challenge
@@ -426,16 +427,25 @@ check(a.metric("gatehouse_acme_order_failures_total") >= 2, "metrics count both 
 check(served(TLS_PORT, old_root)[0] == fp2, "the working certificate is still served")
 a.stop()
 pebble.start()
+# The restarted pebble has forgotten the account Gatehouse stored.
+a.start()
+wait_for("the order after the CA came back", lambda: a.has("ACME certificate issued"), 60)
+check(a.has("does not know the stored account"),
+      "a CA that lost the account gets a new registration")
+check(served(TLS_PORT, pebble.root_file)[0] != fp2,
+      "and the new certificate chains to the new CA's root")
+a.stop()
 
 print("== 5. first issuance over HTTP-01, plain HTTP redirected")
 b_port = free_port()
+orders_before = pebble.orders()
 b = Gatehouse("http01", os.path.join(WORK, "http01"), b_port, challenge="http-01",
               http_listen=HTTP_PORT)
 b.start()
 b.wait_ready()
 fp_b, _, names = served(b_port, pebble.root_file)
 check(names == ["localhost"], "the HTTP-01 certificate names localhost and verifies")
-check(pebble.orders() == 1, "pebble saw one order")
+check(pebble.orders() - orders_before == 1, "pebble saw one order")
 plain = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
 plain.request("POST", "/api/v2/tasks?x=1", body=b"{}", headers={"Host": "localhost"})
 r = plain.getresponse()
@@ -486,7 +496,7 @@ try:
     served(d.tls_port, pebble.root_file)
     fail("a handshake succeeded without a certificate")
 except ssl.SSLError as e:
-    check("HANDSHAKE_FAILURE" in str(e).upper() or "ALERT" in str(e).upper(),
+    check("ALERT" in str(e).upper(),
           f"handshakes are refused with a TLS alert ({e.reason})")
 status, body = d.admin("/readyz")
 check(status == 503 and json.loads(body).get("certificate") == "waiting",
