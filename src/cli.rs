@@ -76,7 +76,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(checked) => {
+                if let Err(e) = check_acme(&checked) {
+                    return fail(&e);
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -87,6 +90,17 @@ pub fn main() -> ExitCode {
         Command::Session(cmd) => admin::session(cmd),
         Command::Backup { common, file } => admin::backup(&common, &file),
         Command::Restore { common, file } => admin::restore(&common, &file),
+    }
+}
+
+/// The start-up checks of `[tls.acme]` that need no CA: `ca_file` loads,
+/// a stored certificate parses.
+fn check_acme(config: &Config) -> Result<(), crate::acme::AcmeError> {
+    match config.tls.as_ref().map(|t| &t.source) {
+        Some(crate::config::CertSource::Acme(acme)) => {
+            crate::acme::check(acme, &config.store.data_dir())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -46,6 +46,8 @@ pub(super) struct Manager {
     pub(super) ready: watch::Sender<bool>,
     /// Fingerprint of the certificate being served.
     pub(super) serving: Option<[u8; 32]>,
+    /// Fingerprint of the certificate last found valid (logged once each).
+    pub(super) checked: Option<[u8; 32]>,
 }
 
 impl Manager {
@@ -106,6 +108,13 @@ impl Manager {
             let reason = match decision {
                 Plan::Serve { renew_at } => {
                     failures = 0;
+                    if self.checked != self.serving {
+                        self.checked = self.serving;
+                        tracing::info!(
+                            renew_from_unix = unix_seconds(renew_at),
+                            "ACME certificate valid; no order needed until renewal"
+                        );
+                    }
                     let wait = renew_at
                         .duration_since(SystemTime::now())
                         .unwrap_or_default()

@@ -204,6 +204,7 @@ impl Acme {
             provider: self.provider,
             ready: self.ready,
             serving: self.serving,
+            checked: None,
         };
         tasks.push(tokio::spawn(manager.run()));
         AcmeTasks { tasks }
