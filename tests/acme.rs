@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -58,11 +59,16 @@ struct Server {
 
 impl Server {
     fn start(config: &Path) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Server {
         let mut child = Command::new(common::binary())
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -236,6 +242,62 @@ async fn without_a_certificate_for_the_names_handshakes_fail_and_readiness_waits
     assert!(
         !metrics.contains("gatehouse_acme_order_failures_total 0"),
         "{metrics}"
+    );
+}
+
+/// Notification datagrams received so far (non-blocking drain).
+fn notifications(sock: &UnixDatagram) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    seen
+}
+
+fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    (sock, path)
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_only_once_a_certificate_serves() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let is_ready = |seen: &[String]| seen.iter().any(|m| m.lines().any(|l| l == "READY=1"));
+
+    // No certificate for the names and the CA unreachable: never ready.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    let config = acme_config(
+        dir.path(),
+        "[\"app.example.com\"]",
+        &ca_file(dir.path(), &ca),
+    );
+    let (sock, path) = notify_socket(dir.path());
+    let server = Server::start_with_env(&config, &[("NOTIFY_SOCKET", &path)]);
+    server
+        .wait_for_log("ACME order failed; no certificate yet")
+        .await;
+    let seen = notifications(&sock);
+    assert!(!is_ready(&seen), "READY=1 without a certificate: {seen:?}");
+    drop(server);
+
+    // A stored certificate that covers the name: ready at once.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    store_certificate(&dir.path().join("data"), &ca);
+    let config = acme_config(dir.path(), "[\"localhost\"]", &ca_file(dir.path(), &ca));
+    let (sock, path) = notify_socket(dir.path());
+    let _server = Server::start_with_env(&config, &[("NOTIFY_SOCKET", &path)]);
+    let ready = common::eventually(Duration::from_secs(20), || {
+        is_ready(&notifications(&sock)).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "no READY=1 with a valid stored certificate"
     );
 }
 
