@@ -97,6 +97,32 @@ pub(super) fn check_acme(raw: RawAcme, other_source: bool) -> Result<CertSource,
     }))
 }
 
+/// `tls.acme.http_listen` and `server.listen` cannot share an address.
+pub(super) fn check_listeners(
+    tls: Option<&TlsConfig>,
+    server: &ServerConfig,
+) -> Result<(), ConfigError> {
+    if let Some(TlsConfig {
+        source: CertSource::Acme(acme),
+        ..
+    }) = tls
+        && let Some(http) = acme.http_listen
+        && http.port() == server.listen.port()
+        && (http.ip() == server.listen.ip()
+            || http.ip().is_unspecified()
+            || server.listen.ip().is_unspecified())
+    {
+        return Err(invalid(
+            "tls.acme.http_listen",
+            format!(
+                "{http} overlaps server.listen ({}); plain HTTP needs its own port, usually 80",
+                server.listen
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Lower-cases the names and refuses what an HTTP-01/TLS-ALPN-01 order
 /// cannot cover: wildcards, IP addresses, malformed or repeated names.
 fn check_domains(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -269,6 +295,10 @@ mod tests {
             (
                 "[tls.acme]\ndomains = [\"a.com\"]\nrenew = \"1d\"\n",
                 "renew",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"a.com\"]\nhttp_listen = \"0.0.0.0:8443\"\n",
+                "overlaps server.listen",
             ),
         ];
         for (text, expected) in cases {

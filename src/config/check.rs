@@ -16,6 +16,7 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let server = check_server(raw.server)?;
         let tls = raw.tls.map(check_tls).transpose()?;
+        super::acme::check_listeners(tls.as_ref(), &server)?;
         let upstream = check_upstream(raw.upstream)?;
         let store = StoreConfig {
             path: raw
