@@ -99,8 +99,7 @@ impl Manager {
                 SystemTime::now(),
             );
             if let Some(cert) = &stored
-                && (matches!(decision, Plan::Serve { .. })
-                    || cert.not_after > SystemTime::now() && cert_covers(cert, &self.cfg))
+                && servable(cert, &self.cfg, SystemTime::now())
             {
                 // Still valid for these names: serve it while renewing.
                 self.install(cert);
@@ -293,8 +292,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn cert_covers(cert: &StoredCert, cfg: &AcmeConfig) -> bool {
-    cfg.domains.iter().all(|d| cert.names.contains(d))
+/// Whether `cert` may be served for `cfg` now: unexpired and naming every
+/// configured domain (renewal may still be due).
+pub(super) fn servable(cert: &StoredCert, cfg: &AcmeConfig, now: SystemTime) -> bool {
+    cert.not_after > now && cfg.domains.iter().all(|d| cert.names.contains(d))
 }
 
 /// A factor in [0.75, 1.25) from the OS random source.

@@ -70,13 +70,8 @@ pub enum AcmeError {
 
 /// ACME set up, background work not started yet.
 pub struct Acme {
-    cfg: AcmeConfig,
-    dir: AcmeDir,
-    resolver: Arc<resolver::AcmeResolver>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    manager: manager::Manager,
     server_config: Arc<ServerConfig>,
-    ready: watch::Sender<bool>,
-    serving: Option<[u8; 32]>,
     http_listener: Option<TcpListener>,
 }
 
@@ -110,27 +105,26 @@ pub async fn prepare(cfg: &AcmeConfig, data_dir: &Path) -> Result<Acme, AcmeErro
     let dir = AcmeDir::new(data_dir);
     let resolver = Arc::new(resolver::AcmeResolver::default());
     let (ready, _) = watch::channel(false);
-    let mut serving = None;
+    let mut manager = manager::Manager {
+        cfg: cfg.clone(),
+        dir: dir.clone(),
+        resolver: resolver.clone(),
+        provider: provider.clone(),
+        ready,
+        serving: None,
+        checked: None,
+    };
     let stored = {
         let (dir, provider) = (dir.clone(), provider.clone());
         order::blocking(move || dir.load_certificate(&provider)).await
     };
     match stored {
-        Ok(Some(cert))
-            if cert.not_after > SystemTime::now()
-                && cfg.domains.iter().all(|d| cert.names.contains(d)) =>
-        {
-            resolver.set_current(cert.key.clone());
-            serving = Some(cert.fingerprint);
-            crate::metrics::get()
-                .tls_certificate_expiry
-                .set(state::unix_seconds(cert.not_after));
-            ready.send_replace(true);
+        Ok(Some(cert)) if manager::servable(&cert, cfg, SystemTime::now()) => {
             tracing::info!(
-                domains = ?cert.names,
-                expires_unix = state::unix_seconds(cert.not_after),
-                "serving the stored ACME certificate"
+                file = %dir.certificate_path().display(),
+                "reusing the stored ACME certificate"
             );
+            manager.install(&cert);
         }
         Ok(_) => {}
         // Logged and replaced by the manager's first order.
@@ -154,13 +148,8 @@ pub async fn prepare(cfg: &AcmeConfig, data_dir: &Path) -> Result<Acme, AcmeErro
         None => None,
     };
     Ok(Acme {
-        cfg: cfg.clone(),
-        dir,
-        resolver,
-        provider,
+        manager,
         server_config: Arc::new(config),
-        ready,
-        serving,
         http_listener,
     })
 }
@@ -174,7 +163,7 @@ impl Acme {
     /// Turns `true` once a certificate is in service (and stays so: a
     /// failed renewal keeps the working certificate).
     pub fn ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
+        self.manager.ready.subscribe()
     }
 
     /// Starts the manager and the plain-HTTP listener. Call once the TLS
@@ -188,25 +177,16 @@ impl Acme {
                 );
             }
             let target = http01::RedirectTarget {
-                domains: self.cfg.domains.clone(),
+                domains: self.manager.cfg.domains.clone(),
                 https_port,
             };
             tasks.push(tokio::spawn(http01::serve(
                 listener,
-                self.resolver.clone(),
+                self.manager.resolver.clone(),
                 target,
             )));
         }
-        let manager = manager::Manager {
-            cfg: self.cfg,
-            dir: self.dir,
-            resolver: self.resolver,
-            provider: self.provider,
-            ready: self.ready,
-            serving: self.serving,
-            checked: None,
-        };
-        tasks.push(tokio::spawn(manager.run()));
+        tasks.push(tokio::spawn(self.manager.run()));
         AcmeTasks { tasks }
     }
 }
