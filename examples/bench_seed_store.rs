@@ -164,6 +164,8 @@ async fn run() -> Result<(), String> {
                     email: email_of(user_id),
                     created_at: now,
                     last_seen: now,
+                    ip: None,
+                    user_agent: None,
                 };
                 let json = serde_json::to_vec(&session).expect("a session serialises");
                 sessions.insert(token.hash.as_slice(), json.as_slice())?;

@@ -6,13 +6,16 @@
 //! Module map:
 //! - `config`: TOML → checked configuration;
 //! - `store`: the persistence trait and its redb implementation;
-//! - `auth`: flows, passwords, sessions, codes, throttles, known devices;
+//! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
+//!   account self-service (reset, password/email change, own sessions);
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
+//! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - `preflight`: the start-up checks `serve` and `check-config` share;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
 
@@ -28,9 +31,11 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod store;
+mod sync;
 pub mod tls;
 
 pub use config::Config;

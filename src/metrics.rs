@@ -8,8 +8,8 @@
 //! atomic increments and one read-locked map lookup, never an allocation
 //! storm or unbounded label growth.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +22,28 @@ use prometheus_client::registry::Registry;
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Which part of Gatehouse answered a request. Every own endpoint is an
+/// `Endpoint`, so its latency is recorded without a list to keep in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLabel {
+    /// Refused before routing (bad path, CSRF, no route…).
+    Refused,
+    /// Forwarded to the upstream.
+    Proxy,
+    /// One of Gatehouse's own endpoints, by its metric name.
+    Endpoint(&'static str),
+}
+
+impl RouteLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Refused => "refused",
+            RouteLabel::Proxy => "proxy",
+            RouteLabel::Endpoint(name) => name,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -40,8 +62,18 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,8 +103,15 @@ pub struct Metrics {
     pub otp_sends: Counter,
     /// Requests refused with 429 by any throttle.
     pub throttled: Counter,
-    /// Mails waiting to be sent; set by the mail queue when it has one.
+    /// Mails waiting in the outbox; set from the outbox's counters on
+    /// every scrape ([`Metrics::set_mail`]).
     pub mail_queue_depth: Gauge,
+    /// Mail outbox events by outcome (`queued`, `sent`, `retried`,
+    /// `failed`, `dropped`), mirrored from the outbox's own counters.
+    mail_messages: Family<OutcomeLabel, Counter>,
+    /// Serialises [`Metrics::set_mail`], which raises counters by the
+    /// difference to the outbox's totals.
+    mail_sync: Mutex<()>,
     /// Upstream failures by kind (`unavailable`, `timeout`).
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
@@ -84,6 +123,9 @@ pub struct Metrics {
     pub acme_certificates: Counter,
     /// Failed ACME orders and renewals.
     pub acme_failures: Counter,
+    /// Account self-service by event (`reset_requested`, `reset_completed`,
+    /// `password_changed`, `email_changed`, `account_deleted`).
+    pub account_events: Family<EventLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -152,6 +194,12 @@ impl Metrics {
             "Mails waiting to be sent",
             mail_queue_depth.clone(),
         );
+        let mail_messages = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "mail_messages",
+            "Mail outbox events by outcome since start",
+            mail_messages.clone(),
+        );
         let upstream_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "upstream_errors",
@@ -182,7 +230,14 @@ impl Metrics {
             "ACME orders or renewals that failed (the current certificate, if any, stays in service)",
             acme_failures.clone(),
         );
+        let account_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "account_events",
+            "Account self-service: resets requested and completed, password and email changes, deletions",
+            account_events.clone(),
+        );
         Metrics {
+            account_events,
             registry,
             requests,
             proxy_latency,
@@ -193,6 +248,8 @@ impl Metrics {
             otp_sends,
             throttled,
             mail_queue_depth,
+            mail_messages,
+            mail_sync: Mutex::new(()),
             upstream_errors,
             admin_commands,
             tls_certificate_expiry,
@@ -209,15 +266,37 @@ impl Metrics {
         self.signins.get_or_create(&ResultLabel { result }).inc();
     }
 
+    /// Counts an account self-service event (see `account_events`).
+    pub fn account(&self, event: &'static str) {
+        self.account_events
+            .get_or_create(&EventLabel { event })
+            .inc();
+    }
+
     /// Counts one answered request.
-    pub fn request(&self, route: &'static str, status: u16) {
-        if status == 200 && route == "proxy" {
+    pub fn request(&self, route: RouteLabel, status: u16) {
+        if status == 200 && route == RouteLabel::Proxy {
             self.proxied_ok.inc();
             return;
         }
         self.requests
-            .get_or_create(&RouteStatus { route, status })
+            .get_or_create(&RouteStatus {
+                route: route.as_str(),
+                status,
+            })
             .inc();
+    }
+
+    /// Mirrors the mail outbox's state: its current depth and its event
+    /// totals since start (`(outcome, total)` pairs; totals only grow).
+    pub fn set_mail(&self, depth: u64, totals: &[(&'static str, u64)]) {
+        self.mail_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let _serial = crate::sync::lock(&self.mail_sync);
+        for &(outcome, total) in totals {
+            let counter = self.mail_messages.get_or_create(&OutcomeLabel { outcome });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// Counts an upstream failure.
@@ -244,8 +323,8 @@ mod tests {
     #[test]
     fn renders_counters_with_total_suffix_and_labels() {
         let m = Metrics::new();
-        m.request("proxy", 200);
-        m.request("proxy", 200);
+        m.request(RouteLabel::Proxy, 200);
+        m.request(RouteLabel::Proxy, 200);
         m.sign_in(false);
         m.auth_latency
             .get_or_create(&EndpointLabel { endpoint: "signin" })
@@ -262,6 +341,23 @@ mod tests {
             ) || text.contains(
                 "gatehouse_auth_request_duration_seconds_bucket{endpoint=\"signin\",le=\"0.025\"} 1"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mail_state_is_mirrored_and_counters_never_go_back() {
+        let m = Metrics::new();
+        m.set_mail(3, &[("queued", 4), ("sent", 1)]);
+        m.set_mail(2, &[("queued", 5), ("sent", 2)]);
+        let text = m.render();
+        assert!(text.contains("gatehouse_mail_queue_depth 2"), "{text}");
+        assert!(
+            text.contains("gatehouse_mail_messages_total{outcome=\"queued\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gatehouse_mail_messages_total{outcome=\"sent\"} 2"),
             "{text}"
         );
     }

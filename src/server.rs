@@ -83,7 +83,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let path = store_path.clone();
         let opened = tokio::task::spawn_blocking(move || RedbStore::open(&path))
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))
+            .map_err(StoreError::Task)
             .and_then(|r| r);
         Arc::new(opened.map_err(|source| ServeError::Store {
             path: store_path.display().to_string(),

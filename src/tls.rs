@@ -16,13 +16,18 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::CertSource;
+use crate::sync;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
-    #[error("cannot read {path}: {message}")]
-    Pem { path: PathBuf, message: String },
+    #[error("cannot read {path}: {source}")]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
     /// The certificate file holds no certificate.
     #[error("{0} contains no certificate")]
     NoCertificate(PathBuf),
@@ -49,6 +54,31 @@ pub enum TlsError {
 pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let (config, _) = reloadable_server_config(source, data_dir)?;
     Ok(config)
+}
+
+/// Loads and checks what start-up would serve, without generating or
+/// writing anything (for `gatehouse check-config`): the certificate and key
+/// files, or an already generated self-signed pair.
+pub fn check(source: &CertSource, data_dir: &Path) -> Result<(), TlsError> {
+    let (cert_path, key_path) = match source {
+        CertSource::Files { cert, key } => (cert.clone(), key.clone()),
+        CertSource::SelfSigned => {
+            let dir = data_dir.join("tls");
+            let pair = (
+                dir.join("self-signed-cert.pem"),
+                dir.join("self-signed-key.pem"),
+            );
+            if !(pair.0.exists() && pair.1.exists()) {
+                // Generated on first start.
+                return Ok(());
+            }
+            pair
+        }
+        // Checked by `crate::acme::check`.
+        CertSource::Acme(_) => return Ok(()),
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    load_certified_key(&cert_path, &key_path, &provider).map(|_| ())
 }
 
 /// Like [`server_config`], also returning the handle that swaps the
@@ -94,7 +124,7 @@ impl ReloadableCert {
     /// current pair stays and the error says why. Blocking file I/O.
     pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
-        *self.current.write().expect("certificate lock poisoned") = Arc::new(fresh);
+        *sync::write(&self.current) = Arc::new(fresh);
         Ok(())
     }
 
@@ -106,12 +136,7 @@ impl ReloadableCert {
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .expect("certificate lock poisoned")
-                .clone(),
-        )
+        Some(sync::read(&self.current).clone())
     }
 }
 
@@ -123,16 +148,16 @@ fn load_certified_key(
 ) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem {
+        .map_err(|source| TlsError::Pem {
             path: cert_path.to_path_buf(),
-            message: e.to_string(),
+            source,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(cert_path.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Pem {
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::Pem {
         path: key_path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(CertifiedKey::from_der(certs, key, provider)?)
 }

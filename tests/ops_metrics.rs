@@ -176,7 +176,65 @@ async fn metrics_parse_and_count_what_the_test_did() {
     // The sign-up session and the sign-in session.
     assert_eq!(sample(&m, "gatehouse_active_sessions"), 2.0);
     assert_eq!(sample(&m, "gatehouse_throttled_requests_total"), 0.0);
+    // The sign-up code was queued and sent; nothing waits.
+    assert_eq!(
+        sample(&m, "gatehouse_mail_messages_total{outcome=\"queued\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "gatehouse_mail_messages_total{outcome=\"sent\"}"),
+        1.0
+    );
     assert_eq!(sample(&m, "gatehouse_mail_queue_depth"), 0.0);
+}
+
+/// The mail queue's depth and retries, and every auth endpoint's latency
+/// (logout-all included), reach the exposition.
+#[tokio::test]
+async fn mail_queue_and_logout_all_metrics_move() {
+    let mut g = Gatehouse::start_with(Options {
+        mail: "retry_initial = \"100ms\"\nretry_max = \"500ms\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cookie = g.sign_up("lea@example.com", "password1").await;
+    let resp = g
+        .post_json_with_cookie("/api/v1/user/logout-all", serde_json::json!({}), &cookie)
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    // SMTP down: a new code waits in the outbox and its attempts are retried.
+    g.smtp.stop().await;
+    g.send_otp("max@example.com").await;
+    g.wait_for_log(&["outbox_id=2", "outcome=\"retry\""]).await;
+    let m = scrape(&g).await;
+    assert_eq!(sample(&m, "gatehouse_mail_queue_depth"), 1.0);
+    assert!(sample(&m, "gatehouse_mail_messages_total{outcome=\"retried\"}") >= 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "gatehouse_auth_request_duration_seconds_count{endpoint=\"logout-all\"}"
+        ),
+        1.0
+    );
+
+    // SMTP back: the mail goes out and the queue drains.
+    g.smtp.resume().await;
+    g.smtp.wait_for_nth("max@example.com", 1).await;
+    let mut depth = f64::NAN;
+    for _ in 0..100 {
+        let m = scrape(&g).await;
+        depth = sample(&m, "gatehouse_mail_queue_depth");
+        if depth == 0.0 {
+            assert_eq!(
+                sample(&m, "gatehouse_mail_messages_total{outcome=\"sent\"}"),
+                2.0
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(depth, 0.0, "the outbox never drained");
 }
 
 #[tokio::test]

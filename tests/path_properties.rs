@@ -106,6 +106,39 @@ proptest! {
         }
     }
 
+    /// The other side of the two properties above: a canonicaliser that
+    /// refused everything would pass them, but not this one.
+    #[test]
+    fn clean_paths_are_accepted_unchanged(
+        segments in prop::collection::vec(segment(), 0..5),
+        trailing_slash in any::<bool>(),
+    ) {
+        let mut path = format!("/{}", segments.join("/"));
+        if trailing_slash && !segments.is_empty() {
+            path.push('/');
+        }
+        prop_assert_eq!(canonical(&path).map(|c| c.into_owned()), Ok(path.clone()));
+    }
+
+    /// Case and percent-encoding of ordinary characters are read leniently:
+    /// such a spelling of a protected path is accepted (not merely refused)
+    /// and lands on the protected route.
+    #[test]
+    fn case_and_escape_respellings_are_read_as_the_protected_path(
+        rest in prop::collection::vec(segment(), 1..4),
+        how in respelling(),
+    ) {
+        prop_assume!(rest[0] != "public");
+        let plain = format!("/api/v2/{}", rest.join("/"));
+        let path = format!("/{}/{}/{}", respell("api", &how), respell("v2", &how),
+            rest.iter().map(|s| respell(s, &how)).collect::<Vec<_>>().join("/"));
+        let c = canonical(&path);
+        prop_assert!(c.is_ok(), "{} refused", path);
+        let c = c.unwrap();
+        prop_assert_eq!(c.as_ref(), plain.as_str());
+        prop_assert_eq!(auth_for(&routes(), &c), Some(RouteAuth::Required));
+    }
+
     #[test]
     fn dot_segments_and_encoded_separators_are_always_refused(
         before in "[a-z]{1,5}",

@@ -88,13 +88,12 @@ impl AcmeTasks {
     }
 }
 
-/// Checks what can be checked without the CA: the CA trust (`ca_file`) and
-/// the stored certificate, if any. For start-up and `check-config`.
-pub fn check(cfg: &AcmeConfig, data_dir: &Path) -> Result<(), AcmeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    order::check_trust(cfg, provider.clone())?;
-    AcmeDir::new(data_dir).load_certificate(&provider)?;
-    Ok(())
+/// What `serve` would refuse before talking to the CA: CA trust that
+/// cannot be set up (`ca_file` unreadable or empty, no system roots). A
+/// stored certificate that does not load is not fatal (a new one is
+/// ordered). Used by `crate::preflight`.
+pub fn check(cfg: &AcmeConfig) -> Result<(), AcmeError> {
+    order::check_trust(cfg, Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 /// Builds the TLS configuration, serves a stored certificate that is still

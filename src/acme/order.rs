@@ -41,11 +41,11 @@ pub struct RetryAfter(Arc<Mutex<Option<SystemTime>>>);
 impl RetryAfter {
     /// Takes the recorded time, leaving none.
     pub fn take(&self) -> Option<SystemTime> {
-        self.0.lock().expect("retry-after lock poisoned").take()
+        crate::sync::lock(&self.0).take()
     }
 
     fn record(&self, at: SystemTime) {
-        *self.0.lock().expect("retry-after lock poisoned") = Some(at);
+        *crate::sync::lock(&self.0) = Some(at);
     }
 }
 

@@ -33,12 +33,12 @@ pub struct AcmeResolver {
 impl AcmeResolver {
     /// Serves `key` to new handshakes from now on.
     pub fn set_current(&self, key: Arc<CertifiedKey>) {
-        *self.current.write().expect("certificate lock poisoned") = Some(key);
+        *crate::sync::write(&self.current) = Some(key);
     }
 
     /// Publishes a TLS-ALPN-01 validation certificate for `name`.
     pub fn publish_tls_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
-        let mut map = self.tls_alpn.write().expect("challenge lock poisoned");
+        let mut map = crate::sync::write(&self.tls_alpn);
         if map.len() < MAX_CHALLENGES {
             map.insert(name.to_ascii_lowercase(), key);
         }
@@ -46,7 +46,7 @@ impl AcmeResolver {
 
     /// Publishes an HTTP-01 key authorisation for `token`.
     pub fn publish_http01(&self, token: &str, key_authorization: &str) {
-        let mut map = self.http01.write().expect("challenge lock poisoned");
+        let mut map = crate::sync::write(&self.http01);
         if map.len() < MAX_CHALLENGES {
             map.insert(token.to_string(), key_authorization.to_string());
         }
@@ -54,11 +54,7 @@ impl AcmeResolver {
 
     /// The key authorisation for an HTTP-01 `token`, if published.
     pub fn http01_answer(&self, token: &str) -> Option<String> {
-        self.http01
-            .read()
-            .expect("challenge lock poisoned")
-            .get(token)
-            .cloned()
+        crate::sync::read(&self.http01).get(token).cloned()
     }
 
     /// Replaces the published challenges with another instance's (shared
@@ -68,20 +64,14 @@ impl AcmeResolver {
         tls_alpn: HashMap<String, Arc<CertifiedKey>>,
         http01: HashMap<String, String>,
     ) {
-        *self.tls_alpn.write().expect("challenge lock poisoned") = tls_alpn;
-        *self.http01.write().expect("challenge lock poisoned") = http01;
+        *crate::sync::write(&self.tls_alpn) = tls_alpn;
+        *crate::sync::write(&self.http01) = http01;
     }
 
     /// Withdraws every published challenge (the order is over).
     pub fn clear_challenges(&self) {
-        self.tls_alpn
-            .write()
-            .expect("challenge lock poisoned")
-            .clear();
-        self.http01
-            .write()
-            .expect("challenge lock poisoned")
-            .clear();
+        crate::sync::write(&self.tls_alpn).clear();
+        crate::sync::write(&self.http01).clear();
     }
 }
 
@@ -92,22 +82,13 @@ impl ResolvesServerCert for AcmeResolver {
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
         if validation {
             let name = hello.server_name()?.to_ascii_lowercase();
-            let found = self
-                .tls_alpn
-                .read()
-                .expect("challenge lock poisoned")
-                .get(&name)
-                .cloned();
+            let found = crate::sync::read(&self.tls_alpn).get(&name).cloned();
             if found.is_none() {
                 tracing::debug!(name, "acme-tls/1 handshake for a name with no challenge");
             }
             return found;
         }
-        let current = self
-            .current
-            .read()
-            .expect("certificate lock poisoned")
-            .clone();
+        let current = crate::sync::read(&self.current).clone();
         if current.is_none() {
             tracing::debug!(
                 name = hello.server_name().unwrap_or("-"),

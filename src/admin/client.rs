@@ -26,9 +26,15 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The server's answer was not a reply.
+    /// The request or the server's answer is not valid JSON of the protocol.
     #[error("admin socket sent an unreadable reply: {0}")]
-    Protocol(String),
+    Json(#[source] serde_json::Error),
+    /// A backup reply did not say how many bytes follow.
+    #[error("admin socket sent a backup reply without `bytes`")]
+    BackupSize,
+    /// The backup stream ended early.
+    #[error("backup stream ended after {got} of {expected} bytes")]
+    BackupShort { got: u64, expected: u64 },
     /// Writing the received backup failed.
     #[error("{path}: {source}")]
     File {
@@ -69,7 +75,7 @@ pub fn call(
         source,
     };
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).map_err(ClientError::Json)?;
     line.push(b'\n');
     (&stream).write_all(&line).map_err(io)?;
     let mut reader = BufReader::new(stream);
@@ -78,8 +84,7 @@ pub fn call(
         .take(MAX_REPLY_BYTES)
         .read_line(&mut reply)
         .map_err(io)?;
-    let reply: Reply =
-        serde_json::from_str(reply.trim_end()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let reply: Reply = serde_json::from_str(reply.trim_end()).map_err(ClientError::Json)?;
     Ok((reply, reader))
 }
 
@@ -94,9 +99,7 @@ pub fn receive_backup(
     let Reply::Ok { data } = &reply else {
         return Ok(reply);
     };
-    let bytes = data["bytes"]
-        .as_u64()
-        .ok_or_else(|| ClientError::Protocol("backup reply without `bytes`".into()))?;
+    let bytes = data["bytes"].as_u64().ok_or(ClientError::BackupSize)?;
     let file_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| ClientError::File { path, source }
@@ -114,9 +117,10 @@ pub fn receive_backup(
             .sync_all()
             .and_then(|()| std::fs::rename(&partial, dest))
             .map_err(file_err(dest)),
-        Ok(n) => Err(ClientError::Protocol(format!(
-            "backup stream ended after {n} of {bytes} bytes"
-        ))),
+        Ok(n) => Err(ClientError::BackupShort {
+            got: n,
+            expected: bytes,
+        }),
         Err(e) => Err(file_err(&partial)(e)),
     };
     if let Err(e) = finished {

@@ -56,6 +56,11 @@ pub enum Request {
     },
     /// A snapshot of the store, streamed after the reply line.
     Backup,
+    /// What the store still holds that names an address (after a deletion:
+    /// nothing).
+    UserTraces {
+        email: String,
+    },
 }
 
 /// The answer to one command.
@@ -113,6 +118,11 @@ pub struct SessionView {
     pub email: String,
     pub created_at: u64,
     pub last_seen: u64,
+    /// Where the session was opened (absent for sessions from before).
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 /// What a change did, for the reply and for the session cache.
@@ -152,6 +162,8 @@ fn session_view(hash: &TokenHash, s: &Session) -> SessionView {
         email: s.email.clone(),
         created_at: s.created_at,
         last_seen: s.last_seen,
+        ip: s.ip.clone(),
+        user_agent: s.user_agent.clone(),
     }
 }
 
@@ -189,6 +201,8 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
                 sessions.iter().map(|(h, s)| session_view(h, s)).collect();
             let mut value = to_value(&user_view(&user, sessions.len()));
             value["session_list"] = to_value(&sessions);
+            // Whether codes are pending; the codes themselves are never shown.
+            value["pending_codes"] = to_value(&store.pending_codes(&user)?);
             Ok(done(value))
         }
         Request::UserAdd {
@@ -294,6 +308,12 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             })
         }
         Request::Backup => Err(AdminError::NotHere),
+        Request::UserTraces { email } => {
+            let key = normalise(&email)?;
+            let mut value = to_value(&store.traces(&key)?);
+            value["email"] = serde_json::Value::from(key);
+            Ok(done(value))
+        }
     }
 }
 
@@ -356,6 +376,8 @@ mod tests {
             email: user.email.clone(),
             created_at: 1,
             last_seen: 1,
+            ip: None,
+            user_agent: None,
         };
         store.insert_session(&[9; 32], &session).unwrap();
         let done = execute(

@@ -1,8 +1,11 @@
-//! The authentication flows — sign-up by emailed code, sign-in, logout — as
+//! The authentication flows — sign-up by emailed code, sign-in, logout, and
+//! (in `account`) account self-service — as
 //! plain async functions over the store, password hasher, sessions and the
 //! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.
 
+mod account;
+pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
 pub mod otp;
@@ -18,8 +21,8 @@ use base64::Engine;
 use crate::config::Config;
 use crate::mail::Outbox;
 use crate::store::{
-    AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, Store, StoreError, TokenHash,
-    now_millis,
+    AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, SessionOrigin, Store, StoreError,
+    TokenHash, now_millis,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
@@ -71,6 +74,15 @@ pub enum AuthError {
     /// No valid session.
     #[error("Not authenticated")]
     NotAuthenticated,
+    /// The password given to confirm an account change is wrong.
+    #[error("Password is incorrect")]
+    WrongPassword,
+    /// An email change to the address the account already has.
+    #[error("This is already your email address")]
+    SameEmail,
+    /// A session id that is not one of the caller's own sessions (or none).
+    #[error("Session not found")]
+    SessionNotFound,
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -95,6 +107,8 @@ pub struct ClientInfo {
     pub ip_key: String,
     /// The known-device cookie, if the request carried one.
     pub device: Option<String>,
+    /// Address and `User-Agent`, kept on sessions it opens.
+    pub origin: SessionOrigin,
 }
 
 /// A successful sign-in or sign-up: the session token and the device mark.
@@ -119,6 +133,8 @@ pub struct Auth {
     send_limit: SendLimit,
     max_attempts: u32,
     password_len: (usize, usize),
+    /// `[notify] new_device`.
+    notify_new_device: bool,
 }
 
 impl Auth {
@@ -141,6 +157,7 @@ impl Auth {
             },
             max_attempts: cfg.otp.max_attempts,
             password_len: (cfg.password.min_length, cfg.password.max_length),
+            notify_new_device: cfg.notify.new_device,
         })
     }
 
@@ -222,8 +239,16 @@ impl Auth {
         let store = self.store.clone();
         let token_hash = token.hash;
         let key = email.clone();
+        let origin = client.origin.clone();
         let created = run_blocking(move || {
-            store.create_account(&key, &pending, &password_hash, now_millis(), &token_hash)
+            store.create_account(
+                &key,
+                &pending,
+                &password_hash,
+                now_millis(),
+                &token_hash,
+                &origin,
+            )
         })
         .await?;
         match created {
@@ -292,11 +317,17 @@ impl Auth {
         crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
+        if !known_device && self.notify_new_device {
+            self.notify_new_sign_in(&user.email, client).await;
+        }
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }
         Ok(SignedIn {
-            token: self.sessions.create(user.id, &user.email).await?,
+            token: self
+                .sessions
+                .create(user.id, &user.email, &client.origin)
+                .await?,
             device_mark: self.devices.mark(&email),
         })
     }

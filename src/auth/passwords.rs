@@ -9,13 +9,17 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PasswordConfig;
+use crate::sync;
 
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
-    /// The argon2 parameters or input were rejected.
+    /// The configured argon2 parameters were rejected.
+    #[error("argon2 parameters: {0}")]
+    Params(#[source] argon2::Error),
+    /// argon2 could not hash the input.
     #[error("argon2: {0}")]
-    Argon2(String),
+    Hash(#[source] argon2::password_hash::Error),
     /// Too many password checks are already waiting for a slot.
     #[error("too many password checks in progress")]
     Busy,
@@ -64,9 +68,9 @@ impl HashPool {
                 .spawn(move || {
                     lower_own_priority();
                     loop {
-                        let job = match queue.lock().map(|q| q.recv()) {
-                            Ok(Ok(job)) => job,
-                            _ => return,
+                        // The sender is gone only at shutdown.
+                        let Ok(job) = sync::lock(&queue).recv() else {
+                            return;
                         };
                         job();
                     }
@@ -114,7 +118,7 @@ impl Passwords {
             cfg.argon2_parallelism,
             None,
         )
-        .map_err(|e| PasswordError::Argon2(e.to_string()))?;
+        .map_err(PasswordError::Params)?;
         let concurrency = match cfg.max_concurrent_hashes {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -183,7 +187,7 @@ fn hash_blocking(params: &Params, password: &str) -> Result<String, PasswordErro
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| PasswordError::Argon2(e.to_string()))
+        .map_err(PasswordError::Hash)
 }
 
 #[cfg(test)]

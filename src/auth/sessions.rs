@@ -15,7 +15,10 @@ use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use crate::config::SessionConfig;
-use crate::store::{Session, SessionExpiry, Store, StoreError, TokenHash, UnixMillis, now_millis};
+use crate::store::{
+    Session, SessionExpiry, SessionOrigin, Store, StoreError, TokenHash, UnixMillis, now_millis,
+};
+use crate::sync;
 
 /// Length of a base64url-encoded 32-byte token.
 const TOKEN_LEN: usize = 43;
@@ -157,7 +160,7 @@ impl Sessions {
     pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Identity>, StoreError> {
         let now = now_millis();
         let cached = {
-            let mut cache = self.cache.lock().expect("session cache poisoned");
+            let mut cache = sync::lock(&self.cache);
             match cache.get_mut(hash) {
                 Some(c) if !self.expiry.is_expired(&c.session, c.last_seen, now) => {
                     c.last_seen = c.last_seen.max(now);
@@ -195,7 +198,7 @@ impl Sessions {
             session.last_seen = now;
         }
         {
-            let mut cache = self.cache.lock().expect("session cache poisoned");
+            let mut cache = sync::lock(&self.cache);
             if self.epoch.load(Ordering::Acquire) == epoch {
                 if cache.len() >= CACHE_CAPACITY {
                     shrink(&mut cache, &self.expiry, now);
@@ -217,15 +220,14 @@ impl Sessions {
     }
 
     /// Stores a new session and returns its token.
-    pub async fn create(&self, user_id: u64, email: &str) -> Result<NewToken, StoreError> {
+    pub async fn create(
+        &self,
+        user_id: u64,
+        email: &str,
+        origin: &SessionOrigin,
+    ) -> Result<NewToken, StoreError> {
         let token = Sessions::new_token();
-        let now = now_millis();
-        let session = Session {
-            user_id,
-            email: email.to_string(),
-            created_at: now,
-            last_seen: now,
-        };
+        let session = new_session(user_id, email, origin, now_millis());
         let store = self.store.clone();
         let hash = token.hash;
         run_blocking(move || store.insert_session(&hash, &session)).await?;
@@ -252,7 +254,16 @@ impl Sessions {
 
     /// Drops a session from the cache; call it after the store change.
     pub fn forget(&self, hash: &TokenHash) {
-        let mut cache = self.cache.lock().expect("session cache poisoned");
+        let mut cache = sync::lock(&self.cache);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.remove(hash);
+    }
+
+    /// Drops a *live* session's cached copy so the next request reads the
+    /// stored record (after a change to it, such as a new email). Not an
+    /// ending: a session that ends goes through [`Sessions::forget`].
+    pub fn refresh(&self, hash: &TokenHash) {
+        let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.remove(hash);
     }
@@ -261,17 +272,27 @@ impl Sessions {
     /// delete takes effect on the very next request; call it after the store
     /// change.
     pub fn forget_user(&self, user_id: u64) {
-        let mut cache = self.cache.lock().expect("session cache poisoned");
+        let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.retain(|_, c| c.session.user_id != user_id);
+    }
+
+    /// The last use of a session as this process saw it (it may be newer
+    /// than the stored value, which is written back lazily).
+    pub fn last_seen(&self, hash: &TokenHash) -> Option<UnixMillis> {
+        sync::lock(&self.cache).get(hash).map(|c| c.last_seen)
+    }
+
+    /// Whether a stored session is past its idle or absolute limit, given
+    /// its last use.
+    pub fn is_expired(&self, session: &Session, last_seen: UnixMillis) -> bool {
+        self.expiry.is_expired(session, last_seen, now_millis())
     }
 
     /// Drops expired entries from the cache; the store is swept separately.
     pub fn prune_cache(&self) {
         let now = now_millis();
-        self.cache
-            .lock()
-            .expect("session cache poisoned")
+        sync::lock(&self.cache)
             .retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
     }
 
@@ -336,6 +357,40 @@ impl Sessions {
                 tracing::warn!(error = %e, "could not delete expired session");
             }
         });
+    }
+}
+
+/// Longest `User-Agent` kept with a session.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// A fresh session record for `user_id`, opened now from `origin`.
+pub fn new_session(user_id: u64, email: &str, origin: &SessionOrigin, now: UnixMillis) -> Session {
+    Session {
+        user_id,
+        email: email.to_string(),
+        created_at: now,
+        last_seen: now,
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+    }
+}
+
+/// The origin of a request as kept on its session: the client address and
+/// a bounded `User-Agent` without control characters.
+pub fn origin_of(ip: std::net::IpAddr, headers: &HeaderMap) -> SessionOrigin {
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|ua| {
+            ua.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_USER_AGENT_CHARS)
+                .collect::<String>()
+        })
+        .filter(|ua| !ua.trim().is_empty());
+    SessionOrigin {
+        ip: Some(ip.to_string()),
+        user_agent,
     }
 }
 
@@ -469,7 +524,7 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(StoreError::Task)?
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::config::LimitsConfig;
 use crate::store::{Store, StoreError, ThrottleRecord, UnixMillis, now_millis};
+use crate::sync;
 
 /// Keys kept in memory at most; beyond that the least recently used half
 /// is dropped (limits then restart for those keys).
@@ -31,6 +32,12 @@ pub enum Rate {
     SendOtpPerIp,
     VerifyPerIp,
     SignInPerIp,
+    /// password/forgot and email/change: counted apart from send-otp, with
+    /// the same limit (`send_otp_per_ip_per_hour`).
+    AccountMailPerIp,
+    /// password/reset and email/verify: counted apart from sign-up verify,
+    /// with the same limit (`verify_per_ip_per_hour`).
+    AccountCodePerIp,
 }
 
 /// A failure counter with back-off.
@@ -88,6 +95,16 @@ impl Throttle {
             ),
             Rate::VerifyPerIp => ("verify:ip", self.limits.verify_per_ip_per_hour, 3_600_000),
             Rate::SignInPerIp => ("signin:ip", self.limits.signin_per_ip_per_minute, 60_000),
+            Rate::AccountMailPerIp => (
+                "account-mail:ip",
+                self.limits.send_otp_per_ip_per_hour,
+                3_600_000,
+            ),
+            Rate::AccountCodePerIp => (
+                "account-code:ip",
+                self.limits.verify_per_ip_per_hour,
+                3_600_000,
+            ),
         }
     }
 
@@ -122,7 +139,7 @@ impl Throttle {
     pub fn check_backoff(&self, kind: Failures, subject: &str) -> Result<(), Duration> {
         let (prefix, _) = self.failure_params(kind);
         let now = now_millis();
-        let entries = self.entries.lock().expect("throttle lock poisoned");
+        let entries = sync::lock(&self.entries);
         match entries.get(&format!("{prefix}:{subject}")) {
             Some(e) if e.record.blocked_until > now => Err(ms(e.record.blocked_until - now)),
             _ => Ok(()),
@@ -154,17 +171,9 @@ impl Throttle {
     pub fn clear_failures(&self, kind: Failures, subject: &str) {
         let (prefix, _) = self.failure_params(kind);
         let key = format!("{prefix}:{subject}");
-        let removed = self
-            .entries
-            .lock()
-            .expect("throttle lock poisoned")
-            .remove(&key)
-            .is_some();
+        let removed = sync::lock(&self.entries).remove(&key).is_some();
         if removed {
-            self.removed
-                .lock()
-                .expect("throttle lock poisoned")
-                .push(key);
+            sync::lock(&self.removed).push(key);
         }
     }
 
@@ -174,7 +183,7 @@ impl Throttle {
         now: UnixMillis,
         f: impl FnOnce(&mut ThrottleRecord) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut entries = self.entries.lock().expect("throttle lock poisoned");
+        let mut entries = sync::lock(&self.entries);
         if entries.len() >= MAX_KEYS && !entries.contains_key(&key) {
             evict(&mut entries, now);
         }
@@ -191,15 +200,12 @@ impl Throttle {
     /// Writes changed counters to the store and forgets stale ones.
     pub fn flush(&self) -> Result<(), StoreError> {
         let now = now_millis();
-        let mut changes: Vec<(String, Option<ThrottleRecord>)> = self
-            .removed
-            .lock()
-            .expect("throttle lock poisoned")
+        let mut changes: Vec<(String, Option<ThrottleRecord>)> = sync::lock(&self.removed)
             .drain(..)
             .map(|k| (k, None))
             .collect();
         {
-            let mut entries = self.entries.lock().expect("throttle lock poisoned");
+            let mut entries = sync::lock(&self.entries);
             entries.retain(|k, e| {
                 if is_stale(&e.record, now) {
                     changes.push((k.clone(), None));

@@ -77,6 +77,14 @@ pub enum UserCommand {
         common: Common,
         email: String,
     },
+    /// What the store still holds that names an address: account,
+    /// sessions, pending codes, queued mail, send counters. After a
+    /// deletion every count is zero.
+    Traces {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
     /// Replace the password; ends every session of the account.
     SetPassword {
         #[command(flatten)]
@@ -158,6 +166,9 @@ pub fn user(cmd: UserCommand) -> ExitCode {
                 password_hash,
             });
             (common, request, Shape::Summary)
+        }
+        UserCommand::Traces { common, email } => {
+            (common, Ok(Request::UserTraces { email }), Shape::Summary)
         }
         UserCommand::Delete { common, email } => {
             (common, Ok(Request::UserDelete { email }), Shape::Summary)
@@ -359,6 +370,16 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
             if let Ok(user) = serde_json::from_value::<UserView>(data.clone()) {
                 out.push_str(&users_table(std::slice::from_ref(&user)));
             }
+            let pending = &data["pending_codes"];
+            for (field, what) in [
+                ("password_reset", "a password-reset code is pending"),
+                ("email_change", "an email-change code is pending"),
+            ] {
+                if pending[field] == true {
+                    out.push_str(what);
+                    out.push('\n');
+                }
+            }
             let sessions: Vec<SessionView> =
                 serde_json::from_value(data["session_list"].clone()).unwrap_or_default();
             if !sessions.is_empty() {
@@ -411,10 +432,23 @@ fn sessions_table(sessions: &[SessionView]) -> String {
                 s.email.clone(),
                 utc(s.created_at),
                 utc(s.last_seen),
+                s.ip.clone().unwrap_or_else(|| "-".into()),
+                s.user_agent.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    table(&["ID", "USER", "EMAIL", "CREATED", "LAST SEEN"], &rows)
+    table(
+        &[
+            "ID",
+            "USER",
+            "EMAIL",
+            "CREATED",
+            "LAST SEEN",
+            "IP",
+            "USER AGENT",
+        ],
+        &rows,
+    )
 }
 
 /// Left-aligned columns separated by two spaces.

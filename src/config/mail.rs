@@ -75,8 +75,23 @@ pub(super) fn check_mail(raw: RawMail, otp_ttl: Duration) -> Result<MailConfig, 
             subject: templates.subject,
             text: templates.text,
             html: templates.html,
+            reset_code: set_paths(templates.reset_code),
+            email_change_code: set_paths(templates.email_change_code),
+            password_changed: set_paths(templates.password_changed),
+            email_changing: set_paths(templates.email_changing),
+            email_in_use: set_paths(templates.email_in_use),
+            new_sign_in: set_paths(templates.new_sign_in),
         },
     })
+}
+
+fn set_paths(raw: Option<RawTemplateSet>) -> TemplateSetPaths {
+    let raw = raw.unwrap_or_default();
+    TemplateSetPaths {
+        subject: raw.subject,
+        text: raw.text,
+        html: raw.html,
+    }
 }
 
 fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {

@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     pub(super) admin: RawAdmin,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) notify: RawNotify,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +122,29 @@ pub(super) struct RawTemplates {
     pub(super) subject: Option<PathBuf>,
     pub(super) text: Option<PathBuf>,
     pub(super) html: Option<PathBuf>,
+    // Account mails (`[mail.templates.<kind>]`).
+    pub(super) reset_code: Option<RawTemplateSet>,
+    pub(super) email_change_code: Option<RawTemplateSet>,
+    pub(super) password_changed: Option<RawTemplateSet>,
+    pub(super) email_changing: Option<RawTemplateSet>,
+    pub(super) email_in_use: Option<RawTemplateSet>,
+    pub(super) new_sign_in: Option<RawTemplateSet>,
+}
+
+/// Template files for one kind of account mail.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTemplateSet {
+    pub(super) subject: Option<PathBuf>,
+    pub(super) text: Option<PathBuf>,
+    pub(super) html: Option<PathBuf>,
+}
+
+/// `[notify]`: which security notices are mailed.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) new_device: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -58,7 +58,7 @@ fn bad_values_name_their_key() {
 #[test]
 fn operations_keys_have_defaults_and_are_checked() {
     let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
-    assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.admin.listen, Some("127.0.0.1:8449".parse().unwrap()));
     assert_eq!(c.admin.socket, PathBuf::from("/var/lib/g/admin.sock"));
     assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
     assert_eq!(c.log.format, LogFormat::Text);
@@ -113,4 +113,23 @@ fn mail_keys_are_checked() {
         "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"",
     );
     assert!(e.contains("mail.smtp.ca_file"), "{e}");
+}
+
+#[test]
+fn notify_and_account_mail_templates_parse() {
+    assert!(Config::parse("", "t").unwrap().notify.new_device);
+    let c = Config::parse(
+        "[notify]\nnew_device = false\n\
+         [mail.templates.new_sign_in]\ntext = \"/etc/gatehouse/new.txt\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!c.notify.new_device);
+    assert_eq!(
+        c.mail.templates.new_sign_in.text.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/new.txt"))
+    );
+    assert!(c.mail.templates.reset_code.text.is_none());
+    assert!(err("[notify]\nnew_devices = false\n").contains("new_devices"));
+    assert!(err("[mail.templates.reset_code]\nbody = \"x\"\n").contains("body"));
 }

@@ -34,6 +34,10 @@ pub enum ApiError {
     /// No route covers the path.
     #[error("Not found")]
     NoRoute,
+    /// The request's `Host` / `:authority` is missing, repeated, invalid
+    /// or contradictory.
+    #[error(transparent)]
+    BadAuthority(crate::http::authority::AuthorityError),
     /// A cookie-carrying state change from a foreign site (CSRF).
     #[error("Cross-site request refused")]
     CrossSite,
@@ -52,6 +56,10 @@ pub enum ApiError {
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The request target could not be rewritten for the upstream (our bug,
+    /// not the client's: the target already passed parsing).
+    #[error("forwarded request target: {0}")]
+    UpstreamUri(#[source] http::uri::InvalidUriParts),
 }
 
 impl ApiError {
@@ -71,7 +79,10 @@ impl ApiError {
                 | A::InvalidCode
                 | A::ExpiredCode
                 | A::AccountExists
-                | A::InvalidCredentials => (StatusCode::BAD_REQUEST, e.to_string()),
+                | A::InvalidCredentials
+                | A::WrongPassword
+                | A::SameEmail => (StatusCode::BAD_REQUEST, e.to_string()),
+                A::SessionNotFound => (StatusCode::NOT_FOUND, e.to_string()),
                 A::SendLimited { .. } | A::Throttled { .. } | A::TooManyAttempts => {
                     (StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 }
@@ -90,10 +101,11 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
             ApiError::CrossSite => (StatusCode::FORBIDDEN, self.to_string()),
+            ApiError::BadAuthority(_) => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
-            ApiError::Store(_) => internal,
+            ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
         }
     }
 
@@ -150,7 +162,9 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite
-        | ApiError::Store(_) => {}
+        | ApiError::BadAuthority(_)
+        | ApiError::Store(_)
+        | ApiError::UpstreamUri(_) => {}
     }
 }
 

@@ -12,6 +12,7 @@ use crate::auth::SignedIn;
 use super::error::ApiError;
 use super::response::{Body, json, json_ok};
 use super::{App, RequestContext};
+use crate::ops::access::Served;
 
 pub async fn send_otp(
     app: &App,
@@ -61,7 +62,7 @@ pub async fn sign_in(
     ))
 }
 
-fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
+pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
     let mut resp = json_ok(message);
     set_cookie(
         &mut resp,
@@ -74,16 +75,27 @@ fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Respons
     resp
 }
 
-pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body = match app.auth.sessions.authenticate(req.headers())? {
+pub fn auth_check(
+    app: &App,
+    req: &Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
+    let who = app.auth.sessions.authenticate(req.headers())?;
+    served.user = who.as_ref().map(|w| w.user_id);
+    let body = match who {
         Some(who) => serde_json::json!({ "isAuthenticated": true, "email": &*who.email }),
         None => serde_json::json!({ "isAuthenticated": false }),
     };
     Ok(json(http::StatusCode::OK, &body))
 }
 
-pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout(
+    app: &App,
+    req: Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
+    served.user = session_user(app, token.as_ref());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout(token).await {
         Ok(()) => json_ok("Logged out successfully"),
@@ -94,8 +106,13 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(resp)
 }
 
-pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout_all(
+    app: &App,
+    req: Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
+    served.user = session_user(app, token.as_ref());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout_all(token).await {
         Ok(n) => json(
@@ -108,14 +125,23 @@ pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-fn set_cookie(resp: &mut Response<Body>, value: &str) {
+/// The user of the live session `token` names, for the access log line.
+fn session_user(app: &App, token: Option<&crate::store::TokenHash>) -> Option<u64> {
+    let who = app.auth.sessions.authenticate_hash(token?).ok()??;
+    Some(who.user_id)
+}
+
+pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
 /// Reads a bounded JSON object body.
-async fn read_json(app: &App, req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+pub(super) async fn read_json(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Map<String, Value>, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -193,7 +219,7 @@ pub fn required_str<'a>(
 
 /// The code may arrive as a string or, from lenient clients, as a number;
 /// a number keeps its leading zeros only as a string, so it is padded.
-fn required_code(body: &Map<String, Value>) -> Result<String, ApiError> {
+pub(super) fn required_code(body: &Map<String, Value>) -> Result<String, ApiError> {
     match body.get("code") {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if v < 1_000_000 => Ok(format!("{v:06}")),

@@ -9,6 +9,8 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+mod account;
+pub mod authority;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -23,9 +25,11 @@ use hyper::body::Incoming;
 
 use crate::auth::{Auth, ClientInfo};
 use crate::config::{Route, RouteAuth};
+use crate::metrics::RouteLabel;
 use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
+use authority::{AuthorityError, RequestAuthority};
 use error::ApiError;
 use origin::{OriginPolicy, Site};
 use response::Body;
@@ -80,6 +84,9 @@ pub struct RequestContext {
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
     pub client_ip_header: HeaderValue,
+    /// The authority the request was sent to (`Host` or `:authority`, see
+    /// [`authority`]); an error is answered with 400 before routing.
+    pub authority: Result<Option<RequestAuthority>, AuthorityError>,
     pub site: Site,
 }
 
@@ -88,6 +95,7 @@ impl RequestContext {
         ClientInfo {
             ip_key: crate::net::throttle_key(self.client_ip),
             device: app.auth.sessions.device_mark(headers).map(str::to_string),
+            origin: crate::auth::sessions::origin_of(self.client_ip, headers),
         }
     }
 }
@@ -102,8 +110,14 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     } else {
         ip_header(client_ip)
     };
+    let authority = authority::of_request(req.version(), req.uri(), req.headers());
     let ctx = RequestContext {
-        site: app.origins.site(req.headers(), peer.tls),
+        site: app.origins.site(
+            req.headers(),
+            peer.tls,
+            authority.as_ref().ok().and_then(Option::as_ref),
+        ),
+        authority,
         peer,
         client_ip,
         client_ip_header,
@@ -130,33 +144,71 @@ async fn route(
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
+    if let Err(e) = &ctx.authority {
+        return Err(ApiError::BadAuthority(*e));
+    }
     if let Some(resp) = app
         .origins
         .preflight(req.method(), req.headers(), &ctx.site)
     {
+        if resp.status() == http::StatusCode::FORBIDDEN {
+            log_cross_site_refusal(ctx, &req, "CORS preflight from an origin not allowed");
+        }
         return Ok(resp);
     }
-    let carries_session = app.auth.sessions.carries_cookie(req.headers());
-    if app
-        .origins
-        .refuses(req.method(), carries_session, &ctx.site)
-    {
+    // Decide everything the path decides before the request moves on.
+    let endpoint = Endpoint::for_path(&canonical).filter(|e| e.claims(req.method()));
+    // Logout endpoints clear the session cookie even when the request
+    // carries none: a top-level form POST from another site (which a
+    // SameSite=Lax cookie does not accompany) would otherwise sign the
+    // user out. They are guarded as if the cookie were there.
+    let guarded = app.auth.sessions.carries_cookie(req.headers())
+        || endpoint.is_some_and(Endpoint::clears_session_cookie);
+    if app.origins.refuses(req.method(), guarded, &ctx.site) {
+        log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
-    // Decide everything the path decides before the request moves on.
-    let endpoint = Endpoint::for_path(&canonical);
     let route_auth = path::auth_for(&app.routes, &canonical);
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
-            served.route = endpoint.name();
+            served.route = RouteLabel::Endpoint(endpoint.name());
             serve_endpoint(app, ctx, endpoint, req, served).await
         }
         None => {
-            served.route = "proxy";
+            served.route = RouteLabel::Proxy;
             proxy(app, ctx, route_auth, req, served).await
         }
     }
+}
+
+/// Says why a request was refused as cross-site, so an operator can see at
+/// once whether an `[cors] allowed_origins` entry is missing. The origin is
+/// the site's own claim (cut at 200 bytes); no cookie or other secret is
+/// logged.
+fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>, reason: &'static str) {
+    let text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)]).into_owned())
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let scheme = if ctx.peer.tls { "https" } else { "http" };
+    let authority = match &ctx.authority {
+        Ok(Some(a)) => format!("{scheme}://{}", a.as_str()),
+        Ok(None) | Err(_) => "-".to_string(),
+    };
+    tracing::info!(
+        target: "gatehouse::security",
+        method = %req.method(),
+        path = %req.uri().path(),
+        origin = %text(header::ORIGIN),
+        sec_fetch_site = %text(header::HeaderName::from_static("sec-fetch-site")),
+        compared_with = %authority,
+        client = %ctx.client_ip,
+        reason,
+        "cross-site request refused: its Origin is neither this server's own origin nor listed in [cors] allowed_origins",
+    );
 }
 
 /// Gatehouse's own API. Matched on the canonical path, so no spelling of an
@@ -172,6 +224,16 @@ enum Endpoint {
     /// `GET /api/v1/auth/verify` for nginx `auth_request`, Caddy
     /// `forward_auth`, Traefik `ForwardAuth`.
     ForwardAuth,
+    // Account self-service (see `account`).
+    ForgotPassword,
+    ResetPassword,
+    ChangePassword,
+    OwnSessions,
+    /// `DELETE /api/v1/user/sessions/{id}`.
+    OwnSession,
+    EmailChange,
+    EmailVerify,
+    DeleteAccount,
 }
 
 impl Endpoint {
@@ -184,8 +246,23 @@ impl Endpoint {
             "/api/v1/user/logout" => Endpoint::Logout,
             "/api/v1/user/logout-all" => Endpoint::LogoutAll,
             "/api/v1/auth/verify" => Endpoint::ForwardAuth,
+            "/api/v1/user/password/forgot" => Endpoint::ForgotPassword,
+            "/api/v1/user/password/reset" => Endpoint::ResetPassword,
+            "/api/v1/user/password" => Endpoint::ChangePassword,
+            "/api/v1/user/sessions" => Endpoint::OwnSessions,
+            "/api/v1/user/email/change" => Endpoint::EmailChange,
+            "/api/v1/user/email/verify" => Endpoint::EmailVerify,
+            "/api/v1/user" => Endpoint::DeleteAccount,
+            other if account::session_id(other).is_some() => Endpoint::OwnSession,
             _ => return None,
         })
+    }
+
+    /// Whether Gatehouse answers this method on the endpoint's path. Only
+    /// `DELETE` of the generic `/api/v1/user` is Gatehouse's; other methods
+    /// there stay the backend's (a profile read, say) and are proxied.
+    fn claims(self, method: &Method) -> bool {
+        self != Endpoint::DeleteAccount || *method == Method::DELETE
     }
 
     /// Metric label.
@@ -198,23 +275,43 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::LogoutAll => "logout-all",
             Endpoint::ForwardAuth => "forward-auth",
+            Endpoint::ForgotPassword => "password-forgot",
+            Endpoint::ResetPassword => "password-reset",
+            Endpoint::ChangePassword => "password-change",
+            Endpoint::OwnSessions => "sessions-list",
+            Endpoint::OwnSession => "session-end",
+            Endpoint::EmailChange => "email-change",
+            Endpoint::EmailVerify => "email-verify",
+            Endpoint::DeleteAccount => "account-delete",
         }
+    }
+
+    /// Endpoints whose answer clears the session cookie.
+    fn clears_session_cookie(self) -> bool {
+        matches!(self, Endpoint::Logout | Endpoint::LogoutAll)
     }
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth => Method::GET,
+            Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
+            Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
             | Endpoint::Logout
-            | Endpoint::LogoutAll => Method::POST,
+            | Endpoint::LogoutAll
+            | Endpoint::ForgotPassword
+            | Endpoint::ResetPassword
+            | Endpoint::ChangePassword
+            | Endpoint::EmailChange
+            | Endpoint::EmailVerify => Method::POST,
         }
     }
 
     fn allow(self) -> &'static str {
         match self.method() {
             Method::GET => "GET",
+            Method::DELETE => "DELETE",
             _ => "POST",
         }
     }
@@ -236,10 +333,18 @@ async fn serve_endpoint(
         Endpoint::SendOtp => handlers::send_otp(app, ctx, req).await,
         Endpoint::Verify => handlers::verify(app, ctx, req).await,
         Endpoint::SignIn => handlers::sign_in(app, ctx, req).await,
-        Endpoint::AuthCheck => handlers::auth_check(app, &req),
-        Endpoint::Logout => handlers::logout(app, req).await,
-        Endpoint::LogoutAll => handlers::logout_all(app, req).await,
+        Endpoint::AuthCheck => handlers::auth_check(app, &req, served),
+        Endpoint::Logout => handlers::logout(app, req, served).await,
+        Endpoint::LogoutAll => handlers::logout_all(app, req, served).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
+        Endpoint::ForgotPassword => account::forgot_password(app, ctx, req).await,
+        Endpoint::ResetPassword => account::reset_password(app, ctx, req).await,
+        Endpoint::ChangePassword => account::change_password(app, ctx, req, served).await,
+        Endpoint::OwnSessions => account::own_sessions(app, &req, served).await,
+        Endpoint::OwnSession => account::end_own_session(app, &req, served).await,
+        Endpoint::EmailChange => account::email_change(app, ctx, req, served).await,
+        Endpoint::EmailVerify => account::email_verify(app, ctx, req, served).await,
+        Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
     }
 }
 

@@ -35,8 +35,12 @@ pub enum MailError {
     #[error("config key `{key}`: {message}")]
     Template { key: &'static str, message: String },
     /// The SMTP CA file could not be used.
-    #[error("config key `mail.smtp.ca_file`: {path}: {message}")]
-    CaFile { path: PathBuf, message: String },
+    #[error("config key `mail.smtp.ca_file`: {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: CaFileError,
+    },
     /// The SMTP password could not be read from its source.
     #[error("config key `{key}`: {message}")]
     Password { key: &'static str, message: String },
@@ -53,6 +57,39 @@ pub enum MailError {
     /// A message could not be rendered.
     #[error("rendering the message: {0}")]
     Render(#[source] std::io::Error),
+}
+
+/// Why the SMTP CA file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// A PEM block is malformed.
+    #[error("not PEM: {0}")]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    /// A certificate was refused as a trust anchor, or the TLS client could
+    /// not be built from the anchors.
+    #[error("unusable certificate: {0}")]
+    Certificate(#[from] rustls::Error),
+    /// The file holds no certificate at all.
+    #[error("holds no PEM certificate")]
+    Empty,
+}
+
+impl MailError {
+    /// The configuration key an operator has to change.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            MailError::TemplateRead { key, .. }
+            | MailError::Template { key, .. }
+            | MailError::Password { key, .. } => key,
+            MailError::CaFile { .. } => "mail.smtp.ca_file",
+            MailError::Dir { .. } => "mail.dir",
+            MailError::TlsSetup(_) => "mail.smtp",
+            MailError::Render(_) => "mail.templates",
+        }
+    }
 }
 
 /// Why one delivery attempt failed.
@@ -97,6 +134,12 @@ pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TransportErr
 /// accepted (for SMTP: the server answered 250 to DATA).
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, mail: &'a Rendered) -> DeliverFuture<'a>;
+
+    /// Whether `deliver` only prints the message (the `log` transport),
+    /// which then says so itself: no second "sent" line follows.
+    fn prints_instead_of_sending(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the transport named in the configuration, with a line for the
@@ -124,6 +167,16 @@ pub fn transport(cfg: &MailConfig) -> Result<(Arc<dyn Transport>, String), MailE
             (Arc::new(t), description)
         }
     })
+}
+
+/// What [`start`] checks, without starting anything (for `gatehouse
+/// check-config`): templates readable and usable, the transport buildable
+/// (SMTP password source and CA file read, the `file` directory created).
+/// Returns the transport's description.
+pub fn check_setup(cfg: &MailConfig) -> Result<String, MailError> {
+    Composer::from_config(cfg)?;
+    let (_, description) = transport(cfg)?;
+    Ok(description)
 }
 
 /// Sets up mail for the server: checks templates and the transport, and

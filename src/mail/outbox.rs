@@ -262,6 +262,24 @@ impl Delivery {
                 ttl: Duration::from_millis(*ttl_ms),
             },
             MailKind::AccountExists => Content::AccountExists,
+            MailKind::ResetCode { code, ttl_ms } => Content::ResetCode {
+                code: code.clone(),
+                ttl: Duration::from_millis(*ttl_ms),
+            },
+            MailKind::EmailChangeCode { code, ttl_ms } => Content::EmailChangeCode {
+                code: code.clone(),
+                ttl: Duration::from_millis(*ttl_ms),
+            },
+            MailKind::PasswordChanged => Content::PasswordChanged { at: mail.queued_at },
+            MailKind::EmailChanging { new_email } => Content::EmailChanging {
+                new_email: new_email.clone(),
+            },
+            MailKind::EmailInUse => Content::EmailInUse,
+            MailKind::NewSignIn { at, ip, user_agent } => Content::NewSignIn {
+                at: *at,
+                ip: ip.clone(),
+                user_agent: user_agent.clone(),
+            },
         };
         let rendered = match self
             .composer
@@ -281,7 +299,9 @@ impl Delivery {
                 // Durable at once: from here on a retry would be a duplicate.
                 self.remove(id).await;
                 MailStats::bump(&stats.sent);
-                tracing::info!(outbox_id = id, %message_id, attempt, outcome = "sent", "mail accepted");
+                if !self.transport.prints_instead_of_sending() {
+                    tracing::info!(outbox_id = id, %message_id, attempt, outcome = "sent", "mail accepted");
+                }
             }
             Err(e) if e.is_permanent() => {
                 self.remove(id).await;

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
 
 use super::templates::Rendered;
-use super::{DeliverFuture, MailError, Transport, TransportError};
+use super::{CaFileError, DeliverFuture, MailError, Transport, TransportError};
 use crate::config::{PasswordSource, SmtpConfig, SmtpSecurity};
 
 pub struct SmtpTransport {
@@ -111,22 +111,21 @@ impl Transport for SmtpTransport {
 
 /// A TLS connector trusting only the CAs in `path` (ring provider).
 fn connector_for_ca(path: &Path) -> Result<TlsConnector, MailError> {
-    let ca_error = |message: String| MailError::CaFile {
-        path: path.to_path_buf(),
-        message,
+    let trusted = || -> Result<TlsConnector, CaFileError> {
+        let pem = std::fs::read(path)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert?)?;
+        }
+        if roots.is_empty() {
+            return Err(CaFileError::Empty);
+        }
+        Ok(client_config(roots)?)
     };
-    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| ca_error(format!("not PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ca_error(format!("unusable certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ca_error("holds no PEM certificate".into()));
-    }
-    client_config(roots).map_err(|e| ca_error(e.to_string()))
+    trusted().map_err(|source| MailError::CaFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A TLS connector trusting exactly `roots`, on the ring provider.

@@ -3,8 +3,10 @@
 //! rendered into a complete RFC 5322 multipart message.
 //!
 //! Templates use `{{code}}`, `{{product}}`, `{{lifetime}}` and `{{email}}`;
-//! values substituted into HTML are escaped. Overrides apply to the sign-up
-//! code mail; the rarer account notice keeps its built-in wording.
+//! values substituted into HTML are escaped. `[mail.templates]` overrides the
+//! sign-up code mail; the "account exists" notice keeps its built-in
+//! wording; the account mails (reset, email change, security notices) have
+//! their own tables, see `account`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +15,9 @@ use mail_send::mail_builder::MessageBuilder;
 
 use super::MailError;
 use crate::config::MailConfig;
+
+mod account;
+pub use account::format_utc;
 
 const CODE_SUBJECT: &str = "Your {{product}} sign-up code";
 const CODE_SUBJECT_WITH_CODE: &str = "{{code}} is your {{product}} sign-up code";
@@ -64,6 +69,22 @@ pub enum Content {
     AccountExists,
     /// `gatehouse check-mail`'s test message.
     Test,
+    /// A password-reset code.
+    ResetCode { code: String, ttl: Duration },
+    /// An email-change code, to the new address.
+    EmailChangeCode { code: String, ttl: Duration },
+    /// "Your password was changed" (at `at`, Unix milliseconds).
+    PasswordChanged { at: u64 },
+    /// To the old address: the account is moving to `new_email`.
+    EmailChanging { new_email: String },
+    /// To the owner of an address someone tried to move their account to.
+    EmailInUse,
+    /// A sign-in from a browser without the known-device mark.
+    NewSignIn {
+        at: u64,
+        ip: String,
+        user_agent: Option<String>,
+    },
 }
 
 /// A message ready for a transport.
@@ -96,6 +117,7 @@ pub struct Composer {
     from: String,
     product: String,
     code: Set,
+    account: account::AccountSets,
 }
 
 impl Composer {
@@ -155,6 +177,7 @@ impl Composer {
             from: cfg.from.clone(),
             product: cfg.product_name.clone(),
             code,
+            account: account::AccountSets::from_config(&cfg.templates)?,
         })
     }
 
@@ -162,14 +185,21 @@ impl Composer {
     /// `Message-ID` (stable across retries of one queued message).
     pub fn render(&self, to: &str, token: &str, content: &Content) -> Result<Rendered, MailError> {
         let (code, lifetime) = match content {
-            Content::SignupCode { code, ttl } => (code.as_str(), human_duration(*ttl)),
-            Content::AccountExists | Content::Test => ("", String::new()),
+            Content::SignupCode { code, ttl }
+            | Content::ResetCode { code, ttl }
+            | Content::EmailChangeCode { code, ttl } => (code.as_str(), human_duration(*ttl)),
+            _ => ("", String::new()),
         };
+        let details = account::Details::of(content);
         let values = Values {
             code,
             product: &self.product,
             lifetime: &lifetime,
             email: to,
+            new_email: &details.new_email,
+            time: &details.time,
+            ip: &details.ip,
+            user_agent: &details.user_agent,
         };
         let (subject, text, html) = match content {
             Content::SignupCode { .. } => (
@@ -179,6 +209,14 @@ impl Composer {
             ),
             Content::AccountExists => (EXISTS_SUBJECT, EXISTS_TEXT, Some(EXISTS_HTML)),
             Content::Test => (TEST_SUBJECT, TEST_TEXT, None),
+            other => {
+                let set = self.account.for_content(other);
+                (
+                    &set.subject as &str,
+                    &set.text as &str,
+                    Some(&set.html as &str),
+                )
+            }
         };
         let subject = fill(subject, &values, false);
         let text = fill(text, &values, false);
@@ -210,6 +248,10 @@ struct Values<'a> {
     product: &'a str,
     lifetime: &'a str,
     email: &'a str,
+    new_email: &'a str,
+    time: &'a str,
+    ip: &'a str,
+    user_agent: &'a str,
 }
 
 const PLACEHOLDERS: [&str; 4] = ["code", "product", "lifetime", "email"];
@@ -252,6 +294,10 @@ fn fill(template: &str, v: &Values<'_>, html: bool) -> String {
             "product" => v.product,
             "lifetime" => v.lifetime,
             "email" => v.email,
+            "new_email" => v.new_email,
+            "time" => v.time,
+            "ip" => v.ip,
+            "user_agent" => v.user_agent,
             // check_template refused unknown names; keep the text if one slips by.
             _ => &rest[start..start + 2 + end + 2],
         };

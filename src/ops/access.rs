@@ -15,14 +15,15 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::http::response::{Body, BoxError};
+use crate::metrics::RouteLabel;
 
 /// What the pipeline learned while serving a request, for metrics and the
 /// access log. Filled in as the request is routed and authenticated; kept
 /// out of the response (no extension map to allocate per request).
 #[derive(Debug, Clone, Copy)]
 pub struct Served {
-    /// Metric label: the endpoint, `proxy`, or `refused` before routing.
-    pub route: &'static str,
+    /// Metric label: an own endpoint, `proxy`, or `refused` before routing.
+    pub route: RouteLabel,
     /// The user the request was served for, if it carried a valid session.
     pub user: Option<u64>,
 }
@@ -30,21 +31,11 @@ pub struct Served {
 impl Default for Served {
     fn default() -> Served {
         Served {
-            route: "refused",
+            route: RouteLabel::Refused,
             user: None,
         }
     }
 }
-
-/// Routes whose latency goes into the auth-endpoint histogram.
-const AUTH_ROUTES: [&str; 6] = [
-    "send-otp",
-    "signup-verify",
-    "signin",
-    "auth-check",
-    "logout",
-    "forward-auth",
-];
 
 /// What is known about a request before it is served.
 pub struct Started {
@@ -66,18 +57,17 @@ impl Started {
     /// the access log is on) wraps its body so the access line is written
     /// when the body ends.
     pub fn finish(self, served: Served, mut resp: Response<Body>) -> Response<Body> {
-        let route = served.route;
         let status = resp.status().as_u16();
         let metrics = crate::metrics::get();
-        metrics.request(route, status);
+        metrics.request(served.route, status);
         let elapsed = self.at.elapsed().as_secs_f64();
-        if route == "proxy" {
-            metrics.proxy_latency.observe(elapsed);
-        } else if let Some(endpoint) = AUTH_ROUTES.iter().find(|r| **r == route) {
-            metrics
+        match served.route {
+            RouteLabel::Proxy => metrics.proxy_latency.observe(elapsed),
+            RouteLabel::Endpoint(endpoint) => metrics
                 .auth_latency
                 .get_or_create(&crate::metrics::EndpointLabel { endpoint })
-                .observe(elapsed);
+                .observe(elapsed),
+            RouteLabel::Refused => {}
         }
         let request_id = resp
             .headers_mut()

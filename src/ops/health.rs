@@ -129,6 +129,17 @@ async fn metrics(ready: &Readiness) -> Response<Body> {
             .active_sessions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    let mail = ready.app.auth.outbox().stats.snapshot();
+    crate::metrics::get().set_mail(
+        mail.depth,
+        &[
+            ("queued", mail.queued),
+            ("sent", mail.sent),
+            ("retried", mail.retried),
+            ("failed", mail.failed),
+            ("dropped", mail.dropped),
+        ],
+    );
     let mut resp = Response::new(full(crate::metrics::get().render()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

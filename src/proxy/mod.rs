@@ -101,12 +101,12 @@ impl Upstream {
         sessions: &Sessions,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority the client asked for, whatever the protocol (`Host`
+        // over HTTP/1.1, `:authority` over HTTP/2).
+        let original_host = match &ctx.authority {
+            Ok(Some(authority)) => authority.header_value(),
+            Ok(None) | Err(_) => None,
+        };
         let request_id = new_request_id();
 
         let headers = &mut parts.headers;
@@ -134,7 +134,7 @@ impl Upstream {
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             let mut uri = http::uri::Parts::default();
             uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri).map_err(|_| ApiError::NoRoute)?;
+            parts.uri = Uri::from_parts(uri).map_err(ApiError::UpstreamUri)?;
         }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
         parts.version = Version::HTTP_11;

@@ -27,6 +27,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::sync;
+
 /// Idle connections kept for reuse; more are closed.
 const MAX_IDLE: usize = 1024;
 /// Idle connections older than this are closed rather than reused (below
@@ -178,7 +180,7 @@ impl Pool {
 
     /// The most recently used idle connection that is still open and ready.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = sync::lock(&self.idle);
         while let Some((mut conn, since)) = idle.pop_back() {
             if since.elapsed() > IDLE_TIMEOUT {
                 // Everything below is older still.
@@ -196,7 +198,7 @@ impl Pool {
 
     fn checkin(&self, conn: Conn) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = sync::lock(&self.idle);
         while idle
             .front()
             .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
@@ -212,7 +214,7 @@ impl Pool {
     /// Closes idle connections past their time (called from upkeep, so a
     /// quiet proxy does not hold them forever).
     pub fn close_stale(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = sync::lock(&self.idle);
         idle.retain(|(_, since)| since.elapsed() <= IDLE_TIMEOUT);
     }
 

@@ -22,7 +22,7 @@ use super::redb_store::{
     META, OTP_SENDS, OTPS, SECRETS, SESSIONS, TABLE_NAMES, THROTTLES, USER_SESSIONS, USERS,
     USERS_BY_EMAIL,
 };
-use super::{BackupCounts, RedbStore, StoreError, redb_outbox};
+use super::{BackupCounts, RedbStore, StoreError, redb_account, redb_outbox};
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Database(e.into())
@@ -82,6 +82,7 @@ fn copy_into(store: &RedbStore, file: File) -> Result<BackupCounts, StoreError> 
     copy_table(&src, &dst, redb_outbox::OUTBOX)?;
     copy_table(&src, &dst, redb_outbox::OUTBOX_DUE)?;
     copy_table(&src, &dst, redb_outbox::OUTBOX_BY_EMAIL)?;
+    copy_table(&src, &dst, redb_account::ACCOUNT_CODES)?;
     let counts = BackupCounts {
         users: src
             .open_table(USERS)
@@ -242,6 +243,8 @@ mod tests {
                 email: user.email.clone(),
                 created_at: 5,
                 last_seen: 5,
+                ip: None,
+                user_agent: None,
             },
         )
         .unwrap();

@@ -1,11 +1,14 @@
 //! Persistent state behind one small trait: users, sessions (keyed by token
-//! hash), pending sign-up codes, the send-rate window and the mail outbox.
+//! hash), pending sign-up codes, the send-rate window and the mail outbox,
+//! and (see `account`) password-reset and email-change codes.
 //!
 //! Every method is one atomic, durable change (or one consistent read), so a
 //! second backend only has to honour the same contract. Methods block: async
 //! callers run writes on the blocking pool (see [`crate::auth`]).
 
+mod account;
 mod backup;
+mod redb_account;
 mod redb_outbox;
 mod redb_store;
 
@@ -13,6 +16,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use account::{
+    AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
+    PendingCodes, Traces,
+};
 pub use backup::restore;
 pub use redb_store::RedbStore;
 
@@ -39,7 +46,7 @@ pub enum StoreError {
     NewerSchema { found: u64, supported: u64 },
     /// A blocking store task did not complete.
     #[error("store task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     /// A backup or restore file could not be written or read.
     #[error("{path}: {source}")]
     File {
@@ -88,6 +95,21 @@ pub struct Session {
     pub created_at: UnixMillis,
     /// Last use as persisted; the in-memory value may be newer (see sessions).
     pub last_seen: UnixMillis,
+    /// Client address the session was opened from. Absent in records
+    /// written before it was kept (they still decode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `User-Agent` of the request that opened the session (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// Where a new session comes from: kept on the session so its owner and the
+/// operator can tell sessions apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOrigin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// A sign-up code waiting to be verified; only its salted hash is kept.
@@ -108,6 +130,23 @@ pub enum MailKind {
     SignupCode { code: String, ttl_ms: u64 },
     /// "Someone tried to sign up with your address; you have an account."
     AccountExists,
+    /// A password-reset code and its lifetime.
+    ResetCode { code: String, ttl_ms: u64 },
+    /// An email-change code, sent to the new address.
+    EmailChangeCode { code: String, ttl_ms: u64 },
+    /// "Your password was changed."
+    PasswordChanged,
+    /// To the old address: "your email is being changed to `new_email`".
+    EmailChanging { new_email: String },
+    /// To an address that has an account: someone asked to move another
+    /// account to it; nothing changed.
+    EmailInUse,
+    /// A sign-in from a browser without the known-device mark.
+    NewSignIn {
+        at: UnixMillis,
+        ip: String,
+        user_agent: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for MailKind {
@@ -118,7 +157,21 @@ impl std::fmt::Debug for MailKind {
                 .field("code", &"<redacted>")
                 .field("ttl_ms", ttl_ms)
                 .finish(),
+            MailKind::ResetCode { ttl_ms, .. } => f
+                .debug_struct("ResetCode")
+                .field("code", &"<redacted>")
+                .field("ttl_ms", ttl_ms)
+                .finish(),
+            MailKind::EmailChangeCode { ttl_ms, .. } => f
+                .debug_struct("EmailChangeCode")
+                .field("code", &"<redacted>")
+                .field("ttl_ms", ttl_ms)
+                .finish(),
             MailKind::AccountExists => f.write_str("AccountExists"),
+            MailKind::PasswordChanged => f.write_str("PasswordChanged"),
+            MailKind::EmailChanging { .. } => f.write_str("EmailChanging"),
+            MailKind::EmailInUse => f.write_str("EmailInUse"),
+            MailKind::NewSignIn { at, .. } => f.debug_struct("NewSignIn").field("at", at).finish(),
         }
     }
 }
@@ -299,6 +352,7 @@ pub trait Store: Send + Sync + 'static {
         password_hash: &str,
         now: UnixMillis,
         session_token: &TokenHash,
+        origin: &SessionOrigin,
     ) -> Result<AccountCreation, StoreError>;
 
     fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
@@ -377,6 +431,107 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every earlier (non-durable) commit durable; called on shutdown.
     fn flush(&self) -> Result<(), StoreError>;
+
+    // --- Account self-service: reset, password and email changes, own ----
+    // --- sessions, deletion, notices (see `store::account`) --------------
+
+    /// Counts a forgotten-password request for `email` against `limit`
+    /// (known and unknown emails alike) and stores `code` as the address's
+    /// only pending reset code. For an address without a usable account the
+    /// code is a decoy (never mailed, never completes) so that wrong guesses
+    /// are counted the same way; otherwise the code mail is queued in the
+    /// same transaction.
+    fn request_password_reset(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        code: PendingOtp,
+        mail: OtpMail,
+    ) -> Result<SendOutcome, StoreError>;
+
+    /// Checks a submitted code of `purpose` for `subject` (email for a
+    /// reset, user id for an email change) with the constant-time `matches`,
+    /// counting wrong attempts and voiding the code after `max_attempts`.
+    fn check_account_code(
+        &self,
+        purpose: CodePurpose,
+        subject: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<AccountCodeCheck, StoreError>;
+
+    /// Consumes the verified reset `code` for `email`, sets the password
+    /// hash, ends every session of the account, opens `session` under
+    /// `token` and queues `notice`, in one transaction. `None` if the code
+    /// was used or replaced meanwhile, or it is a decoy.
+    fn complete_password_reset(
+        &self,
+        email: &str,
+        code: &AccountCode,
+        password_hash: &str,
+        token: &TokenHash,
+        session: &Session,
+        notice: Notice,
+    ) -> Result<Option<UserChange>, StoreError>;
+
+    /// Replaces the password of `user_id` if its hash is still
+    /// `expected_hash` (of two concurrent changes one wins), ends every
+    /// session of the account, opens `session` under `token` and queues
+    /// `notice`. `None` if the account or its old hash is gone.
+    fn change_password(
+        &self,
+        user_id: u64,
+        expected_hash: &str,
+        new_hash: &str,
+        token: &TokenHash,
+        session: &Session,
+        notice: Notice,
+    ) -> Result<Option<UserChange>, StoreError>;
+
+    /// Counts an email-change request against `limit` (per account and per
+    /// new address) and stores `code` as the account's only pending change.
+    /// Queues the code mail to `new_email` — or, when that address has an
+    /// account, the in-use notice to its owner instead — and the notice to
+    /// the current address.
+    fn request_email_change(
+        &self,
+        user_id: u64,
+        new_email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        code: PendingOtp,
+        mails: EmailChangeMails,
+    ) -> Result<SendOutcome, StoreError>;
+
+    /// Consumes the verified email-change `code`, moves the account to its
+    /// new address and ends every session but `keep`. `None` if the code
+    /// was used or replaced meanwhile, or the address was taken since.
+    fn complete_email_change(
+        &self,
+        user_id: u64,
+        code: &AccountCode,
+        keep: &TokenHash,
+    ) -> Result<Option<EmailChanged>, StoreError>;
+
+    /// The sessions of one user (expired ones not yet swept included), read
+    /// through the per-user index.
+    fn user_sessions(&self, user_id: u64) -> Result<Vec<(TokenHash, Session)>, StoreError>;
+
+    /// Deletes the account with every session, pending code, queued mail
+    /// and send-rate window that names it. `None` if unknown.
+    fn delete_account(&self, user_id: u64) -> Result<Option<UserChange>, StoreError>;
+
+    /// Queues a notice to `to`. Unlike code mails it never replaces another
+    /// unsent message.
+    fn queue_notice(&self, to: &str, now: UnixMillis, notice: Notice) -> Result<u64, StoreError>;
+
+    /// Which account codes are pending for `user` (never the codes).
+    fn pending_codes(&self, user: &User) -> Result<PendingCodes, StoreError>;
+
+    /// What the store still holds that names `email` (or its account).
+    fn traces(&self, email: &str) -> Result<Traces, StoreError>;
 }
 
 /// The first 16 hex digits of a session's token hash: the public handle the

@@ -82,6 +82,69 @@ pub(super) fn queue_in(
     Ok((id, superseded))
 }
 
+/// Queues a message to `to` inside the caller's transaction without
+/// replacing anything: notices and account-code mails. Returns its id.
+pub(super) fn queue_plain_in(
+    txn: &WriteTransaction,
+    to: &str,
+    now: UnixMillis,
+    kind: MailKind,
+    deadline: UnixMillis,
+    message_token: String,
+) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let id = meta
+        .get("next_outbox_id")
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    meta.insert("next_outbox_id", id + 1).map_err(db_err)?;
+    let entry = QueuedMail {
+        id,
+        to: to.to_string(),
+        kind,
+        message_token,
+        queued_at: now,
+        deadline,
+        attempts: 0,
+        next_attempt_at: now,
+    };
+    txn.open_table(OUTBOX)
+        .map_err(db_err)?
+        .insert(id, encode(&entry)?.as_slice())
+        .map_err(db_err)?;
+    txn.open_table(OUTBOX_DUE)
+        .map_err(db_err)?
+        .insert((now, id), ())
+        .map_err(db_err)?;
+    Ok(id)
+}
+
+/// Ids of every queued message to `to` (a scan: the outbox is small).
+pub(super) fn mail_to(
+    outbox: &impl ReadableTable<u64, &'static [u8]>,
+    to: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
+    for row in outbox.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        let entry: QueuedMail = decode(v.value())?;
+        if entry.to == to {
+            ids.push(k.value());
+        }
+    }
+    Ok(ids)
+}
+
+/// Deletes every queued message to `to`; returns how many.
+pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usize, StoreError> {
+    let ids = mail_to(&txn.open_table(OUTBOX).map_err(db_err)?, to)?;
+    for id in &ids {
+        delete_in(txn, *id)?;
+    }
+    Ok(ids.len())
+}
+
 /// Deletes message `id` and its index rows; `false` if it did not exist.
 fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
     let removed: Option<QueuedMail> = match txn
@@ -226,7 +289,7 @@ mod tests {
             .iter()
             .map(|m| match &m.kind {
                 MailKind::SignupCode { code, .. } => code.clone(),
-                MailKind::AccountExists => "notice".into(),
+                _ => "notice".into(),
             })
             .collect()
     }

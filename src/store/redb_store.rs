@@ -11,7 +11,12 @@ use redb::{
     ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use super::redb_account;
 use super::redb_outbox;
+use super::{
+    AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
+    PendingCodes, SessionOrigin, Traces,
+};
 use super::{
     AccountCreation, OtpCheck, OtpMail, OutboxBatch, PendingOtp, QueuedMail, SendLimit,
     SendOutcome, Session, SessionExpiry, Store, StoreError, SweepCounts, ThrottleRecord, TokenHash,
@@ -21,7 +26,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 12] = [
+pub(super) const TABLE_NAMES: [&str; 13] = [
     "meta",
     "users",
     "users_by_email",
@@ -34,6 +39,7 @@ pub(super) const TABLE_NAMES: [&str; 12] = [
     "outbox",
     "outbox_due",
     "outbox_by_email",
+    "account_codes",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
@@ -113,6 +119,7 @@ impl RedbStore {
             txn.open_table(THROTTLES).map_err(db_err)?;
             txn.open_table(SECRETS).map_err(db_err)?;
             redb_outbox::create_tables(&txn)?;
+            redb_account::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -235,6 +242,7 @@ impl Store for RedbStore {
         password_hash: &str,
         now: UnixMillis,
         session_token: &TokenHash,
+        origin: &SessionOrigin,
     ) -> Result<AccountCreation, StoreError> {
         let txn = self.write_txn()?;
         let user = {
@@ -265,6 +273,8 @@ impl Store for RedbStore {
                 email: email.to_string(),
                 created_at: now,
                 last_seen: now,
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
             };
             insert_session_in(&txn, session_token, &session)?;
             user
@@ -325,8 +335,7 @@ impl Store for RedbStore {
     fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         // A lost touch only shortens a session, so it rides on the next durable commit.
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
             let current: Option<Session> = match sessions.get(token.as_slice()).map_err(db_err)? {
@@ -409,6 +418,7 @@ impl Store for RedbStore {
     }
 
     fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
+        let account_codes = self.sweep_account_codes(now)?;
         // Collect under a read transaction so writers are not held up by the scan.
         let (dead_sessions, dead_otps) = {
             let txn = self.db.begin_read().map_err(db_err)?;
@@ -441,10 +451,16 @@ impl Store for RedbStore {
             (dead_sessions, dead_otps)
         };
         if dead_sessions.is_empty() && dead_otps.is_empty() {
-            return Ok(SweepCounts::default());
+            return Ok(SweepCounts {
+                sessions: 0,
+                otps: account_codes,
+            });
         }
         let txn = self.write_txn()?;
-        let mut counts = SweepCounts::default();
+        let mut counts = SweepCounts {
+            sessions: 0,
+            otps: account_codes,
+        };
         for key in &dead_sessions {
             let Ok(token) = <TokenHash>::try_from(key.as_slice()) else {
                 continue;
@@ -520,24 +536,12 @@ impl Store for RedbStore {
     }
 
     fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
-        let txn = self.write_txn()?;
-        let Some(user) = Self::user_in(&txn, email)? else {
-            return Ok(None);
-        };
-        let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
-        txn.open_table(USERS)
-            .map_err(db_err)?
-            .remove(user.id)
-            .map_err(db_err)?;
-        txn.open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .remove(email)
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(Some(UserChange {
-            user,
-            ended_sessions,
-        }))
+        // The same clean-up as a user's own deletion: sessions, pending
+        // codes, queued mail and send windows go with the account.
+        match self.user_by_email(email)? {
+            Some(user) => self.account_deleted(user.id),
+            None => Ok(None),
+        }
     }
 
     fn set_user_disabled(
@@ -598,12 +602,101 @@ impl Store for RedbStore {
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.commit().map_err(db_err)
     }
+
+    // Account self-service: implemented in `redb_account`.
+
+    fn request_password_reset(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        code: PendingOtp,
+        mail: OtpMail,
+    ) -> Result<SendOutcome, StoreError> {
+        self.reset_requested(email, now, limit, code, mail)
+    }
+
+    fn check_account_code(
+        &self,
+        purpose: CodePurpose,
+        subject: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<AccountCodeCheck, StoreError> {
+        self.account_code_checked(purpose, subject, now, max_attempts, matches)
+    }
+
+    fn complete_password_reset(
+        &self,
+        email: &str,
+        code: &AccountCode,
+        password_hash: &str,
+        token: &TokenHash,
+        session: &Session,
+        notice: Notice,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.reset_completed(email, code, password_hash, token, session, notice)
+    }
+
+    fn change_password(
+        &self,
+        user_id: u64,
+        expected_hash: &str,
+        new_hash: &str,
+        token: &TokenHash,
+        session: &Session,
+        notice: Notice,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.password_changed(user_id, expected_hash, new_hash, token, session, notice)
+    }
+
+    fn request_email_change(
+        &self,
+        user_id: u64,
+        new_email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        code: PendingOtp,
+        mails: EmailChangeMails,
+    ) -> Result<SendOutcome, StoreError> {
+        self.email_change_requested(user_id, new_email, now, limit, code, mails)
+    }
+
+    fn complete_email_change(
+        &self,
+        user_id: u64,
+        code: &AccountCode,
+        keep: &TokenHash,
+    ) -> Result<Option<EmailChanged>, StoreError> {
+        self.email_change_completed(user_id, code, keep)
+    }
+
+    fn user_sessions(&self, user_id: u64) -> Result<Vec<(TokenHash, Session)>, StoreError> {
+        self.sessions_of(user_id)
+    }
+
+    fn delete_account(&self, user_id: u64) -> Result<Option<UserChange>, StoreError> {
+        self.account_deleted(user_id)
+    }
+
+    fn queue_notice(&self, to: &str, now: UnixMillis, notice: Notice) -> Result<u64, StoreError> {
+        self.notice_queued(to, now, notice)
+    }
+
+    fn pending_codes(&self, user: &User) -> Result<PendingCodes, StoreError> {
+        self.codes_pending(user)
+    }
+
+    fn traces(&self, email: &str) -> Result<Traces, StoreError> {
+        self.traces_of(email)
+    }
 }
 
 /// The store half of the operator commands.
 impl RedbStore {
     /// The user behind `email` inside a write transaction.
-    fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
+    pub(super) fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
         let Some(id) = txn
             .open_table(USERS_BY_EMAIL)
             .map_err(db_err)?
@@ -648,7 +741,7 @@ impl RedbStore {
     }
 }
 
-fn delete_user_sessions_in(
+pub(super) fn delete_user_sessions_in(
     txn: &WriteTransaction,
     user_id: u64,
 ) -> Result<Vec<TokenHash>, StoreError> {
@@ -704,7 +797,7 @@ fn insert_user_in(
     Ok(user)
 }
 
-fn insert_session_in(
+pub(super) fn insert_session_in(
     txn: &WriteTransaction,
     token: &TokenHash,
     session: &Session,
@@ -734,7 +827,10 @@ fn insert_session_in(
     Ok(())
 }
 
-fn delete_session_in(txn: &WriteTransaction, token: &TokenHash) -> Result<bool, StoreError> {
+pub(super) fn delete_session_in(
+    txn: &WriteTransaction,
+    token: &TokenHash,
+) -> Result<bool, StoreError> {
     let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
     let removed: Option<Session> = match sessions.remove(token.as_slice()).map_err(db_err)? {
         Some(v) => Some(decode(v.value())?),
@@ -829,11 +925,13 @@ mod tests {
             panic!("expected valid")
         };
         assert!(matches!(
-            s.create_account("a@x.io", &p, "hash", 2, &[7; 32]).unwrap(),
+            s.create_account("a@x.io", &p, "hash", 2, &[7; 32], &SessionOrigin::default())
+                .unwrap(),
             AccountCreation::Created(User { id: 1, .. })
         ));
         assert_eq!(
-            s.create_account("a@x.io", &p, "hash", 2, &[8; 32]).unwrap(),
+            s.create_account("a@x.io", &p, "hash", 2, &[8; 32], &SessionOrigin::default())
+                .unwrap(),
             AccountCreation::CodeGone
         );
         assert_eq!(s.session(&[7; 32]).unwrap().unwrap().user_id, 1);
@@ -863,7 +961,8 @@ mod tests {
         let OtpCheck::Valid(p) = s.check_otp("a@x.io", 1, 5, &|_| true).unwrap() else {
             panic!()
         };
-        s.create_account("a@x.io", &p, "h", 1, &[7; 32]).unwrap();
+        s.create_account("a@x.io", &p, "h", 1, &[7; 32], &SessionOrigin::default())
+            .unwrap();
         assert!(matches!(
             s.record_otp_send("a@x.io", 5, LIMIT, otp(10_000), mail())
                 .unwrap(),

@@ -33,8 +33,17 @@ async fn malformed_duplicated_and_oversized_cookies_do_not_authenticate() {
             .header("cookie", cookie.as_bytes())
             .send()
             .await;
-        let Ok(resp) = resp else { continue }; // client refused to send it
-        let status = resp.status().as_u16();
+        // A value reqwest will not put on the wire goes over a raw socket.
+        let status = match resp {
+            Ok(resp) => resp.status().as_u16(),
+            Err(_) => {
+                let request = format!(
+                    "GET /api/v2/secret HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+                );
+                let response = raw::send(&g, request.as_bytes()).await;
+                raw::statuses(&response).first().copied().unwrap_or(0)
+            }
+        };
         assert!(matches!(status, 400 | 401 | 431), "{cookie:.60} → {status}");
     }
     assert_eq!(g.upstream.count(), 0);
@@ -46,7 +55,7 @@ async fn malformed_duplicated_and_oversized_cookies_do_not_authenticate() {
     );
     let statuses = raw::statuses(&raw::send(&g, huge.as_bytes()).await);
     assert!(
-        statuses.iter().all(|s| (400..500).contains(s)),
+        !statuses.is_empty() && statuses.iter().all(|s| (400..500).contains(s)),
         "{statuses:?}"
     );
     assert_eq!(g.upstream.count(), 0);

@@ -67,8 +67,10 @@ async fn conflicting_framing_never_smuggles_a_protected_request() {
     for attack in attacks() {
         let response = raw::send(&g, attack.as_bytes()).await;
         let statuses = raw::statuses(&response);
+        // Every attack is answered (a refusal or the harmless first
+        // request), never with a server error.
         assert!(
-            !statuses.iter().any(|s| *s >= 500),
+            !statuses.is_empty() && statuses.iter().all(|s| *s < 500),
             "{attack:?} gave {statuses:?}"
         );
         assert_nothing_protected_reached_upstream(&g);
