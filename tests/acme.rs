@@ -243,6 +243,15 @@ async fn without_a_certificate_for_the_names_handshakes_fail_and_readiness_waits
         !metrics.contains("gatehouse_acme_order_failures_total 0"),
         "{metrics}"
     );
+
+    // SIGHUP (systemctl reload) retries now instead of after the back-off.
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(killed.success());
+    server
+        .wait_for_log("SIGHUP: retrying the ACME order now")
+        .await;
+    server.wait_for_log("attempt=2").await;
 }
 
 /// Notification datagrams received so far (non-blocking drain).

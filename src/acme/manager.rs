@@ -48,6 +48,9 @@ pub(super) struct Manager {
     pub(super) serving: Option<[u8; 32]>,
     /// Fingerprint of the certificate last found valid (logged once each).
     pub(super) checked: Option<[u8; 32]>,
+    /// Poked on SIGHUP: re-read the certificate file, or retry a failed
+    /// order, now instead of at the end of the current wait.
+    pub(super) wake: Arc<tokio::sync::Notify>,
 }
 
 impl Manager {
@@ -118,7 +121,8 @@ impl Manager {
                         .duration_since(SystemTime::now())
                         .unwrap_or_default()
                         .min(RECHECK);
-                    tokio::time::sleep(wait).await;
+                    self.sleep_or_wake(wait, "SIGHUP: re-reading the ACME certificate now")
+                        .await;
                     continue;
                 }
                 Plan::Order(reason) => reason,
@@ -272,7 +276,16 @@ impl Manager {
                 "ACME order failed; no certificate yet, TLS handshakes are refused"
             );
         }
-        tokio::time::sleep(delay).await;
+        self.sleep_or_wake(delay, "SIGHUP: retrying the ACME order now")
+            .await;
+    }
+
+    /// Waits `period`, or less if SIGHUP arrives (then logs `why`).
+    async fn sleep_or_wake(&self, period: Duration, why: &str) {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = self.wake.notified() => tracing::info!("{why}"),
+        }
     }
 }
 

@@ -112,6 +112,7 @@ pub async fn prepare(cfg: &AcmeConfig, data_dir: &Path) -> Result<Acme, AcmeErro
         ready,
         serving: None,
         checked: None,
+        wake: Arc::default(),
     };
     let stored = {
         let (dir, provider) = (dir.clone(), provider.clone());
@@ -184,6 +185,20 @@ impl Acme {
                 self.manager.resolver.clone(),
                 target,
             )));
+        }
+        // SIGHUP (systemctl reload) cuts the manager's current wait short.
+        // The general SIGHUP handler (`ops::signals`) has no file
+        // certificate to reload under ACME; this one listens alongside it.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let wake = self.manager.wake.clone();
+                tasks.push(tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        wake.notify_one();
+                    }
+                }));
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGHUP handler for ACME"),
         }
         tasks.push(tokio::spawn(self.manager.run()));
         AcmeTasks { tasks }
