@@ -4,8 +4,9 @@
 //! the file, the line and the key to change.
 //!
 //! Checked: the configuration itself; the TLS certificate and key (or an
-//! existing self-signed pair, or the CA trust of `[tls.acme]`); the mail templates and transport (SMTP
-//! password source, CA file, `file` directory); the store path's directory.
+//! existing self-signed pair, or the CA trust of `[tls.acme]`); the mail
+//! templates and transport (SMTP password source, CA file, `file`
+//! directory); the store path's directory.
 //! Not checked: binding the listeners and the admin socket, opening the
 //! store (a running server holds its lock), reaching the upstream or SMTP
 //! server (`check-mail` does that).
@@ -35,8 +36,12 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
         crate::tls::check(&tls.source, &config.store.data_dir())
             .map_err(|e| at_key(text, origin, tls_key(&e, &tls.source), e.to_string()))?;
         if let crate::config::CertSource::Acme(acme) = &tls.source {
-            crate::acme::check(acme)
-                .map_err(|e| at_key(text, origin, "tls.acme.ca_file", e.to_string()))?;
+            crate::acme::check(acme).map_err(|e| {
+                // The error names its key itself; say it once.
+                let full = e.to_string();
+                let message = full.strip_prefix("tls.acme.ca_file ").unwrap_or(&full);
+                at_key(text, origin, "tls.acme.ca_file", message.to_string())
+            })?;
         }
     }
     crate::mail::check_setup(&config.mail).map_err(|e| {
