@@ -23,6 +23,7 @@ loopback, with the real gatehouse binary ($GATEHOUSE_BIN):
 Needs: pebble, openssl, python3 (stdlib only). Fails loudly; never skips.
 """
 
+import atexit
 import fcntl
 import hashlib
 import http.client
@@ -46,6 +47,17 @@ PEBBLE = shutil.which("pebble")
 WORK = tempfile.mkdtemp(prefix="gh-acme-")
 CERT_SECONDS = 60
 PROCS = []
+
+
+def stop_all():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+
+
+# Whatever ends the run (a failed check, an exception, Ctrl-C), no pebble or
+# gatehouse is left behind.
+atexit.register(stop_all)
 
 
 def fail(message):
