@@ -13,6 +13,7 @@
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `oidc`: sign-in through OpenID Connect providers;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
 //! - `preflight`: the start-up checks `serve` and `check-config` share;
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod cli;

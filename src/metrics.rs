@@ -139,6 +139,13 @@ pub struct Metrics {
     /// Live connections (WebSockets, streams) closed because their session
     /// ended.
     pub live_connections_ended: Counter,
+    /// Unix time at which the served certificate expires (ACME); 0 before
+    /// the first one.
+    pub tls_certificate_expiry: Gauge,
+    /// ACME certificates issued to this process.
+    pub acme_certificates: Counter,
+    /// Failed ACME orders and renewals.
+    pub acme_failures: Counter,
     /// Account self-service by event (`reset_requested`, `reset_completed`,
     /// `password_changed`, `email_changed`, `account_deleted`).
     pub account_events: Family<EventLabel, Counter>,
@@ -249,6 +256,24 @@ impl Metrics {
             "WebSockets and streaming responses closed because their session ended",
             live_connections_ended.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Unix time at which the served TLS certificate expires (ACME; 0 until one is served)",
+            tls_certificate_expiry.clone(),
+        );
+        let acme_certificates = Counter::default();
+        registry.register(
+            "acme_certificates_issued",
+            "Certificates this process obtained over ACME",
+            acme_certificates.clone(),
+        );
+        let acme_failures = Counter::default();
+        registry.register(
+            "acme_order_failures",
+            "ACME orders or renewals that failed (the current certificate, if any, stays in service)",
+            acme_failures.clone(),
+        );
         let account_events = Family::<EventLabel, Counter>::default();
         registry.register(
             "account_events",
@@ -268,6 +293,9 @@ impl Metrics {
             upstream_requests,
             websocket_connections,
             live_connections_ended,
+            tls_certificate_expiry,
+            acme_certificates,
+            acme_failures,
             requests,
             proxy_latency,
             auth_latency,

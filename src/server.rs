@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::auth::AuthError;
-use crate::config::Config;
+use crate::config::{CertSource, Config};
 use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
@@ -73,6 +73,9 @@ pub enum ServeError {
     /// An upstream's TLS client could not be set up.
     #[error("{0}")]
     Upstream(#[from] crate::proxy::UpstreamTlsError),
+    /// `[tls.acme]` could not be set up.
+    #[error("tls.acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -124,7 +127,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     });
 
     // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
+    //    Under [tls.acme] the ACME manager swaps it instead.
+    let acme = match config.tls.as_ref().map(|t| &t.source) {
+        Some(CertSource::Acme(acme)) => {
+            Some(crate::acme::prepare(acme, &config.store.data_dir()).await?)
+        }
+        _ => None,
+    };
     let (tls, reloadable) = match &config.tls {
+        Some(_) if acme.is_some() => (
+            acme.as_ref().map(|a| TlsAcceptor::from(a.server_config())),
+            None,
+        ),
         Some(t) => {
             let (server_config, cert) =
                 crate::tls::reloadable_server_config(&t.source, &config.store.data_dir())?;
@@ -166,6 +180,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             let ready = Arc::new(crate::ops::health::Readiness {
                 app: app.clone(),
                 upstreams: routed_upstreams(&config),
+                certificate: acme.as_ref().map(|a| a.ready()),
             });
             Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
         }
@@ -185,7 +200,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
-    crate::ops::systemd::ready();
+    // 4b. ACME: order or renew in the background now that the listener can
+    //     answer TLS-ALPN-01; systemd hears READY=1 once a certificate serves.
+    let (acme_tasks, ready_notice) = match acme {
+        Some(acme) => {
+            let certified = acme.ready();
+            (
+                Some(acme.spawn(local.port())),
+                Some(tokio::spawn(notify_ready_when_certified(certified))),
+            )
+        }
+        None => {
+            crate::ops::systemd::ready();
+            (None, None)
+        }
+    };
     let watchdog = crate::ops::systemd::spawn_watchdog();
 
     // 5. Background upkeep: sweep expired sessions and codes, persist throttles.
@@ -230,6 +259,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     crate::ops::systemd::stopping();
     upkeep.abort();
     reloader.abort();
+    if let Some(t) = &acme_tasks {
+        t.abort();
+    }
+    if let Some(t) = &ready_notice {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -284,6 +319,16 @@ fn routed_upstreams(config: &Config) -> Vec<(String, String)> {
         }
     }
     used
+}
+
+/// Sends systemd READY=1 once the ACME certificate is in service.
+async fn notify_ready_when_certified(mut certified: tokio::sync::watch::Receiver<bool>) {
+    if !*certified.borrow() {
+        tracing::info!("not ready until the ACME certificate is issued (/readyz answers 503)");
+    }
+    if certified.wait_for(|ok| *ok).await.is_ok() {
+        crate::ops::systemd::ready();
+    }
 }
 
 /// How often throttle counters are written to the store (and stale upstream
@@ -373,6 +418,10 @@ async fn serve_connection(
                     return;
                 }
             };
+            if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation: the handshake itself was the answer.
+                return;
+            }
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let drain = settings.drain.clone();
             serve_http(TokioIo::new(tls), is_h2, service, watcher, drain, deadline).await

@@ -16,6 +16,7 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let server = check_server(raw.server)?;
         let tls = raw.tls.map(check_tls).transpose()?;
+        super::acme::check_listeners(tls.as_ref(), &server)?;
         let upstream = check_upstream("upstream", raw.upstream)?;
         let upstreams = check_named_upstreams(raw.upstreams)?;
         let store = StoreConfig {
@@ -178,7 +179,36 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
 }
 
 fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
-    let source = match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
+    let other_source = raw.cert.is_some() || raw.key.is_some() || raw.self_signed == Some(true);
+    let source = match (
+        raw.acme,
+        raw.cert,
+        raw.key,
+        raw.self_signed.unwrap_or(false),
+    ) {
+        (Some(acme), ..) => super::acme::check_acme(acme, other_source)?,
+        (None, cert, key, self_signed) => check_cert_files(cert, key, self_signed)?,
+    };
+    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
+        Some("0" | "0s") => Duration::ZERO,
+        _ => duration_or(
+            "tls.hsts_max_age",
+            raw.hsts_max_age,
+            Duration::from_secs(365 * 86_400),
+        )?,
+    };
+    Ok(TlsConfig {
+        source,
+        hsts_max_age,
+    })
+}
+
+fn check_cert_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: bool,
+) -> Result<CertSource, ConfigError> {
+    Ok(match (cert, key, self_signed) {
         (Some(cert), Some(key), false) => CertSource::Files { cert, key },
         (None, None, true) => CertSource::SelfSigned,
         (Some(_), Some(_), true) => {
@@ -192,21 +222,9 @@ fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
         (None, None, false) => {
             return Err(invalid(
                 "tls",
-                "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
+                "set cert and key, self_signed = true, or a [tls.acme] section; remove [tls] to serve plain HTTP",
             ));
         }
-    };
-    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
-        Some("0" | "0s") => Duration::ZERO,
-        _ => duration_or(
-            "tls.hsts_max_age",
-            raw.hsts_max_age,
-            Duration::from_secs(365 * 86_400),
-        )?,
-    };
-    Ok(TlsConfig {
-        source,
-        hsts_max_age,
     })
 }
 

@@ -77,6 +77,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+mod acme;
 mod check;
 pub mod locate;
 mod mail;
@@ -188,8 +189,43 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone)]
 pub enum CertSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     SelfSigned,
+    /// Ordered and renewed over ACME (`[tls.acme]`); see `crate::acme`.
+    Acme(AcmeConfig),
+}
+
+/// `[tls.acme]`: one certificate for `domains`, ordered from `directory`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// Lower-case DNS names, no wildcards, at least one; the first is the
+    /// name redirects fall back to.
+    pub domains: Vec<String>,
+    /// Account contact, without the `mailto:`.
+    pub email: Option<String>,
+    /// The CA's directory URL (https).
+    pub directory: String,
+    pub challenge: AcmeChallenge,
+    /// Plain-HTTP listener: HTTP-01 answers and 308 redirects to HTTPS.
+    /// Always set for `http-01`; optional for `tls-alpn-01`.
+    pub http_listen: Option<SocketAddr>,
+    /// PEM CA certificate(s) to trust for the directory instead of the
+    /// system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Renew once the certificate expires within this long.
+    pub renew_before: Duration,
+}
+
+/// How the CA checks that we control the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737: answered on the TLS listener itself (`acme-tls/1` ALPN).
+    TlsAlpn01,
+    /// RFC 8555 §8.3: answered on `http_listen` under `/.well-known/acme-challenge/`.
+    Http01,
 }
 
 #[derive(Debug, Clone)]

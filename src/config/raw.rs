@@ -77,6 +77,20 @@ pub(super) struct RawTls {
     pub(super) key: Option<PathBuf>,
     pub(super) self_signed: Option<bool>,
     pub(super) hsts_max_age: Option<String>,
+    pub(super) acme: Option<RawAcme>,
+}
+
+/// `[tls.acme]`: certificates ordered from an ACME CA (see `super::acme`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) domains: Option<Vec<String>>,
+    pub(super) email: Option<String>,
+    pub(super) directory: Option<String>,
+    pub(super) challenge: Option<String>,
+    pub(super) http_listen: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) renew_before: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

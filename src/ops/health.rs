@@ -28,6 +28,8 @@ pub struct Readiness {
     /// The upstreams some route forwards to, by name (`default` for
     /// `[upstream]`), as `host:port`; each probed with a TCP connect.
     pub upstreams: Vec<(String, String)>,
+    /// Under `[tls.acme]`: whether a certificate is in service yet.
+    pub certificate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -109,21 +111,24 @@ async fn readyz(ready: &Readiness) -> Response<Body> {
         upstream_ok &= ok;
         upstreams.insert(name, (if ok { "ok" } else { "failing" }).into());
     }
-    let status = if store_ok && upstream_ok {
+    let certificate_ok = ready.certificate.as_ref().is_none_or(|c| *c.borrow());
+    let all_ok = store_ok && upstream_ok && certificate_ok;
+    let status = if all_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "failing" };
-    json(
-        status,
-        &serde_json::json!({
-            "status": word(store_ok && upstream_ok),
-            "store": word(store_ok),
-            "upstream": word(upstream_ok),
-            "upstreams": upstreams,
-        }),
-    )
+    let mut body = serde_json::json!({
+        "status": word(all_ok),
+        "store": word(store_ok),
+        "upstream": word(upstream_ok),
+        "upstreams": upstreams,
+    });
+    if ready.certificate.is_some() {
+        body["certificate"] = if certificate_ok { "ok" } else { "waiting" }.into();
+    }
+    json(status, &body)
 }
 
 async fn metrics(ready: &Readiness) -> Response<Body> {
