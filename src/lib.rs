@@ -11,7 +11,8 @@
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
-//! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - `server`: listeners, connections, shutdown; `conn`: connection slots
+//!   and deadlines; `cli`: commands;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
 
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod mail;
 pub mod metrics;

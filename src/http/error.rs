@@ -25,6 +25,10 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("Request body could not be read")]
     BodyRead,
+    /// The body did not arrive within `server.body_read_timeout`, or
+    /// arrived below `server.min_body_rate`.
+    #[error("Request body was not received in time")]
+    BodyTimeout,
     /// The endpoint takes JSON and got something else.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::Path(e) => (StatusCode::BAD_REQUEST, capitalise(&e.to_string())),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::BodyRead => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
             ApiError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
@@ -144,6 +149,7 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::BadBody(_)
         | ApiError::BodyTooLarge
         | ApiError::BodyRead
+        | ApiError::BodyTimeout
         | ApiError::UnsupportedMediaType
         | ApiError::MethodNotAllowed { .. }
         | ApiError::NoRoute

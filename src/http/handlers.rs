@@ -1,10 +1,10 @@
 //! The Flowtask auth endpoints Gatehouse answers itself: JSON in, JSON out,
 //! session cookies set and cleared. Outcomes are decided in [`crate::auth`].
 
+use crate::http::body::RequestBody;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
 use crate::auth::SignedIn;
@@ -16,7 +16,7 @@ use super::{App, RequestContext};
 pub async fn send_otp(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -28,7 +28,7 @@ pub async fn send_otp(
 pub async fn verify(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -46,7 +46,7 @@ pub async fn verify(
 pub async fn sign_in(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let previous = app.auth.sessions.token_hash_from(req.headers());
@@ -74,7 +74,7 @@ fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Respons
     resp
 }
 
-pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn auth_check(app: &App, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let body = match app.auth.sessions.authenticate(req.headers())? {
         Some(who) => serde_json::json!({ "isAuthenticated": true, "email": &*who.email }),
         None => serde_json::json!({ "isAuthenticated": false }),
@@ -82,7 +82,7 @@ pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, 
     Ok(json(http::StatusCode::OK, &body))
 }
 
-pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout(app: &App, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout(token).await {
@@ -94,7 +94,7 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(resp)
 }
 
-pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout_all(app: &App, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout_all(token).await {
@@ -115,7 +115,7 @@ fn set_cookie(resp: &mut Response<Body>, value: &str) {
 }
 
 /// Reads a bounded JSON object body.
-async fn read_json(app: &App, req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+async fn read_json(app: &App, req: Request<RequestBody>) -> Result<Map<String, Value>, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -134,12 +134,17 @@ async fn read_json(app: &App, req: Request<Incoming>) -> Result<Map<String, Valu
     if declared_too_large {
         return Err(ApiError::BodyTooLarge);
     }
-    let bytes: Bytes = Limited::new(req.into_body(), app.max_body_bytes)
-        .collect()
+    // A total deadline: a small body that trickles in must not hold the
+    // connection (and a hashing slot's worth of attention) for long.
+    let collect = Limited::new(req.into_body(), app.max_body_bytes).collect();
+    let bytes: Bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
         .await
+        .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::BodyTooLarge
+            } else if let Some(super::body::BodyError::TooSlow) = e.downcast_ref() {
+                ApiError::BodyTimeout
             } else {
                 ApiError::BodyRead
             }

@@ -9,6 +9,7 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+pub mod body;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -26,6 +27,7 @@ use crate::config::{Route, RouteAuth};
 use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
+use body::RequestBody;
 use error::ApiError;
 use origin::{OriginPolicy, Site};
 use response::Body;
@@ -44,6 +46,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+    /// Connection hygiene: body deadlines, header-name rules.
+    pub hygiene: crate::config::HygieneConfig,
 }
 
 /// What is known about the client's connection.
@@ -96,6 +100,11 @@ impl RequestContext {
 /// Every request is counted and access-logged (see [`crate::ops::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     let started = crate::ops::access::Started::new(&req);
+    let min_rate = body::MinRate {
+        bytes_per_sec: app.hygiene.min_body_rate,
+        grace: app.hygiene.min_body_rate_grace,
+    };
+    let req = req.map(|b| RequestBody::new(b, Some(min_rate)));
     let client_ip = crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies);
     let client_ip_header = if client_ip == crate::net::canonical_ip(peer.addr.ip()) {
         peer.ip_header.clone()
@@ -126,7 +135,7 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
 async fn route(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
@@ -224,7 +233,7 @@ async fn serve_endpoint(
     app: &App,
     ctx: &RequestContext,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != endpoint.method() {
@@ -248,7 +257,7 @@ async fn proxy(
     app: &App,
     ctx: &RequestContext,
     route_auth: Option<RouteAuth>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let auth = route_auth.ok_or(ApiError::NoRoute)?;

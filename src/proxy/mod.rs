@@ -8,9 +8,9 @@ mod pool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::body::RequestBody;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use pool::Pool;
 pub use pool::{UpstreamBody, UpstreamError};
@@ -95,7 +95,7 @@ impl Upstream {
     /// Sends `req` upstream and streams the answer back.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
@@ -142,6 +142,7 @@ impl Upstream {
         let upstream_req = Request::from_parts(parts, body);
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => return Err(ApiError::UpstreamTimeout),
+            Ok(Err(e)) if e.is_client_too_slow() => return Err(ApiError::BodyTimeout),
             Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");

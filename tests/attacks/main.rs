@@ -9,6 +9,7 @@ mod abuse;
 mod browser;
 mod cookies;
 mod paths;
+mod slots;
 mod smuggling;
 mod timeouts;
 
