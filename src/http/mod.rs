@@ -13,6 +13,7 @@ pub mod body;
 pub mod error;
 mod forward_auth;
 mod handlers;
+pub mod header_names;
 pub mod origin;
 pub mod path;
 pub mod response;
@@ -104,7 +105,10 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         bytes_per_sec: app.hygiene.min_body_rate,
         grace: app.hygiene.min_body_rate_grace,
     };
-    let req = req.map(|b| RequestBody::new(b, Some(min_rate)));
+    let mut req = req.map(|b| RequestBody::new(b, Some(min_rate)));
+    if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
+        header_names::drop_underscored(req.headers_mut());
+    }
     let client_ip = crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies);
     let client_ip_header = if client_ip == crate::net::canonical_ip(peer.addr.ip()) {
         peer.ip_header.clone()
@@ -272,7 +276,12 @@ async fn proxy(
         ),
     };
     served.user = identity.as_ref().map(|who| who.user_id);
-    app.upstream
+    let mut resp = app
+        .upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
-        .await
+        .await?;
+    for name in &app.hygiene.strip_response_headers {
+        resp.headers_mut().remove(name);
+    }
+    Ok(resp)
 }

@@ -12,6 +12,7 @@ mod paths;
 mod slots;
 mod smuggling;
 mod timeouts;
+mod underscores;
 
 use common::{Gatehouse, Options};
 
