@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Auth;
 use crate::auth::AuthError;
 use crate::config::Config;
-use crate::conn::{ConnState, Deadlines, Registry, Slot, Tracked};
+use crate::conn::{ConnState, Deadlines, Lingering, Registry, Slot, Tracked};
 use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
@@ -333,6 +333,7 @@ async fn serve_connection(
     });
     let result = match &settings.tls {
         Some(acceptor) => {
+            let stream = Lingering::new(stream);
             let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
             let tls = tokio::select! {
                 done = handshake => match done {
@@ -367,7 +368,7 @@ async fn serve_connection(
             match sniffed {
                 Some(is_h2) => {
                     serve_http(
-                        TokioIo::new(stream),
+                        TokioIo::new(Lingering::new(stream)),
                         is_h2,
                         service,
                         &state,

@@ -3,6 +3,11 @@
 //! averaged `bytes_per_sec` over the time spent waiting for the client —
 //! time the consumer (an upstream applying back-pressure) did not ask for
 //! data is not counted — or reading fails with [`BodyError::TooSlow`].
+//!
+//! A body dropped before its end (the request was answered early: 401,
+//! 403, 405, 413, 415 …) is handed to its [`Unread`] slot instead of being
+//! dropped, so the pipeline can decide how the connection survives the
+//! early answer (see [`super::early`]).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -50,14 +55,22 @@ impl RateState {
     }
 }
 
+/// Where a body dropped before its end goes; see [`super::early`].
+pub type Unread = std::sync::Arc<std::sync::Mutex<Option<Incoming>>>;
+
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` only once handed to `unread` on drop.
+    inner: Option<Incoming>,
     rate: Option<Box<RateState>>,
+    unread: Option<Unread>,
+    /// Reading failed (too slow, broken): not worth keeping on drop.
+    failed: bool,
 }
 
 impl RequestBody {
     /// `rate: None` (or a zero rate) reads at whatever pace the client sends.
-    pub fn new(inner: Incoming, rate: Option<MinRate>) -> RequestBody {
+    /// `unread` receives the body if it is dropped before its end.
+    pub fn new(inner: Incoming, rate: Option<MinRate>, unread: Option<Unread>) -> RequestBody {
         let rate = rate
             .filter(|r| r.bytes_per_sec > 0 && !inner.is_end_stream())
             .map(|rule| {
@@ -69,7 +82,23 @@ impl RequestBody {
                     timer: None,
                 })
             });
-        RequestBody { inner, rate }
+        RequestBody {
+            inner: Some(inner),
+            rate,
+            unread,
+            failed: false,
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(unread)) = (self.inner.take(), self.unread.as_ref())
+            && !self.failed
+            && !inner.is_end_stream()
+        {
+            *unread.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
+        }
     }
 }
 
@@ -87,7 +116,13 @@ impl Body for RequestBody {
         {
             rate.waited += since.elapsed();
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.failed = true;
+        }
         let Some(rate) = this.rate.as_mut() else {
             return polled.map(|f| f.map(|r| r.map_err(BodyError::Read)));
         };
@@ -102,6 +137,7 @@ impl Body for RequestBody {
             Poll::Pending => {
                 let allowance = rate.allowance();
                 if rate.waited >= allowance {
+                    this.failed = true;
                     return Poll::Ready(Some(Err(BodyError::TooSlow)));
                 }
                 let now = Instant::now();
@@ -115,6 +151,7 @@ impl Body for RequestBody {
                 if timer.as_mut().poll(cx).is_ready() {
                     // The allowance ran out between the check and now.
                     rate.waited += now.elapsed();
+                    this.failed = true;
                     return Poll::Ready(Some(Err(BodyError::TooSlow)));
                 }
                 Poll::Pending
@@ -123,10 +160,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

@@ -10,6 +10,7 @@
 //! error into a response.
 
 pub mod body;
+mod early;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -105,7 +106,9 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         bytes_per_sec: app.hygiene.min_body_rate,
         grace: app.hygiene.min_body_rate_grace,
     };
-    let mut req = req.map(|b| RequestBody::new(b, Some(min_rate)));
+    let unread = early::slot_for(req.body());
+    let version = req.version();
+    let mut req = req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone()));
     if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
         header_names::drop_underscored(req.headers_mut());
     }
@@ -126,6 +129,9 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    if let Some(unread) = &unread {
+        early::settle(unread, version, &mut resp);
+    }
     app.origins.decorate(&mut resp, &ctx.site);
     if let Some(hsts) = &app.hsts {
         resp.headers_mut()

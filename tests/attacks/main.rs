@@ -8,6 +8,7 @@ mod common;
 mod abuse;
 mod browser;
 mod cookies;
+mod early;
 mod paths;
 mod slots;
 mod smuggling;
