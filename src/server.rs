@@ -27,8 +27,10 @@ use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::TlsError;
 use http::HeaderValue;
 
-/// Largest request head (request line and headers) accepted.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's own hard stop for a request head. The documented limits
+/// (`http::head`) are enforced exactly by the pipeline; hyper's buffer
+/// limit is only approximate, so it sits well above them.
+const MAX_HEADER_BYTES: usize = 2 * crate::http::head::MAX_HEAD_BYTES;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 100;
 /// Concurrent HTTP/2 streams per connection.

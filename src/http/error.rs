@@ -29,6 +29,12 @@ pub enum ApiError {
     /// arrived below `server.min_body_rate`.
     #[error("Request body was not received in time")]
     BodyTimeout,
+    /// The request head is over the documented limits.
+    #[error("Request header fields too large")]
+    HeadTooLarge,
+    /// A `Transfer-Encoding` other than plain `chunked`.
+    #[error("Transfer-Encoding other than chunked is not supported")]
+    UnsupportedTransferCoding,
     /// The endpoint takes JSON and got something else.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -87,6 +93,11 @@ impl ApiError {
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::BodyRead => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            ApiError::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                self.to_string(),
+            ),
+            ApiError::UnsupportedTransferCoding => (StatusCode::NOT_IMPLEMENTED, self.to_string()),
             ApiError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
@@ -150,6 +161,8 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::BodyTooLarge
         | ApiError::BodyRead
         | ApiError::BodyTimeout
+        | ApiError::HeadTooLarge
+        | ApiError::UnsupportedTransferCoding
         | ApiError::UnsupportedMediaType
         | ApiError::MethodNotAllowed { .. }
         | ApiError::NoRoute

@@ -14,6 +14,7 @@ mod early;
 pub mod error;
 mod forward_auth;
 mod handlers;
+pub mod head;
 pub mod header_names;
 pub mod origin;
 pub mod path;
@@ -109,6 +110,8 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     let unread = early::slot_for(req.body());
     let version = req.version();
     let mut req = req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone()));
+    // Size is judged on the head as received, underscored names included.
+    let head_checked = head::check(&mut req);
     if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
         header_names::drop_underscored(req.headers_mut());
     }
@@ -125,7 +128,11 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         client_ip_header,
     };
     let mut served = Served::default();
-    let mut resp = match route(app, &ctx, req, &mut served).await {
+    let routed = match head_checked {
+        Ok(()) => route(app, &ctx, req, &mut served).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match routed {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };

@@ -10,6 +10,7 @@ mod browser;
 mod cookies;
 mod early;
 mod paths;
+mod protocol;
 mod slots;
 mod smuggling;
 mod timeouts;
