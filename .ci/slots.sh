@@ -3,7 +3,8 @@
 # PINGing h2, trickled bodies, thousands of idle connections from one
 # address while another is served) and early answers (413 while the body is
 # still being written) looped with Python's http.client and Debian's curl
-# over HTTP/2 and HTTP/1.1. Loopback only; bounded (about a minute).
+# over HTTP/2 and HTTP/1.1; then underscore header spellings against a real
+# WSGI backend (wsgiref). Loopback only; bounded (about two minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,3 +51,6 @@ done
 grep -q "listening on" "$DIR/log" || { cat "$DIR/log"; echo "FAIL: gatehouse did not start" >&2; exit 1; }
 
 python3 .ci/slots_check.py "$PORT" "$GH_PID"
+
+# Underscore spellings against a real WSGI backend (wsgiref merges - and _).
+python3 .ci/underscores_wsgi.py "$BIN"
