@@ -28,9 +28,15 @@ pub fn check<B>(req: &mut Request<B>) -> Result<(), ApiError> {
 
 /// The head's size as an HTTP/1.1 client writes it.
 pub fn head_size<B>(req: &Request<B>) -> usize {
-    let target = match req.version() {
-        Version::HTTP_2 => req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
-        _ => req.uri().to_string().len(),
+    let uri = req.uri();
+    let path = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // HTTP/2 carries the authority in `:authority`, not in the target;
+    // an HTTP/1.1 absolute-form target spells it out.
+    let target = match (req.version(), uri.scheme_str(), uri.authority()) {
+        (Version::HTTP_2, _, _) => path,
+        (_, Some(scheme), Some(authority)) => scheme.len() + 3 + authority.as_str().len() + path,
+        (_, None, Some(authority)) => authority.as_str().len(), // CONNECT
+        _ => path,
     };
     // "METHOD target HTTP/1.1\r\n" ... "\r\n"
     let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
