@@ -87,9 +87,10 @@ async fn try_tls(
 ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
     let config = std::sync::Arc::new(g.ca.client_config(&[alpn]));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    tokio::time::timeout(std::time::Duration::from_secs(5), handshake)
         .await
+        .ok()?
         .ok()
 }
 
