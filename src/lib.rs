@@ -15,7 +15,8 @@
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
-//! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - `server`: listeners, connections, shutdown; `conn`: connection slots
+//!   and deadlines; `cli`: commands;
 //! - `preflight`: the start-up checks `serve` and `check-config` share;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod mail;
 pub mod metrics;

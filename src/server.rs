@@ -11,14 +11,14 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::auth::AuthError;
 use crate::config::{CertSource, Config};
+use crate::conn::{ConnState, Deadlines, Lingering, Registry, Slot, Tracked};
 use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
@@ -27,12 +27,16 @@ use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::TlsError;
 use http::HeaderValue;
 
-/// Largest request head (request line and headers) accepted.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's own hard stop for a request head. The documented limits
+/// (`http::head`) are enforced exactly by the pipeline; hyper's buffer
+/// limit is only approximate, so it sits well above them.
+const MAX_HEADER_BYTES: usize = 2 * crate::http::head::MAX_HEAD_BYTES;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 100;
 /// Concurrent HTTP/2 streams per connection.
 const MAX_H2_STREAMS: u32 = 100;
+/// How long an idle connection may take to finish a graceful close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +119,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         websockets: crate::proxy::websocket::Tunnels::new(config.server.max_connections),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        hygiene: config.server.hygiene.clone(),
         trusted_proxies: config.server.trusted_proxies.clone(),
         origins: OriginPolicy::new(&config.cors),
         hsts: config
@@ -221,19 +226,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let upkeep = tokio::spawn(upkeep(app.clone(), config.store.sweep_interval));
 
     // 6. Accept until told to stop.
+    //    Every connection holds a slot in the registry: per-address and
+    //    global caps, longest-idle eviction at the cap, drain on shutdown.
     let settings = Arc::new(ConnSettings {
         tls,
         header_read_timeout: config.server.header_read_timeout,
-        drain: tokio_util::sync::CancellationToken::new(),
+        deadlines: Deadlines {
+            first_request: config.server.header_read_timeout,
+            keep_alive: config.server.hygiene.keep_alive_timeout,
+            close_grace: CLOSE_GRACE,
+        },
     });
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(config.server.max_connections));
+    let registry = Registry::new(
+        config.server.max_connections,
+        config.server.hygiene.max_connections_per_ip,
+    );
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
         let (stream, addr) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -246,11 +255,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 }
             },
         };
-        let (app, settings, watcher) = (app.clone(), settings.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            serve_connection(app, settings, watcher, stream, addr).await;
-            drop(permit);
-        });
+        let accepted = Instant::now();
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            admitted = registry.admit(addr.ip()) => match admitted {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    tracing::debug!(%addr, ?refused, "connection refused");
+                    continue;
+                }
+            },
+        };
+        let (app, settings) = (app.clone(), settings.clone());
+        tokio::spawn(serve_connection(
+            app, settings, slot, stream, addr, accepted,
+        ));
     }
 
     // 7. Drain: stop accepting, let in-flight requests finish (up to
@@ -269,12 +288,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         w.abort();
     }
     tracing::info!(
-        connections = graceful.count(),
+        connections = registry.count(),
         "shutting down; draining connections"
     );
-    settings.drain.cancel();
+    // Open WebSockets end now: they are tunnels, not requests to finish.
     app.websockets.close_all();
-    if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
+    if tokio::time::timeout(config.server.drain_timeout, registry.drain())
         .await
         .is_err()
     {
@@ -386,83 +405,111 @@ async fn flush_throttles(app: &Arc<App>) {
 struct ConnSettings {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
-    /// Cancelled when the drain starts (for HTTP/1.1 connections, which
-    /// the graceful watcher cannot take once upgrades are on).
-    drain: tokio_util::sync::CancellationToken,
+    deadlines: Deadlines,
 }
 
 async fn serve_connection(
     app: Arc<App>,
     settings: Arc<ConnSettings>,
-    watcher: Watcher,
+    slot: Slot,
     stream: TcpStream,
     addr: SocketAddr,
+    accepted: Instant,
 ) {
     let _ = stream.set_nodelay(true);
-    let deadline = settings.header_read_timeout;
+    let state = slot.state().clone();
+    // The TLS handshake and protocol detection count against the first
+    // request's deadline, and stop early if the slot is reclaimed.
+    let first_request_by = accepted + settings.header_read_timeout;
     let peer = Peer::new(addr, settings.tls.is_some());
+    let requests = state.clone();
     let service = service_fn(move |req| {
+        let in_flight = requests.request_started();
         let (app, peer) = (app.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
+        async move {
+            let resp = handle(&app, peer, req).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
+        }
     });
     let result = match &settings.tls {
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "tls handshake timed out");
-                    return;
-                }
+            let stream = Lingering::new(stream);
+            let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "tls handshake timed out");
+                        return;
+                    }
+                },
+                () = state.close_requested() => return,
             };
             if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
                 // A TLS-ALPN-01 validation: the handshake itself was the answer.
                 return;
             }
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let drain = settings.drain.clone();
-            serve_http(TokioIo::new(tls), is_h2, service, watcher, drain, deadline).await
+            serve_http(
+                TokioIo::new(tls),
+                is_h2,
+                service,
+                &state,
+                accepted,
+                &settings,
+            )
+            .await
         }
-        None => match sniff_h2_preface(&stream, deadline).await {
-            Some(is_h2) => {
-                let drain = settings.drain.clone();
-                serve_http(
-                    TokioIo::new(stream),
-                    is_h2,
-                    service,
-                    watcher,
-                    drain,
-                    deadline,
-                )
-                .await
+        None => {
+            let sniffed = tokio::select! {
+                s = sniff_h2_preface(&stream, first_request_by) => s,
+                () = state.close_requested() => None,
+            };
+            match sniffed {
+                Some(is_h2) => {
+                    serve_http(
+                        TokioIo::new(Lingering::new(stream)),
+                        is_h2,
+                        service,
+                        &state,
+                        accepted,
+                        &settings,
+                    )
+                    .await
+                }
+                None => return,
             }
-            None => return,
-        },
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%addr, error = %e, "connection ended with error");
     }
+    drop(slot);
 }
 
 async fn serve_http<I, S>(
     io: I,
     is_h2: bool,
     service: S,
-    watcher: Watcher,
-    drain: tokio_util::sync::CancellationToken,
-    header_read_timeout: Duration,
+    state: &ConnState,
+    accepted: Instant,
+    settings: &ConnSettings,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::http::response::Body>
-        + Send
+    S: hyper::service::HttpService<
+            hyper::body::Incoming,
+            ResBody = Tracked<crate::http::response::Body>,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let deadlines = &settings.deadlines;
     if is_h2 {
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -472,34 +519,23 @@ where
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        watcher.watch(b.serve_connection(io, service)).await
+        crate::conn::drive(b.serve_connection(io, service), state, accepted, deadlines).await
     } else {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_headers(MAX_HEADERS);
-        // Upgrades on, for WebSocket pass-through. hyper-util's watcher
-        // does not take such a connection, so the drain token does its job
-        // and the watcher is only held so the drain waits for this one.
+        // Upgrades on, for WebSocket pass-through (see proxy::websocket).
         let conn = b.serve_connection(io, service).with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            () = drain.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        drop(watcher);
-        result
+        crate::conn::drive(conn, state, accepted, deadlines).await
     }
 }
 
 /// For plain connections: whether the client opens with the HTTP/2 preface
 /// (prior knowledge). `None` if it closes or stays silent past `deadline` —
 /// this bounds the protocol-detection read that hyper itself leaves open.
-async fn sniff_h2_preface(stream: &TcpStream, deadline: Duration) -> Option<bool> {
+async fn sniff_h2_preface(stream: &TcpStream, deadline: Instant) -> Option<bool> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let sniff = async {
         let mut buf = [0u8; PREFACE.len()];
@@ -518,5 +554,8 @@ async fn sniff_h2_preface(stream: &TcpStream, deadline: Duration) -> Option<bool
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::timeout(deadline, sniff).await.ok().flatten()
+    tokio::time::timeout_at(deadline, sniff)
+        .await
+        .ok()
+        .flatten()
 }

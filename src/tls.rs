@@ -105,6 +105,9 @@ pub fn reloadable_server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our cipher-suite order (ring's: AES-256-GCM first) wins over the
+    // client's, so a client cannot steer the handshake to its weakest choice.
+    config.ignore_client_order = true;
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok((Arc::new(config), resolver))
 }

@@ -175,6 +175,80 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
             Duration::from_secs(30),
         )?,
         trusted_proxies: check_trusted_proxies(raw.trusted_proxies)?,
+        hygiene: check_hygiene(HygieneKeys {
+            max_connections_per_ip: raw.max_connections_per_ip,
+            keep_alive_timeout: raw.keep_alive_timeout,
+            body_read_timeout: raw.body_read_timeout,
+            min_body_rate: raw.min_body_rate,
+            min_body_rate_grace: raw.min_body_rate_grace,
+            underscores_in_headers: raw.underscores_in_headers,
+            strip_response_headers: raw.strip_response_headers,
+        })?,
+    })
+}
+
+/// The `[server]` keys of [`HygieneConfig`], moved out of `RawServer`.
+struct HygieneKeys {
+    max_connections_per_ip: Option<usize>,
+    keep_alive_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    min_body_rate: Option<u64>,
+    min_body_rate_grace: Option<String>,
+    underscores_in_headers: Option<String>,
+    strip_response_headers: Option<Vec<String>>,
+}
+
+fn check_hygiene(raw: HygieneKeys) -> Result<HygieneConfig, ConfigError> {
+    let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(256);
+    if max_connections_per_ip == 0 {
+        return Err(invalid(
+            "server.max_connections_per_ip",
+            "must be at least 1",
+        ));
+    }
+    let underscores_in_headers = match raw.underscores_in_headers.as_deref() {
+        None | Some("drop") => Underscores::Drop,
+        Some("pass") => Underscores::Pass,
+        Some(other) => {
+            return Err(invalid(
+                "server.underscores_in_headers",
+                format!("\"{other}\" is not \"drop\" or \"pass\""),
+            ));
+        }
+    };
+    let strip_response_headers = raw
+        .strip_response_headers
+        .unwrap_or_else(|| vec!["X-Powered-By".into(), "Server".into()])
+        .iter()
+        .map(|name| {
+            http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                invalid(
+                    "server.strip_response_headers",
+                    format!("\"{name}\" is not a header name"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HygieneConfig {
+        max_connections_per_ip,
+        keep_alive_timeout: duration_or(
+            "server.keep_alive_timeout",
+            raw.keep_alive_timeout,
+            Duration::from_secs(10),
+        )?,
+        body_read_timeout: duration_or(
+            "server.body_read_timeout",
+            raw.body_read_timeout,
+            Duration::from_secs(10),
+        )?,
+        min_body_rate: raw.min_body_rate.unwrap_or(1024),
+        min_body_rate_grace: duration_or(
+            "server.min_body_rate_grace",
+            raw.min_body_rate_grace,
+            Duration::from_secs(10),
+        )?,
+        underscores_in_headers,
+        strip_response_headers,
     })
 }
 

@@ -178,6 +178,40 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-Uri` / `X-Original-URI` are believed
     /// (forward-auth); everyone else's are ignored.
     pub trusted_proxies: Vec<Cidr>,
+    /// Connection hygiene: per-address caps, idle and body deadlines,
+    /// header-name rules (see `[server]` in config.example.toml).
+    pub hygiene: HygieneConfig,
+}
+
+/// Limits that keep any one client from holding connection slots or
+/// smuggling header spellings (issue 18).
+#[derive(Debug, Clone)]
+pub struct HygieneConfig {
+    /// Concurrent connections from one address (IPv6: one /64), counted on
+    /// the TCP peer address — never on `X-Forwarded-For`.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight (HTTP/1.1 between requests,
+    /// HTTP/2 with no open stream) is closed after this long.
+    pub keep_alive_timeout: Duration,
+    /// Whole-body deadline for Gatehouse's own endpoints.
+    pub body_read_timeout: Duration,
+    /// Bytes per second a request body must average once the grace period
+    /// is over (time spent waiting on the upstream does not count); 0 = off.
+    pub min_body_rate: u64,
+    pub min_body_rate_grace: Duration,
+    /// Request header names containing `_`: dropped (default) or passed.
+    pub underscores_in_headers: Underscores,
+    /// Lower-cased names removed from every proxied response.
+    pub strip_response_headers: Vec<http::HeaderName>,
+}
+
+/// What happens to request headers whose names contain an underscore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// Removed before the request is handled (nginx's default).
+    Drop,
+    /// Passed on, except spellings of protected names (always removed).
+    Pass,
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,14 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) drain_timeout: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
+    // Connection hygiene (issue 18).
+    pub(super) max_connections_per_ip: Option<usize>,
+    pub(super) keep_alive_timeout: Option<String>,
+    pub(super) body_read_timeout: Option<String>,
+    pub(super) min_body_rate: Option<u64>,
+    pub(super) min_body_rate_grace: Option<String>,
+    pub(super) underscores_in_headers: Option<String>,
+    pub(super) strip_response_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -4,8 +4,8 @@
 //! [`crate::auth`]. CSRF and `Cache-Control: no-store` come from the
 //! pipeline and [`super::response::json`], as for every endpoint.
 
+use crate::http::body::RequestBody;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::auth::sessions::Identity;
 use crate::auth::{AuthError, SessionInfo};
@@ -61,7 +61,7 @@ fn session_json(s: &SessionInfo) -> serde_json::Value {
 pub async fn forgot_password(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -75,7 +75,7 @@ pub async fn forgot_password(
 pub async fn reset_password(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -96,7 +96,7 @@ pub async fn reset_password(
 pub async fn change_password(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;
@@ -115,7 +115,7 @@ pub async fn change_password(
 
 pub async fn own_sessions(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;
@@ -129,7 +129,7 @@ pub async fn own_sessions(
 
 pub async fn end_own_session(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;
@@ -146,7 +146,7 @@ pub async fn end_own_session(
 pub async fn email_change(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;
@@ -165,7 +165,7 @@ pub async fn email_change(
 pub async fn email_verify(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;
@@ -184,7 +184,7 @@ pub async fn email_verify(
 pub async fn delete_account(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = signed_in(app, req.headers(), served)?;

@@ -25,6 +25,16 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("Request body could not be read")]
     BodyRead,
+    /// The body did not arrive within `server.body_read_timeout`, or
+    /// arrived below `server.min_body_rate`.
+    #[error("Request body was not received in time")]
+    BodyTimeout,
+    /// The request head is over the documented limits.
+    #[error("Request header fields too large")]
+    HeadTooLarge,
+    /// A `Transfer-Encoding` other than plain `chunked`.
+    #[error("Transfer-Encoding other than chunked is not supported")]
+    UnsupportedTransferCoding,
     /// The endpoint takes JSON and got something else.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -99,6 +109,12 @@ impl ApiError {
             ApiError::Path(e) => (StatusCode::BAD_REQUEST, capitalise(&e.to_string())),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::BodyRead => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            ApiError::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                self.to_string(),
+            ),
+            ApiError::UnsupportedTransferCoding => (StatusCode::NOT_IMPLEMENTED, self.to_string()),
             ApiError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
@@ -183,6 +199,9 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::BadBody(_)
         | ApiError::BodyTooLarge
         | ApiError::BodyRead
+        | ApiError::BodyTimeout
+        | ApiError::HeadTooLarge
+        | ApiError::UnsupportedTransferCoding
         | ApiError::UnsupportedMediaType
         | ApiError::MethodNotAllowed { .. }
         | ApiError::NoRoute

@@ -10,8 +10,8 @@
 //! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
 //! original URI the strictest rule (`required`) applies.
 
+use crate::http::body::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
 use super::response::{Body, json};
@@ -34,7 +34,7 @@ enum Rule {
 pub fn verify(
     app: &App,
     peer: &Peer,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let trusted = crate::net::is_trusted(peer.addr.ip(), &app.trusted_proxies);

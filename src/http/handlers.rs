@@ -1,10 +1,10 @@
 //! The Flowtask auth endpoints Gatehouse answers itself: JSON in, JSON out,
 //! session cookies set and cleared. Outcomes are decided in [`crate::auth`].
 
+use crate::http::body::RequestBody;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
 use crate::auth::SignedIn;
@@ -17,7 +17,7 @@ use crate::ops::access::Served;
 pub async fn send_otp(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -29,7 +29,7 @@ pub async fn send_otp(
 pub async fn verify(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let body = read_json(app, req).await?;
@@ -47,7 +47,7 @@ pub async fn verify(
 pub async fn sign_in(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let client = ctx.client_info(app, req.headers());
     let previous = app.auth.sessions.token_hash_from(req.headers());
@@ -77,7 +77,7 @@ pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn)
 
 pub fn auth_check(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let who = app.auth.sessions.authenticate(req.headers())?;
@@ -91,7 +91,7 @@ pub fn auth_check(
 
 pub async fn logout(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
@@ -108,7 +108,7 @@ pub async fn logout(
 
 pub async fn logout_all(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
@@ -140,7 +140,7 @@ pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {
 /// Reads a bounded JSON object body.
 pub(super) async fn read_json(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Map<String, Value>, ApiError> {
     let is_json = req
         .headers()
@@ -160,12 +160,17 @@ pub(super) async fn read_json(
     if declared_too_large {
         return Err(ApiError::BodyTooLarge);
     }
-    let bytes: Bytes = Limited::new(req.into_body(), app.max_body_bytes)
-        .collect()
+    // A total deadline: a small body that trickles in must not hold the
+    // connection (and a hashing slot's worth of attention) for long.
+    let collect = Limited::new(req.into_body(), app.max_body_bytes).collect();
+    let bytes: Bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
         .await
+        .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::BodyTooLarge
+            } else if let Some(super::body::BodyError::TooSlow) = e.downcast_ref() {
+                ApiError::BodyTimeout
             } else {
                 ApiError::BodyRead
             }

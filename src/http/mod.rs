@@ -11,9 +11,13 @@
 
 mod account;
 pub mod authority;
+pub mod body;
+mod early;
 pub mod error;
 mod forward_auth;
 mod handlers;
+pub mod head;
+pub mod header_names;
 mod oauth;
 pub mod origin;
 pub mod path;
@@ -31,6 +35,7 @@ use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
 use authority::{AuthorityError, RequestAuthority};
+use body::RequestBody;
 use error::ApiError;
 use origin::{OriginPolicy, Site};
 use response::Body;
@@ -54,6 +59,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+    /// Connection hygiene: body deadlines, header-name rules.
+    pub hygiene: crate::config::HygieneConfig,
     /// OpenID Connect sign-in (`[[oidc]]`, `[oauth]`).
     pub oidc: crate::oidc::Oidc,
 }
@@ -128,6 +135,18 @@ impl RequestContext {
 /// Every request is counted and access-logged (see [`crate::ops::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     let started = crate::ops::access::Started::new(&req);
+    let min_rate = body::MinRate {
+        bytes_per_sec: app.hygiene.min_body_rate,
+        grace: app.hygiene.min_body_rate_grace,
+    };
+    let unread = early::slot_for(req.body());
+    let version = req.version();
+    let mut req = req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone()));
+    // Size is judged on the head as received, underscored names included.
+    let head_checked = head::check(&mut req);
+    if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
+        header_names::drop_underscored(req.headers_mut());
+    }
     let client_ip = crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies);
     let client_ip_header = if client_ip == crate::net::canonical_ip(peer.addr.ip()) {
         peer.ip_header.clone()
@@ -147,10 +166,17 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
         client_ip_header,
     };
     let mut served = Served::default();
-    let mut resp = match route(app, &ctx, req, &mut served).await {
+    let routed = match head_checked {
+        Ok(()) => route(app, &ctx, req, &mut served).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match routed {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    if let Some(unread) = &unread {
+        early::settle(unread, version, &mut resp);
+    }
     app.origins.decorate(&mut resp, &ctx.site);
     if let Some(hsts) = &app.hsts {
         resp.headers_mut()
@@ -164,7 +190,7 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
 async fn route(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
@@ -210,7 +236,7 @@ async fn route(
 /// once whether an `[cors] allowed_origins` entry is missing. The origin is
 /// the site's own claim (cut at 200 bytes); no cookie or other secret is
 /// logged.
-fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>, reason: &'static str) {
+fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<RequestBody>, reason: &'static str) {
     let text = |name: header::HeaderName| {
         req.headers()
             .get(name)
@@ -355,7 +381,7 @@ async fn serve_endpoint(
     app: &App,
     ctx: &RequestContext,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != endpoint.method() {
@@ -390,7 +416,7 @@ async fn proxy(
     app: &App,
     ctx: &RequestContext,
     target: Option<(RouteAuth, &Upstream)>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
@@ -428,7 +454,11 @@ async fn proxy(
             .tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot)
             .await;
     }
-    upstream
+    let mut resp = upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
-        .await
+        .await?;
+    for name in &app.hygiene.strip_response_headers {
+        resp.headers_mut().remove(name);
+    }
+    Ok(resp)
 }

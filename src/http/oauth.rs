@@ -4,8 +4,8 @@
 //! the sign-in and redirects the browser (never answers JSON: it is a
 //! top-level navigation coming back from the provider).
 
+use crate::http::body::RequestBody;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
 use super::response::{Body, full, json};
@@ -33,7 +33,7 @@ pub(super) fn step_for(canonical: &str) -> Option<super::Endpoint> {
 
 /// The provider name from the request path (canonicalised the same way as
 /// for routing, so `/API/v1/OAuth/Google/connect` names `google`).
-fn provider_name(req: &Request<Incoming>) -> Option<String> {
+fn provider_name(req: &Request<RequestBody>) -> Option<String> {
     let canonical = super::path::canonical(req.uri().path()).ok()?;
     let rest = canonical
         .trim_end_matches('/')
@@ -44,7 +44,7 @@ fn provider_name(req: &Request<Incoming>) -> Option<String> {
 pub async fn connect(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     // Each connect stores a pending sign-in: limited per client address.
     let client = ctx.client_info(app, req.headers());
@@ -81,7 +81,7 @@ pub async fn connect(
 pub async fn callback(
     app: &App,
     ctx: &RequestContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let name = provider_name(&req).unwrap_or_default();
     let query = CallbackQuery::parse(req.uri().query());

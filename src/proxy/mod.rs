@@ -14,9 +14,9 @@ pub mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::body::RequestBody;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
 use pool::Pool;
@@ -31,8 +31,22 @@ use crate::http::response::Body;
 /// Request headers that never reach the upstream: hop-by-hop ones
 /// (RFC 9110 §7.6.1) and client-supplied claims of identity, origin or a
 /// different URL — the upstream must only ever see Gatehouse's values.
-/// Anything starting with `x-auth-` goes too.
+/// Anything starting with `x-auth-` goes too, and so does any `_` spelling
+/// of these or of the framing and routing headers (see
+/// [`crate::http::header_names`]).
 fn is_stripped_request_header(name: &str) -> bool {
+    is_protected_request_header(name)
+        || crate::http::header_names::is_spelling_of(name, is_protected_or_framing)
+}
+
+/// A protected name, or one that frames or routes the request: an `_`
+/// spelling of any of them must not sit next to the real one upstream.
+fn is_protected_or_framing(name: &str) -> bool {
+    is_protected_request_header(name)
+        || matches!(name, "content-length" | "host" | "cookie" | "content-type")
+}
+
+fn is_protected_request_header(name: &str) -> bool {
     is_hop_by_hop(name)
         || matches!(
             name,
@@ -150,7 +164,7 @@ impl Upstream {
     /// Sends `req` upstream and streams the answer back.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
@@ -164,6 +178,7 @@ impl Upstream {
                 self.outcomes.timeout.inc();
                 return Err(ApiError::UpstreamTimeout);
             }
+            Ok(Err(e)) if e.is_client_too_slow() => return Err(ApiError::BodyTimeout),
             Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
             Ok(Err(e)) => {
                 self.failed(&e);

@@ -24,6 +24,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
+
+use crate::http::body::{BodyError, RequestBody};
 use hyper_util::rt::TokioIo;
 
 use super::connect::{Connector, UpstreamStream};
@@ -73,17 +75,25 @@ impl UpstreamError {
         // own `Incoming`) failed to read. Other user errors, such as a
         // connection that went away before answering, stay the upstream's.
         matches!(self, UpstreamError::Http(e) if e.is_user()
-            && std::error::Error::source(e).is_some_and(|s| s.is::<hyper::Error>()))
+            && std::error::Error::source(e).is_some_and(|s| s.is::<BodyError>()))
+    }
+
+    /// Whether the client's body arrived below the minimum data rate.
+    pub fn is_client_too_slow(&self) -> bool {
+        matches!(self, UpstreamError::Http(e) if e.is_user()
+            && std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<BodyError>())
+                .is_some_and(|b| matches!(b, BodyError::TooSlow)))
     }
 }
 
 /// The state machine that does an upstream connection's I/O.
-type Driver = http1::Connection<TokioIo<UpstreamStream>, Incoming>;
+type Driver = http1::Connection<TokioIo<UpstreamStream>, RequestBody>;
 
 /// One upstream connection: the handle requests are sent on and the state
 /// machine that does the I/O. The driver is `None` once it has finished.
 struct Conn {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     /// Boxed: the state machine is several hundred bytes, and a `Conn`
     /// moves in and out of the pool and futures on every request.
     driver: Option<Pin<Box<Driver>>>,
@@ -115,8 +125,8 @@ impl Conn {
     /// comes back with the error so it can be retried elsewhere.
     async fn send(
         mut self,
-        req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Conn), (hyper::Error, Option<Request<Incoming>>)> {
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Conn), (hyper::Error, Option<Request<RequestBody>>)> {
         let mut answer = std::pin::pin!(self.sender.try_send_request(req));
         let result = std::future::poll_fn(|cx| {
             self.poll_driver(cx);
@@ -153,7 +163,7 @@ impl Pool {
     /// but only while the request has not been written.
     pub async fn send(
         self: &Arc<Pool>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut req = req;
         if let Some(conn) = self.checkout() {

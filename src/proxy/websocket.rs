@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::body::RequestBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -123,7 +123,7 @@ impl Upstream {
     /// held for as long as the tunnel is open.
     pub async fn tunnel(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,

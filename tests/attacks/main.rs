@@ -8,9 +8,13 @@ mod common;
 mod abuse;
 mod browser;
 mod cookies;
+mod early;
 mod paths;
+mod protocol;
+mod slots;
 mod smuggling;
 mod timeouts;
+mod underscores;
 
 use common::{Gatehouse, Options};
 

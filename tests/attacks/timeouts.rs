@@ -99,35 +99,46 @@ async fn idle_keep_alive_connections_are_closed() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_until_one_closes() {
+async fn connections_beyond_the_cap_wait_while_every_slot_is_busy() {
+    // Idle connections make room for new ones (see `slots.rs`); busy ones
+    // do not: with both slots answering a slow request, a third client
+    // waits until one finishes.
     let g = Gatehouse::start_with(Options {
         tls: false,
         extra_toml: "max_connections = 2\nheader_read_timeout = \"30s\"\n".into(),
+        upstream_timeout: "20s",
         ..Options::default()
     })
     .await;
-    let request = b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = TcpStream::connect(g.addr).await.unwrap();
-        conn.write_all(request).await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = conn.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        held.push(conn); // keep-alive: the connection keeps its slot
+        conn.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(conn);
     }
-    // A third client gets through the kernel's backlog but is not served
-    // while both slots are taken ...
+    crate::common::eventually(Duration::from_secs(5), || {
+        (g.upstream.count() == 2).then_some(())
+    })
+    .await
+    .expect("both slow requests reached the upstream");
     let mut third = TcpStream::connect(g.addr).await.unwrap();
-    third.write_all(request).await.unwrap();
+    third
+        .write_all(b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
     assert!(early.is_err(), "served beyond server.max_connections");
-    // ... and is served as soon as one of them closes.
-    drop(held.pop());
-    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+    // ... and is served once a slow response has gone out.
+    let n = tokio::time::timeout(Duration::from_secs(15), third.read(&mut buf))
         .await
         .expect("served after a slot freed up")
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    for mut conn in held {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
 }

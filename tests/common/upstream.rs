@@ -1,6 +1,7 @@
 //! A real HTTP/1.1 upstream for tests that records every request it gets.
 //! `/sse` streams three events 300 ms apart; `/slow` answers after 5 s;
-//! `/close` answers and closes the connection; everything else answers 200
+//! `/close` answers and closes the connection; `/powered` adds X-Powered-By
+//! and Server headers; everything else answers 200
 //! with a small JSON body.
 
 use std::convert::Infallible;
@@ -159,6 +160,12 @@ async fn respond(
     if close {
         resp.headers_mut()
             .insert("connection", http::HeaderValue::from_static("close"));
+    }
+    // `/powered`: what an Express app behind a web server advertises.
+    if target.contains("/powered") {
+        let h = resp.headers_mut();
+        h.insert("x-powered-by", http::HeaderValue::from_static("Express"));
+        h.insert("server", http::HeaderValue::from_static("upstream/1.0"));
     }
     Ok(resp)
 }

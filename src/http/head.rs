@@ -1,0 +1,151 @@
+//! Request-head rules checked before anything else looks at a request:
+//! - size: the whole head (request line, header lines, final CRLF, counted
+//!   as an HTTP/1.1 client writes them — `Name: value\r\n`) at most
+//!   [`MAX_HEAD_BYTES`], and no header line over [`MAX_HEADER_LINE_BYTES`];
+//!   otherwise 431. HTTP/2 heads are counted by the same formula from the
+//!   decoded header list, `:path` as the target.
+//! - framing: `Transfer-Encoding` must be exactly `chunked` (any other
+//!   coding is refused with 501, RFC 9112 §6.1, rather than forwarded with
+//!   the coding silently dropped); `Content-Length` is rewritten in its
+//!   canonical form (`00` → `0`) so the upstream reads the number hyper did.
+
+use http::{HeaderValue, Request, Version, header};
+
+use super::error::ApiError;
+
+/// Largest request head accepted (bytes).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest single header line (`Name: value\r\n`) accepted (bytes).
+pub const MAX_HEADER_LINE_BYTES: usize = 32 * 1024;
+
+/// Applies the rules above; may rewrite `Content-Length`.
+pub fn check<B>(req: &mut Request<B>) -> Result<(), ApiError> {
+    check_size(req)?;
+    check_transfer_coding(req)?;
+    canonical_content_length(req);
+    Ok(())
+}
+
+/// The head's size as an HTTP/1.1 client writes it.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let path = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // HTTP/2 carries the authority in `:authority`, not in the target;
+    // an HTTP/1.1 absolute-form target spells it out.
+    let target = match (req.version(), uri.scheme_str(), uri.authority()) {
+        (Version::HTTP_2, _, _) => path,
+        (_, Some(scheme), Some(authority)) => scheme.len() + 3 + authority.as_str().len() + path,
+        (_, None, Some(authority)) => authority.as_str().len(), // CONNECT
+        _ => path,
+    };
+    // "METHOD target HTTP/1.1\r\n" ... "\r\n"
+    let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
+    let headers: usize = req.headers().iter().map(|(n, v)| line_size(n, v)).sum();
+    line + headers + 2
+}
+
+fn line_size(name: &http::HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + 2 + value.len() + 2
+}
+
+fn check_size<B>(req: &Request<B>) -> Result<(), ApiError> {
+    let too_long_line = req
+        .headers()
+        .iter()
+        .any(|(n, v)| line_size(n, v) > MAX_HEADER_LINE_BYTES);
+    if too_long_line || head_size(req) > MAX_HEAD_BYTES {
+        return Err(ApiError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+fn check_transfer_coding<B>(req: &Request<B>) -> Result<(), ApiError> {
+    let mut codings = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(ApiError::UnsupportedTransferCoding),
+    }
+}
+
+fn canonical_content_length<B>(req: &mut Request<B>) {
+    let headers = req.headers_mut();
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), second) = (values.next(), values.next()) else {
+        return;
+    };
+    let canonical = second.is_none()
+        && first.as_bytes().first() != Some(&b'0')
+        && first.as_bytes().iter().all(u8::is_ascii_digit)
+        || first.as_bytes() == b"0";
+    if canonical {
+        return;
+    }
+    // hyper already refused anything that is not one number (repeated or
+    // listed copies of the same number are allowed); write it once, plainly.
+    let number = std::str::from_utf8(first.as_bytes())
+        .ok()
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if let Some(n) = number {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::post("/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn head_size_counts_what_an_http1_client_writes() {
+        let r = req(&[("host", "localhost")]);
+        assert_eq!(
+            head_size(&r),
+            "POST /x HTTP/1.1\r\nhost: localhost\r\n\r\n".len()
+        );
+    }
+
+    #[test]
+    fn only_plain_chunked_is_accepted() {
+        for ok in ["chunked", "Chunked", " chunked "] {
+            assert!(check_transfer_coding(&req(&[("transfer-encoding", ok)])).is_ok());
+        }
+        assert!(check_transfer_coding(&req(&[])).is_ok());
+        for bad in ["gzip, chunked", "gzip", "chunked, chunked", "identity", "x"] {
+            let refused = check_transfer_coding(&req(&[("transfer-encoding", bad)]));
+            assert!(
+                matches!(refused, Err(ApiError::UnsupportedTransferCoding)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_is_made_canonical() {
+        for (sent, forwarded) in [
+            ("00", "0"),
+            ("007", "7"),
+            ("5", "5"),
+            ("0", "0"),
+            ("5, 5", "5"),
+        ] {
+            let mut r = req(&[("content-length", sent)]);
+            canonical_content_length(&mut r);
+            assert_eq!(r.headers()["content-length"], forwarded, "{sent}");
+        }
+    }
+}
