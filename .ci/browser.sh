@@ -2,8 +2,11 @@
 # Real-browser suite: Debian's headless Chromium, driven by puppeteer-core
 # (pinned in tests/browser/package-lock.json), runs the Flowtask client flow
 # through a real Gatehouse with TLS, once over HTTP/2 and once over HTTP/1.1,
-# including forged requests from pages on other sites. Installs what it
-# needs (chromium, nodejs/npm, openssl, curl, aiosmtpd); idempotent; never skips.
+# including forged requests from pages on other sites and "Sign in with
+# Google" clicked through a real OpenID provider's login and consent pages.
+# Installs what it needs (chromium, nodejs/npm, openssl, curl, aiosmtpd, the
+# pinned npm packages of tests/browser and tests/oidc); idempotent; never
+# skips.
 # Screenshots and logs are kept under $BROWSER_ARTIFACTS (default: a
 # directory under /tmp, printed by the suite).
 set -euo pipefail
@@ -46,6 +49,10 @@ fi
 
 cargo build --locked --bin gatehouse
 (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+# The "Sign in with Google" steps use the certified OpenID provider of the
+# OIDC tests (npm oidc-provider, pinned in tests/oidc/package-lock.json;
+# it needs Node.js 20 or later).
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 export GATEHOUSE_BIN="$PWD/target/debug/gatehouse"
 export CHROMIUM_BIN=/usr/bin/chromium

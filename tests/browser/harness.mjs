@@ -7,12 +7,16 @@
 //   the sign-up codes;
 // - the real Gatehouse binary with TLS in front of them;
 // - a "foreign" HTTPS site (Node https) serving a page that forges requests;
+// - a certified OpenID provider (npm `oidc-provider`, tests/oidc/provider.mjs,
+//   the same script the Rust OIDC tests use) over HTTPS at 127.0.0.1 with the
+//   same test certificate, configured in Gatehouse as `google`;
 // - Debian's Chromium, driven by puppeteer-core, trusting the test
 //   certificate through its SPKI pin (no certificate errors are ignored).
 //
 // Everything is started by `startWorld()` and stopped by `world.stop()`.
 
 import { spawn, execFileSync } from 'node:child_process';
+import readline from 'node:readline';
 import { createHash, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -107,6 +111,10 @@ export async function startUpstream() {
   const files = {
     '/': ['index.html', 'text/html; charset=utf-8'],
     '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+    // Where the OIDC callback sends the browser: the same single-page app.
+    '/onboarding/welcome': ['index.html', 'text/html; charset=utf-8'],
+    '/app/today': ['index.html', 'text/html; charset=utf-8'],
+    '/signin': ['index.html', 'text/html; charset=utf-8'],
   };
   const server = http.createServer((req, res) => {
     let body = '';
@@ -220,9 +228,70 @@ export async function startSmtp(dir) {
   };
 }
 
-/** The real Gatehouse binary with TLS, in front of `upstreamPort`. */
-export async function startGatehouse(dir, { certs, upstreamPort, smtpPort }) {
-  const port = await freePort();
+/**
+ * The certified OpenID provider of tests/oidc (run `npm ci` there first),
+ * serving `certs` at https://127.0.0.1:PORT, with `redirectUris` registered
+ * for its one client ("gatehouse" / "gatehouse-secret"). Any login is
+ * accepted; the login is the account's (verified) email.
+ */
+export async function startProvider(dir, { certs, redirectUris }) {
+  const oidcDir = path.join(repo, 'tests', 'oidc');
+  if (!fs.existsSync(path.join(oidcDir, 'node_modules', 'oidc-provider'))) {
+    throw new Error(`${oidcDir}/node_modules is missing: run \`npm ci\` there (.ci/browser.sh does)`);
+  }
+  const log = fs.openSync(path.join(dir, 'provider.log'), 'a');
+  const child = spawn(process.execPath, [path.join(oidcDir, 'provider.mjs'), certs.cert, certs.key], {
+    cwd: oidcDir,
+    stdio: ['pipe', 'pipe', log],
+  });
+  const lines = readline.createInterface({ input: child.stdout });
+  const pending = [];
+  const waiting = [];
+  lines.on('line', (line) => {
+    const next = waiting.shift();
+    if (next) next(line); else pending.push(line);
+  });
+  const nextLine = (what) => Promise.race([
+    new Promise((resolve) => (pending.length ? resolve(pending.shift()) : waiting.push(resolve))),
+    new Promise((_, reject) => setTimeout(
+      () => reject(new Error(`the provider did not print ${what} (see ${dir}/provider.log)`)), STARTUP_MS)),
+  ]).then((line) => JSON.parse(line));
+  const { issuer } = await nextLine('its issuer');
+  child.stdin.write(`${JSON.stringify({ redirect_uris: redirectUris })}\n`);
+  const { ready } = await nextLine('ready');
+  if (ready !== true) throw new Error('the provider did not get ready');
+  return {
+    issuer,
+    stop: () => { child.stdin.end(); child.kill('SIGTERM'); },
+  };
+}
+
+/** Gatehouse's `[[oidc]]` and `[oauth]` sections for the provider as `google`. */
+function oidcConfig({ certs, provider, origin }) {
+  return `
+[[oidc]]
+name = "google"
+issuer = "${provider.issuer}"
+client_id = "gatehouse"
+client_secret = "gatehouse-secret"
+redirect_url = "${origin}/api/v1/oauth/google/callback"
+ca_file = "${certs.ca}"
+[oauth]
+frontend_url = "${origin}"
+success_path = "/app/today"
+new_user_path = "/onboarding/welcome"
+error_path = "/signin"
+`;
+}
+
+/**
+ * The real Gatehouse binary with TLS, in front of `upstreamPort`; with
+ * `provider`, it offers "Sign in with Google" through it (then `port` must
+ * be the one registered with the provider).
+ */
+export async function startGatehouse(dir, { certs, upstreamPort, smtpPort, port: chosen, provider }) {
+  const port = chosen || await freePort();
+  const origin = `https://localhost:${port}`;
   const config = path.join(dir, 'gatehouse.toml');
   fs.writeFileSync(config, `
 [server]
@@ -252,7 +321,7 @@ auth = "required"
 [[route]]
 prefix = "/"
 auth = "optional"
-`);
+${provider ? oidcConfig({ certs, provider, origin }) : ''}`);
   const lines = [];
   const logFile = fs.createWriteStream(path.join(dir, 'gatehouse.log'));
   const child = spawn(GATEHOUSE, ['serve', '--config', config], {
@@ -275,7 +344,7 @@ auth = "optional"
   });
   return {
     port,
-    origin: `https://localhost:${port}`,
+    origin,
     lines,
     stop: () => { child.kill('SIGTERM'); logFile.end(); },
   };
@@ -330,18 +399,28 @@ export async function startWorld() {
   const certs = makeCertificates(dir);
   const upstream = await startUpstream();
   const smtp = await startSmtp(dir);
-  const gatehouse = await startGatehouse(dir, { certs, upstreamPort: upstream.port, smtpPort: smtp.port });
+  // The provider must know Gatehouse's callback before Gatehouse starts.
+  const port = await freePort();
+  const provider = await startProvider(dir, {
+    certs,
+    redirectUris: [`https://localhost:${port}/api/v1/oauth/google/callback`],
+  });
+  const gatehouse = await startGatehouse(dir, {
+    certs, upstreamPort: upstream.port, smtpPort: smtp.port, port, provider,
+  });
   const foreign = await startForeignSite(certs);
   return {
     dir,
     certs,
     upstream,
     smtp,
+    provider,
     gatehouse,
     foreign,
     stop() {
       foreign.stop();
       gatehouse.stop();
+      provider.stop();
       smtp.stop();
       upstream.stop();
       // Keep the screenshots and logs; the browser profiles are large.

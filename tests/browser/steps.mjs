@@ -262,6 +262,180 @@ async function everyRequestUsedTheProtocol(t) {
   await t.page.evaluate((p) => window.flowtask.log(`all ${p.length} requests over ${p[0].protocol}`, true), entries);
 }
 
+/**
+ * Records the protocol of every response the tab gets, redirects included
+ * (the Performance API does not see redirects; the DevTools protocol does).
+ */
+async function recordResponses(page) {
+  const cdp = await page.createCDPSession();
+  await cdp.send('Network.enable');
+  const seen = [];
+  const note = (r) => seen.push({ url: r.url, status: r.status, protocol: r.protocol });
+  cdp.on('Network.requestWillBeSent', (e) => { if (e.redirectResponse) note(e.redirectResponse); });
+  cdp.on('Network.responseReceived', (e) => note(e.response));
+  return { seen, stop: () => cdp.detach() };
+}
+
+/**
+ * On the provider's pages: types the login into its login form and submits,
+ * gives consent if asked. Returns the pages clicked through and the
+ * response the browser finally landed on (after Gatehouse's callback).
+ */
+async function throughProvider(t, login) {
+  const { issuer } = t.world.provider;
+  const clicked = [];
+  let landed = null;
+  for (let i = 0; i < 4 && t.page.url().startsWith(`${issuer}/interaction/`); i += 1) {
+    if (await t.page.$('input[name="login"]')) {
+      clicked.push('login');
+      await t.page.type('input[name="login"]', login);
+      await t.page.type('input[name="password"]', 'any password will do');
+    } else {
+      clicked.push('consent');
+    }
+    [landed] = await Promise.all([
+      t.page.waitForNavigation({ waitUntil: 'load' }),
+      t.page.click('button[type="submit"]'),
+    ]);
+  }
+  return { clicked, landed };
+}
+
+/** Clicks "Sign in with Google" on the app page; the provider's login page must show. */
+async function clickSignInWithGoogle(t) {
+  const { issuer } = t.world.provider;
+  const [shown] = await Promise.all([
+    t.page.waitForNavigation({ waitUntil: 'load' }),
+    t.page.click('#google-signin'),
+  ]);
+  assert.ok(t.page.url().startsWith(`${issuer}/interaction/`), `on the provider's pages: ${t.page.url()}`);
+  assert.equal(shown.status(), 200);
+}
+
+/**
+ * Where the provider's redirect ended: Gatehouse's callback, then the
+ * app's `path`, showing `screen` and the signed-in user, every Gatehouse
+ * response over the expected protocol, the session cookie stored.
+ */
+async function landedThroughCallback(t, { landed, recorder, path: wanted, screen }) {
+  const { gatehouse, provider } = t.world;
+  const url = new URL(t.page.url());
+  assert.equal(url.origin, gatehouse.origin, `back at Gatehouse: ${url}`);
+  assert.equal(`${url.pathname}${url.search}`, wanted, 'the callback sent the browser to the right screen');
+  assert.equal(landed.status(), 200);
+  const chain = landed.request().redirectChain().map((r) => new URL(r.url()));
+  const callback = chain.findIndex((u) => u.origin === gatehouse.origin
+    && u.pathname === '/api/v1/oauth/google/callback');
+  assert.ok(callback >= 0, `through Gatehouse's callback: ${chain.join(' -> ')}`);
+  assert.ok(chain[callback].searchParams.get('code'), 'the callback carried a code');
+  assert.ok(chain.slice(0, callback).some((u) => u.origin === provider.issuer), 'redirected by the provider');
+
+  await t.page.waitForFunction(() => window.flowtask
+    && document.getElementById('who').textContent.startsWith('Signed in as'), { timeout: 10_000 });
+  const shows = await t.page.evaluate(() => ({
+    who: document.getElementById('who').textContent,
+    screen: document.getElementById('screen').textContent,
+    protocol: performance.getEntriesByType('navigation')[0].nextHopProtocol,
+  }));
+  assert.deepEqual(shows, { who: `Signed in as ${t.oidcEmail}`, screen, protocol: t.protocol });
+
+  const fromGatehouse = recorder.seen.filter((r) => r.url.startsWith(gatehouse.origin));
+  const paths = fromGatehouse.map((r) => new URL(r.url).pathname);
+  for (const p of ['/api/v1/oauth/google/connect', '/api/v1/oauth/google/callback', url.pathname]) {
+    assert.ok(paths.includes(p), `${p} among the responses: ${paths.join(', ')}`);
+  }
+  for (const r of fromGatehouse) assert.equal(r.protocol, t.protocol, `${r.url} went over ${r.protocol}`);
+  assert.ok(recorder.seen.some((r) => r.url.startsWith(provider.issuer)), 'the provider answered too');
+
+  const cdp = await t.page.createCDPSession();
+  const { cookies } = await cdp.send('Network.getCookies', { urls: [gatehouse.origin] });
+  await cdp.detach();
+  const session = cookies.find((c) => c.name === '__Host-gatehouse_session');
+  assert.ok(session, `session cookie stored: ${JSON.stringify(cookies)}`);
+  assert.deepEqual(
+    [session.httpOnly, session.secure, session.sameSite, session.path, session.domain],
+    [true, true, 'Lax', '/', 'localhost'],
+    'the same session cookie as a password sign-in',
+  );
+  assert.ok(!cookies.some((c) => c.name === '__Host-gatehouse-oidc'), 'the state cookie was cleared');
+  return session.value;
+}
+
+/** auth-check and a proxied /api/v2 request, as the OIDC user. */
+async function signedInAsOidcUser(t) {
+  const check = await app(t, 'authCheck');
+  assert.equal(check.status, 200);
+  assert.deepEqual(check.body, { isAuthenticated: true, email: t.oidcEmail });
+  const before = t.world.upstream.records.length;
+  const list = await app(t, 'listTasks');
+  assert.equal(list.status, 200, `GET /api/v2/tasks: ${list.text}`);
+  const seen = t.world.upstream.records.slice(before);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].user, t.oidcEmail, 'the upstream was told who the OIDC user is');
+  return list.body.map((task) => task.title);
+}
+
+/**
+ * Signed out, the user clicks "Sign in with Google", signs in and consents
+ * on the provider's pages, and lands on new_user_path with a new account
+ * and an ordinary session.
+ */
+async function googleSignInNewUser(t) {
+  t.oidcEmail = `google-${t.protocol.replace(/\W/g, '')}@example.com`;
+  await app(t, 'logout');
+  await openApp(t);
+  assert.equal((await app(t, 'authCheck')).body.isAuthenticated, false);
+  const recorder = await recordResponses(t.page);
+  try {
+    await clickSignInWithGoogle(t);
+    const { clicked, landed } = await throughProvider(t, t.oidcEmail);
+    assert.deepEqual(clicked, ['login', 'consent'], 'the provider asked for login, then consent');
+    t.state.oidcSession = await landedThroughCallback(t, {
+      landed, recorder, path: '/onboarding/welcome', screen: 'Welcome to Flowtask',
+    });
+  } finally {
+    await recorder.stop();
+  }
+  assert.notEqual(t.state.oidcSession, t.state.sessionValue, 'a new session');
+  assert.deepEqual(await signedInAsOidcUser(t), [], 'a new account has no tasks');
+  const created = await app(t, 'createTask', 'made after Sign in with Google');
+  assert.equal(created.status, 201, created.text);
+}
+
+async function googleLogoutThen401(t) {
+  const out = await app(t, 'logout');
+  assert.equal(out.status, 200, `logout: ${out.text}`);
+  assert.deepEqual((await app(t, 'authCheck')).body, { isAuthenticated: false });
+  assert.equal((await app(t, 'listTasks')).status, 401, 'signed out: /api/v2 answers 401');
+}
+
+/**
+ * Signed out of Gatehouse and of the provider (its cookies deleted), the
+ * user signs in with Google again: login page once more, then
+ * success_path, the same account (the task made before is there).
+ */
+async function googleSignInAgain(t) {
+  const { issuer } = t.world.provider;
+  const cdp = await t.page.createCDPSession();
+  const { cookies } = await cdp.send('Network.getCookies', { urls: [issuer] });
+  for (const c of cookies) await cdp.send('Network.deleteCookies', { name: c.name, url: issuer });
+  await cdp.detach();
+  await openApp(t);
+  const recorder = await recordResponses(t.page);
+  try {
+    await clickSignInWithGoogle(t);
+    const { clicked, landed } = await throughProvider(t, t.oidcEmail);
+    assert.equal(clicked[0], 'login', `the provider asked for login again: ${clicked}`);
+    const session = await landedThroughCallback(t, {
+      landed, recorder, path: '/app/today', screen: 'Today',
+    });
+    assert.notEqual(session, t.state.oidcSession, 'a fresh session after logout');
+  } finally {
+    await recorder.stop();
+  }
+  assert.deepEqual(await signedInAsOidcUser(t), ['made after Sign in with Google'], 'the same account');
+}
+
 async function screenshot(t) {
   const file = path.join(t.world.dir, `final-${t.protocol.replace('/', '')}.png`);
   await t.page.screenshot({ path: file, fullPage: true });
@@ -282,5 +456,8 @@ export const STEPS = [
   ['sign in again', signInAgain],
   ['sign-in while signed in, logout-all', signInWhileSignedInThenLogoutAll],
   ['every request went over the expected protocol', everyRequestUsedTheProtocol],
+  ['Sign in with Google: provider login and consent, new user', googleSignInNewUser],
+  ['Sign in with Google: logout, then 401', googleLogoutThen401],
+  ['Sign in with Google again: existing user', googleSignInAgain],
   ['screenshot of the final page', screenshot],
 ];

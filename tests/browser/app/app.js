@@ -52,6 +52,24 @@
       .map((e) => ({ name: e.name, protocol: e.nextHopProtocol }));
   }
 
+  /**
+   * The "Sign in with Google" button, as Flowtask's client does it: ask the
+   * backend for the provider's URL, then navigate there.
+   */
+  async function signInWith(provider) {
+    const r = await call('GET', `/api/v1/oauth/${provider}/connect`);
+    if (r.status === 200 && r.body && r.body.authUrl) location.assign(r.body.authUrl);
+    return r;
+  }
+
+  // The screens the OIDC callback redirects to (the upstream serves this
+  // page for each of them, as a single-page app's server does).
+  const screens = {
+    '/onboarding/welcome': 'Welcome to Flowtask',
+    '/app/today': 'Today',
+    '/signin': 'Sign in',
+  };
+
   window.flowtask = {
     sendOtp: (email) => call('POST', '/api/v1/user/signup/send-otp', { email }),
     verify: (email, code, password) => call('POST', '/api/v1/user/signup/verify', { email, code, password }),
@@ -65,7 +83,14 @@
     logoutAll: () => call('POST', '/api/v1/user/logout-all'),
     protocols,
     log,
+    connect: (provider) => call('GET', `/api/v1/oauth/${provider}/connect`),
+    signInWith,
   };
+
+  document.getElementById('screen').textContent = screens[location.pathname] || 'Home';
+  const error = new URLSearchParams(location.search).get('error');
+  if (error) log(`sign-in failed: ${error}`, false);
+  document.getElementById('google-signin').addEventListener('click', () => signInWith('google'));
 
   const nav = performance.getEntriesByType('navigation')[0];
   document.getElementById('protocol').textContent = nav ? nav.nextHopProtocol : 'unknown';
