@@ -251,11 +251,21 @@ export async function startProvider(dir, { certs, redirectUris }) {
     const next = waiting.shift();
     if (next) next(line); else pending.push(line);
   });
-  const nextLine = (what) => Promise.race([
-    new Promise((resolve) => (pending.length ? resolve(pending.shift()) : waiting.push(resolve))),
-    new Promise((_, reject) => setTimeout(
-      () => reject(new Error(`the provider did not print ${what} (see ${dir}/provider.log)`)), STARTUP_MS)),
-  ]).then((line) => JSON.parse(line));
+  const nextLine = async (what) => {
+    let timer;
+    try {
+      const line = await Promise.race([
+        new Promise((resolve) => (pending.length ? resolve(pending.shift()) : waiting.push(resolve))),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(
+            new Error(`the provider did not print ${what} (see ${dir}/provider.log)`)), STARTUP_MS);
+        }),
+      ]);
+      return JSON.parse(line);
+    } finally {
+      clearTimeout(timer); // a pending timer would keep the suite's process alive
+    }
+  };
   const { issuer } = await nextLine('its issuer');
   child.stdin.write(`${JSON.stringify({ redirect_uris: redirectUris })}\n`);
   const { ready } = await nextLine('ready');

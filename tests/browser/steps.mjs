@@ -376,13 +376,52 @@ async function signedInAsOidcUser(t) {
 }
 
 /**
+ * Signed out, the user clicks "Sign in with Google" and then the provider's
+ * "Cancel": back on the app's error_path with ?error=access_denied, still
+ * signed out (and no account made: the next step is a first sign-in).
+ */
+async function googleSignInCancelled(t) {
+  t.oidcEmail = `google-${t.protocol.replace(/\W/g, '')}@example.com`;
+  await app(t, 'logout');
+  await openApp(t);
+  const recorder = await recordResponses(t.page);
+  try {
+    await clickSignInWithGoogle(t);
+    const [landed] = await Promise.all([
+      t.page.waitForNavigation({ waitUntil: 'load' }),
+      t.page.click('.login-help a[href$="/abort"]'),
+    ]);
+    const url = new URL(t.page.url());
+    assert.equal(url.origin, t.world.gatehouse.origin);
+    assert.equal(`${url.pathname}${url.search}`, '/signin?error=access_denied');
+    assert.equal(landed.status(), 200);
+    const chain = landed.request().redirectChain().map((r) => new URL(r.url()));
+    const callback = chain.find((u) => u.pathname === '/api/v1/oauth/google/callback');
+    assert.ok(callback, `through Gatehouse's callback: ${chain.join(' -> ')}`);
+    assert.equal(callback.searchParams.get('error'), 'access_denied', 'the provider said access_denied');
+    const fromGatehouse = recorder.seen.filter((r) => r.url.startsWith(t.world.gatehouse.origin));
+    for (const r of fromGatehouse) assert.equal(r.protocol, t.protocol, `${r.url} went over ${r.protocol}`);
+  } finally {
+    await recorder.stop();
+  }
+  await t.page.waitForFunction(() => window.flowtask !== undefined);
+  assert.deepEqual((await app(t, 'authCheck')).body, { isAuthenticated: false });
+  const shows = await t.page.evaluate(() => ({
+    who: document.getElementById('who').textContent,
+    screen: document.getElementById('screen').textContent,
+    log: document.getElementById('log').textContent,
+  }));
+  assert.equal(shows.who, 'Signed out');
+  assert.equal(shows.screen, 'Sign in');
+  assert.ok(shows.log.includes('sign-in failed: access_denied'), shows.log);
+}
+
+/**
  * Signed out, the user clicks "Sign in with Google", signs in and consents
  * on the provider's pages, and lands on new_user_path with a new account
  * and an ordinary session.
  */
 async function googleSignInNewUser(t) {
-  t.oidcEmail = `google-${t.protocol.replace(/\W/g, '')}@example.com`;
-  await app(t, 'logout');
   await openApp(t);
   assert.equal((await app(t, 'authCheck')).body.isAuthenticated, false);
   const recorder = await recordResponses(t.page);
@@ -456,6 +495,7 @@ export const STEPS = [
   ['sign in again', signInAgain],
   ['sign-in while signed in, logout-all', signInWhileSignedInThenLogoutAll],
   ['every request went over the expected protocol', everyRequestUsedTheProtocol],
+  ['Sign in with Google, cancelled at the provider', googleSignInCancelled],
   ['Sign in with Google: provider login and consent, new user', googleSignInNewUser],
   ['Sign in with Google: logout, then 401', googleLogoutThen401],
   ['Sign in with Google again: existing user', googleSignInAgain],
