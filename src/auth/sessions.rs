@@ -277,6 +277,18 @@ impl Sessions {
         cache.retain(|_, c| c.session.user_id != user_id);
     }
 
+    /// Drops what another instance ended (announced by a shared store).
+    pub fn forget_revoked(&self, revoked: crate::store::Revoked) {
+        match revoked {
+            crate::store::Revoked::Session(hash) => self.forget(&hash),
+            crate::store::Revoked::All => {
+                let mut cache = sync::lock(&self.cache);
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                cache.clear();
+            }
+        }
+    }
+
     /// The last use of a session as this process saw it (it may be newer
     /// than the stored value, which is written back lazily).
     pub fn last_seen(&self, hash: &TokenHash) -> Option<UnixMillis> {

@@ -8,6 +8,9 @@
 
 mod account;
 mod backup;
+mod pg_revocations;
+mod pg_schema;
+mod postgres;
 mod redb_account;
 mod redb_outbox;
 mod redb_store;
@@ -21,6 +24,8 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use pg_revocations::{RevocationSink, Revoked};
+pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;
 
 /// Milliseconds since the Unix epoch; all stored times use it.
@@ -58,6 +63,29 @@ pub enum StoreError {
     /// backup without it would silently lose data.
     #[error("table `{0}` is not covered by the backup; refusing to write an incomplete copy")]
     UnknownTable(String),
+    /// PostgreSQL answered a statement with an error.
+    #[error("postgresql: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    /// The database cannot be reached right now (down, restarting, pool
+    /// exhausted); the request may be retried later (503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database connection could not be set up (URL, CA file, runtime).
+    #[error("{0}")]
+    Setup(String),
+    /// `backup` on a PostgreSQL store: the database has its own tools.
+    #[error(
+        "the store is PostgreSQL: back it up with its own tools (pg_dump, or continuous archiving), not gatehouse backup"
+    )]
+    BackupUnsupported,
+}
+
+impl StoreError {
+    /// Whether the failure is the database being out of reach (answer 503
+    /// with `Retry-After`) rather than a fault (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -532,6 +560,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the store still holds that names `email` (or its account).
     fn traces(&self, email: &str) -> Result<Traces, StoreError>;
+
+    // --- Several instances on one database --------------------------------
+
+    /// Starts telling `sink` about sessions ended by any instance (a shared
+    /// database announces them); called once at start-up. The embedded
+    /// store has one process, which forgets its own sessions directly.
+    fn watch_revocations(&self, _sink: RevocationSink) {}
+
+    /// Whether the database is reachable and revocations are being heard;
+    /// `/readyz` and the session cache consult it.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// Opens the configured backend: the redb file or the PostgreSQL database
+/// (migrating its schema). Blocking.
+pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StoreBackend;
+    Ok(match &config.backend {
+        StoreBackend::Redb => std::sync::Arc::new(RedbStore::open(&config.path)?),
+        StoreBackend::Postgres(pg) => std::sync::Arc::new(PostgresStore::open(pg)?),
+    })
 }
 
 /// The first 16 hex digits of a session's token hash: the public handle the
