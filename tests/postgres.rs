@@ -1,0 +1,364 @@
+//! Several Gatehouse instances on one PostgreSQL database (issue 17).
+//!
+//! Needs `GATEHOUSE_TEST_PG_URL` (set by `.ci/postgres.sh`, which starts a
+//! throwaway cluster). Unset, every test here returns at once; set but
+//! unreachable, they fail. A is the harness's gatehouse (its upstream, SMTP
+//! sink, CA); B is a second process on a copy of A's configuration with its
+//! own admin socket, so both share the upstream, the mailbox and the
+//! database.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Gatehouse, Options, pg, session_cookie};
+use serde_json::json;
+
+/// A second instance sharing A's configuration (and so its database).
+struct Peer {
+    child: Option<Child>,
+    addr: SocketAddr,
+    config_path: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// Starts B on A's configuration with its own admin socket; `edit` may
+    /// change the text further (e.g. the SMTP port).
+    fn start(a: &Gatehouse, edit: impl FnOnce(String) -> String) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = std::fs::read_to_string(&a.config_path).unwrap();
+        // The generated file ends with the [admin] table.
+        config.push_str(&format!(
+            "socket = \"{}\"\n",
+            dir.path().join("admin.sock").display()
+        ));
+        let config = edit(config);
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut peer = Peer {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            config_path,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            _dir: dir,
+        };
+        peer.spawn();
+        peer
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(common::binary())
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            panic!("peer did not start:\n{}", self.logs.lock().unwrap().join("\n"))
+        });
+        self.addr = addr.parse().unwrap();
+        self.child = Some(child);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.addr.port())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn post(url: String, body: serde_json::Value, cookie: Option<&str>) -> reqwest::Response {
+    let mut req = client().post(url).json(&body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap()
+}
+
+async fn status_of(url: String, cookie: &str) -> u16 {
+    client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A and B on one fresh database, plain HTTP; `None` when PostgreSQL tests
+/// are not enabled.
+async fn pair_with(mut opts: Options) -> Option<(Gatehouse, Peer, String)> {
+    pg::server_url()?;
+    let db = pg::fresh_database().await;
+    opts.tls = false;
+    opts.store = format!("kind = \"postgres\"\nurl = \"{db}\"\npool_size = 4\n");
+    let a = Gatehouse::start_with(opts).await;
+    let b = Peer::start(&a, |c| c);
+    Some((a, b, db))
+}
+
+async fn pair() -> Option<(Gatehouse, Peer, String)> {
+    pair_with(Options::default()).await
+}
+
+#[tokio::test]
+async fn an_account_made_on_a_signs_in_on_b_and_its_session_holds_on_both() {
+    let Some((a, b, _db)) = pair().await else {
+        return;
+    };
+    // The code is sent through A and verified through B.
+    let code = a.request_code("ann@example.com").await;
+    let resp = post(
+        b.url("/api/v1/user/signup/verify"),
+        json!({"email": "ann@example.com", "code": code, "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let from_b = session_cookie(&resp, "sid").unwrap();
+    // B's session is valid on A; a sign-in on B is valid on A too.
+    assert_eq!(status_of(a.url("/api/v2/tasks"), &from_b).await, 200);
+    let resp = post(
+        b.url("/api/v1/user/signin"),
+        json!({"email": "ann@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let signed_in = session_cookie(&resp, "sid").unwrap();
+    assert_eq!(status_of(a.url("/api/v2/tasks"), &signed_in).await, 200);
+    // A session made on A is valid on B.
+    let on_a = a.sign_in("ann@example.com", "password1").await;
+    assert_eq!(status_of(b.url("/api/v2/tasks"), &on_a).await, 200);
+    // The code was used: verifying it again on A fails.
+    assert_eq!(a.verify("ann@example.com", &code).await, 400);
+}
+
+#[tokio::test]
+async fn a_logout_on_b_ends_the_session_on_a_within_a_second() {
+    let Some((a, b, _db)) = pair().await else {
+        return;
+    };
+    let cookie = a.sign_up("bob@example.com", "password1").await;
+    // Both caches hold the session.
+    assert_eq!(status_of(a.url("/api/v2/x"), &cookie).await, 200);
+    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
+    let resp = post(b.url("/api/v1/user/logout"), json!({}), Some(&cookie)).await;
+    assert_eq!(resp.status(), 200);
+    let logged_out = Instant::now();
+    loop {
+        let status = status_of(a.url("/api/v2/x"), &cookie).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            logged_out.elapsed() < Duration::from_secs(1),
+            "A still served the session a second after the logout on B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 401);
+}
+
+#[tokio::test]
+async fn a_cli_revoke_through_a_ends_the_session_on_b() {
+    let Some((a, b, _db)) = pair().await else {
+        return;
+    };
+    let cookie = a.sign_up("cat@example.com", "password1").await;
+    let other = a.sign_up("dan@example.com", "password1").await;
+    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
+    assert_eq!(status_of(b.url("/api/v2/x"), &other).await, 200);
+    let (ok, out, err) = a.cli(&["session", "revoke-all", "cat@example.com"], "");
+    assert!(ok, "{out}{err}");
+    let revoked = Instant::now();
+    while status_of(b.url("/api/v2/x"), &cookie).await != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "B still served a revoked session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only that user's sessions ended.
+    assert_eq!(status_of(b.url("/api/v2/x"), &other).await, 200);
+    // The CLI without a running server (database only) sees the same users.
+    let (ok, out, err) = common::run_cli(&b.config_path, &["user", "list"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("cat@example.com") && out.contains("dan@example.com"), "{out}");
+}
+
+#[tokio::test]
+async fn the_daily_send_limit_counts_across_instances() {
+    let Some((a, b, _db)) = pair().await else {
+        return;
+    };
+    let send = |url: String| post(url, json!({"email": "eve@example.com"}), None);
+    for n in 0..5 {
+        let url = if n % 2 == 0 {
+            a.url("/api/v1/user/signup/send-otp")
+        } else {
+            b.url("/api/v1/user/signup/send-otp")
+        };
+        assert_eq!(send(url).await.status(), 200, "send {n}");
+    }
+    for url in [
+        a.url("/api/v1/user/signup/send-otp"),
+        b.url("/api/v1/user/signup/send-otp"),
+    ] {
+        let resp = send(url).await;
+        assert_eq!(resp.status(), 429);
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+    // Another address is not affected.
+    let resp = send_other(&b).await;
+    assert_eq!(resp.status(), 200);
+}
+
+async fn send_other(b: &Peer) -> reqwest::Response {
+    post(
+        b.url("/api/v1/user/signup/send-otp"),
+        json!({"email": "other@example.com"}),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_codes_count_across_instances_and_one_code_makes_one_account() {
+    let Some((a, b, db)) = pair().await else {
+        return;
+    };
+    let code = a.request_code("fay@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    // Two wrong guesses on each instance: 4 of the 5 attempts.
+    for _ in 0..2 {
+        assert_eq!(a.verify("fay@example.com", wrong).await, 400);
+        let resp = post(
+            b.url("/api/v1/user/signup/verify"),
+            json!({"email": "fay@example.com", "code": wrong, "password": "password1"}),
+            None,
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+    }
+    // The right code, submitted to both at once: one account, one winner.
+    let body = json!({"email": "fay@example.com", "code": code, "password": "password1"});
+    let (ra, rb) = tokio::join!(
+        post(a.url("/api/v1/user/signup/verify"), body.clone(), None),
+        post(b.url("/api/v1/user/signup/verify"), body.clone(), None),
+    );
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 400]);
+    assert_eq!(
+        pg::query(&db, "SELECT count(*) FROM gh_users WHERE email = 'fay@example.com'").await,
+        ["1"]
+    );
+    // A fresh code with five wrong guesses spread over both is exhausted.
+    let code = a.request_code("gus@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for n in 0..5 {
+        let url = if n % 2 == 0 {
+            a.url("/api/v1/user/signup/verify")
+        } else {
+            b.url("/api/v1/user/signup/verify")
+        };
+        let body = json!({"email": "gus@example.com", "code": wrong, "password": "password1"});
+        assert_eq!(post(url, body, None).await.status(), 400);
+    }
+    let resp = post(
+        b.url("/api/v1/user/signup/verify"),
+        json!({"email": "gus@example.com", "code": code, "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_ne!(resp.status(), 200, "an exhausted code still worked");
+}
+
+#[tokio::test]
+async fn mail_queued_during_an_smtp_outage_is_sent_exactly_once_by_two_workers() {
+    let Some((mut a, b, db)) = pair_with(Options {
+        mail: "retry_initial = \"200ms\"\nretry_max = \"500ms\"\n".into(),
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    a.smtp.stop().await;
+    let emails: Vec<String> = (0..20).map(|n| format!("user{n}@example.com")).collect();
+    for (n, email) in emails.iter().enumerate() {
+        let url = if n % 2 == 0 {
+            a.url("/api/v1/user/signup/send-otp")
+        } else {
+            b.url("/api/v1/user/signup/send-otp")
+        };
+        assert_eq!(post(url, json!({"email": email}), None).await.status(), 200);
+    }
+    // Both workers fail and retry for a while; nothing is lost meanwhile.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(a.smtp.mails().len(), 0);
+    a.smtp.resume().await;
+    for email in &emails {
+        a.smtp.wait_for_nth(email, 1).await;
+    }
+    // The outbox drains, then no duplicate arrives.
+    let drained = Instant::now();
+    while pg::query(&db, "SELECT count(*) FROM gh_outbox").await != ["0"] {
+        assert!(drained.elapsed() < Duration::from_secs(20), "outbox never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for email in &emails {
+        assert_eq!(a.smtp.count_to(email), 1, "{email}");
+    }
+    assert_eq!(a.smtp.mails().len(), 20);
+    drop(b);
+}
