@@ -9,127 +9,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::peer::{Peer, post, status_of};
 use common::{Gatehouse, Options, pg, session_cookie};
 use serde_json::json;
-
-/// A second instance sharing A's configuration (and so its database).
-struct Peer {
-    child: Option<Child>,
-    addr: SocketAddr,
-    config_path: PathBuf,
-    logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Peer {
-    /// Starts B on A's configuration with its own admin socket; `edit` may
-    /// change the text further (e.g. the SMTP port).
-    fn start(a: &Gatehouse, edit: impl FnOnce(String) -> String) -> Peer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = std::fs::read_to_string(&a.config_path).unwrap();
-        // The generated file ends with the [admin] table.
-        config.push_str(&format!(
-            "socket = \"{}\"\n",
-            dir.path().join("admin.sock").display()
-        ));
-        let config = edit(config);
-        let config_path = dir.path().join("gatehouse.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut peer = Peer {
-            child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            config_path,
-            logs: Arc::new(Mutex::new(Vec::new())),
-            _dir: dir,
-        };
-        peer.spawn();
-        peer
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new(common::binary())
-            .args(["serve", "--config"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = self.logs.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                logs.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("peer did not start:\n{}", self.logs.lock().unwrap().join("\n"))
-        });
-        self.addr = addr.parse().unwrap();
-        self.child = Some(child);
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://localhost:{}{path}", self.addr.port())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn post(url: String, body: serde_json::Value, cookie: Option<&str>) -> reqwest::Response {
-    let mut req = client().post(url).json(&body);
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
-    req.send().await.unwrap()
-}
-
-async fn status_of(url: String, cookie: &str) -> u16 {
-    client()
-        .get(url)
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
 
 /// A and B on one fresh database, plain HTTP; `None` when PostgreSQL tests
 /// are not enabled.
@@ -231,7 +115,10 @@ async fn a_cli_revoke_through_a_ends_the_session_on_b() {
     // The CLI without a running server (database only) sees the same users.
     let (ok, out, err) = common::run_cli(&b.config_path, &["user", "list"], "");
     assert!(ok, "{err}");
-    assert!(out.contains("cat@example.com") && out.contains("dan@example.com"), "{out}");
+    assert!(
+        out.contains("cat@example.com") && out.contains("dan@example.com"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +185,11 @@ async fn wrong_codes_count_across_instances_and_one_code_makes_one_account() {
     statuses.sort();
     assert_eq!(statuses, [200, 400]);
     assert_eq!(
-        pg::query(&db, "SELECT count(*) FROM gh_users WHERE email = 'fay@example.com'").await,
+        pg::query(
+            &db,
+            "SELECT count(*) FROM gh_users WHERE email = 'fay@example.com'"
+        )
+        .await,
         ["1"]
     );
     // A fresh code with five wrong guesses spread over both is exhausted.
@@ -352,7 +243,10 @@ async fn mail_queued_during_an_smtp_outage_is_sent_exactly_once_by_two_workers()
     // The outbox drains, then no duplicate arrives.
     let drained = Instant::now();
     while pg::query(&db, "SELECT count(*) FROM gh_outbox").await != ["0"] {
-        assert!(drained.elapsed() < Duration::from_secs(20), "outbox never drained");
+        assert!(
+            drained.elapsed() < Duration::from_secs(20),
+            "outbox never drained"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
