@@ -256,3 +256,52 @@ async fn mail_queued_during_an_smtp_outage_is_sent_exactly_once_by_two_workers()
     assert_eq!(a.smtp.mails().len(), 20);
     drop(b);
 }
+
+#[tokio::test]
+async fn a_brute_force_spread_over_both_instances_hits_one_back_off() {
+    let Some((a, b, _db)) = pair_with(Options {
+        extra_toml: "[limits]\nsignin_failures_per_email = 4\nsignin_failures_per_ip = 100\n\
+                     signin_per_ip_per_minute = 100\nfirst_backoff = \"10m\"\n"
+            .into(),
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    a.sign_up("hal@example.com", "password1").await;
+    let signin = |url: String, password: &str| {
+        post(
+            url,
+            json!({"email": "hal@example.com", "password": password}),
+            None,
+        )
+    };
+    // Two wrong passwords on each instance: four failures in all.
+    for _ in 0..2 {
+        assert_eq!(
+            signin(a.url("/api/v1/user/signin"), "guess").await.status(),
+            400
+        );
+        assert_eq!(
+            signin(b.url("/api/v1/user/signin"), "guess").await.status(),
+            400
+        );
+    }
+    // Both now make the attacker (an unknown device) wait, even with the
+    // right password; neither instance alone saw the threshold.
+    for url in [a.url("/api/v1/user/signin"), b.url("/api/v1/user/signin")] {
+        let resp = signin(url, "password1").await;
+        assert_eq!(resp.status(), 429);
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+    // Another account is not affected.
+    a.sign_up("ida@example.com", "password1").await;
+    let resp = post(
+        b.url("/api/v1/user/signin"),
+        json!({"email": "ida@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}

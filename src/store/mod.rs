@@ -573,6 +573,34 @@ pub trait Store: Send + Sync + 'static {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// Whether throttle counters must be counted in the store (several
+    /// instances share it) rather than in memory and flushed now and then.
+    fn shares_counters(&self) -> bool {
+        false
+    }
+
+    /// One throttle record, read now (shared counters only).
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        Ok(self
+            .load_throttles()?
+            .into_iter()
+            .find_map(|(k, r)| (k == key).then_some(r)))
+    }
+
+    /// Applies `change` to the throttle record `key` (a default record if
+    /// there is none) atomically and stores the result (shared counters
+    /// only; `change` may run more than once if a transaction is retried).
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let mut record = self.throttle_record(key)?.unwrap_or_default();
+        change(&mut record);
+        self.save_throttles(&[(key.to_string(), Some(record))])?;
+        Ok(record)
+    }
 }
 
 /// Opens the configured backend: the redb file or the PostgreSQL database

@@ -1491,4 +1491,51 @@ impl Store for PostgresStore {
     fn is_available(&self) -> bool {
         self.feed.healthy()
     }
+
+    /// Counters are counted in the database, so every instance sees every
+    /// failure and request at once (one small transaction per auth request;
+    /// proxied requests never count).
+    fn shares_counters(&self) -> bool {
+        true
+    }
+
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        self.read(async |client| {
+            match client
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
+                .await
+                .map_err(pg)?
+            {
+                Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let change = std::sync::Mutex::new(change);
+        self.serial(async |tx| {
+            let mut record: ThrottleRecord = match tx
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
+                .await
+                .map_err(pg)?
+            {
+                Some(row) => decode(row.get::<_, &str>(0))?,
+                None => ThrottleRecord::default(),
+            };
+            (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
+            tx.execute(
+                "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                &[&key, &encode(&record)?],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(record)
+        })
+    }
 }
