@@ -76,10 +76,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(loaded) => match check_database(&loaded) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
             Err(e) => fail(&e),
         },
         Command::CheckMail { config, to } => check_mail(&config, to.as_deref()),
@@ -153,6 +156,29 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// For a PostgreSQL store: connects and compares the schema version with
+/// this binary's (a newer one would refuse to start). Changes nothing.
+fn check_database(config: &Config) -> Result<(), crate::store::StoreError> {
+    let crate::config::StoreBackend::Postgres(pg) = &config.store.backend else {
+        return Ok(());
+    };
+    let (found, supported) = crate::store::PostgresStore::check(pg)?;
+    if found > supported {
+        return Err(crate::store::StoreError::NewerSchema {
+            found: found as u64,
+            supported: supported as u64,
+        });
+    }
+    if found < supported {
+        println!(
+            "database reachable; schema version {found}, `gatehouse serve` will migrate it to {supported}"
+        );
+    } else {
+        println!("database reachable; schema version {found} (current)");
+    }
+    Ok(())
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {

@@ -217,6 +217,7 @@ async fn wrong_codes_count_across_instances_and_one_code_makes_one_account() {
 async fn mail_queued_during_an_smtp_outage_is_sent_exactly_once_by_two_workers() {
     let Some((mut a, b, db)) = pair_with(Options {
         mail: "retry_initial = \"200ms\"\nretry_max = \"500ms\"\n".into(),
+        extra_toml: "[limits]\nsend_otp_per_ip_per_hour = 1000\n".into(),
         ..Options::default()
     })
     .await
@@ -231,7 +232,9 @@ async fn mail_queued_during_an_smtp_outage_is_sent_exactly_once_by_two_workers()
         } else {
             b.url("/api/v1/user/signup/send-otp")
         };
-        assert_eq!(post(url, json!({"email": email}), None).await.status(), 200);
+        let resp = post(url, json!({"email": email}), None).await;
+        let status = resp.status();
+        assert_eq!(status, 200, "{email}: {}", resp.text().await.unwrap());
     }
     // Both workers fail and retry for a while; nothing is lost meanwhile.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -304,4 +307,53 @@ async fn a_brute_force_spread_over_both_instances_hits_one_back_off() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_database_with_a_newer_schema_is_refused_and_check_config_reports_it() {
+    if pg::server_url().is_none() {
+        return;
+    }
+    let db = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+             [store]\npath = \"{}/data/x.redb\"\nkind = \"postgres\"\nurl = \"{db}\"\n\
+             [mail]\ntransport = \"log\"\nfrom = \"a@example.com\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // A fresh database: check-config connects and says it will be migrated.
+    let out = std::process::Command::new(common::binary())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0"));
+    // Written by a newer gatehouse: refused by both.
+    pg::query(&db, "CREATE TABLE gh_schema (version bigint NOT NULL)").await;
+    pg::query(&db, "INSERT INTO gh_schema VALUES (99)").await;
+    for args in [["check-config", "--config"], ["serve", "--config"]] {
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted a newer schema");
+        assert!(
+            stderr.contains("schema version 99") && stderr.contains("understands up to 1"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Nothing was changed.
+    assert_eq!(
+        pg::query(&db, "SELECT version FROM gh_schema").await,
+        ["99"]
+    );
 }

@@ -54,7 +54,12 @@ pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
         }
     };
     if unavailable {
-        StoreError::Unavailable(Box::new(e))
+        // The driver's own message ("error connecting to server") hides
+        // the cause (refused, timed out, TLS) in its source.
+        match std::error::Error::source(&e) {
+            Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
+            None => StoreError::Unavailable(Box::new(e)),
+        }
     } else {
         StoreError::Postgres(e)
     }
