@@ -32,7 +32,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Check a configuration file and exit.
+    /// Check a configuration file and everything start-up checks with it
+    /// (TLS files, mail templates and transport, store path), except
+    /// binding ports; exit non-zero naming file, line and key on failure.
     CheckConfig {
         /// Configuration file (TOML).
         #[arg(long, short)]
@@ -75,7 +77,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match crate::preflight::load(&config) {
             Ok(loaded) => match check_database(&loaded) {
                 Ok(()) => {
                     println!("{}: ok", config.display());
@@ -119,7 +121,7 @@ fn check_mail(path: &std::path::Path, to: Option<&str>) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match crate::preflight::load(path) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -181,18 +183,30 @@ fn check_database(config: &Config) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
+/// Colour when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>).
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("gatehouse: {e}");
     ExitCode::FAILURE
 }
 
 /// Logs go to stderr (journald under systemd) as text or one JSON object
-/// per line; `RUST_LOG` overrides `log.level`.
+/// per line; `RUST_LOG` overrides `log.level`. Text is coloured only for a
+/// person at a terminal: a file, a pipe or journald gets plain
+/// `status=403`, which `grep` finds.
 fn init_logging(cfg: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     match cfg.format {
         crate::config::LogFormat::Text => builder.init(),
@@ -201,5 +215,20 @@ fn init_logging(cfg: &crate::config::LogConfig) {
             .flatten_event(true)
             .with_current_span(false)
             .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_for_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(false, Some(OsStr::new("1"))));
     }
 }

@@ -14,6 +14,7 @@
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
+//! - `preflight`: the start-up checks `serve` and `check-config` share;
 //! - operating it: `admin` (admin socket), `ops` (access log, health and
 //!   metrics listener, systemd, signals), `metrics`.
 
@@ -28,6 +29,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod store;

@@ -53,6 +53,29 @@ pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerC
     Ok(config)
 }
 
+/// Loads and checks what start-up would serve, without generating or
+/// writing anything (for `gatehouse check-config`): the certificate and key
+/// files, or an already generated self-signed pair.
+pub fn check(source: &CertSource, data_dir: &Path) -> Result<(), TlsError> {
+    let (cert_path, key_path) = match source {
+        CertSource::Files { cert, key } => (cert.clone(), key.clone()),
+        CertSource::SelfSigned => {
+            let dir = data_dir.join("tls");
+            let pair = (
+                dir.join("self-signed-cert.pem"),
+                dir.join("self-signed-key.pem"),
+            );
+            if !(pair.0.exists() && pair.1.exists()) {
+                // Generated on first start.
+                return Ok(());
+            }
+            pair
+        }
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    load_certified_key(&cert_path, &key_path, &provider).map(|_| ())
+}
+
 /// Like [`server_config`], also returning the handle that swaps the
 /// certificate in place (see [`ReloadableCert::reload`]).
 pub fn reloadable_server_config(

@@ -132,13 +132,20 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
     }
 }
 
+/// The admin listener's default: loopback, next to the public 8443, and off
+/// the ports Prometheus (9090), its Pushgateway and Alertmanager (9091-9094)
+/// and the exporters (9100 and up) use, so it starts on a VM that runs them.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8449";
+
 fn check_admin(raw: RawAdmin, store: &StoreConfig) -> Result<AdminConfig, ConfigError> {
-    let listen = match raw.listen.as_deref().unwrap_or("127.0.0.1:9090") {
+    let listen = match raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
         "off" => None,
         text => Some(text.parse::<SocketAddr>().map_err(|_| {
             invalid(
                 "admin.listen",
-                format!("\"{text}\" is not an address like \"127.0.0.1:9090\" (or \"off\")"),
+                format!(
+                    "\"{text}\" is not an address like \"{DEFAULT_ADMIN_LISTEN}\" (or \"off\")"
+                ),
             )
         })?),
     };

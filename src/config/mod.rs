@@ -30,6 +30,39 @@ pub enum ConfigError {
     /// A key has a value of the right type that is still unusable.
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A key's value is unusable, with where the key is in the file: what
+    /// [`Config::parse`] and start-up report instead of `Invalid`.
+    #[error("config {origin}, {place}: key `{key}`: {message}")]
+    Located {
+        origin: String,
+        place: locate::Place,
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Names the file and line of an `Invalid` key; other errors already
+    /// say where they are.
+    pub fn located(self, text: &str, origin: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { key, message } => at_key(text, origin, key, message),
+            other @ (ConfigError::Read { .. }
+            | ConfigError::Syntax { .. }
+            | ConfigError::Located { .. }) => other,
+        }
+    }
+}
+
+/// An error about `key` of the configuration `text` read from `origin`,
+/// naming the file, the line and the key.
+pub fn at_key(text: &str, origin: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Located {
+        origin: origin.to_string(),
+        place: locate::place_of(text, key),
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -40,6 +73,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 mod check;
+pub mod locate;
 mod mail;
 mod raw;
 #[cfg(test)]
@@ -392,14 +426,23 @@ impl Config {
                 message,
             }
         })?;
-        Config::try_from(raw)
+        Config::try_from(raw).map_err(|e| e.located(text, origin))
     }
 }
 
 /// The dotted key assigned on `line` (1-based), qualified by its `[section]`.
 fn key_at(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let this = lines.get(line.checked_sub(1)?)?.trim();
+    if this.starts_with('[') {
+        // A section header (`[server]`, `[[route]]`) is its own key.
+        return Some(
+            this.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let (key, _) = this.split_once('=')?;
     let key = key.trim();
     let section = lines[..line - 1]
         .iter()

@@ -58,7 +58,7 @@ fn bad_values_name_their_key() {
 #[test]
 fn operations_keys_have_defaults_and_are_checked() {
     let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
-    assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.admin.listen, Some("127.0.0.1:8449".parse().unwrap()));
     assert_eq!(c.admin.socket, PathBuf::from("/var/lib/g/admin.sock"));
     assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
     assert_eq!(c.log.format, LogFormat::Text);

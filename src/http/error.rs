@@ -34,6 +34,10 @@ pub enum ApiError {
     /// No route covers the path.
     #[error("Not found")]
     NoRoute,
+    /// The request's `Host` / `:authority` is missing, repeated, invalid
+    /// or contradictory.
+    #[error(transparent)]
+    BadAuthority(crate::http::authority::AuthorityError),
     /// A cookie-carrying state change from a foreign site (CSRF).
     #[error("Cross-site request refused")]
     CrossSite,
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
             ApiError::CrossSite => (StatusCode::FORBIDDEN, self.to_string()),
+            ApiError::BadAuthority(_) => (StatusCode::BAD_REQUEST, self.to_string()),
             ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
@@ -162,6 +167,7 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite
+        | ApiError::BadAuthority(_)
         | ApiError::Store(_)
         | ApiError::UpstreamUri(_) => {}
     }

@@ -12,6 +12,7 @@ use crate::auth::SignedIn;
 use super::error::ApiError;
 use super::response::{Body, json, json_ok};
 use super::{App, RequestContext};
+use crate::ops::access::Served;
 
 pub async fn send_otp(
     app: &App,
@@ -74,16 +75,27 @@ pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn)
     resp
 }
 
-pub fn auth_check(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body = match app.auth.sessions.authenticate(req.headers())? {
+pub fn auth_check(
+    app: &App,
+    req: &Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
+    let who = app.auth.sessions.authenticate(req.headers())?;
+    served.user = who.as_ref().map(|w| w.user_id);
+    let body = match who {
         Some(who) => serde_json::json!({ "isAuthenticated": true, "email": &*who.email }),
         None => serde_json::json!({ "isAuthenticated": false }),
     };
     Ok(json(http::StatusCode::OK, &body))
 }
 
-pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout(
+    app: &App,
+    req: Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
+    served.user = session_user(app, token.as_ref());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout(token).await {
         Ok(()) => json_ok("Logged out successfully"),
@@ -94,8 +106,13 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(resp)
 }
 
-pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout_all(
+    app: &App,
+    req: Request<Incoming>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
     let token = app.auth.sessions.token_hash_from(req.headers());
+    served.user = session_user(app, token.as_ref());
     let clear = app.auth.sessions.clear_cookie();
     let mut resp = match app.auth.logout_all(token).await {
         Ok(n) => json(
@@ -106,6 +123,12 @@ pub async fn logout_all(app: &App, req: Request<Incoming>) -> Result<Response<Bo
     };
     set_cookie(&mut resp, &clear);
     Ok(resp)
+}
+
+/// The user of the live session `token` names, for the access log line.
+fn session_user(app: &App, token: Option<&crate::store::TokenHash>) -> Option<u64> {
+    let who = app.auth.sessions.authenticate_hash(token?).ok()??;
+    Some(who.user_id)
 }
 
 pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {

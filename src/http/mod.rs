@@ -10,6 +10,7 @@
 //! error into a response.
 
 mod account;
+pub mod authority;
 pub mod error;
 mod forward_auth;
 mod handlers;
@@ -28,6 +29,7 @@ use crate::metrics::RouteLabel;
 use crate::net::Cidr;
 use crate::ops::access::Served;
 use crate::proxy::Upstream;
+use authority::{AuthorityError, RequestAuthority};
 use error::ApiError;
 use origin::{OriginPolicy, Site};
 use response::Body;
@@ -82,6 +84,9 @@ pub struct RequestContext {
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
     pub client_ip_header: HeaderValue,
+    /// The authority the request was sent to (`Host` or `:authority`, see
+    /// [`authority`]); an error is answered with 400 before routing.
+    pub authority: Result<Option<RequestAuthority>, AuthorityError>,
     pub site: Site,
 }
 
@@ -105,8 +110,14 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     } else {
         ip_header(client_ip)
     };
+    let authority = authority::of_request(req.version(), req.uri(), req.headers());
     let ctx = RequestContext {
-        site: app.origins.site(req.headers(), peer.tls),
+        site: app.origins.site(
+            req.headers(),
+            peer.tls,
+            authority.as_ref().ok().and_then(Option::as_ref),
+        ),
+        authority,
         peer,
         client_ip,
         client_ip_header,
@@ -133,21 +144,30 @@ async fn route(
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
+    if let Err(e) = &ctx.authority {
+        return Err(ApiError::BadAuthority(*e));
+    }
     if let Some(resp) = app
         .origins
         .preflight(req.method(), req.headers(), &ctx.site)
     {
+        if resp.status() == http::StatusCode::FORBIDDEN {
+            log_cross_site_refusal(ctx, &req, "CORS preflight from an origin not allowed");
+        }
         return Ok(resp);
-    }
-    let carries_session = app.auth.sessions.carries_cookie(req.headers());
-    if app
-        .origins
-        .refuses(req.method(), carries_session, &ctx.site)
-    {
-        return Err(ApiError::CrossSite);
     }
     // Decide everything the path decides before the request moves on.
     let endpoint = Endpoint::for_path(&canonical).filter(|e| e.claims(req.method()));
+    // Logout endpoints clear the session cookie even when the request
+    // carries none: a top-level form POST from another site (which a
+    // SameSite=Lax cookie does not accompany) would otherwise sign the
+    // user out. They are guarded as if the cookie were there.
+    let guarded = app.auth.sessions.carries_cookie(req.headers())
+        || endpoint.is_some_and(Endpoint::clears_session_cookie);
+    if app.origins.refuses(req.method(), guarded, &ctx.site) {
+        log_cross_site_refusal(ctx, &req, "state change from a foreign site");
+        return Err(ApiError::CrossSite);
+    }
     let route_auth = path::auth_for(&app.routes, &canonical);
     drop(canonical);
     match endpoint {
@@ -160,6 +180,35 @@ async fn route(
             proxy(app, ctx, route_auth, req, served).await
         }
     }
+}
+
+/// Says why a request was refused as cross-site, so an operator can see at
+/// once whether an `[cors] allowed_origins` entry is missing. The origin is
+/// the site's own claim (cut at 200 bytes); no cookie or other secret is
+/// logged.
+fn log_cross_site_refusal(ctx: &RequestContext, req: &Request<Incoming>, reason: &'static str) {
+    let text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)]).into_owned())
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let scheme = if ctx.peer.tls { "https" } else { "http" };
+    let authority = match &ctx.authority {
+        Ok(Some(a)) => format!("{scheme}://{}", a.as_str()),
+        Ok(None) | Err(_) => "-".to_string(),
+    };
+    tracing::info!(
+        target: "gatehouse::security",
+        method = %req.method(),
+        path = %req.uri().path(),
+        origin = %text(header::ORIGIN),
+        sec_fetch_site = %text(header::HeaderName::from_static("sec-fetch-site")),
+        compared_with = %authority,
+        client = %ctx.client_ip,
+        reason,
+        "cross-site request refused: its Origin is neither this server's own origin nor listed in [cors] allowed_origins",
+    );
 }
 
 /// Gatehouse's own API. Matched on the canonical path, so no spelling of an
@@ -237,6 +286,11 @@ impl Endpoint {
         }
     }
 
+    /// Endpoints whose answer clears the session cookie.
+    fn clears_session_cookie(self) -> bool {
+        matches!(self, Endpoint::Logout | Endpoint::LogoutAll)
+    }
+
     fn method(self) -> Method {
         match self {
             Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
@@ -279,9 +333,9 @@ async fn serve_endpoint(
         Endpoint::SendOtp => handlers::send_otp(app, ctx, req).await,
         Endpoint::Verify => handlers::verify(app, ctx, req).await,
         Endpoint::SignIn => handlers::sign_in(app, ctx, req).await,
-        Endpoint::AuthCheck => handlers::auth_check(app, &req),
-        Endpoint::Logout => handlers::logout(app, req).await,
-        Endpoint::LogoutAll => handlers::logout_all(app, req).await,
+        Endpoint::AuthCheck => handlers::auth_check(app, &req, served),
+        Endpoint::Logout => handlers::logout(app, req, served).await,
+        Endpoint::LogoutAll => handlers::logout_all(app, req, served).await,
         Endpoint::ForwardAuth => forward_auth::verify(app, &ctx.peer, &req, served),
         Endpoint::ForgotPassword => account::forgot_password(app, ctx, req).await,
         Endpoint::ResetPassword => account::reset_password(app, ctx, req).await,

@@ -5,6 +5,7 @@
 use http::header;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::authority::RequestAuthority;
 use super::response::{Body, json_message};
 use crate::config::CorsConfig;
 
@@ -38,7 +39,14 @@ impl OriginPolicy {
     }
 
     /// Classifies the request by `Origin`, falling back to `Sec-Fetch-Site`.
-    pub fn site(&self, headers: &HeaderMap, tls: bool) -> Site {
+    /// `authority` is the request's own (see [`super::authority`]): the
+    /// `Host` header over HTTP/1.1, `:authority` over HTTP/2.
+    pub fn site(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+        authority: Option<&RequestAuthority>,
+    ) -> Site {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
                 Some(b"cross-site" | b"same-site") => Site::Foreign,
@@ -52,7 +60,7 @@ impl OriginPolicy {
         if self.allowed.contains(&lower) {
             return Site::Allowed(origin.clone());
         }
-        if is_same_origin(&lower, headers, tls) {
+        if is_same_origin(&lower, authority, tls) {
             Site::SameOrigin
         } else {
             Site::Foreign
@@ -60,7 +68,8 @@ impl OriginPolicy {
     }
 
     /// CSRF rule: a state-changing request that carries the session cookie
-    /// must not come from a foreign site.
+    /// (or, `carries_session` too, targets an endpoint that clears it) must
+    /// not come from a foreign site.
     pub fn refuses(&self, method: &Method, carries_session: bool, site: &Site) -> bool {
         let state_changing = !matches!(
             *method,
@@ -122,37 +131,19 @@ impl OriginPolicy {
     }
 }
 
-/// Whether `origin` (lower-cased) names the host the request was sent to.
-fn is_same_origin(origin: &str, headers: &HeaderMap, tls: bool) -> bool {
+/// Whether `origin` (lower-cased `scheme://host[:port]`) names the
+/// authority the request was sent to, over the same scheme.
+fn is_same_origin(origin: &str, authority: Option<&RequestAuthority>, tls: bool) -> bool {
     let (scheme, default_port) = if tls {
         ("https://", 443)
     } else {
         ("http://", 80)
     };
-    let Some(origin_host) = origin.strip_prefix(scheme) else {
+    let (Some(origin_authority), Some(authority)) = (origin.strip_prefix(scheme), authority) else {
         return false;
     };
-    let Some(host) = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase)
-    else {
-        return false;
-    };
-    with_port(origin_host, default_port) == with_port(&host, default_port)
-}
-
-/// `host` with an explicit port, so `example.com` equals `example.com:443`.
-fn with_port(host: &str, default_port: u16) -> String {
-    let has_port = match host.rfind(':') {
-        Some(i) => host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']'),
-        None => false,
-    };
-    if has_port {
-        host.to_string()
-    } else {
-        format!("{host}:{default_port}")
-    }
+    RequestAuthority::parse(origin_authority.as_bytes())
+        .is_ok_and(|origin| origin.same_as(authority, default_port))
 }
 
 fn is_header_list(v: &[u8]) -> bool {
@@ -163,7 +154,8 @@ fn is_header_list(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderName;
+    use crate::http::authority;
+    use http::{HeaderName, Uri, Version};
     use std::time::Duration;
 
     fn policy() -> OriginPolicy {
@@ -184,59 +176,251 @@ mod tests {
         h
     }
 
-    #[test]
-    fn classifies_origins() {
-        let p = policy();
-        let site = |pairs: &[(&str, &str)]| p.site(&headers(pairs), true);
-        assert_eq!(
-            site(&[
-                ("host", "gh.example.com"),
-                ("origin", "https://gh.example.com")
-            ]),
-            Site::SameOrigin
-        );
-        assert_eq!(
-            site(&[
-                ("host", "gh.example.com:443"),
-                ("origin", "https://GH.example.com")
-            ]),
-            Site::SameOrigin
-        );
-        assert_eq!(
-            site(&[
-                ("host", "gh.example.com"),
-                ("origin", "http://gh.example.com")
-            ]),
-            Site::Foreign
-        );
-        assert_eq!(
-            site(&[
-                ("host", "gh.example.com"),
-                ("origin", "https://evil.example")
-            ]),
-            Site::Foreign
-        );
-        assert_eq!(
-            site(&[("host", "gh.example.com"), ("origin", "null")]),
-            Site::Foreign
-        );
-        assert!(matches!(
-            site(&[("origin", "https://app.example.com")]),
-            Site::Allowed(_)
-        ));
-        assert_eq!(site(&[("sec-fetch-site", "cross-site")]), Site::Foreign);
-        assert_eq!(site(&[("sec-fetch-site", "same-origin")]), Site::Unknown);
-        assert_eq!(site(&[]), Site::Unknown);
+    /// Extra request headers in a table row.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
+    /// A request as each protocol carries it to `authority`: HTTP/1.1 in
+    /// origin form with a `Host` header, HTTP/2 with `:authority` in the URI
+    /// and no `Host` (what browsers send).
+    #[derive(Debug, Clone, Copy)]
+    enum Wire {
+        Http1,
+        Http2,
+    }
+
+    fn site_over(wire: Wire, tls: bool, authority: &str, pairs: &[(&str, &str)]) -> Site {
+        let mut h = headers(pairs);
+        let scheme = if tls { "https" } else { "http" };
+        let (version, uri): (Version, Uri) = match wire {
+            Wire::Http1 => {
+                h.insert(header::HOST, HeaderValue::from_str(authority).unwrap());
+                (Version::HTTP_11, "/api/v1/user/logout".parse().unwrap())
+            }
+            Wire::Http2 => (
+                Version::HTTP_2,
+                format!("{scheme}://{authority}/api/v1/user/logout")
+                    .parse()
+                    .unwrap(),
+            ),
+        };
+        let authority = authority::of_request(version, &uri, &h).unwrap();
+        policy().site(&h, tls, authority.as_ref())
     }
 
     #[test]
-    fn csrf_refuses_only_cookie_carrying_state_changes_from_foreign_sites() {
+    fn classifies_origins_the_same_over_both_protocols() {
+        use Site::{Foreign, SameOrigin, Unknown};
+        // (tls, request authority, headers, expected)
+        let table: &[(bool, &str, Headers, Site)] = &[
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "gh.example.com:443",
+                &[("origin", "https://GH.example.com")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com:443")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "GH.EXAMPLE.COM",
+                &[("origin", "https://gh.example.com")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "127.0.0.1:8443",
+                &[("origin", "https://127.0.0.1:8443")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "[::1]:8443",
+                &[("origin", "https://[::1]:8443")],
+                SameOrigin,
+            ),
+            (
+                true,
+                "[::1]",
+                &[("origin", "https://[::1]:443")],
+                SameOrigin,
+            ),
+            (
+                false,
+                "gh.example.com",
+                &[("origin", "http://gh.example.com:80")],
+                SameOrigin,
+            ),
+            (
+                false,
+                "gh.example.com:8080",
+                &[("origin", "http://gh.example.com:8080")],
+                SameOrigin,
+            ),
+            // Another scheme, host or port is another origin.
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "http://gh.example.com")],
+                Foreign,
+            ),
+            (
+                false,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com:8443")],
+                Foreign,
+            ),
+            (
+                true,
+                "127.0.0.1:8443",
+                &[("origin", "https://127.0.0.1:8444")],
+                Foreign,
+            ),
+            (
+                true,
+                "127.0.0.1:8443",
+                &[("origin", "https://localhost:8443")],
+                Foreign,
+            ),
+            (
+                true,
+                "[::1]:8443",
+                &[("origin", "https://[::2]:8443")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://evil.example")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com.evil")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://user@gh.example.com")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://gh.example.com/")],
+                Foreign,
+            ),
+            (true, "gh.example.com", &[("origin", "null")], Foreign),
+            // The allowed origin, whatever the request's own authority.
+            (
+                true,
+                "gh.example.com",
+                &[("origin", "https://app.example.com")],
+                Site::Allowed(HeaderValue::from_static("https://app.example.com")),
+            ),
+            // No Origin: fetch metadata, else unknown (curl, same-origin GET).
+            (
+                true,
+                "gh.example.com",
+                &[("sec-fetch-site", "cross-site")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("sec-fetch-site", "same-site")],
+                Foreign,
+            ),
+            (
+                true,
+                "gh.example.com",
+                &[("sec-fetch-site", "same-origin")],
+                Unknown,
+            ),
+            (true, "gh.example.com", &[], Unknown),
+        ];
+        let mut checked = 0;
+        for wire in [Wire::Http1, Wire::Http2] {
+            for (tls, authority, pairs, expected) in table {
+                assert_eq!(
+                    &site_over(wire, *tls, authority, pairs),
+                    expected,
+                    "{wire:?} tls={tls} authority={authority} {pairs:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 2 * table.len());
+    }
+
+    #[test]
+    fn no_request_authority_is_never_same_origin() {
+        let h = headers(&[("origin", "https://gh.example.com")]);
+        assert_eq!(policy().site(&h, true, None), Site::Foreign);
+    }
+
+    #[test]
+    fn csrf_decision_table_over_both_protocols() {
         let p = policy();
-        assert!(p.refuses(&Method::POST, true, &Site::Foreign));
-        assert!(p.refuses(&Method::DELETE, true, &Site::Foreign));
-        assert!(!p.refuses(&Method::GET, true, &Site::Foreign));
-        assert!(!p.refuses(&Method::POST, false, &Site::Foreign));
-        assert!(!p.refuses(&Method::POST, true, &Site::SameOrigin));
-        assert!(!p.refuses(&Method::POST, true, &Site::Unknown));
+        let origin = ("origin", "https://gh.example.com");
+        let evil = ("origin", "https://evil.example");
+        // (method, carries session, headers, refused)
+        let table: &[(Method, bool, Headers, bool)] = &[
+            (Method::POST, true, &[origin], false),
+            (Method::PUT, true, &[origin], false),
+            (
+                Method::DELETE,
+                true,
+                &[origin, ("sec-fetch-site", "same-origin")],
+                false,
+            ),
+            (Method::POST, true, &[evil], true),
+            (Method::DELETE, true, &[evil], true),
+            (Method::PATCH, true, &[("origin", "null")], true),
+            (
+                Method::POST,
+                true,
+                &[("sec-fetch-site", "cross-site")],
+                true,
+            ),
+            (Method::POST, true, &[], false),
+            (Method::POST, false, &[evil], false),
+            (Method::GET, true, &[evil], false),
+            (Method::HEAD, true, &[evil], false),
+            (Method::OPTIONS, true, &[evil], false),
+            (
+                Method::POST,
+                true,
+                &[("origin", "https://app.example.com")],
+                false,
+            ),
+        ];
+        for wire in [Wire::Http1, Wire::Http2] {
+            for (method, session, pairs, refused) in table {
+                let site = site_over(wire, true, "gh.example.com", pairs);
+                assert_eq!(
+                    p.refuses(method, *session, &site),
+                    *refused,
+                    "{wire:?} {method} session={session} {pairs:?}"
+                );
+            }
+        }
     }
 }

@@ -77,6 +77,21 @@ pub enum CaFileError {
     Empty,
 }
 
+impl MailError {
+    /// The configuration key an operator has to change.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            MailError::TemplateRead { key, .. }
+            | MailError::Template { key, .. }
+            | MailError::Password { key, .. } => key,
+            MailError::CaFile { .. } => "mail.smtp.ca_file",
+            MailError::Dir { .. } => "mail.dir",
+            MailError::TlsSetup(_) => "mail.smtp",
+            MailError::Render(_) => "mail.templates",
+        }
+    }
+}
+
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -119,6 +134,12 @@ pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TransportErr
 /// accepted (for SMTP: the server answered 250 to DATA).
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, mail: &'a Rendered) -> DeliverFuture<'a>;
+
+    /// Whether `deliver` only prints the message (the `log` transport),
+    /// which then says so itself: no second "sent" line follows.
+    fn prints_instead_of_sending(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the transport named in the configuration, with a line for the
@@ -146,6 +167,16 @@ pub fn transport(cfg: &MailConfig) -> Result<(Arc<dyn Transport>, String), MailE
             (Arc::new(t), description)
         }
     })
+}
+
+/// What [`start`] checks, without starting anything (for `gatehouse
+/// check-config`): templates readable and usable, the transport buildable
+/// (SMTP password source and CA file read, the `file` directory created).
+/// Returns the transport's description.
+pub fn check_setup(cfg: &MailConfig) -> Result<String, MailError> {
+    Composer::from_config(cfg)?;
+    let (_, description) = transport(cfg)?;
+    Ok(description)
 }
 
 /// Sets up mail for the server: checks templates and the transport, and

@@ -299,7 +299,9 @@ impl Delivery {
                 // Durable at once: from here on a retry would be a duplicate.
                 self.remove(id).await;
                 MailStats::bump(&stats.sent);
-                tracing::info!(outbox_id = id, %message_id, attempt, outcome = "sent", "mail accepted");
+                if !self.transport.prints_instead_of_sending() {
+                    tracing::info!(outbox_id = id, %message_id, attempt, outcome = "sent", "mail accepted");
+                }
             }
             Err(e) if e.is_permanent() => {
                 self.remove(id).await;

@@ -7,22 +7,29 @@ use std::path::PathBuf;
 use super::templates::Rendered;
 use super::{DeliverFuture, Transport, TransportError};
 
-/// Development transport: writes the message text, code included, to the log.
+/// Development transport: writes the message text, code included, to the
+/// log as one event that says plainly it was printed, not sent.
 pub struct LogTransport;
 
 impl Transport for LogTransport {
     fn deliver<'a>(&'a self, mail: &'a Rendered) -> DeliverFuture<'a> {
         Box::pin(async move {
-            tracing::warn!(
-                transport = "log (DEVELOPMENT ONLY)",
+            // The contents come last, so the first line reads whole.
+            tracing::info!(
+                transport = "log",
                 to = %mail.to,
                 subject = %mail.subject,
                 message_id = %mail.message_id,
-                "mail not sent; contents follow:\n{}",
-                mail.text
+                outcome = "printed",
+                text = %mail.text,
+                "mail printed here instead of sent (development transport `log`; use `smtp` in production)"
             );
             Ok(())
         })
+    }
+
+    fn prints_instead_of_sending(&self) -> bool {
+        true
     }
 }
 

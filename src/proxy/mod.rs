@@ -101,12 +101,12 @@ impl Upstream {
         sessions: &Sessions,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority the client asked for, whatever the protocol (`Host`
+        // over HTTP/1.1, `:authority` over HTTP/2).
+        let original_host = match &ctx.authority {
+            Ok(Some(authority)) => authority.header_value(),
+            Ok(None) | Err(_) => None,
+        };
         let request_id = new_request_id();
 
         let headers = &mut parts.headers;
