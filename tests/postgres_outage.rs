@@ -48,12 +48,16 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
         return;
     }
     let _turn = ONE_AT_A_TIME.lock().await;
+    // idle_timeout/10 = 6 s: how long cached sessions are trusted while
+    // the database (and so every revocation) is out of reach.
     let opts = Options {
         extra_toml: "[limits]\nsend_otp_per_ip_per_hour = 100000\n".into(),
+        session: "idle_timeout = \"60s\"\n".into(),
         ..Options::default()
     };
     let (a, b, db) = pair(opts, |c| c).await;
     let cookie = a.sign_up("kim@example.com", "password1").await;
+    assert_eq!(status_of(a.url("/api/v2/x"), &cookie).await, 200);
     let admin = a.admin_url("/readyz");
     assert_eq!(
         common::peer::client()
@@ -115,6 +119,7 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
     }
 
     run("GATEHOUSE_TEST_PG_STOP");
+    let stopped = Instant::now();
     // While it is down: writes answer 503 with Retry-After, /readyz is 503.
     let down = Instant::now();
     loop {
@@ -157,6 +162,31 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
     stop.store(true, Ordering::Release);
     load.await.unwrap();
 
+    // Both instances serve and write again (before the session idles out).
+    let ready = Instant::now();
+    while common::peer::client()
+        .get(&admin)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(10),
+            "/readyz stayed 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
+    assert_eq!(status_of(a.url("/api/v2/x"), &cookie).await, 200);
+    let resp = post(
+        b.url("/api/v1/user/signin"),
+        json!({"email": "kim@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
     let statuses = statuses.lock().unwrap().clone();
     assert!(
         statuses.iter().all(|(s, _)| *s == 200 || *s == 503),
@@ -187,30 +217,6 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
         .await;
         assert!(arrived.is_some(), "the mail to {email} never arrived");
     }
-    // Both instances serve and write again.
-    let ready = Instant::now();
-    while common::peer::client()
-        .get(&admin)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(
-            ready.elapsed() < Duration::from_secs(10),
-            "/readyz stayed 503"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
-    let resp = post(
-        b.url("/api/v1/user/signin"),
-        json!({"email": "kim@example.com", "password": "password1"}),
-        None,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
