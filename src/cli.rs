@@ -63,6 +63,9 @@ enum Command {
         /// Where to write the backup; must not exist yet.
         file: PathBuf,
     },
+    /// Store maintenance (copy redb to PostgreSQL and back).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Replace the store with a backup. The server must be stopped.
     Restore {
         #[command(flatten)]
@@ -70,6 +73,46 @@ enum Command {
         /// A file written by `gatehouse backup`.
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy everything the store of --from-config holds (users, sessions,
+    /// codes, queued mail, throttles, secrets) into the empty store of
+    /// --config, redb to PostgreSQL or back. Stop every server first.
+    Migrate {
+        /// The configuration naming the store to copy from.
+        #[arg(long)]
+        from_config: PathBuf,
+        /// The configuration naming the (empty) store to copy into.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// `gatehouse store migrate`: prints what was copied.
+fn store_migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let outcome = (|| -> Result<crate::store::MigrateCounts, String> {
+        let from = Config::load(from).map_err(|e| e.to_string())?;
+        let to = Config::load(to).map_err(|e| e.to_string())?;
+        crate::store::migrate(&from.store, &to.store).map_err(|e| e.to_string())
+    })();
+    match outcome {
+        Ok(c) => {
+            println!(
+                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails",
+                c.users,
+                c.sessions,
+                c.pending_codes,
+                c.send_windows,
+                c.throttles,
+                c.secrets,
+                c.queued_mails
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// Runs the command line; the process exit status follows the outcome.
@@ -92,6 +135,10 @@ pub fn main() -> ExitCode {
         Command::Session(cmd) => admin::session(cmd),
         Command::Backup { common, file } => admin::backup(&common, &file),
         Command::Restore { common, file } => admin::restore(&common, &file),
+        Command::Store(StoreCommand::Migrate {
+            from_config,
+            config,
+        }) => store_migrate(&from_config, &config),
     }
 }
 

@@ -147,6 +147,20 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
             .status(),
         503
     );
+    // The cached session is served for idle_timeout/10, then answered 503
+    // (a logout elsewhere could not be heard).
+    if stopped.elapsed() < Duration::from_secs(4) {
+        assert_eq!(status_of(a.url("/api/v2/x"), &cookie).await, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(stopped.elapsed())).await;
+    let resp = common::peer::client()
+        .get(a.url("/api/v2/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
     let ok_before_start = count_ok();
     run("GATEHOUSE_TEST_PG_START");
 

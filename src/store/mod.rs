@@ -8,6 +8,7 @@
 
 mod account;
 mod backup;
+mod migrate;
 mod pg_revocations;
 mod pg_schema;
 mod postgres;
@@ -24,6 +25,7 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
 pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;

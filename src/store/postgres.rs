@@ -228,7 +228,7 @@ impl PostgresStore {
 
     /// Runs `body` in one SERIALIZABLE transaction, committing when it
     /// returns `Ok` and retrying on a serialization conflict.
-    fn serial<T>(
+    pub(super) fn serial<T>(
         &self,
         body: impl AsyncFn(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
