@@ -357,3 +357,110 @@ async fn a_database_with_a_newer_schema_is_refused_and_check_config_reports_it()
         ["99"]
     );
 }
+
+#[tokio::test]
+async fn store_migrate_copies_redb_to_postgres_and_back_and_backup_points_to_pg_dump() {
+    if pg::server_url().is_none() {
+        return;
+    }
+    // A redb gatehouse with an account, a session and a queued mail.
+    let mut a = Gatehouse::start_with(Options {
+        tls: false,
+        store: "kind = \"redb\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cookie = a.sign_up("joy@example.com", "password1").await;
+    a.smtp.stop().await;
+    a.send_otp("kay@example.com").await;
+    a.stop();
+    let redb_config = std::fs::read_to_string(&a.config_path).unwrap();
+    let db = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg_config = dir.path().join("pg.toml");
+    std::fs::write(
+        &pg_config,
+        redb_config.replace(
+            "kind = \"redb\"\n",
+            &format!("kind = \"postgres\"\nurl = \"{db}\"\n"),
+        ),
+    )
+    .unwrap();
+    let old = a.config_path.display().to_string();
+    let (ok, out, err) =
+        common::run_cli(&pg_config, &["store", "migrate", "--from-config", &old], "");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("copied: 1 users, 1 sessions,") && out.contains("1 queued mails"),
+        "{out}"
+    );
+    // Into a store that is not empty: refused.
+    let (ok, _, err) =
+        common::run_cli(&pg_config, &["store", "migrate", "--from-config", &old], "");
+    assert!(!ok && err.contains("not empty"), "{err}");
+
+    // On PostgreSQL: the session still holds, the password still works,
+    // the queued mail goes out once the mail server is back.
+    let edit_to_pg = |c: String| {
+        c.replace(
+            "kind = \"redb\"\n",
+            &format!("kind = \"postgres\"\nurl = \"{db}\"\n"),
+        )
+    };
+    let mut on_pg = Peer::start(&a, edit_to_pg);
+    assert_eq!(status_of(on_pg.url("/api/v2/x"), &cookie).await, 200);
+    let resp = post(
+        on_pg.url("/api/v1/user/signin"),
+        json!({"email": "joy@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    // `backup` refuses on PostgreSQL and names the right tool.
+    let file = dir.path().join("copy.redb");
+    let (ok, out, err) = common::run_cli(&pg_config, &["backup", &file.display().to_string()], "");
+    assert!(!ok, "{out}");
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(!file.exists());
+    on_pg.kill();
+
+    // And back into a new redb file.
+    let back = dir.path().join("back.redb");
+    let back_config = dir.path().join("back.toml");
+    std::fs::write(
+        &back_config,
+        redb_config.replace(
+            &a.dir
+                .path()
+                .join("data/gatehouse.redb")
+                .display()
+                .to_string(),
+            &back.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let from = pg_config.display().to_string();
+    let (ok, out, err) = common::run_cli(
+        &back_config,
+        &["store", "migrate", "--from-config", &from],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    // (the sign-in on PostgreSQL added a session and its notice.)
+    assert!(
+        out.contains("copied: 1 users, 2 sessions,") && out.contains("2 queued mails"),
+        "{out}"
+    );
+    let back_path = back.display().to_string();
+    let original = a
+        .dir
+        .path()
+        .join("data/gatehouse.redb")
+        .display()
+        .to_string();
+    let on_redb = Peer::start(&a, |c| c.replace(&original, &back_path));
+    assert_eq!(status_of(on_redb.url("/api/v2/x"), &cookie).await, 200);
+    a.smtp.resume().await;
+    a.smtp.wait_for_nth("kay@example.com", 1).await;
+    assert_eq!(a.smtp.count_to("kay@example.com"), 1);
+}
