@@ -86,13 +86,13 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
             let url = match (&raw.url, &raw.url_file, &raw.url_env) {
                 (Some(url), None, None) => url.clone(),
                 (None, Some(path), None) => std::fs::read_to_string(path)
-                    .map_err(|e| invalid("store.url_file", &format!("{}: {e}", path.display())))?
+                    .map_err(|e| invalid("store.url_file", format!("{}: {e}", path.display())))?
                     .trim()
                     .to_string(),
                 (None, None, Some(var)) => std::env::var(var).map_err(|_| {
                     invalid(
                         "store.url_env",
-                        &format!("environment variable {var} is not set"),
+                        format!("environment variable {var} is not set"),
                     )
                 })?,
                 (None, None, None) => {
@@ -127,7 +127,7 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
         }
         other => Err(invalid(
             "store.kind",
-            &format!("must be \"redb\" or \"postgres\", not {other:?}"),
+            format!("must be \"redb\" or \"postgres\", not {other:?}"),
         )),
     }
 }
