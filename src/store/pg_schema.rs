@@ -57,6 +57,8 @@ CREATE TABLE gh_outbox (
     to_addr text NOT NULL,
     slot text UNIQUE,
     next_attempt_at bigint NOT NULL,
+    -- The instance whose delivery worker claimed it (until next_attempt_at).
+    leased_by text,
     record text NOT NULL
 );
 CREATE SEQUENCE gh_outbox_ids;

@@ -83,6 +83,8 @@ pub struct PostgresStore {
     config: PostgresConfig,
     /// State of the revocation listener, once started.
     feed: Arc<RevocationFeed>,
+    /// Names this process's outbox leases (random per start).
+    instance: String,
 }
 
 impl Drop for PostgresStore {
@@ -175,6 +177,11 @@ impl PostgresStore {
             runtime: Some(runtime),
             config: config.clone(),
             feed: Arc::new(RevocationFeed::default()),
+            instance: {
+                let mut id = [0u8; 12];
+                crate::auth::random_bytes(&mut id);
+                crate::auth::base64url(&id)
+            },
         };
         store.block(async {
             let mut client = store.client().await?;
@@ -683,11 +690,11 @@ impl Store for PostgresStore {
             // at once (autocommit), so the lease is visible to every worker.
             let rows = client
                 .query(
-                    "UPDATE gh_outbox SET next_attempt_at = $3 WHERE id IN ( \
+                    "UPDATE gh_outbox SET next_attempt_at = $3, leased_by = $4 WHERE id IN ( \
                        SELECT id FROM gh_outbox WHERE next_attempt_at <= $1 \
                        ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
                      RETURNING record, next_attempt_at",
-                    &[&i(now), &(max as i64), &i(now + LEASE_MS)],
+                    &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
                 )
                 .await
                 .map_err(pg)?;
@@ -718,12 +725,18 @@ impl Store for PostgresStore {
         })
     }
 
+    /// The worker re-reads a claimed mail right before its SMTP dialogue:
+    /// this renews the lease, and answers `None` if the lease ran out and
+    /// another instance claimed the mail meanwhile (it sends it, not us).
     fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        let lease_end = i(super::now_millis() + LEASE_MS);
         self.read(async |client| {
             match client
                 .query_opt(
-                    "SELECT record, next_attempt_at FROM gh_outbox WHERE id = $1",
-                    &[&i(id)],
+                    "UPDATE gh_outbox SET next_attempt_at = $3 \
+                     WHERE id = $1 AND leased_by = $2 \
+                     RETURNING record, next_attempt_at",
+                    &[&i(id), &self.instance, &lease_end],
                 )
                 .await
                 .map_err(pg)?
@@ -755,7 +768,8 @@ impl Store for PostgresStore {
             mail.attempts = attempts;
             mail.next_attempt_at = next_attempt_at;
             tx.execute(
-                "UPDATE gh_outbox SET next_attempt_at = $2, record = $3 WHERE id = $1",
+                "UPDATE gh_outbox SET next_attempt_at = $2, record = $3, leased_by = NULL \
+                 WHERE id = $1",
                 &[&i(id), &i(next_attempt_at), &encode(&mail)?],
             )
             .await
