@@ -367,6 +367,7 @@ async fn store_migrate_copies_redb_to_postgres_and_back_and_backup_points_to_pg_
     let mut a = Gatehouse::start_with(Options {
         tls: false,
         store: "kind = \"redb\"\n".into(),
+        mail: "retry_initial = \"200ms\"\nretry_max = \"500ms\"\n".into(),
         ..Options::default()
     })
     .await;

@@ -330,13 +330,14 @@ impl PostgresStore {
                 snap.secrets.push((r.get(0), r.get(1)));
             }
             for r in tx
-                .query("SELECT record, next_attempt_at, slot FROM gh_outbox", &[])
+                .query("SELECT record, slot FROM gh_outbox", &[])
                 .await
                 .map_err(pg)?
             {
-                let mut mail: QueuedMail = text(&r, 0)?;
-                mail.next_attempt_at = r.get::<_, i64>(1) as u64;
-                snap.outbox.push((mail, r.get(2)));
+                // The record keeps the due time from before any lease: a
+                // lease held by a stopped server must not delay the mail.
+                let mail: QueuedMail = text(&r, 0)?;
+                snap.outbox.push((mail, r.get(1)));
             }
             for r in tx.query("SELECT key, record FROM gh_account_codes", &[]).await.map_err(pg)? {
                 snap.account_codes.push((r.get(0), text(&r, 1)?));
