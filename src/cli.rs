@@ -100,14 +100,15 @@ fn store_migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
     match outcome {
         Ok(c) => {
             println!(
-                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails",
+                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails, {} linked identities",
                 c.users,
                 c.sessions,
                 c.pending_codes,
                 c.send_windows,
                 c.throttles,
                 c.secrets,
-                c.queued_mails
+                c.queued_mails,
+                c.linked_identities
             );
             ExitCode::SUCCESS
         }

@@ -11,7 +11,9 @@
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
+//! - `oidc`: sign-in through OpenID Connect providers;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `cli`: commands;
 //! - `preflight`: the start-up checks `serve` and `check-config` share;
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod cli;
@@ -28,6 +31,7 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod ops;
 pub mod preflight;
 pub mod proxy;

@@ -66,9 +66,24 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// OIDC sign-ins: provider (a configured name, or "unknown") and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OidcLabel {
+    pub provider: String,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcome {
+    /// `default` or a `[upstreams.NAME]` name (a fixed set from the config).
+    pub upstream: String,
+    /// `ok`, `unavailable`, `tls_error` or `timeout`.
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,9 +131,27 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     /// Admin socket commands served.
     pub admin_commands: Counter,
+    /// Requests sent upstream (WebSocket handshakes included), by upstream
+    /// and outcome.
+    pub upstream_requests: Family<UpstreamOutcome, Counter>,
+    /// Proxied WebSocket connections open now.
+    pub websocket_connections: Gauge,
+    /// Live connections (WebSockets, streams) closed because their session
+    /// ended.
+    pub live_connections_ended: Counter,
+    /// Unix time at which the served certificate expires (ACME); 0 before
+    /// the first one.
+    pub tls_certificate_expiry: Gauge,
+    /// ACME certificates issued to this process.
+    pub acme_certificates: Counter,
+    /// Failed ACME orders and renewals.
+    pub acme_failures: Counter,
     /// Account self-service by event (`reset_requested`, `reset_completed`,
     /// `password_changed`, `email_changed`, `account_deleted`).
     pub account_events: Family<EventLabel, Counter>,
+    /// OIDC callbacks by provider and outcome (`ok`, `created`, or the
+    /// Flowtask error code).
+    pub oidc_signins: Family<OidcLabel, Counter>,
     scrapes: AtomicU64,
 }
 
@@ -205,15 +238,64 @@ impl Metrics {
             "Commands served on the admin socket",
             admin_commands.clone(),
         );
+        let upstream_requests = Family::<UpstreamOutcome, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent upstream, by upstream and outcome",
+            upstream_requests.clone(),
+        );
+        let websocket_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Proxied WebSocket connections open now",
+            websocket_connections.clone(),
+        );
+        let live_connections_ended = Counter::default();
+        registry.register(
+            "live_connections_ended",
+            "WebSockets and streaming responses closed because their session ended",
+            live_connections_ended.clone(),
+        );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Unix time at which the served TLS certificate expires (ACME; 0 until one is served)",
+            tls_certificate_expiry.clone(),
+        );
+        let acme_certificates = Counter::default();
+        registry.register(
+            "acme_certificates_issued",
+            "Certificates this process obtained over ACME",
+            acme_certificates.clone(),
+        );
+        let acme_failures = Counter::default();
+        registry.register(
+            "acme_order_failures",
+            "ACME orders or renewals that failed (the current certificate, if any, stays in service)",
+            acme_failures.clone(),
+        );
         let account_events = Family::<EventLabel, Counter>::default();
         registry.register(
             "account_events",
             "Account self-service: resets requested and completed, password and email changes, deletions",
             account_events.clone(),
         );
+        let oidc_signins = Family::<OidcLabel, Counter>::default();
+        registry.register(
+            "oidc_signins",
+            "OIDC sign-ins by provider and outcome",
+            oidc_signins.clone(),
+        );
         Metrics {
             account_events,
+            oidc_signins,
             registry,
+            upstream_requests,
+            websocket_connections,
+            live_connections_ended,
+            tls_certificate_expiry,
+            acme_certificates,
+            acme_failures,
             requests,
             proxy_latency,
             auth_latency,
@@ -245,6 +327,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one OIDC callback by provider and outcome.
+    pub fn oidc_sign_in(&self, provider: String, outcome: &'static str) {
+        self.oidc_signins
+            .get_or_create(&OidcLabel { provider, outcome })
+            .inc();
+    }
+
     /// Counts one answered request.
     pub fn request(&self, route: RouteLabel, status: u16) {
         if status == 200 && route == RouteLabel::Proxy {
@@ -257,6 +346,16 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The counter of one upstream's requests with one outcome.
+    pub fn upstream_outcome(&self, upstream: &str, outcome: &'static str) -> Counter {
+        self.upstream_requests
+            .get_or_create(&UpstreamOutcome {
+                upstream: upstream.to_string(),
+                outcome,
+            })
+            .clone()
     }
 
     /// Mirrors the mail outbox's state: its current depth and its event

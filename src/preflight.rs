@@ -4,8 +4,10 @@
 //! the file, the line and the key to change.
 //!
 //! Checked: the configuration itself; the TLS certificate and key (or an
-//! existing self-signed pair); the mail templates and transport (SMTP
-//! password source, CA file, `file` directory); the store path's directory.
+//! existing self-signed pair, or the CA trust of `[tls.acme]`); the mail
+//! templates and transport (SMTP password source, CA file, `file`
+//! directory); the store path's directory; each `https://` upstream's trust
+//! roots (its `ca_file`, or the system's).
 //! Not checked: binding the listeners and the admin socket, opening the
 //! store (a running server holds its lock), reaching the upstream or SMTP
 //! server (`check-mail` does that).
@@ -34,6 +36,14 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
     if let Some(tls) = &config.tls {
         crate::tls::check(&tls.source, &config.store.data_dir())
             .map_err(|e| at_key(text, origin, tls_key(&e, &tls.source), e.to_string()))?;
+        if let crate::config::CertSource::Acme(acme) = &tls.source {
+            crate::acme::check(acme).map_err(|e| {
+                // The error names its key itself; say it once.
+                let full = e.to_string();
+                let message = full.strip_prefix("tls.acme.ca_file ").unwrap_or(&full);
+                at_key(text, origin, "tls.acme.ca_file", message.to_string())
+            })?;
+        }
     }
     crate::mail::check_setup(&config.mail).map_err(|e| {
         let key = e.config_key();
@@ -46,6 +56,18 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
         at_key(text, origin, key, message)
     })?;
     check_store_dir(&config.store.path).map_err(|m| at_key(text, origin, "store.path", m))?;
+    // OIDC client secrets are read too, so a missing file or variable shows now.
+    for provider in &config.oidc {
+        provider.read_client_secret()?;
+    }
+    let upstreams = std::iter::once((crate::proxy::DEFAULT_UPSTREAM, &config.upstream))
+        .chain(config.upstreams.iter().map(|(n, c)| (n.as_str(), c)));
+    for (name, upstream) in upstreams {
+        if let Some(tls) = &upstream.tls {
+            crate::proxy::check_upstream_tls(name, tls)
+                .map_err(|e| at_key(text, origin, e.config_key(), e.message()))?;
+        }
+    }
     Ok(())
 }
 
@@ -57,6 +79,7 @@ fn tls_key(e: &crate::tls::TlsError, source: &crate::config::CertSource) -> &'st
         (TlsError::Pem { path, .. }, CertSource::Files { key, .. }) if path == key => "tls.key",
         (_, CertSource::Files { .. }) => "tls.cert",
         (_, CertSource::SelfSigned) => "tls.self_signed",
+        (_, CertSource::Acme(_)) => "tls.acme",
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::auth::AuthError;
-use crate::config::Config;
+use crate::config::{CertSource, Config};
 use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
@@ -67,6 +67,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// An `[[oidc]]` provider could not be set up (secret, CA file).
+    #[error("{0}")]
+    Oidc(#[source] crate::config::ConfigError),
+    /// An upstream's TLS client could not be set up.
+    #[error("{0}")]
+    Upstream(#[from] crate::proxy::UpstreamTlsError),
+    /// `[tls.acme]` could not be set up.
+    #[error("tls.acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -94,10 +103,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     // 2. Mail outbox worker, password hasher, sessions, upstream client.
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
+    let oidc = crate::oidc::Oidc::new(&config, store.clone()).map_err(ServeError::Oidc)?;
     let auth = Auth::new(&config, store.clone(), outbox)?;
+    let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
+    let named_upstreams = config
+        .upstreams
+        .iter()
+        .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
+        .collect::<Result<_, ServeError>>()?;
     let app = Arc::new(App {
+        oidc,
         auth,
-        upstream: Upstream::new(&config.upstream),
+        upstream,
+        named_upstreams,
+        websockets: crate::proxy::websocket::Tunnels::new(config.server.max_connections),
         routes: config.routes.clone(),
         max_body_bytes: config.server.max_body_bytes,
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -122,7 +141,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
 
     // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
+    //    Under [tls.acme] the ACME manager swaps it instead.
+    let acme = match config.tls.as_ref().map(|t| &t.source) {
+        Some(CertSource::Acme(acme)) => {
+            Some(crate::acme::prepare(acme, &config.store.data_dir()).await?)
+        }
+        _ => None,
+    };
     let (tls, reloadable) = match &config.tls {
+        Some(_) if acme.is_some() => (
+            acme.as_ref().map(|a| TlsAcceptor::from(a.server_config())),
+            None,
+        ),
         Some(t) => {
             let (server_config, cert) =
                 crate::tls::reloadable_server_config(&t.source, &config.store.data_dir())?;
@@ -163,12 +193,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
             let ready = Arc::new(crate::ops::health::Readiness {
                 app: app.clone(),
-                upstream: config
-                    .upstream
-                    .url
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                upstreams: routed_upstreams(&config),
+                certificate: acme.as_ref().map(|a| a.ready()),
             });
             Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
         }
@@ -188,7 +214,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
-    crate::ops::systemd::ready();
+    // 4b. ACME: order or renew in the background now that the listener can
+    //     answer TLS-ALPN-01; systemd hears READY=1 once a certificate serves.
+    let (acme_tasks, ready_notice) = match acme {
+        Some(acme) => {
+            let certified = acme.ready();
+            (
+                Some(acme.spawn(local.port())),
+                Some(tokio::spawn(notify_ready_when_certified(certified))),
+            )
+        }
+        None => {
+            crate::ops::systemd::ready();
+            (None, None)
+        }
+    };
     let watchdog = crate::ops::systemd::spawn_watchdog();
 
     // 5. Background upkeep: sweep expired sessions and codes, persist throttles.
@@ -198,6 +238,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let settings = Arc::new(ConnSettings {
         tls,
         header_read_timeout: config.server.header_read_timeout,
+        drain: tokio_util::sync::CancellationToken::new(),
     });
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.server.max_connections));
@@ -232,6 +273,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     crate::ops::systemd::stopping();
     upkeep.abort();
     reloader.abort();
+    if let Some(t) = &acme_tasks {
+        t.abort();
+    }
+    if let Some(t) = &ready_notice {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -239,6 +286,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         connections = graceful.count(),
         "shutting down; draining connections"
     );
+    settings.drain.cancel();
+    app.websockets.close_all();
     if tokio::time::timeout(config.server.drain_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -264,11 +313,49 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// The upstreams some route forwards to, by name, as `host:port` (what
+/// `/readyz` probes: an `[upstream]` no route uses need not be up).
+fn routed_upstreams(config: &Config) -> Vec<(String, String)> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    for route in &config.routes {
+        let (name, cfg) = match &route.upstream {
+            Some(name) => (name.as_str(), &config.upstreams[name]),
+            None => (crate::proxy::DEFAULT_UPSTREAM, &config.upstream),
+        };
+        if used.iter().all(|(n, _)| n != name) {
+            let addr = cfg.url.authority().map(|a| {
+                let port = a
+                    .port_u16()
+                    .unwrap_or(if cfg.tls.is_some() { 443 } else { 80 });
+                format!("{}:{port}", a.host())
+            });
+            used.push((name.to_string(), addr.unwrap_or_default()));
+        }
+    }
+    used
+}
+
+/// Sends systemd READY=1 once the ACME certificate is in service.
+async fn notify_ready_when_certified(mut certified: tokio::sync::watch::Receiver<bool>) {
+    if !*certified.borrow() {
+        tracing::info!("not ready until the ACME certificate is issued (/readyz answers 503)");
+    }
+    if certified.wait_for(|ok| *ok).await.is_ok() {
+        crate::ops::systemd::ready();
+    }
+}
+
 /// How often throttle counters are written to the store (and stale upstream
 /// connections closed).
 const THROTTLE_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often live connections (WebSockets, streams) are checked against
+/// their session's expiry; well inside the 5 s in which they must close.
+const LIVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn upkeep(app: Arc<App>, sweep_every: Duration) {
+    let mut live = tokio::time::interval(LIVE_CHECK_INTERVAL);
+    live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(sweep_every);
     let mut flush = tokio::time::interval(THROTTLE_FLUSH_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,10 +366,22 @@ async fn upkeep(app: Arc<App>, sweep_every: Duration) {
                 if let Err(e) = app.auth.sweep().await {
                     tracing::warn!(error = %e, "sweep failed");
                 }
+                match app.oidc.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(states = n, "swept expired OIDC sign-ins"),
+                    Err(e) => tracing::warn!(error = %e, "OIDC state sweep failed"),
+                }
+            }
+            _ = live.tick() => {
+                if let Err(e) = app.auth.sessions.end_expired_live().await {
+                    tracing::warn!(error = %e, "checking live connections' sessions failed");
+                }
             }
             _ = flush.tick() => {
                 flush_throttles(&app).await;
-                app.upstream.close_stale_connections();
+                for upstream in app.upstreams() {
+                    upstream.close_stale_connections();
+                }
             }
         }
     }
@@ -301,6 +400,9 @@ async fn flush_throttles(app: &Arc<App>) {
 struct ConnSettings {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
+    /// Cancelled when the drain starts (for HTTP/1.1 connections, which
+    /// the graceful watcher cannot take once upgrades are on).
+    drain: tokio_util::sync::CancellationToken,
 }
 
 async fn serve_connection(
@@ -330,12 +432,26 @@ async fn serve_connection(
                     return;
                 }
             };
+            if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation: the handshake itself was the answer.
+                return;
+            }
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(TokioIo::new(tls), is_h2, service, watcher, deadline).await
+            let drain = settings.drain.clone();
+            serve_http(TokioIo::new(tls), is_h2, service, watcher, drain, deadline).await
         }
         None => match sniff_h2_preface(&stream, deadline).await {
             Some(is_h2) => {
-                serve_http(TokioIo::new(stream), is_h2, service, watcher, deadline).await
+                let drain = settings.drain.clone();
+                serve_http(
+                    TokioIo::new(stream),
+                    is_h2,
+                    service,
+                    watcher,
+                    drain,
+                    deadline,
+                )
+                .await
             }
             None => return,
         },
@@ -350,6 +466,7 @@ async fn serve_http<I, S>(
     is_h2: bool,
     service: S,
     watcher: Watcher,
+    drain: tokio_util::sync::CancellationToken,
     header_read_timeout: Duration,
 ) -> Result<(), hyper::Error>
 where
@@ -364,6 +481,8 @@ where
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(MAX_H2_STREAMS)
+            // RFC 8441: WebSockets over HTTP/2 (see proxy::websocket).
+            .enable_connect_protocol()
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
@@ -374,7 +493,20 @@ where
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_headers(MAX_HEADERS);
-        watcher.watch(b.serve_connection(io, service)).await
+        // Upgrades on, for WebSocket pass-through. hyper-util's watcher
+        // does not take such a connection, so the drain token does its job
+        // and the watcher is only held so the drain waits for this one.
+        let conn = b.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        drop(watcher);
+        result
     }
 }
 

@@ -37,6 +37,9 @@ pub enum TlsError {
     /// Generating the self-signed certificate failed.
     #[error("generating a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// `[tls.acme]` certificates come from `crate::acme`, not from files.
+    #[error("certificates for [tls.acme] are managed by the ACME module")]
+    AcmeManaged,
     /// Writing the self-signed certificate failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -71,6 +74,8 @@ pub fn check(source: &CertSource, data_dir: &Path) -> Result<(), TlsError> {
             }
             pair
         }
+        // Checked by `crate::acme::check`.
+        CertSource::Acme(_) => return Ok(()),
     };
     let provider = rustls::crypto::ring::default_provider();
     load_certified_key(&cert_path, &key_path, &provider).map(|_| ())
@@ -85,6 +90,7 @@ pub fn reloadable_server_config(
     let (cert_path, key_path) = match source {
         CertSource::Files { cert, key } => (cert.clone(), key.clone()),
         CertSource::SelfSigned => ensure_self_signed(&data_dir.join("tls"))?,
+        CertSource::Acme(_) => return Err(TlsError::AcmeManaged),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let current = load_certified_key(&cert_path, &key_path, &provider)?;

@@ -174,7 +174,7 @@ fn every_config_error_names_file_line_and_key() {
             "mail.transport",
             "transport",
         ),
-        ("[upstream]\nurl = \"https://x\"\n", "upstream.url", "url ="),
+        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url", "url ="),
         (
             "[[route]]\nprefix = \"/a/\"\nauth = \"maybe\"\n",
             "route.auth",

@@ -11,14 +11,17 @@ fn routes() -> Vec<Route> {
         Route {
             prefix: "/api/v2/".into(),
             auth: RouteAuth::Required,
+            upstream: None,
         },
         Route {
             prefix: "/api/v2/public/".into(),
             auth: RouteAuth::None,
+            upstream: None,
         },
         Route {
             prefix: "/".into(),
             auth: RouteAuth::Optional,
+            upstream: None,
         },
     ]
 }

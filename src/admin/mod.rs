@@ -45,6 +45,11 @@ pub enum Request {
         email: String,
         password_hash: String,
     },
+    /// Remove a user's link to an OIDC provider.
+    UserUnlink {
+        email: String,
+        provider: String,
+    },
     SessionList {
         email: Option<String>,
     },
@@ -95,9 +100,23 @@ pub enum AdminError {
     /// `backup` is streamed by the socket server, not run here.
     #[error("backup is handled by the socket server")]
     NotHere,
+    /// `user unlink` for a provider the user is not linked to.
+    #[error("{email} is not linked to provider \"{provider}\"")]
+    NotLinked { email: String, provider: String },
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+}
+
+/// An OIDC identity linked to a user, as `user show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityView {
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// The provider's email when the link was made.
+    pub email: String,
+    pub linked_at: u64,
 }
 
 /// A user as the CLI shows it; never includes the password hash.
@@ -199,11 +218,44 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let sessions = store.list_sessions(Some(user.id))?;
             let sessions: Vec<SessionView> =
                 sessions.iter().map(|(h, s)| session_view(h, s)).collect();
+            let identities: Vec<IdentityView> = store
+                .identities_of(user.id)?
+                .into_iter()
+                .map(|i| IdentityView {
+                    provider: i.provider,
+                    issuer: i.issuer,
+                    subject: i.subject,
+                    email: i.email,
+                    linked_at: i.linked_at,
+                })
+                .collect();
             let mut value = to_value(&user_view(&user, sessions.len()));
             value["session_list"] = to_value(&sessions);
             // Whether codes are pending; the codes themselves are never shown.
             value["pending_codes"] = to_value(&store.pending_codes(&user)?);
+            value["identities"] = to_value(&identities);
+            value["has_password"] =
+                serde_json::Value::from(user.password_hash != crate::store::NO_PASSWORD);
             Ok(done(value))
+        }
+        Request::UserUnlink { email, provider } => {
+            let key = normalise(&email)?;
+            let user = store
+                .user_by_email(&key)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            let removed = store.unlink_identity(user.id, &provider)?;
+            if removed == 0 {
+                return Err(AdminError::NotLinked {
+                    email: user.email,
+                    provider,
+                });
+            }
+            tracing::info!(user_id = user.id, provider = %provider, "identity unlinked by operator");
+            Ok(done(serde_json::json!({
+                "email": user.email,
+                "provider": provider,
+                "unlinked": removed,
+            })))
         }
         Request::UserAdd {
             email,

@@ -8,6 +8,7 @@ mod account;
 pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
+pub mod live;
 pub mod otp;
 pub mod passwords;
 pub mod sessions;
@@ -302,7 +303,12 @@ impl Auth {
             let store = self.store.clone();
             let key = email.clone();
             let user = run_blocking(move || store.user_by_email(&key)).await?;
-            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            // An account without a password (created by OIDC) is checked
+            // against the decoy hash, exactly like an unknown email.
+            let stored = user
+                .as_ref()
+                .map(|u| u.password_hash.clone())
+                .filter(|h| h != crate::store::NO_PASSWORD);
             let verified = self.passwords.verify(password.to_string(), stored).await?;
             // A disabled account answers exactly like a wrong password.
             user.filter(|u| verified && !u.disabled)
@@ -320,15 +326,24 @@ impl Auth {
         if !known_device && self.notify_new_device {
             self.notify_new_sign_in(&user.email, client).await;
         }
+        self.start_session(&user, previous, &client.origin).await
+    }
+
+    /// Starts a session for an authenticated user — the one path shared by
+    /// password and OIDC sign-in, so cookies, expiry and revocation are
+    /// the same. The previous session named by the request is ended.
+    pub async fn start_session(
+        &self,
+        user: &crate::store::User,
+        previous: Option<TokenHash>,
+        origin: &crate::store::SessionOrigin,
+    ) -> Result<SignedIn, AuthError> {
         if let Some(old) = previous {
             self.sessions.revoke(old).await?;
         }
         Ok(SignedIn {
-            token: self
-                .sessions
-                .create(user.id, &user.email, &client.origin)
-                .await?,
-            device_mark: self.devices.mark(&email),
+            token: self.sessions.create(user.id, &user.email, origin).await?,
+            device_mark: self.devices.mark(&user.email),
         })
     }
 

@@ -83,6 +83,8 @@ pub struct Sessions {
     /// the store is embedded). Cached sessions are trusted for
     /// `idle_timeout / 10` past it, then answered 503 until it is back.
     blind_since: AtomicU64,
+    /// WebSockets and streams opened with a session, ended with it.
+    pub live: Arc<super::live::LiveConnections>,
 }
 
 impl Sessions {
@@ -112,6 +114,7 @@ impl Sessions {
             cache: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             blind_since: AtomicU64::new(0),
+            live: Arc::default(),
         }
     }
 
@@ -289,6 +292,8 @@ impl Sessions {
         let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.remove(hash);
+        drop(cache);
+        self.live.end_session(hash);
     }
 
     /// Drops a *live* session's cached copy so the next request reads the
@@ -307,6 +312,60 @@ impl Sessions {
         let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.retain(|_, c| c.session.user_id != user_id);
+        drop(cache);
+        self.live.end_user(user_id);
+    }
+
+    /// Ends the live connections (WebSockets, streams) whose session has
+    /// reached its idle or absolute expiry, or is gone from the store
+    /// (revoked by another instance, or while the connection was being
+    /// set up). Called every second or so; uses the cache where it can, so
+    /// an open connection does not count as use of its session.
+    pub async fn end_expired_live(&self) -> Result<(), StoreError> {
+        let sessions = self.live.sessions();
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let mut ended = Vec::new();
+        let mut uncached = Vec::new();
+        {
+            let cache = sync::lock(&self.cache);
+            for hash in sessions {
+                match cache.get(&hash) {
+                    Some(c) if self.expiry.is_expired(&c.session, c.last_seen, now) => {
+                        ended.push(hash)
+                    }
+                    Some(_) => {}
+                    None => uncached.push(hash),
+                }
+            }
+        }
+        if !uncached.is_empty() {
+            let (store, expiry) = (self.store.clone(), self.expiry);
+            let gone = run_blocking(move || {
+                let mut gone = Vec::new();
+                for hash in uncached {
+                    match store.session(&hash)? {
+                        Some(s) if !expiry.is_expired(&s, s.last_seen, now) => {}
+                        _ => gone.push(hash),
+                    }
+                }
+                Ok(gone)
+            })
+            .await?;
+            ended.extend(gone);
+        }
+        for hash in ended {
+            let n = self.live.end_session(&hash);
+            if n > 0 {
+                tracing::info!(
+                    connections = n,
+                    "session ended; closing its live connections"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Drops what another instance ended (announced by a shared store).

@@ -38,6 +38,8 @@ pub enum Rate {
     /// password/reset and email/verify: counted apart from sign-up verify,
     /// with the same limit (`verify_per_ip_per_hour`).
     AccountCodePerIp,
+    /// Starting an OIDC sign-in (it stores state): the sign-in budget.
+    OAuthConnectPerIp,
 }
 
 /// A failure counter with back-off.
@@ -108,6 +110,11 @@ impl Throttle {
                 "account-code:ip",
                 self.limits.verify_per_ip_per_hour,
                 3_600_000,
+            ),
+            Rate::OAuthConnectPerIp => (
+                "oauth-connect:ip",
+                self.limits.signin_per_ip_per_minute,
+                60_000,
             ),
         }
     }

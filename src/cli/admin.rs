@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::admin::client::{self, ClientError};
-use crate::admin::{Reply, Request, SessionView, UserView, execute};
+use crate::admin::{IdentityView, Reply, Request, SessionView, UserView, execute};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
@@ -84,6 +84,15 @@ pub enum UserCommand {
         #[command(flatten)]
         common: Common,
         email: String,
+    },
+    /// Remove the link between an account and an OIDC provider (the next
+    /// sign-in through it links again only by verified email).
+    Unlink {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        /// The `[[oidc]]` name, e.g. google.
+        provider: String,
     },
     /// Replace the password; ends every session of the account.
     SetPassword {
@@ -179,6 +188,15 @@ pub fn user(cmd: UserCommand) -> ExitCode {
         UserCommand::Enable { common, email } => {
             (common, Ok(Request::UserEnable { email }), Shape::Summary)
         }
+        UserCommand::Unlink {
+            common,
+            email,
+            provider,
+        } => (
+            common,
+            Ok(Request::UserUnlink { email, provider }),
+            Shape::Summary,
+        ),
         UserCommand::SetPassword {
             common,
             email,
@@ -386,6 +404,12 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
                 out.push('\n');
                 out.push_str(&sessions_table(&sessions));
             }
+            let identities: Vec<IdentityView> =
+                serde_json::from_value(data["identities"].clone()).unwrap_or_default();
+            if !identities.is_empty() {
+                out.push('\n');
+                out.push_str(&identities_table(&identities));
+            }
             out
         }
         Shape::Sessions => {
@@ -420,6 +444,22 @@ fn users_table(users: &[UserView]) -> String {
         })
         .collect();
     table(&["ID", "EMAIL", "STATUS", "SESSIONS", "CREATED"], &rows)
+}
+
+fn identities_table(identities: &[IdentityView]) -> String {
+    let rows: Vec<Vec<String>> = identities
+        .iter()
+        .map(|i| {
+            vec![
+                i.provider.clone(),
+                i.issuer.clone(),
+                i.subject.clone(),
+                i.email.clone(),
+                utc(i.linked_at),
+            ]
+        })
+        .collect();
+    table(&["PROVIDER", "ISSUER", "SUBJECT", "EMAIL", "LINKED"], &rows)
 }
 
 fn sessions_table(sessions: &[SessionView]) -> String {

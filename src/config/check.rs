@@ -16,7 +16,9 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
         let server = check_server(raw.server)?;
         let tls = raw.tls.map(check_tls).transpose()?;
-        let upstream = check_upstream(raw.upstream)?;
+        super::acme::check_listeners(tls.as_ref(), &server)?;
+        let upstream = check_upstream("upstream", raw.upstream)?;
+        let upstreams = check_named_upstreams(raw.upstreams)?;
         let backend = check_store_backend(&raw.store)?;
         let store = StoreConfig {
             path: raw
@@ -41,15 +43,18 @@ impl TryFrom<RawConfig> for Config {
         };
         let mail = check_mail(raw.mail, otp.ttl)?;
         let password = check_password(raw.password)?;
-        let routes = check_routes(raw.route)?;
+        let routes = check_routes(raw.route, &upstreams)?;
         let cors = check_cors(raw.cors)?;
         let limits = check_limits(raw.limits)?;
         let admin = check_admin(raw.admin, &store)?;
         let log = check_log(raw.log)?;
+        let oidc = super::oidc::check_oidc(raw.oidc)?;
+        let oauth = super::oidc::check_oauth(raw.oauth)?;
         Ok(Config {
             server,
             tls,
             upstream,
+            upstreams,
             store,
             mail,
             session,
@@ -63,6 +68,8 @@ impl TryFrom<RawConfig> for Config {
             notify: NotifyConfig {
                 new_device: raw.notify.new_device.unwrap_or(true),
             },
+            oidc,
+            oauth,
         })
     }
 }
@@ -239,7 +246,36 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
 }
 
 fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
-    let source = match (raw.cert, raw.key, raw.self_signed.unwrap_or(false)) {
+    let other_source = raw.cert.is_some() || raw.key.is_some() || raw.self_signed == Some(true);
+    let source = match (
+        raw.acme,
+        raw.cert,
+        raw.key,
+        raw.self_signed.unwrap_or(false),
+    ) {
+        (Some(acme), ..) => super::acme::check_acme(acme, other_source)?,
+        (None, cert, key, self_signed) => check_cert_files(cert, key, self_signed)?,
+    };
+    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
+        Some("0" | "0s") => Duration::ZERO,
+        _ => duration_or(
+            "tls.hsts_max_age",
+            raw.hsts_max_age,
+            Duration::from_secs(365 * 86_400),
+        )?,
+    };
+    Ok(TlsConfig {
+        source,
+        hsts_max_age,
+    })
+}
+
+fn check_cert_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: bool,
+) -> Result<CertSource, ConfigError> {
+    Ok(match (cert, key, self_signed) {
         (Some(cert), Some(key), false) => CertSource::Files { cert, key },
         (None, None, true) => CertSource::SelfSigned,
         (Some(_), Some(_), true) => {
@@ -253,21 +289,9 @@ fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
         (None, None, false) => {
             return Err(invalid(
                 "tls",
-                "set cert and key, or self_signed = true; remove [tls] to serve plain HTTP",
+                "set cert and key, self_signed = true, or a [tls.acme] section; remove [tls] to serve plain HTTP",
             ));
         }
-    };
-    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
-        Some("0" | "0s") => Duration::ZERO,
-        _ => duration_or(
-            "tls.hsts_max_age",
-            raw.hsts_max_age,
-            Duration::from_secs(365 * 86_400),
-        )?,
-    };
-    Ok(TlsConfig {
-        source,
-        hsts_max_age,
     })
 }
 
@@ -337,38 +361,136 @@ fn check_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
     })
 }
 
-fn check_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
-    let text = raw.url.as_deref().unwrap_or("http://127.0.0.1:3000");
+/// `[upstream]` (`prefix` = "upstream") or `[upstreams.NAME]`
+/// (`prefix` = "upstreams.NAME"); errors name the key under `prefix`.
+fn check_upstream(prefix: &str, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::InvalidKey {
+        key: format!("{prefix}.{field}"),
+        message,
+    };
+    let text = match (prefix, raw.url.as_deref()) {
+        (_, Some(text)) => text,
+        ("upstream", None) => "http://127.0.0.1:3000",
+        (_, None) => return Err(bad("url", "is required".into())),
+    };
     let url: http::Uri = text
         .parse()
-        .map_err(|_| invalid("upstream.url", format!("\"{text}\" is not a URL")))?;
-    if url.scheme_str() != Some("http") {
-        return Err(invalid(
-            "upstream.url",
-            "must start with http:// (the upstream is reached over plain HTTP on the same host or network)",
+        .map_err(|_| bad("url", format!("\"{text}\" is not a URL")))?;
+    let https = match url.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(bad(
+                "url",
+                format!("\"{text}\" must start with http:// or https://"),
+            ));
+        }
+    };
+    let Some(authority) = url.authority() else {
+        return Err(bad(
+            "url",
+            format!("\"{text}\" needs a host, as in http://127.0.0.1:3000"),
         ));
-    }
-    if url.authority().is_none() {
-        return Err(invalid(
-            "upstream.url",
-            "needs a host, as in http://127.0.0.1:3000",
-        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("url", "must not carry user information".into()));
     }
     if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err(invalid(
-            "upstream.url",
-            "must not carry a path or query; requests keep their own path",
+        return Err(bad(
+            "url",
+            "must not carry a path or query; requests keep their own path".into(),
         ));
     }
+    let tls = if https {
+        // `Uri::host` keeps an IPv6 literal's brackets; names are verified bare.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let (field, name) = match &raw.server_name {
+            Some(name) => ("server_name", name.as_str()),
+            None => ("url", host),
+        };
+        let server_name = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|_| bad(field, format!("\"{name}\" is not a DNS name or IP address")))?
+            .to_owned();
+        let ca_certs = raw
+            .ca_file
+            .as_deref()
+            .map(|path| read_ca_file(path).map_err(|message| bad("ca_file", message)))
+            .transpose()?;
+        Some(UpstreamTls {
+            server_name,
+            ca_certs,
+        })
+    } else {
+        if raw.ca_file.is_some() {
+            return Err(bad("ca_file", "needs an https:// url".into()));
+        }
+        if raw.server_name.is_some() {
+            return Err(bad("server_name", "needs an https:// url".into()));
+        }
+        None
+    };
+    let duration = |field: &str, value: Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(&text) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(bad(
+                field,
+                format!("\"{text}\" is not a duration like \"30s\", \"5m\", \"24h\" or \"7d\""),
+            )),
+        },
+    };
     Ok(UpstreamConfig {
-        url,
-        timeout: duration_or("upstream.timeout", raw.timeout, Duration::from_secs(30))?,
-        connect_timeout: duration_or(
-            "upstream.connect_timeout",
+        timeout: duration("timeout", raw.timeout, Duration::from_secs(30))?,
+        connect_timeout: duration(
+            "connect_timeout",
             raw.connect_timeout,
             Duration::from_secs(5),
         )?,
+        url,
+        tls,
+        preserve_host: raw.preserve_host.unwrap_or(false),
     })
+}
+
+/// The certificates of a PEM file of CAs; the message says what is wrong.
+fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn check_named_upstreams(
+    raw: std::collections::BTreeMap<String, RawUpstream>,
+) -> Result<std::collections::BTreeMap<String, UpstreamConfig>, ConfigError> {
+    let mut named = std::collections::BTreeMap::new();
+    for (name, raw) in raw {
+        // Names appear in metric labels and log lines.
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(ConfigError::InvalidKey {
+                key: format!("upstreams.{name}"),
+                message: "name upstreams with letters, digits, '_' or '-' (at most 64)".into(),
+            });
+        }
+        let checked = check_upstream(&format!("upstreams.{name}"), raw)?;
+        named.insert(name, checked);
+    }
+    Ok(named)
 }
 
 fn check_session(raw: RawSession) -> Result<SessionConfig, ConfigError> {
@@ -461,16 +583,21 @@ fn check_password(raw: RawPassword) -> Result<PasswordConfig, ConfigError> {
     Ok(cfg)
 }
 
-fn check_routes(raw: Option<Vec<RawRoute>>) -> Result<Vec<Route>, ConfigError> {
+fn check_routes(
+    raw: Option<Vec<RawRoute>>,
+    upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
+) -> Result<Vec<Route>, ConfigError> {
     let raw = raw.unwrap_or_else(|| {
         vec![
             RawRoute {
                 prefix: "/api/v2/".into(),
                 auth: "required".into(),
+                upstream: None,
             },
             RawRoute {
                 prefix: "/".into(),
                 auth: "optional".into(),
+                upstream: None,
             },
         ]
     });
@@ -504,7 +631,19 @@ fn check_routes(raw: Option<Vec<RawRoute>>) -> Result<Vec<Route>, ConfigError> {
                 format!("\"{prefix}\" is listed twice"),
             ));
         }
-        routes.push(Route { prefix, auth });
+        if let Some(name) = &r.upstream
+            && !upstreams.contains_key(name)
+        {
+            return Err(invalid(
+                "route.upstream",
+                format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
+            ));
+        }
+        routes.push(Route {
+            prefix,
+            auth,
+            upstream: r.upstream,
+        });
     }
     Ok(routes)
 }

@@ -30,6 +30,10 @@ pub enum ConfigError {
     /// A key has a value of the right type that is still unusable.
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// Like `Invalid`, for a key whose name is built from the file (a named
+    /// upstream's, such as `upstreams.api.url`).
+    #[error("config key `{key}`: {message}")]
+    InvalidKey { key: String, message: String },
     /// A key's value is unusable, with where the key is in the file: what
     /// [`Config::parse`] and start-up report instead of `Invalid`.
     #[error("config {origin}, {place}: key `{key}`: {message}")]
@@ -47,6 +51,7 @@ impl ConfigError {
     pub fn located(self, text: &str, origin: &str) -> ConfigError {
         match self {
             ConfigError::Invalid { key, message } => at_key(text, origin, key, message),
+            ConfigError::InvalidKey { key, message } => at_key(text, origin, &key, message),
             other @ (ConfigError::Read { .. }
             | ConfigError::Syntax { .. }
             | ConfigError::Located { .. }) => other,
@@ -72,14 +77,17 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+mod acme;
 mod check;
 pub mod locate;
 mod mail;
+mod oidc;
 mod raw;
 #[cfg(test)]
 mod tests;
 
 pub use check::parse_duration;
+pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -87,6 +95,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
+    /// `[upstreams.NAME]`, by name.
+    pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
     pub store: StoreConfig,
     pub mail: MailConfig,
     pub session: SessionConfig,
@@ -98,6 +108,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub notify: NotifyConfig,
+    /// `[[oidc]]`: sign-in through OpenID Connect providers.
+    pub oidc: Vec<OidcProviderConfig>,
+    /// `[oauth]`: where the OIDC callback redirects.
+    pub oauth: OAuthConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.
@@ -175,8 +189,43 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone)]
 pub enum CertSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     SelfSigned,
+    /// Ordered and renewed over ACME (`[tls.acme]`); see `crate::acme`.
+    Acme(AcmeConfig),
+}
+
+/// `[tls.acme]`: one certificate for `domains`, ordered from `directory`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// Lower-case DNS names, no wildcards, at least one; the first is the
+    /// name redirects fall back to.
+    pub domains: Vec<String>,
+    /// Account contact, without the `mailto:`.
+    pub email: Option<String>,
+    /// The CA's directory URL (https).
+    pub directory: String,
+    pub challenge: AcmeChallenge,
+    /// Plain-HTTP listener: HTTP-01 answers and 308 redirects to HTTPS.
+    /// Always set for `http-01`; optional for `tls-alpn-01`.
+    pub http_listen: Option<SocketAddr>,
+    /// PEM CA certificate(s) to trust for the directory instead of the
+    /// system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Renew once the certificate expires within this long.
+    pub renew_before: Duration,
+}
+
+/// How the CA checks that we control the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737: answered on the TLS listener itself (`acme-tls/1` ALPN).
+    TlsAlpn01,
+    /// RFC 8555 §8.3: answered on `http_listen` under `/.well-known/acme-challenge/`.
+    Http01,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +235,19 @@ pub struct UpstreamConfig {
     /// How long to wait for the upstream's response headers before a 504.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Set for `https://` upstreams.
+    pub tls: Option<UpstreamTls>,
+    /// Forward the client's `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+}
+
+/// How an `https://` upstream's certificate is verified (always).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name verified and sent as SNI: `server_name`, or the URL's host.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// CA certificates read from `ca_file`; `None` means the system roots.
+    pub ca_certs: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -399,6 +461,8 @@ pub struct Route {
     /// Lower-cased, starts with `/`.
     pub prefix: String,
     pub auth: RouteAuth,
+    /// A `[upstreams.NAME]` name; `None` means `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 impl Config {

@@ -13,6 +13,9 @@ pub(super) struct RawConfig {
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) upstream: RawUpstream,
+    /// `[upstreams.NAME]`: further upstreams routes may name.
+    #[serde(default)]
+    pub(super) upstreams: std::collections::BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
@@ -35,6 +38,10 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) notify: RawNotify,
+    #[serde(default)]
+    pub(super) oidc: Vec<RawOidc>,
+    #[serde(default)]
+    pub(super) oauth: RawOAuth,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +77,20 @@ pub(super) struct RawTls {
     pub(super) key: Option<PathBuf>,
     pub(super) self_signed: Option<bool>,
     pub(super) hsts_max_age: Option<String>,
+    pub(super) acme: Option<RawAcme>,
+}
+
+/// `[tls.acme]`: certificates ordered from an ACME CA (see `super::acme`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) domains: Option<Vec<String>>,
+    pub(super) email: Option<String>,
+    pub(super) directory: Option<String>,
+    pub(super) challenge: Option<String>,
+    pub(super) http_listen: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) renew_before: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -78,6 +99,9 @@ pub(super) struct RawUpstream {
     pub(super) url: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) connect_timeout: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
+    pub(super) preserve_host: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -208,4 +232,34 @@ pub(super) struct RawLimits {
 pub(super) struct RawRoute {
     pub(super) prefix: String,
     pub(super) auth: String,
+    #[serde(default)]
+    pub(super) upstream: Option<String>,
+}
+
+/// One `[[oidc]]` identity provider (see `config::oidc`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub(super) name: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) client_secret_env: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) redirect_url: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) allowed_domains: Option<Vec<String>>,
+    pub(super) create_users: Option<bool>,
+}
+
+/// `[oauth]`: where the OIDC callback sends the browser.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth {
+    pub(super) frontend_url: Option<String>,
+    pub(super) success_path: Option<String>,
+    pub(super) new_user_path: Option<String>,
+    pub(super) error_path: Option<String>,
+    pub(super) state_ttl: Option<String>,
 }

@@ -43,7 +43,7 @@ fn bad_values_name_their_key() {
     assert!(err("[server]\nlisten = \"nowhere\"").contains("server.listen"));
     assert!(err("[mail]\ntransport = \"pigeon\"").contains("mail.transport"));
     assert!(err("[mail]\ntransport = \"smtp\"").contains("mail.smtp"));
-    assert!(err("[upstream]\nurl = \"https://x\"").contains("upstream.url"));
+    assert!(err("[upstream]\nurl = \"ftp://x\"").contains("upstream.url"));
     assert!(err("[tls]\ncert = \"a.pem\"").contains("tls.key"));
     assert!(err("[[route]]\nprefix = \"/a\"\nauth = \"maybe\"").contains("route.auth"));
     assert!(err("[[route]]\nprefix = \"/a/../b\"\nauth = \"none\"").contains("route.prefix"));
@@ -113,6 +113,59 @@ fn mail_keys_are_checked() {
         "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"none\"\nca_file = \"ca.pem\"",
     );
     assert!(e.contains("mail.smtp.ca_file"), "{e}");
+}
+
+#[test]
+fn named_upstreams_and_routes_that_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let text = format!(
+        "[upstreams.web]\nurl = \"http://127.0.0.1:5173\"\n\
+         [upstreams.api]\nurl = \"https://10.0.0.5:8443\"\nca_file = \"{}\"\n\
+         server_name = \"api.internal\"\ntimeout = \"7s\"\npreserve_host = true\n\
+         [[route]]\nprefix = \"/api/\"\nauth = \"required\"\nupstream = \"api\"\n\
+         [[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"web\"\n",
+        ca.display()
+    );
+    let c = Config::parse(&text, "t").unwrap();
+    let api = &c.upstreams["api"];
+    assert_eq!(api.timeout, Duration::from_secs(7));
+    assert!(api.preserve_host);
+    let tls = api.tls.as_ref().unwrap();
+    assert_eq!(tls.server_name.to_str(), "api.internal");
+    assert_eq!(tls.ca_certs.as_ref().unwrap().len(), 1);
+    assert!(c.upstreams["web"].tls.is_none());
+    assert_eq!(c.routes[0].upstream.as_deref(), Some("api"));
+    // Without server_name the URL's host is verified, IP addresses included.
+    let c = Config::parse("[upstream]\nurl = \"https://[::1]:8443\"", "t").unwrap();
+    assert_eq!(c.upstream.tls.unwrap().server_name.to_str(), "::1");
+}
+
+#[test]
+fn upstream_mistakes_name_their_key() {
+    let e = err("[[route]]\nprefix = \"/\"\nauth = \"none\"\nupstream = \"api\"");
+    assert!(e.contains("route.upstream") && e.contains("\"api\""), "{e}");
+    let e = err("[upstreams.api]\nurl = \"htp://x\"");
+    assert!(e.contains("upstreams.api.url"), "{e}");
+    let e = err("[upstreams.api]\ntimeout = \"1s\"");
+    assert!(e.contains("upstreams.api.url"), "{e}");
+    let e = err("[upstreams.api]\nurl = \"https://x\"\nca_file = \"/nonexistent/ca.pem\"");
+    assert!(
+        e.contains("upstreams.api.ca_file") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
+    let e = err("[upstreams.api]\nurl = \"http://x\"\nca_file = \"ca.pem\"");
+    assert!(e.contains("upstreams.api.ca_file"), "{e}");
+    let e = err("[upstreams.api]\nurl = \"https://x\"\nserver_name = \"not a name\"");
+    assert!(e.contains("upstreams.api.server_name"), "{e}");
+    let e = err("[upstreams.\"a b\"]\nurl = \"http://x\"");
+    assert!(e.contains("upstreams.a b"), "{e}");
+    let e = err("[upstreams.api]\nurl = \"http://x\"\ntimeout = \"soon\"");
+    assert!(e.contains("upstreams.api.timeout"), "{e}");
 }
 
 #[test]

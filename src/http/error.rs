@@ -53,9 +53,15 @@ pub enum ApiError {
     /// The upstream did not answer in time.
     #[error("Upstream timed out")]
     UpstreamTimeout,
+    /// As many proxied WebSockets are open as `server.max_connections`.
+    #[error("Too many open WebSocket connections; try again later")]
+    WebSocketsFull,
     /// The store failed while authenticating.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An OIDC sign-in could not be started.
+    #[error(transparent)]
+    OAuthConnect(#[from] crate::oidc::ConnectError),
     /// The request target could not be rewritten for the upstream (our bug,
     /// not the client's: the target already passed parsing).
     #[error("forwarded request target: {0}")]
@@ -107,7 +113,21 @@ impl ApiError {
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
             ApiError::Store(e) if e.is_unavailable() => unavailable(),
+            ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
+            ApiError::OAuthConnect(e) => {
+                use crate::oidc::ConnectError as C;
+                match e {
+                    C::UnknownProvider => (StatusCode::NOT_FOUND, e.to_string()),
+                    C::BadCallbackUrl => (StatusCode::BAD_REQUEST, e.to_string()),
+                    C::Busy => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    C::Provider(_) => (
+                        StatusCode::BAD_GATEWAY,
+                        "Identity provider unavailable".to_string(),
+                    ),
+                    C::Store(_) => internal,
+                }
+            }
         }
     }
 
@@ -117,8 +137,15 @@ impl ApiError {
         record_metrics(&self, status);
         // Upstream failures are logged where they happen; these are ours.
         if status == StatusCode::INTERNAL_SERVER_ERROR
+            || matches!(
+                self,
+                ApiError::OAuthConnect(crate::oidc::ConnectError::Provider(_))
+            )
             || (status == StatusCode::SERVICE_UNAVAILABLE
-                && !matches!(self, ApiError::Auth(AuthError::Busy)))
+                && !matches!(
+                    self,
+                    ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull
+                ))
         {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         }
@@ -131,7 +158,7 @@ impl ApiError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            ApiError::Auth(AuthError::Busy) => {
+            ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Auth(AuthError::Store(e)) | ApiError::Store(e) if e.is_unavailable() => {
@@ -167,8 +194,10 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite
+        | ApiError::WebSocketsFull
         | ApiError::BadAuthority(_)
         | ApiError::Store(_)
+        | ApiError::OAuthConnect(_)
         | ApiError::UpstreamUri(_) => {}
     }
 }

@@ -113,10 +113,12 @@ mod tests {
             Route {
                 prefix: "/api/v2/".into(),
                 auth: RouteAuth::Required,
+                upstream: None,
             },
             Route {
                 prefix: "/public/".into(),
                 auth: RouteAuth::None,
+                upstream: None,
             },
         ]
     }

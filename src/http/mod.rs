@@ -14,6 +14,7 @@ pub mod authority;
 pub mod error;
 mod forward_auth;
 mod handlers;
+mod oauth;
 pub mod origin;
 pub mod path;
 pub mod response;
@@ -39,7 +40,12 @@ pub use handlers::{parse_object, required_str};
 /// Shared state for every connection.
 pub struct App {
     pub auth: Auth,
+    /// `[upstream]`: routes that name no upstream go here.
     pub upstream: Upstream,
+    /// `[upstreams.NAME]`, for routes with `upstream = "NAME"`.
+    pub named_upstreams: std::collections::HashMap<String, Upstream>,
+    /// Open proxied WebSockets, bounded like connections, closed at drain.
+    pub websockets: crate::proxy::websocket::Tunnels,
     pub routes: Vec<Route>,
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` (client address) and forwarded-URI
@@ -48,6 +54,24 @@ pub struct App {
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,
+    /// OpenID Connect sign-in (`[[oidc]]`, `[oauth]`).
+    pub oidc: crate::oidc::Oidc,
+}
+
+impl App {
+    /// The upstream a route forwards to.
+    fn upstream_for(&self, route: &Route) -> &Upstream {
+        route
+            .upstream
+            .as_deref()
+            .and_then(|name| self.named_upstreams.get(name))
+            .unwrap_or(&self.upstream)
+    }
+
+    /// Every upstream, the default first.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        std::iter::once(&self.upstream).chain(self.named_upstreams.values())
+    }
 }
 
 /// What is known about the client's connection.
@@ -168,7 +192,7 @@ async fn route(
         log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
-    let route_auth = path::auth_for(&app.routes, &canonical);
+    let target = path::match_route(&app.routes, &canonical).map(|r| (r.auth, app.upstream_for(r)));
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
@@ -177,7 +201,7 @@ async fn route(
         }
         None => {
             served.route = RouteLabel::Proxy;
-            proxy(app, ctx, route_auth, req, served).await
+            proxy(app, ctx, target, req, served).await
         }
     }
 }
@@ -234,6 +258,10 @@ enum Endpoint {
     EmailChange,
     EmailVerify,
     DeleteAccount,
+    /// `GET /api/v1/oauth/{name}/connect`: start an OIDC sign-in.
+    OAuthConnect,
+    /// `GET /api/v1/oauth/{name}/callback`: the provider sends the browser back.
+    OAuthCallback,
 }
 
 impl Endpoint {
@@ -254,7 +282,7 @@ impl Endpoint {
             "/api/v1/user/email/verify" => Endpoint::EmailVerify,
             "/api/v1/user" => Endpoint::DeleteAccount,
             other if account::session_id(other).is_some() => Endpoint::OwnSession,
-            _ => return None,
+            other => return oauth::step_for(other),
         })
     }
 
@@ -283,6 +311,8 @@ impl Endpoint {
             Endpoint::EmailChange => "email-change",
             Endpoint::EmailVerify => "email-verify",
             Endpoint::DeleteAccount => "account-delete",
+            Endpoint::OAuthConnect => "oauth-connect",
+            Endpoint::OAuthCallback => "oauth-callback",
         }
     }
 
@@ -293,7 +323,11 @@ impl Endpoint {
 
     fn method(self) -> Method {
         match self {
-            Endpoint::AuthCheck | Endpoint::ForwardAuth | Endpoint::OwnSessions => Method::GET,
+            Endpoint::AuthCheck
+            | Endpoint::ForwardAuth
+            | Endpoint::OwnSessions
+            | Endpoint::OAuthConnect
+            | Endpoint::OAuthCallback => Method::GET,
             Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
             Endpoint::SendOtp
             | Endpoint::Verify
@@ -345,18 +379,35 @@ async fn serve_endpoint(
         Endpoint::EmailChange => account::email_change(app, ctx, req, served).await,
         Endpoint::EmailVerify => account::email_verify(app, ctx, req, served).await,
         Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
+        Endpoint::OAuthConnect => oauth::connect(app, ctx, req).await,
+        Endpoint::OAuthCallback => oauth::callback(app, ctx, req).await,
     }
 }
 
-/// Authenticates as the route demands and forwards.
+/// Authenticates as the route demands and forwards (a WebSocket handshake
+/// through the tunnel).
 async fn proxy(
     app: &App,
     ctx: &RequestContext,
-    route_auth: Option<RouteAuth>,
+    target: Option<(RouteAuth, &Upstream)>,
     req: Request<Incoming>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let auth = route_auth.ok_or(ApiError::NoRoute)?;
+    let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
+    let websocket = crate::proxy::websocket::is_handshake(&req);
+    // CONNECT only ever opens a WebSocket (RFC 8441); Gatehouse tunnels
+    // nothing else.
+    if req.method() == Method::CONNECT && !websocket {
+        return Err(ApiError::MethodNotAllowed {
+            allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        });
+    }
+    // Cross-site WebSocket hijacking: browsers send the cookie with a
+    // handshake from any site, and the CSRF rule above only covers state
+    // changes; a handshake is a GET.
+    if websocket && ctx.site == Site::Foreign && app.auth.sessions.carries_cookie(req.headers()) {
+        return Err(ApiError::CrossSite);
+    }
     let identity = match auth {
         RouteAuth::None => None,
         RouteAuth::Optional => app.auth.sessions.authenticate(req.headers())?,
@@ -368,7 +419,16 @@ async fn proxy(
         ),
     };
     served.user = identity.as_ref().map(|who| who.user_id);
-    app.upstream
+    if websocket {
+        let Some(slot) = app.websockets.slot() else {
+            tracing::warn!("WebSocket refused: server.max_connections WebSockets are open");
+            return Err(ApiError::WebSocketsFull);
+        };
+        return upstream
+            .tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot)
+            .await;
+    }
+    upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
         .await
 }

@@ -161,14 +161,17 @@ mod tests {
             Route {
                 prefix: "/api/v2/".into(),
                 auth: RouteAuth::Required,
+                upstream: None,
             },
             Route {
                 prefix: "/api/v2/public/".into(),
                 auth: RouteAuth::None,
+                upstream: None,
             },
             Route {
                 prefix: "/".into(),
                 auth: RouteAuth::Optional,
+                upstream: None,
             },
         ]
     }

@@ -25,8 +25,11 @@ const MAX_CONNECTIONS: usize = 64;
 /// What `/readyz` needs to check.
 pub struct Readiness {
     pub app: Arc<App>,
-    /// `host:port` of the upstream, probed with a TCP connect.
-    pub upstream: String,
+    /// The upstreams some route forwards to, by name (`default` for
+    /// `[upstream]`), as `host:port`; each probed with a TCP connect.
+    pub upstreams: Vec<(String, String)>,
+    /// Under `[tls.acme]`: whether a certificate is in service yet.
+    pub certificate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -97,28 +100,39 @@ async fn readyz(ready: &Readiness) -> Response<Body> {
             .await,
             Ok(Ok(Ok(_)))
         );
-    let upstream_ok = matches!(
-        tokio::time::timeout(
-            PROBE_TIMEOUT,
-            tokio::net::TcpStream::connect(ready.upstream.as_str())
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    let status = if store_ok && upstream_ok {
+    // All probes at once, so one slow upstream costs PROBE_TIMEOUT, not n.
+    let mut probes = tokio::task::JoinSet::new();
+    for (name, addr) in ready.upstreams.iter().cloned() {
+        probes.spawn(async move {
+            let reached = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr));
+            (name, matches!(reached.await, Ok(Ok(_))))
+        });
+    }
+    let mut upstreams = serde_json::Map::new();
+    let mut upstream_ok = true;
+    while let Some(probe) = probes.join_next().await {
+        let (name, ok) = probe.unwrap_or_else(|_| ("?".into(), false));
+        upstream_ok &= ok;
+        upstreams.insert(name, (if ok { "ok" } else { "failing" }).into());
+    }
+    let certificate_ok = ready.certificate.as_ref().is_none_or(|c| *c.borrow());
+    let all_ok = store_ok && upstream_ok && certificate_ok;
+    let status = if all_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "failing" };
-    json(
-        status,
-        &serde_json::json!({
-            "status": word(store_ok && upstream_ok),
-            "store": word(store_ok),
-            "upstream": word(upstream_ok),
-        }),
-    )
+    let mut body = serde_json::json!({
+        "status": word(all_ok),
+        "store": word(store_ok),
+        "upstream": word(upstream_ok),
+        "upstreams": upstreams,
+    });
+    if ready.certificate.is_some() {
+        body["certificate"] = if certificate_ok { "ok" } else { "waiting" }.into();
+    }
+    json(status, &body)
 }
 
 async fn metrics(ready: &Readiness) -> Response<Body> {

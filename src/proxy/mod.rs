@@ -1,9 +1,15 @@
 //! Forwarding to the upstream: header
 //! hygiene (hop-by-hop, spoofable identity and URL-override headers, our own
 //! session cookie), `X-Forwarded-*` and identity headers, and bodies streamed
-//! both ways without buffering.
+//! both ways without buffering. Submodules: `connect` (TCP/TLS to an
+//! upstream), `pool` (keep-alive connections), `websocket` (upgrade
+//! pass-through), `streams` (streaming responses that end with their
+//! session).
 
+mod connect;
 mod pool;
+mod streams;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
 use pool::Pool;
 pub use pool::{UpstreamBody, UpstreamError};
 
@@ -69,22 +76,70 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 /// Headers `forward` adds: the five above, `Host` and two identity headers.
 const ADDED_REQUEST_HEADERS: usize = 8;
 
-/// The upstream every proxied request goes to, with its connection pool.
+/// The name `[upstream]` goes by in metrics and logs.
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+/// An upstream proxied requests go to, with its connection pool.
 pub struct Upstream {
+    /// `default` for `[upstream]`, else the `[upstreams.NAME]` name.
+    name: Arc<str>,
     pool: Arc<Pool>,
     host: HeaderValue,
     timeout: Duration,
+    preserve_host: bool,
+    outcomes: Outcomes,
+}
+
+/// `gatehouse_upstream_requests_total` series of one upstream, resolved
+/// once so counting costs an atomic increment.
+struct Outcomes {
+    ok: prometheus_client::metrics::counter::Counter,
+    unavailable: prometheus_client::metrics::counter::Counter,
+    tls: prometheus_client::metrics::counter::Counter,
+    timeout: prometheus_client::metrics::counter::Counter,
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+    /// `name` is `DEFAULT_UPSTREAM` or the `[upstreams.NAME]` name.
+    pub fn new(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, UpstreamTlsError> {
         let authority = cfg.url.authority().expect("checked in config");
-        let port = authority.port_u16().unwrap_or(80);
-        Upstream {
-            pool: Pool::new(authority.host(), port, cfg.connect_timeout),
+        let https = cfg.tls.is_some();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let connector = connect::Connector::new(
+            name,
+            authority.host(),
+            port,
+            cfg.connect_timeout,
+            cfg.tls.as_ref(),
+        )?;
+        let metrics = crate::metrics::get();
+        Ok(Upstream {
+            name: Arc::from(name),
+            pool: Pool::new(connector),
             host: HeaderValue::from_str(authority.as_str()).expect("authority is a valid header"),
             timeout: cfg.timeout,
-        }
+            preserve_host: cfg.preserve_host,
+            outcomes: Outcomes {
+                ok: metrics.upstream_outcome(name, "ok"),
+                unavailable: metrics.upstream_outcome(name, "unavailable"),
+                tls: metrics.upstream_outcome(name, "tls_error"),
+                timeout: metrics.upstream_outcome(name, "timeout"),
+            },
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts a failed upstream request by outcome and says why in the log.
+    fn failed(&self, e: &UpstreamError) {
+        match e {
+            UpstreamError::Tls { .. } => self.outcomes.tls.inc(),
+            UpstreamError::ConnectTimeout { .. } => self.outcomes.timeout.inc(),
+            _ => self.outcomes.unavailable.inc(),
+        };
+        tracing::warn!(upstream = %self.name, error = %e, "upstream request failed");
     }
 
     /// Closes pooled connections that sat idle too long.
@@ -100,14 +155,52 @@ impl Upstream {
         ctx: &RequestContext,
         sessions: &Sessions,
     ) -> Result<Response<Body>, ApiError> {
+        let method = req.method().clone();
         let (mut parts, body) = req.into_parts();
+        let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
+        let upstream_req = Request::from_parts(parts, body);
+        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
+            Err(_) => {
+                self.outcomes.timeout.inc();
+                return Err(ApiError::UpstreamTimeout);
+            }
+            Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
+            Ok(Err(e)) => {
+                self.failed(&e);
+                return Err(ApiError::UpstreamUnavailable(e));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        self.outcomes.ok.inc();
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
+        let resp = Response::from_parts(parts, Body::Upstream(body));
+        Ok(match identity {
+            Some(who) if streams::is_streaming(&method, &resp) => {
+                streams::end_with_session(resp, sessions, who)
+            }
+            _ => resp,
+        })
+    }
+
+    /// Rewrites a request head for the upstream: hop-by-hop, forged and
+    /// override headers and Gatehouse's cookies out; `Host`,
+    /// `X-Forwarded-*`, `X-Request-Id` and identity headers in; origin-form
+    /// target; HTTP/1.1. Returns the request id.
+    fn prepare(
+        &self,
+        parts: &mut http::request::Parts,
+        identity: Option<&Identity>,
+        ctx: &RequestContext,
+        sessions: &Sessions,
+    ) -> Result<HeaderValue, ApiError> {
         // The authority the client asked for, whatever the protocol (`Host`
         // over HTTP/1.1, `:authority` over HTTP/2).
         let original_host = match &ctx.authority {
             Ok(Some(authority)) => authority.header_value(),
             Ok(None) | Err(_) => None,
         };
-        let request_id = new_request_id();
 
         let headers = &mut parts.headers;
         strip_request_headers(headers);
@@ -115,7 +208,11 @@ impl Upstream {
         // Room for everything added below in one step instead of two or
         // three doublings of a map sized for the client's few headers.
         headers.reserve(ADDED_REQUEST_HEADERS);
-        headers.insert(header::HOST, self.host.clone());
+        if !self.preserve_host {
+            headers.insert(header::HOST, self.host.clone());
+        } else if let Some(host) = &original_host {
+            headers.insert(header::HOST, host.clone());
+        }
         headers.insert(X_FORWARDED_FOR, ctx.client_ip_header.clone());
         headers.insert(X_REAL_IP, ctx.client_ip_header.clone());
         headers.insert(
@@ -125,6 +222,7 @@ impl Upstream {
         if let Some(host) = original_host {
             headers.insert(X_FORWARDED_HOST, host);
         }
+        let request_id = new_request_id();
         headers.insert(X_REQUEST_ID, request_id.clone());
         if let Some(who) = identity {
             who.insert_headers(headers);
@@ -139,20 +237,7 @@ impl Upstream {
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
         parts.version = Version::HTTP_11;
 
-        let upstream_req = Request::from_parts(parts, body);
-        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
-            Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream request failed");
-                return Err(ApiError::UpstreamUnavailable(e));
-            }
-            Ok(Ok(resp)) => resp,
-        };
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
-        Ok(Response::from_parts(parts, Body::Upstream(body)))
+        Ok(request_id)
     }
 }
 

@@ -25,7 +25,8 @@ use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use super::connect::{Connector, UpstreamStream};
 
 use crate::sync;
 
@@ -37,8 +38,6 @@ const MAX_IDLE: usize = 1024;
 /// costs a retry on a new connection (see [`Pool::send`]); a close that
 /// crosses a request already written is a 502, as with any keep-alive client.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP keep-alive probes on upstream connections.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +50,17 @@ pub enum UpstreamError {
     },
     #[error("connecting to {addr}: timed out")]
     ConnectTimeout { addr: String },
+    /// The TLS handshake failed: most often an untrusted certificate or one
+    /// for another name.
+    #[error("TLS handshake with {addr} (verifying the name {name}) failed: {source}{hint}")]
+    Tls {
+        addr: String,
+        name: String,
+        #[source]
+        source: std::io::Error,
+        /// What the operator can do about it, when that is clear.
+        hint: &'static str,
+    },
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -68,7 +78,7 @@ impl UpstreamError {
 }
 
 /// The state machine that does an upstream connection's I/O.
-type Driver = http1::Connection<TokioIo<TcpStream>, Incoming>;
+type Driver = http1::Connection<TokioIo<UpstreamStream>, Incoming>;
 
 /// One upstream connection: the handle requests are sent on and the state
 /// machine that does the I/O. The driver is `None` once it has finished.
@@ -125,21 +135,14 @@ impl Conn {
 
 /// Connections to one upstream address.
 pub struct Pool {
-    host: String,
-    port: u16,
-    connect_timeout: Duration,
+    connector: Connector,
     idle: Mutex<VecDeque<(Conn, Instant)>>,
 }
 
 impl Pool {
-    pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Arc<Pool> {
-        // `Uri::host` keeps the brackets of an IPv6 literal; the resolver
-        // wants the bare address.
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+    pub fn new(connector: Connector) -> Arc<Pool> {
         Arc::new(Pool {
-            host: host.to_string(),
-            port,
-            connect_timeout,
+            connector,
             idle: Mutex::new(VecDeque::new()),
         })
     }
@@ -219,20 +222,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
-        let addr = || format!("{}:{}", self.host, self.port);
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout { addr: addr() })?
-        .map_err(|source| UpstreamError::Connect {
-            addr: addr(),
-            source,
-        })?;
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let stream = self.connector.connect().await?;
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -240,6 +230,24 @@ impl Pool {
             sender,
             driver: Some(Box::pin(driver)),
         })
+    }
+
+    /// A new connection of its own (never pooled) whose driver runs in a
+    /// task and hands the connection over after a `101 Switching
+    /// Protocols` (see `hyper::upgrade::on`).
+    pub async fn connect_for_upgrade(
+        &self,
+    ) -> Result<http1::SendRequest<http_body_util::Empty<Bytes>>, UpstreamError> {
+        let stream = self.connector.connect().await?;
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 

@@ -83,6 +83,8 @@ fn copy_into(store: &RedbStore, file: File) -> Result<BackupCounts, StoreError> 
     copy_table(&src, &dst, redb_outbox::OUTBOX_DUE)?;
     copy_table(&src, &dst, redb_outbox::OUTBOX_BY_EMAIL)?;
     copy_table(&src, &dst, redb_account::ACCOUNT_CODES)?;
+    copy_table(&src, &dst, super::redb_oidc::OIDC_STATES)?;
+    copy_table(&src, &dst, super::redb_oidc::IDENTITIES)?;
     let counts = BackupCounts {
         users: src
             .open_table(USERS)

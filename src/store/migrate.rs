@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::postgres::pg;
 use super::redb_account::ACCOUNT_CODES;
+use super::redb_oidc::IDENTITIES;
 use super::redb_outbox::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE};
 use super::redb_store::{
     META, OTP_SENDS, OTPS, SECRETS, SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL,
@@ -34,6 +35,9 @@ pub struct Snapshot {
     /// Each mail with the email whose replaceable sign-up mail it is.
     outbox: Vec<(QueuedMail, Option<String>)>,
     account_codes: Vec<(String, AccountCode)>,
+    /// Linked OpenID identities (started sign-ins are not copied: they
+    /// last minutes and are bound to a browser mid-flow).
+    identities: Vec<super::Identity>,
     next_user_id: u64,
     next_outbox_id: u64,
 }
@@ -48,6 +52,7 @@ pub struct MigrateCounts {
     pub throttles: usize,
     pub secrets: usize,
     pub queued_mails: usize,
+    pub linked_identities: usize,
 }
 
 impl Snapshot {
@@ -60,6 +65,7 @@ impl Snapshot {
             throttles: self.throttles.len(),
             secrets: self.secrets.len(),
             queued_mails: self.outbox.len(),
+            linked_identities: self.identities.len(),
         }
     }
 
@@ -161,6 +167,15 @@ impl RedbStore {
             snap.account_codes
                 .push((k.value().to_string(), decode(v.value())?));
         }
+        for row in txn
+            .open_table(IDENTITIES)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            snap.identities
+                .push(decode(row.map_err(db_err)?.1.value())?);
+        }
         let meta = txn.open_table(META).map_err(db_err)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             Ok(meta.get(name).map_err(db_err)?.map_or(1, |v| v.value()))
@@ -249,6 +264,15 @@ impl RedbStore {
             for (k, v) in &snap.account_codes {
                 codes
                     .insert(k.as_str(), encode(v)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut identities = txn.open_table(IDENTITIES).map_err(db_err)?;
+            for id in &snap.identities {
+                identities
+                    .insert(
+                        (id.issuer.as_str(), id.subject.as_str()),
+                        encode(id)?.as_slice(),
+                    )
                     .map_err(db_err)?;
             }
             let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -342,6 +366,9 @@ impl PostgresStore {
             for r in tx.query("SELECT key, record FROM gh_account_codes", &[]).await.map_err(pg)? {
                 snap.account_codes.push((r.get(0), text(&r, 1)?));
             }
+            for r in tx.query("SELECT record FROM gh_identities", &[]).await.map_err(pg)? {
+                snap.identities.push(text(&r, 0)?);
+            }
             let next = async |seq: &str| -> Result<u64, StoreError> {
                 let sql = format!("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}");
                 Ok(tx.query_one(&sql, &[]).await.map_err(pg)?.get::<_, i64>(0) as u64)
@@ -426,6 +453,15 @@ impl PostgresStore {
                 tx.execute(
                     "INSERT INTO gh_account_codes (key, expires_at, record) VALUES ($1, $2, $3)",
                     &[k, &i(v.pending.expires_at), &json(v)?],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for id in &snap.identities {
+                tx.execute(
+                    "INSERT INTO gh_identities (issuer, subject, user_id, provider, record) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&id.issuer, &id.subject, &i(id.user_id), &id.provider, &json(id)?],
                 )
                 .await
                 .map_err(pg)?;

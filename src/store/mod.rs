@@ -9,10 +9,12 @@
 mod account;
 mod backup;
 mod migrate;
+mod pg_oidc;
 mod pg_revocations;
 mod pg_schema;
 mod postgres;
 mod redb_account;
+mod redb_oidc;
 mod redb_outbox;
 mod redb_store;
 
@@ -28,6 +30,7 @@ pub use backup::restore;
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
 pub use postgres::PostgresStore;
+pub use redb_oidc::NO_PASSWORD;
 pub use redb_store::RedbStore;
 
 /// Milliseconds since the Unix epoch; all stored times use it.
@@ -328,8 +331,9 @@ impl SessionExpiry {
     }
 }
 
-/// The storage contract. Emails passed in are already normalised.
-pub trait Store: Send + Sync + 'static {
+/// The storage contract. Emails passed in are already normalised. The OIDC
+/// methods are grouped in [`OidcStore`].
+pub trait Store: OidcStore + Send + Sync + 'static {
     /// Counts a send-otp request against `limit` and, if allowed, stores
     /// `otp` as the email's only pending code (replacing an older one) —
     /// unless the email already has an account, in which case no code is kept.
@@ -628,4 +632,111 @@ pub fn now_millis() -> UnixMillis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+// --- OpenID Connect (see `crate::oidc`) -----------------------------------
+
+/// A sign-in started at `/api/v1/oauth/{name}/connect`, waiting for the
+/// provider's callback. Stored under the SHA-256 of its `state`; taken
+/// (deleted) on first use.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OidcState {
+    /// The `[[oidc]]` name the sign-in was started for.
+    pub provider: String,
+    /// Expected `nonce` claim of the ID token.
+    pub nonce: String,
+    /// PKCE code verifier (S256), sent with the code exchange.
+    pub pkce_verifier: String,
+    /// SHA-256 of the browser-binding cookie's value.
+    pub binding_hash: TokenHash,
+    /// A same-origin path to land on instead of the configured ones.
+    pub callback_path: Option<String>,
+    pub expires_at: UnixMillis,
+}
+
+impl std::fmt::Debug for OidcState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcState")
+            .field("provider", &self.provider)
+            .field("callback_path", &self.callback_path)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An account's link to a provider's subject.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: u64,
+    /// The `[[oidc]]` name it was linked through.
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// The provider's email at the time of linking (for the operator).
+    pub email: String,
+    pub linked_at: UnixMillis,
+}
+
+/// What the provider vouched for in a verified ID token.
+#[derive(Debug, Clone)]
+pub struct OidcClaims {
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// Normalised email, if the token carried one.
+    pub email: Option<String>,
+    pub email_verified: bool,
+}
+
+/// How an OIDC sign-in was matched to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OidcLink {
+    /// The identity was linked before.
+    Existing(User),
+    /// First sign-in: linked to the account with the same verified email.
+    Linked(User),
+    /// First sign-in: a new account (without a password) was created.
+    Created(User),
+    /// Not linked, and the email is missing or not verified.
+    Unverified,
+    /// Not linked, no account has the email, and creating one is off.
+    NoAccount,
+    /// The account is disabled.
+    Disabled,
+}
+
+/// The OIDC half of the storage contract.
+pub trait OidcStore: Send + Sync + 'static {
+    /// Stores a started sign-in unless `max_pending` unexpired ones exist
+    /// already (expired ones are dropped first). `false` when full.
+    fn oidc_state_insert(
+        &self,
+        key: &TokenHash,
+        state: &OidcState,
+        now: UnixMillis,
+        max_pending: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes and returns a started sign-in (expired or not): every state
+    /// is usable once.
+    fn oidc_state_take(&self, key: &TokenHash) -> Result<Option<OidcState>, StoreError>;
+
+    /// Finds the account for verified claims by (issuer, subject); else, if
+    /// the email is verified, links the account with that email, or creates
+    /// one (with no usable password) when `create` — all in one transaction.
+    fn oidc_sign_in(
+        &self,
+        claims: &OidcClaims,
+        create: bool,
+        now: UnixMillis,
+    ) -> Result<OidcLink, StoreError>;
+
+    /// The identities linked to a user.
+    fn identities_of(&self, user_id: u64) -> Result<Vec<Identity>, StoreError>;
+
+    /// Removes the user's links through `provider`; returns how many.
+    fn unlink_identity(&self, user_id: u64, provider: &str) -> Result<usize, StoreError>;
+
+    /// Removes expired started sign-ins; returns how many.
+    fn oidc_sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
 }

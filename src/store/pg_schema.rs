@@ -69,6 +69,21 @@ CREATE TABLE gh_account_codes (
     expires_at bigint NOT NULL,
     record text NOT NULL
 );
+-- OpenID Connect: started sign-ins (JSON OidcState) and linked identities.
+CREATE TABLE gh_oidc_states (
+    key bytea PRIMARY KEY,
+    expires_at bigint NOT NULL,
+    record text NOT NULL
+);
+CREATE TABLE gh_identities (
+    issuer text NOT NULL,
+    subject text NOT NULL,
+    user_id bigint NOT NULL,
+    provider text NOT NULL,
+    record text NOT NULL,
+    PRIMARY KEY (issuer, subject)
+);
+CREATE INDEX gh_identities_by_user ON gh_identities (user_id);
 CREATE TABLE gh_revocations (
     seq bigserial PRIMARY KEY,
     token bytea NOT NULL,

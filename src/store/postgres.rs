@@ -361,7 +361,7 @@ async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError
     Ok(())
 }
 
-async fn insert_user_in(
+pub(super) async fn insert_user_in(
     tx: &Transaction<'_>,
     email: &str,
     password_hash: &str,
@@ -1374,6 +1374,13 @@ impl Store for PostgresStore {
             };
             let email = user.email.as_str();
             let ended_sessions = delete_user_sessions_in(tx, user.id).await?;
+            // Linked OIDC identities go with the account.
+            tx.execute(
+                "DELETE FROM gh_identities WHERE user_id = $1",
+                &[&i(user.id)],
+            )
+            .await
+            .map_err(pg)?;
             tx.execute("DELETE FROM gh_users WHERE id = $1", &[&i(user.id)])
                 .await
                 .map_err(pg)?;

@@ -453,6 +453,8 @@ impl RedbStore {
         };
         let email = user.email.as_str();
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
+        // Linked OIDC identities go with the account.
+        super::redb_oidc::unlink_in(&txn, user.id, None)?;
         txn.open_table(USERS)
             .map_err(db_err)?
             .remove(user.id)

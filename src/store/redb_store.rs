@@ -26,7 +26,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 13] = [
+pub(super) const TABLE_NAMES: [&str; 15] = [
     "meta",
     "users",
     "users_by_email",
@@ -40,6 +40,8 @@ pub(super) const TABLE_NAMES: [&str; 13] = [
     "outbox_due",
     "outbox_by_email",
     "account_codes",
+    "oidc_states",
+    "identities",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
@@ -120,6 +122,7 @@ impl RedbStore {
             txn.open_table(SECRETS).map_err(db_err)?;
             redb_outbox::create_tables(&txn)?;
             redb_account::create_tables(&txn)?;
+            super::redb_oidc::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -766,7 +769,7 @@ pub(super) fn delete_user_sessions_in(
 }
 
 /// Creates a user with the next id; the caller checked the email is free.
-fn insert_user_in(
+pub(super) fn insert_user_in(
     txn: &WriteTransaction,
     email: &str,
     password_hash: &str,

@@ -1,7 +1,8 @@
 // The real parts the browser suite runs against, all on loopback:
 // - a test CA and a server certificate for localhost / 127.0.0.1 (openssl);
 // - the Flowtask-style upstream (Node http) that serves the page and a small
-//   task API and records every request it gets;
+//   task API and records every request it gets, plus a WebSocket echo at
+//   /api/v2/live (the `ws` package);
 // - a real SMTP server (Python's aiosmtpd, Mailbox handler) that receives
 //   the sign-up codes;
 // - the real Gatehouse binary with TLS in front of them;
@@ -22,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import puppeteer from 'puppeteer-core';
+import { WebSocketServer } from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -163,8 +165,25 @@ export async function startUpstream() {
       }
     });
   });
+  // WebSockets at /api/v2/live: a greeting, then every message echoed.
+  // Handshakes are recorded as Gatehouse forwarded them.
+  const sockets = { handshakes: [], closed: 0 };
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (!req.url.startsWith('/api/v2/live')) { socket.destroy(); return; }
+    sockets.handshakes.push({
+      user: req.headers['x-auth-email'] || null,
+      cookie: req.headers.cookie || null,
+      forwardedProto: req.headers['x-forwarded-proto'] || null,
+    });
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send('welcome');
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      ws.on('close', () => { sockets.closed += 1; });
+    });
+  });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { port: server.address().port, records, stop: () => server.close() };
+  return { port: server.address().port, records, sockets, stop: () => server.close() };
 }
 
 /** aiosmtpd writing every mail into a maildir. */

@@ -158,6 +158,69 @@ async function foreignPagesCannotForgeRequests(t) {
   await authCheckSignedIn(t);
 }
 
+/**
+ * The page opens a WebSocket through Gatehouse (over HTTP/2 that is RFC 8441
+ * extended CONNECT), exchanges text and binary messages, logs out, and
+ * sees the socket closed within the 5 s Gatehouse promises; then signs in
+ * again for the steps after it.
+ */
+async function webSocketEndsWithTheSession(t) {
+  const { sockets } = t.world.upstream;
+  const [handshakesBefore, closedBefore] = [sockets.handshakes.length, sockets.closed];
+  const events = await t.page.evaluate(async () => {
+    const inbox = [];
+    let wake = () => {};
+    const push = (item) => { inbox.push(item); wake(); };
+    const next = async (ms) => {
+      const until = Date.now() + ms;
+      while (inbox.length === 0) {
+        if (Date.now() > until) return { timeout: ms };
+        await new Promise((r) => { wake = r; setTimeout(r, 100); });
+      }
+      return inbox.shift();
+    };
+    const ws = new WebSocket(`wss://${location.host}/api/v2/live`);
+    ws.binaryType = 'arraybuffer';
+    ws.onmessage = (e) => push(typeof e.data === 'string' ? e.data : Array.from(new Uint8Array(e.data)));
+    ws.onclose = (e) => push({ closed: e.code });
+    ws.onerror = () => push({ error: true });
+    const out = {};
+    out.opened = await new Promise((r) => { ws.onopen = () => r(true); setTimeout(() => r(false), 5000); });
+    out.welcome = await next(5000);
+    ws.send('hello through gatehouse');
+    out.text = await next(5000);
+    ws.send(new Uint8Array([0, 1, 254, 255]));
+    out.binary = await next(5000);
+    out.logout = (await window.flowtask.logout()).status;
+    out.afterLogout = await next(5000);
+    window.flowtask.log(`WebSocket closed after logout: ${JSON.stringify(out.afterLogout)}`, 'closed' in out.afterLogout);
+    return out;
+  });
+  assert.equal(events.opened, true, `the WebSocket opened: ${JSON.stringify(events)}`);
+  assert.equal(events.welcome, 'welcome', 'upstream -> browser');
+  assert.equal(events.text, 'hello through gatehouse', 'text echo');
+  assert.deepEqual(events.binary, [0, 1, 254, 255], 'binary echo');
+  assert.equal(events.logout, 200);
+  assert.ok('closed' in events.afterLogout, `closed within 5 s of logout: ${JSON.stringify(events.afterLogout)}`);
+  const seen = sockets.handshakes.slice(handshakesBefore);
+  assert.equal(seen.length, 1, 'one handshake reached the upstream');
+  assert.equal(seen[0].user, t.email, 'identity header on the handshake');
+  assert.equal(seen[0].forwardedProto, 'https');
+  assert.ok(!String(seen[0].cookie).includes('gatehouse_session='), 'session cookie kept from the upstream');
+  await waitUntil(() => sockets.closed > closedBefore, 'the upstream side of the socket closed');
+  const back = await app(t, 'signIn', t.email, t.password);
+  assert.equal(back.status, 200, back.text);
+  await authCheckSignedIn(t);
+}
+
+async function waitUntil(check, what, ms = 5000) {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function logoutThen401(t) {
   const out = await app(t, 'logout');
   assert.equal(out.status, 200, `logout: ${out.text}`);
@@ -214,6 +277,7 @@ export const STEPS = [
   ['POST, PUT, DELETE through /api/v2', writeThroughApiV2],
   ['curl --http2 and --http1.1 with the same cookie', curlWithTheBrowsersCookie],
   ['pages on other sites cannot forge requests', foreignPagesCannotForgeRequests],
+  ['a WebSocket echoes, then closes on logout', webSocketEndsWithTheSession],
   ['logout, then 401', logoutThen401],
   ['sign in again', signInAgain],
   ['sign-in while signed in, logout-all', signInWhileSignedInThenLogoutAll],

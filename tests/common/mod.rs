@@ -3,6 +3,7 @@
 //! SMTP sink that receives the mails. Everything stops on `Drop`.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod peer;
 pub mod pg;
 pub mod raw;

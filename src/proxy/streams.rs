@@ -1,0 +1,89 @@
+//! Streaming responses (Server-Sent Events and any other body of unknown
+//! length) served to a signed-in user end when that session ends: the body
+//! is registered as a live connection (see `auth::live`) and fails as soon
+//! as the session is logged out, revoked or expires, which makes hyper cut
+//! the response (HTTP/1.1: the connection is closed mid-body; HTTP/2: the
+//! stream is reset). Responses of known length are left alone: they end by
+//! themselves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::auth::live::LiveGuard;
+use crate::auth::sessions::{Identity, Sessions};
+use crate::http::response::{Body, BoxError};
+
+/// Whether a response is a stream that may stay open indefinitely: an
+/// event stream, or any body without a length.
+pub fn is_streaming(method: &Method, resp: &Response<Body>) -> bool {
+    let headers = resp.headers();
+    let event_stream = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let has_body = *method != Method::HEAD
+        && !resp.status().is_informational()
+        && resp.status() != StatusCode::NO_CONTENT
+        && resp.status() != StatusCode::NOT_MODIFIED;
+    has_body && (event_stream || !headers.contains_key(header::CONTENT_LENGTH))
+}
+
+/// Makes `resp`'s body end when `who`'s session ends.
+pub fn end_with_session(
+    resp: Response<Body>,
+    sessions: &Sessions,
+    who: &Identity,
+) -> Response<Body> {
+    let guard = sessions.live.register(who.token, who.user_id);
+    let ended = Box::pin(guard.ended().clone().cancelled_owned());
+    resp.map(|inner| {
+        Body::Boxed(
+            EndsWithSession {
+                inner,
+                ended,
+                _guard: guard,
+            }
+            .boxed_unsync(),
+        )
+    })
+}
+
+/// The session behind this response was ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the session this stream was opened with has ended")]
+struct SessionEnded;
+
+struct EndsWithSession {
+    inner: Body,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    _guard: LiveGuard,
+}
+
+impl HttpBody for EndsWithSession {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(SessionEnded))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
