@@ -5,7 +5,7 @@
 #   - tests/postgres.rs          two instances on one database
 #   - tests/postgres_outage.rs   the database restarted under load, kill -9
 #                                of an instance mid-delivery
-#   - signup, sessions, account  the existing black-box files on PostgreSQL
+#   - signup, sessions, account, oidc_endpoints: existing black-box files on PostgreSQL
 # with GATEHOUSE_TEST_PG_URL set, so these tests cannot silently skip.
 # Idempotent; everything is removed on exit.
 set -euo pipefail
@@ -56,4 +56,4 @@ export GATEHOUSE_TEST_PG_START="$PWD/.ci/postgres.sh --start $DIR $PG_BIN $PORT"
 timeout 900 cargo test --locked --test postgres
 timeout 900 cargo test --locked --test postgres_outage
 GATEHOUSE_TEST_STORE=postgres timeout 1200 cargo test --locked \
-    --test signup --test sessions --test account
+    --test signup --test sessions --test account --test oidc_endpoints
