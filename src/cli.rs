@@ -63,6 +63,9 @@ enum Command {
         /// Where to write the backup; must not exist yet.
         file: PathBuf,
     },
+    /// Store maintenance (copy redb to PostgreSQL and back).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Replace the store with a backup. The server must be stopped.
     Restore {
         #[command(flatten)]
@@ -72,16 +75,60 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy everything the store of --from-config holds (users, sessions,
+    /// codes, queued mail, throttles, secrets) into the empty store of
+    /// --config, redb to PostgreSQL or back. Stop every server first.
+    Migrate {
+        /// The configuration naming the store to copy from.
+        #[arg(long)]
+        from_config: PathBuf,
+        /// The configuration naming the (empty) store to copy into.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// `gatehouse store migrate`: prints what was copied.
+fn store_migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let outcome = (|| -> Result<crate::store::MigrateCounts, String> {
+        let from = Config::load(from).map_err(|e| e.to_string())?;
+        let to = Config::load(to).map_err(|e| e.to_string())?;
+        crate::store::migrate(&from.store, &to.store).map_err(|e| e.to_string())
+    })();
+    match outcome {
+        Ok(c) => {
+            println!(
+                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails, {} linked identities",
+                c.users,
+                c.sessions,
+                c.pending_codes,
+                c.send_windows,
+                c.throttles,
+                c.secrets,
+                c.queued_mails,
+                c.linked_identities
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 /// Runs the command line; the process exit status follows the outcome.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => match crate::preflight::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(loaded) => match check_database(&loaded) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
             Err(e) => fail(&e),
         },
         Command::CheckMail { config, to } => check_mail(&config, to.as_deref()),
@@ -89,6 +136,10 @@ pub fn main() -> ExitCode {
         Command::Session(cmd) => admin::session(cmd),
         Command::Backup { common, file } => admin::backup(&common, &file),
         Command::Restore { common, file } => admin::restore(&common, &file),
+        Command::Store(StoreCommand::Migrate {
+            from_config,
+            config,
+        }) => store_migrate(&from_config, &config),
     }
 }
 
@@ -155,6 +206,29 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// For a PostgreSQL store: connects and compares the schema version with
+/// this binary's (a newer one would refuse to start). Changes nothing.
+fn check_database(config: &Config) -> Result<(), crate::store::StoreError> {
+    let crate::config::StoreBackend::Postgres(pg) = &config.store.backend else {
+        return Ok(());
+    };
+    let (found, supported) = crate::store::PostgresStore::check(pg)?;
+    if found > supported {
+        return Err(crate::store::StoreError::NewerSchema {
+            found: found as u64,
+            supported: supported as u64,
+        });
+    }
+    if found < supported {
+        println!(
+            "database reachable; schema version {found}, `gatehouse serve` will migrate it to {supported}"
+        );
+    } else {
+        println!("database reachable; schema version {found} (current)");
+    }
+    Ok(())
 }
 
 /// Colour when stderr is a terminal and `NO_COLOR` is unset or empty

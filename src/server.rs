@@ -23,7 +23,7 @@ use crate::http::origin::OriginPolicy;
 use crate::http::{App, Peer, handle};
 use crate::mail::MailError;
 use crate::proxy::Upstream;
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use http::HeaderValue;
 
@@ -87,24 +87,28 @@ pub enum ServeError {
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    // 1. Open the store (blocking file I/O, done before serving anything).
+    // 1. Open the store (blocking file I/O or the database connection and
+    //    its migrations, done before serving anything).
     let store_path = config.store.path.clone();
     let store: Arc<dyn Store> = {
-        let path = store_path.clone();
-        let opened = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+        let store_config = config.store.clone();
+        let opened = tokio::task::spawn_blocking(move || crate::store::open(&store_config))
             .await
             .map_err(StoreError::Task)
             .and_then(|r| r);
-        Arc::new(opened.map_err(|source| ServeError::Store {
-            path: store_path.display().to_string(),
+        opened.map_err(|source| ServeError::Store {
+            path: match &config.store.backend {
+                crate::config::StoreBackend::Redb => store_path.display().to_string(),
+                crate::config::StoreBackend::Postgres(_) => "(postgresql)".to_string(),
+            },
             source,
-        })?)
+        })?
     };
 
     // 2. Mail outbox worker, password hasher, sessions, upstream client.
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
     let oidc = crate::oidc::Oidc::new(&config, store.clone()).map_err(ServeError::Oidc)?;
-    let auth = Auth::new(&config, store, outbox)?;
+    let auth = Auth::new(&config, store.clone(), outbox)?;
     let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
     let named_upstreams = config
         .upstreams
@@ -130,6 +134,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok()
             }),
     });
+    // 2b. Sessions ended on other instances (shared database) leave this
+    //     instance's cache too.
+    {
+        let app = Arc::downgrade(&app);
+        store.watch_revocations(Arc::new(move |revoked| {
+            if let Some(app) = app.upgrade() {
+                app.auth.sessions.forget_revoked(revoked);
+            }
+        }));
+    }
 
     // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
     //    Under [tls.acme] the ACME manager swaps it instead.

@@ -79,6 +79,10 @@ pub struct Sessions {
     /// before a revocation must not put the session back in the cache, so it
     /// only caches if the epoch did not move meanwhile.
     epoch: AtomicU64,
+    /// When a shared store stopped announcing revocations (0: it does, or
+    /// the store is embedded). Cached sessions are trusted for
+    /// `idle_timeout / 10` past it, then answered 503 until it is back.
+    blind_since: AtomicU64,
     /// WebSockets and streams opened with a session, ended with it.
     pub live: Arc<super::live::LiveConnections>,
 }
@@ -109,6 +113,7 @@ impl Sessions {
             touch_interval_ms: (idle_ms / 10).clamp(1, 60_000),
             cache: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            blind_since: AtomicU64::new(0),
             live: Arc::default(),
         }
     }
@@ -181,6 +186,7 @@ impl Sessions {
             }
         };
         if let Some((identity, due)) = cached {
+            self.trust_cache(now)?;
             if due {
                 self.touch_in_background(*hash, now);
             }
@@ -220,6 +226,32 @@ impl Sessions {
             self.touch_in_background(*hash, now);
         }
         Ok(Some(found))
+    }
+
+    /// Whether cached entries may still be served: while a shared store is
+    /// out of reach, a logout elsewhere would go unheard, so the cache is
+    /// trusted for `idle_timeout / 10` only.
+    fn trust_cache(&self, now: UnixMillis) -> Result<(), StoreError> {
+        if self.store.is_available() {
+            if self.blind_since.load(Ordering::Relaxed) != 0 {
+                self.blind_since.store(0, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        let since =
+            match self
+                .blind_since
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => now,
+                Err(earlier) => earlier,
+            };
+        if now.saturating_sub(since) <= self.expiry.idle_ms / 10 {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(
+            "the database has been out of reach for longer than idle_timeout/10; cached sessions are no longer trusted".into(),
+        ))
     }
 
     /// Stores a new session and returns its token.
@@ -334,6 +366,18 @@ impl Sessions {
             }
         }
         Ok(())
+    }
+
+    /// Drops what another instance ended (announced by a shared store).
+    pub fn forget_revoked(&self, revoked: crate::store::Revoked) {
+        match revoked {
+            crate::store::Revoked::Session(hash) => self.forget(&hash),
+            crate::store::Revoked::All => {
+                let mut cache = sync::lock(&self.cache);
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                cache.clear();
+            }
+        }
     }
 
     /// The last use of a session as this process saw it (it may be newer

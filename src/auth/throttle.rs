@@ -60,6 +60,9 @@ pub struct Throttle {
     entries: Mutex<HashMap<String, Entry>>,
     /// Keys removed since the last flush, to delete from the store.
     removed: Mutex<Vec<String>>,
+    /// Several instances share the store: count there, at once (see
+    /// [`Throttle::update`]).
+    shared: bool,
 }
 
 impl Throttle {
@@ -82,6 +85,7 @@ impl Throttle {
             .collect();
         Ok(Throttle {
             limits,
+            shared: store.shares_counters(),
             store,
             entries: Mutex::new(entries),
             removed: Mutex::new(Vec::new()),
@@ -129,7 +133,7 @@ impl Throttle {
     pub fn hit(&self, rate: Rate, subject: &str) -> Result<(), Duration> {
         let (prefix, max, window) = self.rate_params(rate);
         let now = now_millis();
-        self.with_entry(format!("{prefix}:{subject}"), now, |r| {
+        self.update(format!("{prefix}:{subject}"), now, |r| {
             if now.saturating_sub(r.window_start) >= window {
                 r.window_start = now;
                 r.count = 0;
@@ -146,8 +150,18 @@ impl Throttle {
     pub fn check_backoff(&self, kind: Failures, subject: &str) -> Result<(), Duration> {
         let (prefix, _) = self.failure_params(kind);
         let now = now_millis();
+        let key = format!("{prefix}:{subject}");
+        if self.shared {
+            match self.store.throttle_record(&key) {
+                Ok(Some(r)) if r.blocked_until > now => return Err(ms(r.blocked_until - now)),
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared throttle unreadable; using this instance's counters")
+                }
+            }
+        }
         let entries = sync::lock(&self.entries);
-        match entries.get(&format!("{prefix}:{subject}")) {
+        match entries.get(&key) {
             Some(e) if e.record.blocked_until > now => Err(ms(e.record.blocked_until - now)),
             _ => Ok(()),
         }
@@ -160,7 +174,7 @@ impl Throttle {
         let now = now_millis();
         let max = self.limits.max_backoff.as_millis() as u64;
         let first = self.limits.first_backoff.as_millis() as u64;
-        let _ = self.with_entry(format!("{prefix}:{subject}"), now, |r| {
+        self.update(format!("{prefix}:{subject}"), now, |r| {
             if now.saturating_sub(r.updated) > FAILURE_MEMORY_MS {
                 r.failures = 0;
             }
@@ -170,7 +184,6 @@ impl Throttle {
                 let backoff = first.saturating_mul(1 << steps).min(max);
                 r.blocked_until = now + backoff;
             }
-            Ok::<(), ()>(())
         });
     }
 
@@ -179,8 +192,56 @@ impl Throttle {
         let (prefix, _) = self.failure_params(kind);
         let key = format!("{prefix}:{subject}");
         let removed = sync::lock(&self.entries).remove(&key).is_some();
-        if removed {
+        if self.shared {
+            let gone = [(key.clone(), None)];
+            match self.store.save_throttles(&gone) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared throttle not cleared; retrying at the next flush")
+                }
+            }
             sync::lock(&self.removed).push(key);
+        } else if removed {
+            sync::lock(&self.removed).push(key);
+        }
+    }
+
+    /// Applies `f` to the record under `key`: in the store at once when
+    /// counters are shared by several instances (falling back to this
+    /// instance's memory while the database is unreachable), else in memory.
+    fn update<T>(
+        &self,
+        key: String,
+        now: UnixMillis,
+        mut f: impl FnMut(&mut ThrottleRecord) -> T,
+    ) -> T {
+        if self.shared {
+            let mut outcome = None;
+            let stored = self.store.update_throttle(&key, &mut |r| {
+                outcome = Some(f(r));
+                r.updated = now;
+            });
+            match (stored, outcome) {
+                (Ok(record), Some(t)) => {
+                    // Keep a copy so a database outage starts from here.
+                    sync::lock(&self.entries).insert(
+                        key,
+                        Entry {
+                            record,
+                            dirty: false,
+                        },
+                    );
+                    return t;
+                }
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "shared throttle not updated; using this instance's counters")
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        match self.with_entry(key, now, |r| Ok::<T, std::convert::Infallible>(f(r))) {
+            Ok(t) => t,
+            Err(never) => match never {},
         }
     }
 

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use crate::admin::client::{self, ClientError};
 use crate::admin::{IdentityView, Reply, Request, SessionView, UserView, execute};
 use crate::config::Config;
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Options every operator command takes.
 #[derive(Debug, Args)]
@@ -290,7 +290,7 @@ fn run(common: &Common, request: Request) -> Result<serde_json::Value, CommandEr
         Some(stream) => client::call(&config.admin.socket, stream, &request)?.0,
         None => {
             let store = open_store(&config)?;
-            match execute(&store, request) {
+            match execute(store.as_ref(), request) {
                 Ok(done) => Reply::Ok { data: done.data },
                 Err(e) => Reply::Error {
                     message: e.to_string(),
@@ -304,8 +304,8 @@ fn run(common: &Common, request: Request) -> Result<serde_json::Value, CommandEr
     }
 }
 
-fn open_store(config: &Config) -> Result<RedbStore, CommandError> {
-    RedbStore::open(&config.store.path).map_err(|e| match e {
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, CommandError> {
+    crate::store::open(&config.store).map_err(|e| match e {
         StoreError::Locked(path) => CommandError::Refused(format!(
             "the store {path} is held by another process, but the admin socket {} does not answer",
             config.admin.socket.display()

@@ -19,6 +19,7 @@ impl TryFrom<RawConfig> for Config {
         super::acme::check_listeners(tls.as_ref(), &server)?;
         let upstream = check_upstream("upstream", raw.upstream)?;
         let upstreams = check_named_upstreams(raw.upstreams)?;
+        let backend = check_store_backend(&raw.store)?;
         let store = StoreConfig {
             path: raw
                 .store
@@ -29,6 +30,7 @@ impl TryFrom<RawConfig> for Config {
                 raw.store.sweep_interval,
                 Duration::from_secs(60),
             )?,
+            backend,
         };
         if store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
@@ -69,6 +71,71 @@ impl TryFrom<RawConfig> for Config {
             oidc,
             oauth,
         })
+    }
+}
+
+/// `[store] kind` and, for PostgreSQL, where the URL comes from (exactly
+/// one of `url`, `url_file`, `url_env`), the pool size and the CA.
+fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
+    let postgres_keys = [
+        ("store.url", raw.url.is_some()),
+        ("store.url_file", raw.url_file.is_some()),
+        ("store.url_env", raw.url_env.is_some()),
+        ("store.pool_size", raw.pool_size.is_some()),
+        ("store.ca_file", raw.ca_file.is_some()),
+    ];
+    match raw.kind.as_deref().unwrap_or("redb") {
+        "redb" => match postgres_keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(invalid(key, "only applies with store.kind = \"postgres\"")),
+            None => Ok(StoreBackend::Redb),
+        },
+        "postgres" => {
+            let url = match (&raw.url, &raw.url_file, &raw.url_env) {
+                (Some(url), None, None) => url.clone(),
+                (None, Some(path), None) => std::fs::read_to_string(path)
+                    .map_err(|e| invalid("store.url_file", format!("{}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+                (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+                    invalid(
+                        "store.url_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                (None, None, None) => {
+                    return Err(invalid(
+                        "store.url",
+                        "is required with store.kind = \"postgres\" (or url_file / url_env)",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "store.url",
+                        "give only one of url, url_file and url_env",
+                    ));
+                }
+            };
+            if url.parse::<tokio_postgres::Config>().is_err() {
+                // The parser's message may quote the URL (and its password).
+                return Err(invalid(
+                    "store.url",
+                    "is not a valid PostgreSQL URL (postgres://user[:password]@host[:port]/database)",
+                ));
+            }
+            let pool_size = raw.pool_size.unwrap_or(16);
+            if !(1..=1024).contains(&pool_size) {
+                return Err(invalid("store.pool_size", "must be between 1 and 1024"));
+            }
+            Ok(StoreBackend::Postgres(PostgresConfig {
+                url: DatabaseUrl::new(url),
+                pool_size,
+                ca_file: raw.ca_file.clone(),
+            }))
+        }
+        other => Err(invalid(
+            "store.kind",
+            format!("must be \"redb\" or \"postgres\", not {other:?}"),
+        )),
     }
 }
 

@@ -288,6 +288,48 @@ pub struct UpstreamTls {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub sweep_interval: Duration,
+    /// Which database holds the state (`kind`).
+    pub backend: StoreBackend,
+}
+
+/// `[store] kind`.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The embedded redb file at `path` (the default).
+    Redb,
+    /// A PostgreSQL database shared by several instances.
+    Postgres(PostgresConfig),
+}
+
+/// `[store] kind = "postgres"`.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// Connection URL (may hold a password: hidden from `Debug`).
+    pub url: DatabaseUrl,
+    /// Connections kept at most.
+    pub pool_size: usize,
+    /// CA to verify the server with (TLS, verify-full) when set.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A database URL; `Debug` never shows it, since it may carry a password.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: String) -> DatabaseUrl {
+        DatabaseUrl(url)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
 }
 
 impl StoreConfig {

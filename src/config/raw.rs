@@ -117,6 +117,13 @@ pub(super) struct RawUpstream {
 pub(super) struct RawStore {
     pub(super) path: Option<PathBuf>,
     pub(super) sweep_interval: Option<String>,
+    // PostgreSQL backend (`kind = "postgres"`).
+    pub(super) kind: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_file: Option<PathBuf>,
+    pub(super) url_env: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]

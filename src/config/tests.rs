@@ -186,3 +186,58 @@ fn notify_and_account_mail_templates_parse() {
     assert!(err("[notify]\nnew_devices = false\n").contains("new_devices"));
     assert!(err("[mail.templates.reset_code]\nbody = \"x\"\n").contains("body"));
 }
+
+#[test]
+fn postgres_store_keys_parse_and_errors_name_the_key() {
+    assert!(matches!(
+        Config::parse("", "t").unwrap().store.backend,
+        StoreBackend::Redb
+    ));
+    let c = Config::parse(
+        "[store]\nkind = \"postgres\"\nurl = \"postgres://gh:s3cret@127.0.0.1:5432/gh\"\npool_size = 4\n",
+        "t",
+    )
+    .unwrap();
+    let StoreBackend::Postgres(pg) = &c.store.backend else {
+        panic!()
+    };
+    assert_eq!(pg.pool_size, 4);
+    assert_eq!(pg.url.expose(), "postgres://gh:s3cret@127.0.0.1:5432/gh");
+    // The password never shows in Debug output.
+    assert!(!format!("{c:?}").contains("s3cret"));
+    // Defaults, and the URL from the environment.
+    let var = "GATEHOUSE_CONFIG_TEST_PG_URL_UNSET";
+    let e = err(&format!(
+        "[store]\nkind = \"postgres\"\nurl_env = \"{var}\"\n"
+    ));
+    assert!(e.contains("store.url_env") && e.contains(var), "{e}");
+    assert!(err("[store]\nkind = \"postgres\"\n").contains("store.url"));
+    assert!(
+        err("[store]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\nurl_env = \"X\"\n")
+            .contains("store.url")
+    );
+    let e = err("[store]\nkind = \"postgres\"\nurl = \"postgres://u:pw99@h:notaport/db\"\n");
+    assert!(e.contains("store.url") && !e.contains("pw99"), "{e}");
+    assert!(
+        err("[store]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\npool_size = 0\n")
+            .contains("store.pool_size")
+    );
+    assert!(err("[store]\nurl = \"postgres://a@b/c\"\n").contains("store.url"));
+    assert!(err("[store]\nkind = \"mysql\"\n").contains("store.kind"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("url");
+    std::fs::write(&file, "postgres://gh@127.0.0.1/gh\n").unwrap();
+    let c = Config::parse(
+        &format!(
+            "[store]\nkind = \"postgres\"\nurl_file = \"{}\"\n",
+            file.display()
+        ),
+        "t",
+    )
+    .unwrap();
+    let StoreBackend::Postgres(pg) = &c.store.backend else {
+        panic!()
+    };
+    assert_eq!(pg.url.expose(), "postgres://gh@127.0.0.1/gh");
+    assert_eq!(pg.pool_size, 16);
+}

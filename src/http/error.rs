@@ -104,6 +104,7 @@ impl ApiError {
                 }
                 A::Busy => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 A::NotAuthenticated => (StatusCode::UNAUTHORIZED, e.to_string()),
+                A::Store(e) if e.is_unavailable() => unavailable(),
                 A::Store(_) | A::Password(_) => internal,
             },
             ApiError::Path(e) => (StatusCode::BAD_REQUEST, capitalise(&e.to_string())),
@@ -127,6 +128,7 @@ impl ApiError {
             ApiError::NotPermitted => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, self.to_string()),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, self.to_string()),
+            ApiError::Store(e) if e.is_unavailable() => unavailable(),
             ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
             ApiError::OAuthConnect(e) => {
@@ -175,6 +177,9 @@ impl ApiError {
             ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ApiError::Auth(AuthError::Store(e)) | ApiError::Store(e) if e.is_unavailable() => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
@@ -214,6 +219,14 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::OAuthConnect(_)
         | ApiError::UpstreamUri(_) => {}
     }
+}
+
+/// The database is out of reach: retry shortly (with `Retry-After`).
+fn unavailable() -> (StatusCode, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service temporarily unavailable, try again shortly".to_string(),
+    )
 }
 
 fn capitalise(s: &str) -> String {

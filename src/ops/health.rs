@@ -88,14 +88,18 @@ async fn answer(ready: &Readiness, req: Request<Incoming>) -> Response<Body> {
 
 async fn readyz(ready: &Readiness) -> Response<Body> {
     let store = ready.app.auth.store().clone();
-    let store_ok = matches!(
-        tokio::time::timeout(
-            PROBE_TIMEOUT,
-            tokio::task::spawn_blocking(move || store.count_sessions())
-        )
-        .await,
-        Ok(Ok(Ok(_)))
-    );
+    // A shared database must also be announcing revocations, or cached
+    // sessions could outlive a logout on another instance.
+    let available = store.is_available();
+    let store_ok = available
+        && matches!(
+            tokio::time::timeout(
+                PROBE_TIMEOUT,
+                tokio::task::spawn_blocking(move || store.count_sessions())
+            )
+            .await,
+            Ok(Ok(Ok(_)))
+        );
     // All probes at once, so one slow upstream costs PROBE_TIMEOUT, not n.
     let mut probes = tokio::task::JoinSet::new();
     for (name, addr) in ready.upstreams.iter().cloned() {

@@ -8,6 +8,11 @@
 
 mod account;
 mod backup;
+mod migrate;
+mod pg_oidc;
+mod pg_revocations;
+mod pg_schema;
+mod postgres;
 mod redb_account;
 mod redb_oidc;
 mod redb_outbox;
@@ -22,6 +27,9 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use migrate::{MigrateCounts, migrate};
+pub use pg_revocations::{RevocationSink, Revoked};
+pub use postgres::PostgresStore;
 pub use redb_oidc::NO_PASSWORD;
 pub use redb_store::RedbStore;
 
@@ -60,6 +68,29 @@ pub enum StoreError {
     /// backup without it would silently lose data.
     #[error("table `{0}` is not covered by the backup; refusing to write an incomplete copy")]
     UnknownTable(String),
+    /// PostgreSQL answered a statement with an error.
+    #[error("postgresql: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    /// The database cannot be reached right now (down, restarting, pool
+    /// exhausted); the request may be retried later (503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database connection could not be set up (URL, CA file, runtime).
+    #[error("{0}")]
+    Setup(String),
+    /// `backup` on a PostgreSQL store: the database has its own tools.
+    #[error(
+        "the store is PostgreSQL: back it up with its own tools (pg_dump, or continuous archiving), not gatehouse backup"
+    )]
+    BackupUnsupported,
+}
+
+impl StoreError {
+    /// Whether the failure is the database being out of reach (answer 503
+    /// with `Retry-After`) rather than a fault (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -535,6 +566,57 @@ pub trait Store: OidcStore + Send + Sync + 'static {
 
     /// What the store still holds that names `email` (or its account).
     fn traces(&self, email: &str) -> Result<Traces, StoreError>;
+
+    // --- Several instances on one database --------------------------------
+
+    /// Starts telling `sink` about sessions ended by any instance (a shared
+    /// database announces them); called once at start-up. The embedded
+    /// store has one process, which forgets its own sessions directly.
+    fn watch_revocations(&self, _sink: RevocationSink) {}
+
+    /// Whether the database is reachable and revocations are being heard;
+    /// `/readyz` and the session cache consult it.
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    /// Whether throttle counters must be counted in the store (several
+    /// instances share it) rather than in memory and flushed now and then.
+    fn shares_counters(&self) -> bool {
+        false
+    }
+
+    /// One throttle record, read now (shared counters only).
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        Ok(self
+            .load_throttles()?
+            .into_iter()
+            .find_map(|(k, r)| (k == key).then_some(r)))
+    }
+
+    /// Applies `change` to the throttle record `key` (a default record if
+    /// there is none) atomically and stores the result (shared counters
+    /// only; `change` may run more than once if a transaction is retried).
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let mut record = self.throttle_record(key)?.unwrap_or_default();
+        change(&mut record);
+        self.save_throttles(&[(key.to_string(), Some(record))])?;
+        Ok(record)
+    }
+}
+
+/// Opens the configured backend: the redb file or the PostgreSQL database
+/// (migrating its schema). Blocking.
+pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StoreBackend;
+    Ok(match &config.backend {
+        StoreBackend::Redb => std::sync::Arc::new(RedbStore::open(&config.path)?),
+        StoreBackend::Postgres(pg) => std::sync::Arc::new(PostgresStore::open(pg)?),
+    })
 }
 
 /// The first 16 hex digits of a session's token hash: the public handle the

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod peer;
+pub mod pg;
 pub mod raw;
 pub mod smtp;
 pub mod upstream;
@@ -95,6 +97,10 @@ pub struct Options {
     pub admin: String,
     /// Extra environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// Extra keys for the `[store]` table (e.g. `kind = "postgres"`). When
+    /// empty and `GATEHOUSE_TEST_STORE=postgres`, a fresh PostgreSQL
+    /// database is used (see `pg`).
+    pub store: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -124,6 +130,7 @@ impl Default for Options {
             trust_test_ca: true,
             admin: String::new(),
             env: Vec::new(),
+            store: String::new(),
         }
     }
 }
@@ -187,11 +194,19 @@ impl Gatehouse {
         } else {
             String::new()
         };
+        let store_extra = if opts.store.is_empty() && pg::suite_on_postgres() {
+            format!(
+                "kind = \"postgres\"\nurl = \"{}\"\n",
+                pg::fresh_database().await
+            )
+        } else {
+            opts.store.clone()
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{extra}\n\
              {tls}\n\
              [upstream]\nurl = \"http://{up}\"\ntimeout = \"{ut}\"\nconnect_timeout = \"1s\"\n\
-             [store]\npath = \"{store}\"\nsweep_interval = \"1s\"\n\
+             [store]\npath = \"{store}\"\nsweep_interval = \"1s\"\n{store_extra}\n\
              [mail]\ntransport = \"{transport}\"\nfrom = \"Flowtask <no-reply@example.com>\"\n{mail}\n\
              [mail.smtp]\nhost = \"{smtp_host}\"\nport = {smtp}\nsecurity = \"{security}\"\ntimeout = \"5s\"\n{ca_line}{smtp_extra}\n\
              [session]\ncookie_name = \"sid\"\n{session}\n\
