@@ -223,7 +223,10 @@ async fn route(
     match endpoint {
         Some(endpoint) => {
             served.route = RouteLabel::Endpoint(endpoint.name());
-            serve_endpoint(app, ctx, endpoint, req, served).await
+            // Boxed: the endpoints' futures (sign-in, OIDC, account pages)
+            // are many times the size of the proxied path's, and hyper
+            // moves the whole request future into place on every request.
+            Box::pin(serve_endpoint(app, ctx, endpoint, req, served)).await
         }
         None => {
             served.route = RouteLabel::Proxy;
@@ -450,8 +453,9 @@ async fn proxy(
             tracing::warn!("WebSocket refused: server.max_connections WebSockets are open");
             return Err(ApiError::WebSocketsFull);
         };
-        return upstream
-            .tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot)
+        // Boxed, like the endpoints: rare, and kept out of the size of
+        // every proxied request's future.
+        return Box::pin(upstream.tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot))
             .await;
     }
     let mut resp = upstream
