@@ -796,6 +796,50 @@ mod tests {
         );
     }
 
+    fn cached(user_id: u64, token: &str) -> Cached {
+        let session = new_session(user_id, "a@example.com", &SessionOrigin::default(), 1);
+        Cached {
+            identity: identity(&session, &hash_token(token)),
+            session,
+            last_seen: 1,
+        }
+    }
+
+    #[test]
+    fn cache_indexes_stay_in_step() {
+        let keyer = TokenKeyer::new();
+        let (a, b) = (Sessions::new_token(), Sessions::new_token());
+        let mut cache = Cache::default();
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        cache.insert(keyer.key(&b.token), cached(2, &b.token));
+        assert_eq!((cache.entries.len(), cache.keys.len()), (2, 2));
+        // Revocation knows only the SHA-256: the keyed entry goes with it.
+        cache.remove_hash(&a.hash);
+        assert!(!cache.entries.contains_key(&keyer.key(&a.token)));
+        assert!(cache.get_by_hash(&b.hash).is_some());
+        cache.retain(|c| c.session.user_id != 2);
+        assert_eq!((cache.entries.len(), cache.keys.len()), (0, 0));
+        // Re-inserting a token replaces its entry, never duplicates it.
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        assert_eq!((cache.entries.len(), cache.keys.len()), (1, 1));
+    }
+
+    #[test]
+    fn cache_keys_depend_on_the_secret_and_the_whole_token() {
+        let (k1, k2) = (TokenKeyer::new(), TokenKeyer::new());
+        let t = Sessions::new_token().token;
+        assert_eq!(k1.key(&t), k1.key(&t));
+        assert_ne!(k1.key(&t), k2.key(&t));
+        let mut other = t.clone().into_bytes();
+        other[TOKEN_LEN - 1] = if other[TOKEN_LEN - 1] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        assert_ne!(k1.key(&t), k1.key(std::str::from_utf8(&other).unwrap()));
+    }
+
     #[test]
     fn tokens_are_random_and_well_formed() {
         let a = Sessions::new_token();
