@@ -212,9 +212,14 @@ async fn route(
     // carries none: a top-level form POST from another site (which a
     // SameSite=Lax cookie does not accompany) would otherwise sign the
     // user out. They are guarded as if the cookie were there.
-    let guarded = app.auth.sessions.carries_cookie(req.headers())
-        || endpoint.is_some_and(Endpoint::clears_session_cookie);
-    if app.origins.refuses(req.method(), guarded, &ctx.site) {
+    // Only a foreign site is ever refused: the cookie scan is skipped for
+    // same-site and allowed requests (nearly all proxied ones).
+    let refused = ctx.site == Site::Foreign && {
+        let guarded = app.auth.sessions.carries_cookie(req.headers())
+            || endpoint.is_some_and(Endpoint::clears_session_cookie);
+        app.origins.refuses(req.method(), guarded, &ctx.site)
+    };
+    if refused {
         log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
