@@ -202,6 +202,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
             crate::ops::signals::Shutdown::install().map_err(crate::server::ServeError::Signals)?;
         crate::server::serve(config, shutdown.recv()).await
     });
+    // Buffered access lines go out before the process ends, either way.
+    crate::ops::log_writer::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -243,7 +245,8 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 /// Logs go to stderr (journald under systemd) as text or one JSON object
-/// per line; `RUST_LOG` overrides `log.level`. Text is coloured only for a
+/// per line, access lines buffered for up to 100 ms (see
+/// [`crate::ops::log_writer`]); `RUST_LOG` overrides `log.level`. Text is coloured only for a
 /// person at a terminal: a file, a pipe or journald gets plain
 /// `status=403`, which `grep` finds.
 fn init_logging(cfg: &crate::config::LogConfig) {
@@ -255,7 +258,8 @@ fn init_logging(cfg: &crate::config::LogConfig) {
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
-        .with_writer(std::io::stderr);
+        .with_writer(crate::ops::log_writer::Logs);
+    crate::ops::log_writer::Logs::start_flusher();
     match cfg.format {
         crate::config::LogFormat::Text => builder.init(),
         crate::config::LogFormat::Json => builder

@@ -5,6 +5,13 @@
 //! stored only as their SHA-256. Sliding expiry is tracked in memory and
 //! written back at most once per `touch_interval`, so a proxied request costs
 //! no database write.
+//!
+//! The cache is keyed by a keyed 128-bit SipHash of the token (a secret key
+//! drawn at start-up), so a proxied request with a cached session costs one
+//! short SipHash instead of a SHA-256; SHA-256 runs only on a miss, to find
+//! the stored record. A second index maps each cached session's SHA-256 to
+//! its key, so revocation (which knows only the SHA-256) drops the entry at
+//! once: logout and `session revoke` still take effect on the next request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use cookie::{Cookie, SameSite};
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::config::SessionConfig;
 use crate::store::{
@@ -64,6 +72,116 @@ struct Cached {
     last_seen: UnixMillis,
 }
 
+/// A cached session's key: the keyed SipHash-1-3 (128 bits) of its token.
+/// Without the process's secret key nobody can aim a token at another
+/// session's key: finding one is as hard as guessing a 128-bit secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheKey(u128);
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Already a keyed pseudo-random value: its low half is the hash.
+        state.write_u64(self.0 as u64);
+    }
+}
+
+/// Hashes a [`CacheKey`] to itself (it is already uniformly spread and
+/// unpredictable without the secret key), so a lookup hashes nothing again.
+#[derive(Default, Clone, Copy)]
+struct KeyIsHash(u64);
+
+impl std::hash::Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `CacheKey`; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyIsHashBuilder = std::hash::BuildHasherDefault<KeyIsHash>;
+
+/// The in-memory sessions: by token key (the proxied path's lookup) and by
+/// SHA-256 (what revocation and the store know). Both change together.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<CacheKey, Cached, KeyIsHashBuilder>,
+    keys: HashMap<TokenHash, CacheKey>,
+}
+
+impl Cache {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, key: CacheKey, cached: Cached) {
+        self.remove_key(&key);
+        self.remove_hash(&cached.identity.token);
+        self.keys.insert(cached.identity.token, key);
+        self.entries.insert(key, cached);
+    }
+
+    fn remove_key(&mut self, key: &CacheKey) {
+        if let Some(old) = self.entries.remove(key) {
+            self.keys.remove(&old.identity.token);
+        }
+    }
+
+    fn remove_hash(&mut self, hash: &TokenHash) {
+        if let Some(key) = self.keys.remove(hash) {
+            self.entries.remove(&key);
+        }
+    }
+
+    fn get_by_hash(&self, hash: &TokenHash) -> Option<&Cached> {
+        self.entries.get(self.keys.get(hash)?)
+    }
+
+    fn key_of(&self, hash: &TokenHash) -> Option<CacheKey> {
+        self.keys.get(hash).copied()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.keys.clear();
+    }
+
+    /// Keeps the entries `keep` says yes to, in both maps.
+    fn retain(&mut self, mut keep: impl FnMut(&Cached) -> bool) {
+        let keys = &mut self.keys;
+        self.entries.retain(|_, c| {
+            let kept = keep(c);
+            if !kept {
+                keys.remove(&c.identity.token);
+            }
+            kept
+        });
+    }
+}
+
+/// Computes [`CacheKey`]s with a secret drawn from the OS at start-up.
+struct TokenKeyer(SipHasher13);
+
+impl TokenKeyer {
+    fn new() -> TokenKeyer {
+        let mut secret = [0u8; 16];
+        crate::auth::random_bytes(&mut secret);
+        TokenKeyer(SipHasher13::new_with_key(&secret))
+    }
+
+    fn key(&self, token: &str) -> CacheKey {
+        let mut h = self.0;
+        std::hash::Hasher::write(&mut h, token.as_bytes());
+        CacheKey(h.finish128().as_u128())
+    }
+}
+
 pub struct Sessions {
     store: Arc<dyn Store>,
     cookie_name: String,
@@ -74,7 +192,8 @@ pub struct Sessions {
     max_age_secs: i64,
     expiry: SessionExpiry,
     touch_interval_ms: u64,
-    cache: Mutex<HashMap<TokenHash, Cached>>,
+    cache: Mutex<Cache>,
+    keyer: TokenKeyer,
     /// Bumped whenever sessions are revoked. A lookup that read the store
     /// before a revocation must not put the session back in the cache, so it
     /// only caches if the epoch did not move meanwhile.
@@ -111,7 +230,8 @@ impl Sessions {
                 absolute_ms: cfg.absolute_timeout.as_millis() as u64,
             },
             touch_interval_ms: (idle_ms / 10).clamp(1, 60_000),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
+            keyer: TokenKeyer::new(),
             epoch: AtomicU64::new(0),
             blind_since: AtomicU64::new(0),
             live: Arc::default(),
@@ -141,11 +261,21 @@ impl Sessions {
     }
 
     /// Finds the session named by the request's cookie, if it is valid now.
-    /// Expired sessions are removed.
+    /// Expired sessions are removed. A cached session costs a keyed SipHash
+    /// of the token; SHA-256 runs only when the cache does not have it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, StoreError> {
-        match self.token_hash_from(headers) {
-            Some(hash) => self.authenticate_hash(&hash),
-            None => Ok(None),
+        let Some(token) = self.token_from(headers) else {
+            return Ok(None);
+        };
+        let key = self.keyer.key(token);
+        let now = now_millis();
+        let cached = {
+            let mut cache = sync::lock(&self.cache);
+            self.cached(&mut cache, key, now)
+        };
+        match cached {
+            Some(found) => self.touched(found, now).map(Some),
+            None => self.load(&hash_token(token), Some(key), now),
         }
     }
 
@@ -154,14 +284,19 @@ impl Sessions {
         find_cookie(headers, &self.cookie_name).is_some()
     }
 
-    /// The token hash carried by the request's session cookie, if well formed.
-    pub fn token_hash_from(&self, headers: &HeaderMap) -> Option<TokenHash> {
+    /// The session token carried by the request's cookie, if well formed.
+    fn token_from<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
         let token = find_cookie(headers, &self.cookie_name)?;
         let well_formed = token.len() == TOKEN_LEN
             && token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        well_formed.then(|| hash_token(token))
+        well_formed.then_some(token)
+    }
+
+    /// The token hash carried by the request's session cookie, if well formed.
+    pub fn token_hash_from(&self, headers: &HeaderMap) -> Option<TokenHash> {
+        self.token_from(headers).map(hash_token)
     }
 
     /// Finds the live session with this token hash. Expired sessions are removed.
@@ -169,30 +304,62 @@ impl Sessions {
         let now = now_millis();
         let cached = {
             let mut cache = sync::lock(&self.cache);
-            match cache.get_mut(hash) {
-                Some(c) if !self.expiry.is_expired(&c.session, c.last_seen, now) => {
-                    c.last_seen = c.last_seen.max(now);
-                    let due = c.last_seen >= c.session.last_seen + self.touch_interval_ms;
-                    if due {
-                        c.session.last_seen = c.last_seen;
-                    }
-                    Some((c.identity.clone(), due))
-                }
-                Some(_) => {
-                    cache.remove(hash);
-                    None
-                }
-                None => None,
-            }
+            cache
+                .key_of(hash)
+                .and_then(|key| self.cached(&mut cache, key, now))
         };
-        if let Some((identity, due)) = cached {
-            self.trust_cache(now)?;
-            if due {
-                self.touch_in_background(*hash, now);
-            }
-            return Ok(Some(identity));
+        match cached {
+            Some(found) => self.touched(found, now).map(Some),
+            // Without the token there is no cache key: read the store only.
+            None => self.load(hash, None, now),
         }
+    }
 
+    /// The cached identity for `key`, if the cache has a live entry (an
+    /// expired one is dropped, and the store decides). Records the use;
+    /// `true` beside it when the use is due to be written back.
+    fn cached(
+        &self,
+        cache: &mut Cache,
+        key: CacheKey,
+        now: UnixMillis,
+    ) -> Option<(Identity, bool)> {
+        let c = cache.entries.get_mut(&key)?;
+        if self.expiry.is_expired(&c.session, c.last_seen, now) {
+            cache.remove_key(&key);
+            return None;
+        }
+        c.last_seen = c.last_seen.max(now);
+        let due = c.last_seen >= c.session.last_seen + self.touch_interval_ms;
+        if due {
+            c.session.last_seen = c.last_seen;
+        }
+        Some((c.identity.clone(), due))
+    }
+
+    /// A cache hit: served only while the cache may be trusted (see
+    /// [`Sessions::trust_cache`]); the use is written back in the
+    /// background when it is due.
+    fn touched(
+        &self,
+        (identity, due): (Identity, bool),
+        now: UnixMillis,
+    ) -> Result<Identity, StoreError> {
+        self.trust_cache(now)?;
+        if due {
+            self.touch_in_background(identity.token, now);
+        }
+        Ok(identity)
+    }
+
+    /// Reads the session from the store and, given its cache key, caches it
+    /// (unless a revocation happened meanwhile).
+    fn load(
+        &self,
+        hash: &TokenHash,
+        key: Option<CacheKey>,
+        now: UnixMillis,
+    ) -> Result<Option<Identity>, StoreError> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let Some(mut session) = self.store.session(hash)? else {
             return Ok(None);
@@ -206,14 +373,14 @@ impl Sessions {
         if due {
             session.last_seen = now;
         }
-        {
+        if let Some(key) = key {
             let mut cache = sync::lock(&self.cache);
             if self.epoch.load(Ordering::Acquire) == epoch {
                 if cache.len() >= CACHE_CAPACITY {
                     shrink(&mut cache, &self.expiry, now);
                 }
                 cache.insert(
-                    *hash,
+                    key,
                     Cached {
                         last_seen: now,
                         identity: found.clone(),
@@ -291,7 +458,7 @@ impl Sessions {
     pub fn forget(&self, hash: &TokenHash) {
         let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        cache.remove(hash);
+        cache.remove_hash(hash);
         drop(cache);
         self.live.end_session(hash);
     }
@@ -302,7 +469,7 @@ impl Sessions {
     pub fn refresh(&self, hash: &TokenHash) {
         let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        cache.remove(hash);
+        cache.remove_hash(hash);
     }
 
     /// Drops every cached session of one user, so an operator's disable or
@@ -311,7 +478,7 @@ impl Sessions {
     pub fn forget_user(&self, user_id: u64) {
         let mut cache = sync::lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        cache.retain(|_, c| c.session.user_id != user_id);
+        cache.retain(|c| c.session.user_id != user_id);
         drop(cache);
         self.live.end_user(user_id);
     }
@@ -332,7 +499,7 @@ impl Sessions {
         {
             let cache = sync::lock(&self.cache);
             for hash in sessions {
-                match cache.get(&hash) {
+                match cache.get_by_hash(&hash) {
                     Some(c) if self.expiry.is_expired(&c.session, c.last_seen, now) => {
                         ended.push(hash)
                     }
@@ -383,7 +550,9 @@ impl Sessions {
     /// The last use of a session as this process saw it (it may be newer
     /// than the stored value, which is written back lazily).
     pub fn last_seen(&self, hash: &TokenHash) -> Option<UnixMillis> {
-        sync::lock(&self.cache).get(hash).map(|c| c.last_seen)
+        sync::lock(&self.cache)
+            .get_by_hash(hash)
+            .map(|c| c.last_seen)
     }
 
     /// Whether a stored session is past its idle or absolute limit, given
@@ -395,8 +564,7 @@ impl Sessions {
     /// Drops expired entries from the cache; the store is swept separately.
     pub fn prune_cache(&self) {
         let now = now_millis();
-        sync::lock(&self.cache)
-            .retain(|_, c| !self.expiry.is_expired(&c.session, c.last_seen, now));
+        sync::lock(&self.cache).retain(|c| !self.expiry.is_expired(&c.session, c.last_seen, now));
     }
 
     /// `Set-Cookie` value that hands `token` to the client.
@@ -512,11 +680,11 @@ fn identity(session: &Session, hash: &TokenHash) -> Identity {
 /// Makes room in a full cache: expired entries go, and if that is not
 /// enough, an arbitrary half. One pass per half-capacity inserts keeps the
 /// cost per lookup constant however many sessions are in use.
-fn shrink(cache: &mut HashMap<TokenHash, Cached>, expiry: &SessionExpiry, now: UnixMillis) {
-    cache.retain(|_, c| !expiry.is_expired(&c.session, c.last_seen, now));
+fn shrink(cache: &mut Cache, expiry: &SessionExpiry, now: UnixMillis) {
+    cache.retain(|c| !expiry.is_expired(&c.session, c.last_seen, now));
     if cache.len() >= CACHE_CAPACITY / 2 {
         let mut keep = false;
-        cache.retain(|_, _| {
+        cache.retain(|_| {
             keep = !keep;
             keep
         });
@@ -681,6 +849,50 @@ mod tests {
             h[http::header::COOKIE].as_bytes(),
             b"pref=caf\xc3\xa9; x=\xff"
         );
+    }
+
+    fn cached(user_id: u64, token: &str) -> Cached {
+        let session = new_session(user_id, "a@example.com", &SessionOrigin::default(), 1);
+        Cached {
+            identity: identity(&session, &hash_token(token)),
+            session,
+            last_seen: 1,
+        }
+    }
+
+    #[test]
+    fn cache_indexes_stay_in_step() {
+        let keyer = TokenKeyer::new();
+        let (a, b) = (Sessions::new_token(), Sessions::new_token());
+        let mut cache = Cache::default();
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        cache.insert(keyer.key(&b.token), cached(2, &b.token));
+        assert_eq!((cache.entries.len(), cache.keys.len()), (2, 2));
+        // Revocation knows only the SHA-256: the keyed entry goes with it.
+        cache.remove_hash(&a.hash);
+        assert!(!cache.entries.contains_key(&keyer.key(&a.token)));
+        assert!(cache.get_by_hash(&b.hash).is_some());
+        cache.retain(|c| c.session.user_id != 2);
+        assert_eq!((cache.entries.len(), cache.keys.len()), (0, 0));
+        // Re-inserting a token replaces its entry, never duplicates it.
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        assert_eq!((cache.entries.len(), cache.keys.len()), (1, 1));
+    }
+
+    #[test]
+    fn cache_keys_depend_on_the_secret_and_the_whole_token() {
+        let (k1, k2) = (TokenKeyer::new(), TokenKeyer::new());
+        let t = Sessions::new_token().token;
+        assert_eq!(k1.key(&t), k1.key(&t));
+        assert_ne!(k1.key(&t), k2.key(&t));
+        let mut other = t.clone().into_bytes();
+        other[TOKEN_LEN - 1] = if other[TOKEN_LEN - 1] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        assert_ne!(k1.key(&t), k1.key(std::str::from_utf8(&other).unwrap()));
     }
 
     #[test]

@@ -212,9 +212,14 @@ async fn route(
     // carries none: a top-level form POST from another site (which a
     // SameSite=Lax cookie does not accompany) would otherwise sign the
     // user out. They are guarded as if the cookie were there.
-    let guarded = app.auth.sessions.carries_cookie(req.headers())
-        || endpoint.is_some_and(Endpoint::clears_session_cookie);
-    if app.origins.refuses(req.method(), guarded, &ctx.site) {
+    // Only a foreign site is ever refused: the cookie scan is skipped for
+    // same-site and allowed requests (nearly all proxied ones).
+    let refused = ctx.site == Site::Foreign && {
+        let guarded = app.auth.sessions.carries_cookie(req.headers())
+            || endpoint.is_some_and(Endpoint::clears_session_cookie);
+        app.origins.refuses(req.method(), guarded, &ctx.site)
+    };
+    if refused {
         log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
@@ -223,7 +228,10 @@ async fn route(
     match endpoint {
         Some(endpoint) => {
             served.route = RouteLabel::Endpoint(endpoint.name());
-            serve_endpoint(app, ctx, endpoint, req, served).await
+            // Boxed: the endpoints' futures (sign-in, OIDC, account pages)
+            // are many times the size of the proxied path's, and hyper
+            // moves the whole request future into place on every request.
+            Box::pin(serve_endpoint(app, ctx, endpoint, req, served)).await
         }
         None => {
             served.route = RouteLabel::Proxy;
@@ -450,8 +458,9 @@ async fn proxy(
             tracing::warn!("WebSocket refused: server.max_connections WebSockets are open");
             return Err(ApiError::WebSocketsFull);
         };
-        return upstream
-            .tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot)
+        // Boxed, like the endpoints: rare, and kept out of the size of
+        // every proxied request's future.
+        return Box::pin(upstream.tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot))
             .await;
     }
     let mut resp = upstream
