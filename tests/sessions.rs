@@ -108,6 +108,9 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
     let g = Gatehouse::start().await;
     let cookie = g.sign_up("ned@example.com", "password1").await;
     let other = g.sign_in("ned@example.com", "password1").await;
+    // Used once first, so the session sits in the in-memory cache: logout
+    // must drop it from there too.
+    assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
     let resp = g.post_json_with_cookie(LOGOUT, json!({}), &cookie).await;
     assert_eq!(resp.status(), 200);
     let cleared = set_cookie_header(&resp, g.cookie_name()).expect("cookie cleared");
