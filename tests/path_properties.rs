@@ -12,16 +12,19 @@ fn routes() -> Vec<Route> {
             prefix: "/api/v2/".into(),
             auth: RouteAuth::Required,
             upstream: None,
+            access: Default::default(),
         },
         Route {
             prefix: "/api/v2/public/".into(),
             auth: RouteAuth::None,
             upstream: None,
+            access: Default::default(),
         },
         Route {
             prefix: "/".into(),
             auth: RouteAuth::Optional,
             upstream: None,
+            access: Default::default(),
         },
     ]
 }

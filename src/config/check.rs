@@ -14,6 +14,7 @@ impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let default_auth = super::access::check_default_auth(raw.server.default_auth.as_deref())?;
         let server = check_server(raw.server)?;
         let tls = raw.tls.map(check_tls).transpose()?;
         super::acme::check_listeners(tls.as_ref(), &server)?;
@@ -43,7 +44,8 @@ impl TryFrom<RawConfig> for Config {
         };
         let mail = check_mail(raw.mail, otp.ttl)?;
         let password = check_password(raw.password)?;
-        let routes = check_routes(raw.route, &upstreams)?;
+        let pages = super::access::check_pages(raw.pages)?;
+        let routes = check_routes(raw.route, &upstreams, pages.is_some())?;
         let cors = check_cors(raw.cors)?;
         let limits = check_limits(raw.limits)?;
         let admin = check_admin(raw.admin, &store)?;
@@ -70,6 +72,11 @@ impl TryFrom<RawConfig> for Config {
             },
             oidc,
             oauth,
+            access: AccessConfig {
+                default_auth,
+                signup: super::access::check_signup(raw.signup)?,
+                pages,
+            },
         })
     }
 }
@@ -660,6 +667,7 @@ fn check_password(raw: RawPassword) -> Result<PasswordConfig, ConfigError> {
 fn check_routes(
     raw: Option<Vec<RawRoute>>,
     upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
+    pages_enabled: bool,
 ) -> Result<Vec<Route>, ConfigError> {
     let raw = raw.unwrap_or_else(|| {
         vec![
@@ -667,11 +675,21 @@ fn check_routes(
                 prefix: "/api/v2/".into(),
                 auth: "required".into(),
                 upstream: None,
+                methods: None,
+                allow_emails: None,
+                allow_domains: None,
+                allow_groups: None,
+                on_unauthenticated: None,
             },
             RawRoute {
                 prefix: "/".into(),
                 auth: "optional".into(),
                 upstream: None,
+                methods: None,
+                allow_emails: None,
+                allow_domains: None,
+                allow_groups: None,
+                on_unauthenticated: None,
             },
         ]
     });
@@ -713,10 +731,23 @@ fn check_routes(
                 format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
             ));
         }
+        let access = super::access::check_route_access(
+            super::access::RawRouteAccess {
+                prefix: &prefix,
+                auth,
+                methods: r.methods,
+                allow_emails: r.allow_emails,
+                allow_domains: r.allow_domains,
+                allow_groups: r.allow_groups,
+                on_unauthenticated: r.on_unauthenticated,
+            },
+            pages_enabled,
+        )?;
         routes.push(Route {
             prefix,
             auth,
             upstream: r.upstream,
+            access,
         });
     }
     Ok(routes)

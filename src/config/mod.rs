@@ -77,6 +77,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+mod access;
 mod acme;
 mod check;
 pub mod locate;
@@ -86,6 +87,10 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use access::{
+    AccessConfig, DefaultAuth, OnUnauthenticated, PagesConfig, RouteAccess, SignupConfig,
+    SignupMode, is_group_name, logo_type,
+};
 pub use check::parse_duration;
 pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
 
@@ -112,6 +117,8 @@ pub struct Config {
     pub oidc: Vec<OidcProviderConfig>,
     /// `[oauth]`: where the OIDC callback redirects.
     pub oauth: OAuthConfig,
+    /// Deny by default, sign-up policy, built-in pages (issue 20).
+    pub access: AccessConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.
@@ -497,6 +504,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// A `[upstreams.NAME]` name; `None` means `[upstream]`.
     pub upstream: Option<String>,
+    /// Methods, allowed users, what unauthenticated browsers get.
+    pub access: RouteAccess,
 }
 
 impl Config {

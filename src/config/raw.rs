@@ -42,6 +42,12 @@ pub(super) struct RawConfig {
     pub(super) oidc: Vec<RawOidc>,
     #[serde(default)]
     pub(super) oauth: RawOAuth,
+    /// `[signup]`: who may sign up (see `super::access`).
+    #[serde(default)]
+    pub(super) signup: super::access::RawSignup,
+    /// `[pages]`: the built-in sign-in pages (see `super::access`).
+    #[serde(default)]
+    pub(super) pages: Option<super::access::RawPages>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -76,6 +82,8 @@ pub(super) struct RawServer {
     pub(super) min_body_rate_grace: Option<String>,
     pub(super) underscores_in_headers: Option<String>,
     pub(super) strip_response_headers: Option<Vec<String>>,
+    // Deny by default (issue 20).
+    pub(super) default_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -242,6 +250,17 @@ pub(super) struct RawRoute {
     pub(super) auth: String,
     #[serde(default)]
     pub(super) upstream: Option<String>,
+    // Access rules (issue 20, see `super::access`).
+    #[serde(default)]
+    pub(super) methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_emails: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) on_unauthenticated: Option<String>,
 }
 
 /// One `[[oidc]]` identity provider (see `config::oidc`).

@@ -114,11 +114,13 @@ mod tests {
                 prefix: "/api/v2/".into(),
                 auth: RouteAuth::Required,
                 upstream: None,
+                access: Default::default(),
             },
             Route {
                 prefix: "/public/".into(),
                 auth: RouteAuth::None,
                 upstream: None,
+                access: Default::default(),
             },
         ]
     }

@@ -6,13 +6,16 @@
 //! second backend only has to honour the same contract. Methods block: async
 //! callers run writes on the blocking pool (see [`crate::auth`]).
 
+mod access;
 mod account;
 mod backup;
 mod migrate;
+mod pg_access;
 mod pg_oidc;
 mod pg_revocations;
 mod pg_schema;
 mod postgres;
+mod redb_access;
 mod redb_account;
 mod redb_oidc;
 mod redb_outbox;
@@ -26,6 +29,7 @@ pub use account::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
     PendingCodes, Traces,
 };
+pub use access::{AccessStore, Invite};
 pub use backup::restore;
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
@@ -333,7 +337,7 @@ impl SessionExpiry {
 
 /// The storage contract. Emails passed in are already normalised. The OIDC
 /// methods are grouped in [`OidcStore`].
-pub trait Store: OidcStore + Send + Sync + 'static {
+pub trait Store: OidcStore + AccessStore + Send + Sync + 'static {
     /// Counts a send-otp request against `limit` and, if allowed, stores
     /// `otp` as the email's only pending code (replacing an older one) —
     /// unless the email already has an account, in which case no code is kept.

@@ -263,7 +263,7 @@ impl PostgresStore {
     }
 
     /// One read (or single-statement write) outside a transaction.
-    fn read<T>(
+    pub(super) fn read<T>(
         &self,
         body: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

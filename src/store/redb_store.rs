@@ -123,6 +123,7 @@ impl RedbStore {
             redb_outbox::create_tables(&txn)?;
             redb_account::create_tables(&txn)?;
             super::redb_oidc::create_tables(&txn)?;
+            super::redb_access::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
