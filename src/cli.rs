@@ -56,6 +56,10 @@ enum Command {
     /// List and revoke sessions (works while the server runs).
     #[command(subcommand)]
     Session(admin::SessionCommand),
+    /// Sign-up invites for `[signup] mode = "invite"` (works while the
+    /// server runs).
+    #[command(subcommand)]
+    Invite(admin::InviteCommand),
     /// Write a consistent copy of the store to FILE (works while serving).
     Backup {
         #[command(flatten)]
@@ -125,6 +129,8 @@ pub fn main() -> ExitCode {
             Ok(loaded) => match check_database(&loaded) {
                 Ok(()) => {
                     println!("{}: ok", config.display());
+                    println!("{}", loaded.access.signup.describe());
+                    println!("{}", describe_access(&loaded));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
@@ -134,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::CheckMail { config, to } => check_mail(&config, to.as_deref()),
         Command::User(cmd) => admin::user(cmd),
         Command::Session(cmd) => admin::session(cmd),
+        Command::Invite(cmd) => admin::invite(cmd),
         Command::Backup { common, file } => admin::backup(&common, &file),
         Command::Restore { common, file } => admin::restore(&common, &file),
         Command::Store(StoreCommand::Migrate {
@@ -141,6 +148,31 @@ pub fn main() -> ExitCode {
             config,
         }) => store_migrate(&from_config, &config),
     }
+}
+
+/// The access policy in one line for `check-config`: deny by default or
+/// not, where the pages are, which routes carry rules.
+fn describe_access(config: &Config) -> String {
+    let default = match config.access.default_auth {
+        crate::config::DefaultAuth::Required => "paths no route covers: session required",
+        crate::config::DefaultAuth::NotServed => "paths no route covers: 404",
+    };
+    let pages = match &config.access.pages {
+        Some(p) => format!("pages at {}/", p.prefix),
+        None => "pages off".to_string(),
+    };
+    let ruled: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|r| r.access.restricts_users() || r.access.methods.is_some())
+        .map(|r| r.prefix.as_str())
+        .collect();
+    let rules = if ruled.is_empty() {
+        "no route has access rules".to_string()
+    } else {
+        format!("access rules on {}", ruled.join(", "))
+    };
+    format!("access: {default}; {pages}; {rules}")
 }
 
 fn check_mail(path: &std::path::Path, to: Option<&str>) -> ExitCode {

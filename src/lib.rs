@@ -12,6 +12,8 @@
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
 //! - `oidc`: sign-in through OpenID Connect providers;
+//! - `pages`: the built-in sign-in pages (`[pages]`) and the sign-in
+//!   redirect of protected routes;
 //! - `proxy`: upstream forwarding; `tls`; `net`: client address;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod net;
 pub mod oidc;
 pub mod ops;
+pub mod pages;
 pub mod preflight;
 pub mod proxy;
 pub mod server;

@@ -74,6 +74,9 @@ pub enum ServeError {
     /// An `[[oidc]]` provider could not be set up (secret, CA file).
     #[error("{0}")]
     Oidc(#[source] crate::config::ConfigError),
+    /// The built-in pages could not be set up (templates, logo).
+    #[error("{0}")]
+    Pages(#[from] crate::pages::PagesError),
     /// An upstream's TLS client could not be set up.
     #[error("{0}")]
     Upstream(#[from] crate::proxy::UpstreamTlsError),
@@ -115,7 +118,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .iter()
         .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
         .collect::<Result<_, ServeError>>()?;
+    let pages = crate::pages::Pages::new(&config, store.as_ref())?;
     let app = Arc::new(App {
+        default_route: crate::auth::rules::default_route(&config),
+        pages,
         oidc,
         auth,
         upstream,

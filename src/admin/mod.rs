@@ -16,7 +16,9 @@ pub mod socket;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::email;
-use crate::store::{Session, Store, StoreError, TokenHash, User, now_millis, session_handle};
+use crate::store::{
+    Invite, Session, Store, StoreError, TokenHash, User, now_millis, session_handle,
+};
 
 /// One command from the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,20 @@ pub enum Request {
     UserTraces {
         email: String,
     },
+    /// Replace a user's groups (empty: none).
+    UserGroups {
+        email: String,
+        groups: Vec<String>,
+    },
+    /// Let an address sign up under `[signup] mode = "invite"`.
+    InviteCreate {
+        email: String,
+        expires_in_ms: u64,
+    },
+    InviteList,
+    InviteRevoke {
+        email: String,
+    },
 }
 
 /// The answer to one command.
@@ -103,6 +119,15 @@ pub enum AdminError {
     /// `user unlink` for a provider the user is not linked to.
     #[error("{email} is not linked to provider \"{provider}\"")]
     NotLinked { email: String, provider: String },
+    /// A group name outside `a-z 0-9 - _ .` or longer than 64.
+    #[error("\"{0}\" is not a group name (1-64 of a-z 0-9 - _ .)")]
+    InvalidGroup(String),
+    /// `invite revoke` for an address with no invite.
+    #[error("no invite for {0}")]
+    UnknownInvite(String),
+    /// `invite create` for an address that has an account.
+    #[error("{0} has an account already")]
+    HasAccount(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -236,6 +261,7 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             value["identities"] = to_value(&identities);
             value["has_password"] =
                 serde_json::Value::from(user.password_hash != crate::store::NO_PASSWORD);
+            value["groups"] = to_value(&store.groups_of(user.id)?);
             Ok(done(value))
         }
         Request::UserUnlink { email, provider } => {
@@ -360,6 +386,34 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             })
         }
         Request::Backup => Err(AdminError::NotHere),
+        Request::UserGroups { email, groups } => set_groups(store, &email, groups),
+        Request::InviteCreate {
+            email,
+            expires_in_ms,
+        } => {
+            let key = normalise(&email)?;
+            if store.user_by_email(&key)?.is_some() {
+                return Err(AdminError::HasAccount(key));
+            }
+            let now = now_millis();
+            let invite = Invite {
+                email: key,
+                created_at: now,
+                expires_at: now.saturating_add(expires_in_ms),
+            };
+            store.invite_put(&invite)?;
+            tracing::info!("invite created by operator");
+            Ok(done(to_value(&invite)))
+        }
+        Request::InviteList => Ok(done(to_value(&store.invite_list()?))),
+        Request::InviteRevoke { email } => {
+            let key = normalise(&email)?;
+            if !store.invite_delete(&key)? {
+                return Err(AdminError::UnknownInvite(key));
+            }
+            tracing::info!("invite revoked by operator");
+            Ok(done(serde_json::json!({ "email": key, "revoked": true })))
+        }
         Request::UserTraces { email } => {
             let key = normalise(&email)?;
             let mut value = to_value(&store.traces(&key)?);
@@ -367,6 +421,36 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             Ok(done(value))
         }
     }
+}
+
+/// `user groups`: the new groups take effect on the user's next request
+/// (their cached sessions are dropped and reloaded; open WebSockets end).
+fn set_groups(store: &dyn Store, email: &str, groups: Vec<String>) -> Result<Executed, AdminError> {
+    let key = normalise(email)?;
+    let mut groups: Vec<String> = groups
+        .into_iter()
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    if let Some(bad) = groups.iter().find(|g| !crate::config::is_group_name(g)) {
+        return Err(AdminError::InvalidGroup(bad.clone()));
+    }
+    groups.sort();
+    groups.dedup();
+    let user = store
+        .user_by_email(&key)?
+        .ok_or(AdminError::UnknownUser(key))?;
+    store.set_groups(user.id, &groups)?;
+    tracing::info!(
+        user_id = user.id,
+        groups = groups.len(),
+        "groups set by operator"
+    );
+    Ok(Executed {
+        data: serde_json::json!({ "email": user.email, "groups": groups }),
+        forget_users: vec![user.id],
+        forget_tokens: Vec::new(),
+    })
 }
 
 fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<Executed, AdminError> {

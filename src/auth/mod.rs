@@ -11,7 +11,9 @@ pub mod email;
 pub mod live;
 pub mod otp;
 pub mod passwords;
+pub mod rules;
 pub mod sessions;
+pub mod signup_policy;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -136,6 +138,8 @@ pub struct Auth {
     password_len: (usize, usize),
     /// `[notify] new_device`.
     notify_new_device: bool,
+    /// `[signup]`: who may create an account (see `signup_policy`).
+    signup: Arc<crate::config::SignupConfig>,
 }
 
 impl Auth {
@@ -159,6 +163,7 @@ impl Auth {
             max_attempts: cfg.otp.max_attempts,
             password_len: (cfg.password.min_length, cfg.password.max_length),
             notify_new_device: cfg.notify.new_device,
+            signup: Arc::new(cfg.access.signup.clone()),
         })
     }
 
@@ -171,6 +176,11 @@ impl Auth {
             .hit(Rate::SendOtpPerIp, &client.ip_key)
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
+        if !self.signup_permits(&email).await? {
+            // Answered like a permitted address: nothing revealed, nothing mailed.
+            tracing::debug!("sign-up code not sent: the address is not permitted by [signup]");
+            return Ok(());
+        }
         let now = now_millis();
         let ttl_ms = self.otp_ttl.as_millis() as u64;
         let code = otp::generate(now + ttl_ms);
@@ -202,6 +212,18 @@ impl Auth {
         }
     }
 
+    /// Whether `[signup]` lets the normalised address create an account.
+    pub async fn signup_permits(&self, email: &str) -> Result<bool, StoreError> {
+        let (store, policy, key) = (self.store.clone(), self.signup.clone(), email.to_string());
+        run_blocking(move || signup_policy::permits(&policy, store.as_ref(), &key, now_millis()))
+            .await
+    }
+
+    /// The `[signup]` policy.
+    pub fn signup(&self) -> &crate::config::SignupConfig {
+        &self.signup
+    }
+
     /// The mail outbox (its counters are the mail metrics).
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
@@ -221,6 +243,11 @@ impl Auth {
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         self.check_password_policy(password)?;
         if !otp::is_well_formed(code) {
+            return Err(AuthError::InvalidCode);
+        }
+        // A refused address fails like a wrong code (also when its invite
+        // was revoked or expired after the code was sent).
+        if !self.signup_permits(&email).await? {
             return Err(AuthError::InvalidCode);
         }
         let store = self.store.clone();
@@ -255,6 +282,10 @@ impl Auth {
         match created {
             AccountCreation::Created(user) => {
                 tracing::info!(user_id = user.id, "account created");
+                let (store, policy, key) = (self.store.clone(), self.signup.clone(), email.clone());
+                tokio::task::spawn_blocking(move || {
+                    signup_policy::consume_invite(&policy, store.as_ref(), &key)
+                });
                 crate::metrics::get().signups.inc();
                 Ok(SignedIn {
                     token,

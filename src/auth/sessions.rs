@@ -46,6 +46,12 @@ pub struct Identity {
     pub user_id_header: HeaderValue,
     /// `X-Auth-Email` value (UTF-8 bytes as is).
     pub email_header: HeaderValue,
+    /// The operator-set groups (`gatehouse user groups`), read with the
+    /// session on a cache miss, so access rules cost no query per request;
+    /// a change drops the user's cached sessions (`forget_user`).
+    pub groups: Arc<[String]>,
+    /// `X-Auth-Groups` value (comma-separated); `None` when in no group.
+    pub groups_header: Option<HeaderValue>,
 }
 
 impl Identity {
@@ -54,8 +60,13 @@ impl Identity {
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
         const USER_ID: http::HeaderName = http::HeaderName::from_static("x-auth-user-id");
         const EMAIL: http::HeaderName = http::HeaderName::from_static("x-auth-email");
+        const GROUPS: http::HeaderName = http::HeaderName::from_static("x-auth-groups");
         headers.insert(USER_ID, self.user_id_header.clone());
         headers.insert(EMAIL, self.email_header.clone());
+        match &self.groups_header {
+            Some(groups) => headers.insert(GROUPS, groups.clone()),
+            None => headers.remove(GROUPS),
+        };
     }
 }
 
@@ -368,7 +379,8 @@ impl Sessions {
             self.delete_in_background(*hash);
             return Ok(None);
         }
-        let found = identity(&session, hash);
+        let groups = self.store.groups_of(session.user_id)?;
+        let found = identity(&session, hash, groups);
         let due = now >= session.last_seen + self.touch_interval_ms;
         if due {
             session.last_seen = now;
@@ -665,8 +677,14 @@ pub fn origin_of(ip: std::net::IpAddr, headers: &HeaderMap) -> SessionOrigin {
     }
 }
 
-fn identity(session: &Session, hash: &TokenHash) -> Identity {
+fn identity(session: &Session, hash: &TokenHash, groups: Vec<String>) -> Identity {
+    // Group names are checked (a-z 0-9 - _ .) before they are stored.
+    let groups_header = (!groups.is_empty())
+        .then(|| HeaderValue::from_str(&groups.join(",")).ok())
+        .flatten();
     Identity {
+        groups: Arc::from(groups),
+        groups_header,
         user_id: session.user_id,
         email: Arc::from(session.email.as_str()),
         token: *hash,
@@ -854,7 +872,7 @@ mod tests {
     fn cached(user_id: u64, token: &str) -> Cached {
         let session = new_session(user_id, "a@example.com", &SessionOrigin::default(), 1);
         Cached {
-            identity: identity(&session, &hash_token(token)),
+            identity: identity(&session, &hash_token(token), Vec::new()),
             session,
             last_seen: 1,
         }

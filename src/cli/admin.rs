@@ -102,6 +102,44 @@ pub enum UserCommand {
         #[command(flatten)]
         password: PasswordInput,
     },
+    /// Set the user's groups (forwarded as X-Auth-Groups, matched by
+    /// `allow_groups`); takes effect on their next request.
+    Groups {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        /// Comma-separated group names (a-z 0-9 - _ .), replacing the old ones.
+        #[arg(long, value_delimiter = ',', required_unless_present = "clear")]
+        set: Vec<String>,
+        /// Remove every group.
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Let EMAIL sign up under `[signup] mode = "invite"` (send them to the
+    /// sign-up page or your app's sign-up form).
+    Create {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        /// How long the invite is valid, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+    },
+    /// List invites and when they expire.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Withdraw an invite; a sign-up in progress then fails.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +194,8 @@ enum Shape {
     User,
     Sessions,
     Summary,
+    Invite,
+    Invites,
 }
 
 pub fn user(cmd: UserCommand) -> ExitCode {
@@ -208,6 +248,44 @@ pub fn user(cmd: UserCommand) -> ExitCode {
                 password_hash,
             });
             (common, request, Shape::Summary)
+        }
+        UserCommand::Groups {
+            common,
+            email,
+            set,
+            clear: _,
+        } => (
+            common,
+            Ok(Request::UserGroups { email, groups: set }),
+            Shape::Summary,
+        ),
+    };
+    finish(&common, request.and_then(|r| run(&common, r)), shape)
+}
+
+pub fn invite(cmd: InviteCommand) -> ExitCode {
+    let (common, request, shape) = match cmd {
+        InviteCommand::Create {
+            common,
+            email,
+            expires,
+        } => {
+            let request = crate::config::parse_duration(&expires)
+                .filter(|d| !d.is_zero())
+                .map(|d| Request::InviteCreate {
+                    email,
+                    expires_in_ms: d.as_millis() as u64,
+                })
+                .ok_or_else(|| {
+                    CommandError::Refused(format!(
+                        "--expires \"{expires}\" is not a duration like 7d or 12h"
+                    ))
+                });
+            (common, request, Shape::Invite)
+        }
+        InviteCommand::List { common } => (common, Ok(Request::InviteList), Shape::Invites),
+        InviteCommand::Revoke { common, email } => {
+            (common, Ok(Request::InviteRevoke { email }), Shape::Summary)
         }
     };
     finish(&common, request.and_then(|r| run(&common, r)), shape)
@@ -404,6 +482,10 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
                 out.push('\n');
                 out.push_str(&sessions_table(&sessions));
             }
+            if let Some(groups) = data["groups"].as_array().filter(|g| !g.is_empty()) {
+                let names: Vec<&str> = groups.iter().filter_map(|g| g.as_str()).collect();
+                out.push_str(&format!("groups: {}\n", names.join(", ")));
+            }
             let identities: Vec<IdentityView> =
                 serde_json::from_value(data["identities"].clone()).unwrap_or_default();
             if !identities.is_empty() {
@@ -411,6 +493,25 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
                 out.push_str(&identities_table(&identities));
             }
             out
+        }
+        Shape::Invite | Shape::Invites => {
+            let invites: Vec<crate::store::Invite> = match shape {
+                Shape::Invite => serde_json::from_value(data.clone()).into_iter().collect(),
+                _ => serde_json::from_value(data.clone()).unwrap_or_default(),
+            };
+            let now = crate::store::now_millis();
+            let rows: Vec<Vec<String>> = invites
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.email.clone(),
+                        utc(i.created_at),
+                        utc(i.expires_at),
+                        if i.is_live(now) { "live" } else { "expired" }.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["EMAIL", "CREATED", "EXPIRES", "STATE"], &rows)
         }
         Shape::Sessions => {
             let sessions: Vec<SessionView> =

@@ -362,7 +362,9 @@ pub(super) fn check_route_access(
         .map(|e| {
             let e = e.trim().to_ascii_lowercase();
             match e.split_once('@') {
-                Some((local, d)) if !local.is_empty() && domain("route.allow_emails", d).is_ok() => {
+                Some((local, d))
+                    if !local.is_empty() && domain("route.allow_emails", d).is_ok() =>
+                {
                     Ok(e)
                 }
                 _ => Err(invalid(

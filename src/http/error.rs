@@ -44,6 +44,13 @@ pub enum ApiError {
     /// No route covers the path.
     #[error("Not found")]
     NoRoute,
+    /// The route's `methods` do not include the request's; the value is
+    /// the route's `Allow` list.
+    #[error("Method not allowed")]
+    RouteMethodNotAllowed(HeaderValue),
+    /// Signed in, but the route's `allow_*` rules do not admit the user.
+    #[error("Access denied")]
+    Forbidden,
     /// The request's `Host` / `:authority` is missing, repeated, invalid
     /// or contradictory.
     #[error(transparent)]
@@ -80,7 +87,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Status and client-facing message; internal details stay in the log.
-    fn status_and_message(&self) -> (StatusCode, String) {
+    pub(crate) fn status_and_message(&self) -> (StatusCode, String) {
         use AuthError as A;
         let internal = (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -122,6 +129,10 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, self.to_string()),
+            ApiError::RouteMethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, self.to_string())
+            }
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, self.to_string()),
             ApiError::CrossSite => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::BadAuthority(_) => (StatusCode::BAD_REQUEST, self.to_string()),
@@ -183,6 +194,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
+            ApiError::RouteMethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, allow.clone());
+            }
             _ => {}
         }
         resp
@@ -210,6 +224,8 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::UnsupportedMediaType
         | ApiError::MethodNotAllowed { .. }
         | ApiError::NoRoute
+        | ApiError::RouteMethodNotAllowed(_)
+        | ApiError::Forbidden
         | ApiError::Unauthenticated
         | ApiError::NotPermitted
         | ApiError::CrossSite

@@ -28,8 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::auth::{Auth, ClientInfo};
-use crate::config::{Route, RouteAuth};
+use crate::auth::{Auth, ClientInfo, rules};
+use crate::config::{OnUnauthenticated, Route, RouteAuth};
 use crate::metrics::RouteLabel;
 use crate::net::Cidr;
 use crate::ops::access::Served;
@@ -63,6 +63,11 @@ pub struct App {
     pub hygiene: crate::config::HygieneConfig,
     /// OpenID Connect sign-in (`[[oidc]]`, `[oauth]`).
     pub oidc: crate::oidc::Oidc,
+    /// `[server] default_auth = "required"`: the rule for paths no route
+    /// covers (a session, then `[upstream]`); `None` answers them 404.
+    pub default_route: Option<Route>,
+    /// The built-in pages (`[pages]`), when enabled.
+    pub pages: Option<crate::pages::Pages>,
 }
 
 impl App {
@@ -122,7 +127,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn client_info(&self, app: &App, headers: &http::HeaderMap) -> ClientInfo {
+    pub(crate) fn client_info(&self, app: &App, headers: &http::HeaderMap) -> ClientInfo {
         ClientInfo {
             ip_key: crate::net::throttle_key(self.client_ip),
             device: app.auth.sessions.device_mark(headers).map(str::to_string),
@@ -223,7 +228,15 @@ async fn route(
         log_cross_site_refusal(ctx, &req, "state change from a foreign site");
         return Err(ApiError::CrossSite);
     }
-    let target = path::match_route(&app.routes, &canonical).map(|r| (r.auth, app.upstream_for(r)));
+    let target = path::match_route(&app.routes, &canonical)
+        .or(app.default_route.as_ref())
+        .map(|r| (r, app.upstream_for(r)));
+    if let Some(pages) = &app.pages
+        && let Some(page) = pages.page_for(&canonical)
+    {
+        served.route = RouteLabel::Endpoint("pages");
+        return Box::pin(pages.serve(app, ctx, page, req, served)).await;
+    }
     drop(canonical);
     match endpoint {
         Some(endpoint) => {
@@ -423,11 +436,11 @@ async fn serve_endpoint(
 async fn proxy(
     app: &App,
     ctx: &RequestContext,
-    target: Option<(RouteAuth, &Upstream)>,
+    target: Option<(&Route, &Upstream)>,
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let (auth, upstream) = target.ok_or(ApiError::NoRoute)?;
+    let (route, upstream) = target.ok_or(ApiError::NoRoute)?;
     let websocket = crate::proxy::websocket::is_handshake(&req);
     // CONNECT only ever opens a WebSocket (RFC 8441); Gatehouse tunnels
     // nothing else.
@@ -442,16 +455,48 @@ async fn proxy(
     if websocket && ctx.site == Site::Foreign && app.auth.sessions.carries_cookie(req.headers()) {
         return Err(ApiError::CrossSite);
     }
-    let identity = match auth {
-        RouteAuth::None => None,
-        RouteAuth::Optional => app.auth.sessions.authenticate(req.headers())?,
-        RouteAuth::Required => Some(
-            app.auth
-                .sessions
-                .authenticate(req.headers())?
-                .ok_or(ApiError::Unauthenticated)?,
-        ),
+    let access = &route.access;
+    if !rules::method_permitted(access, req.method(), websocket) {
+        let allow = access.allow_header.clone();
+        return Err(ApiError::RouteMethodNotAllowed(
+            allow.unwrap_or(HeaderValue::from_static("GET")),
+        ));
+    }
+    // Any `allow_*` list needs a session, whatever `auth` says.
+    let restricted = access.restricts_users();
+    // Browsers navigating to a page-style route get the sign-in page or
+    // the "no access" page instead of JSON.
+    let page_for_browser = || {
+        app.pages.as_ref().filter(|_| {
+            access.on_unauthenticated == OnUnauthenticated::Redirect
+                && rules::is_navigation(req.method(), req.headers())
+        })
     };
+    let identity = match route.auth {
+        RouteAuth::None => None,
+        RouteAuth::Optional if !restricted => app.auth.sessions.authenticate(req.headers())?,
+        RouteAuth::Optional | RouteAuth::Required => {
+            match app.auth.sessions.authenticate(req.headers())? {
+                Some(who) => Some(who),
+                None => {
+                    return match page_for_browser() {
+                        Some(pages) => Ok(pages.sign_in_redirect(req.uri())),
+                        None => Err(ApiError::Unauthenticated),
+                    };
+                }
+            }
+        }
+    };
+    if restricted
+        && let Some(who) = &identity
+        && !rules::user_permitted(access, who)
+    {
+        served.user = Some(who.user_id);
+        return match page_for_browser() {
+            Some(pages) => Ok(pages.forbidden_page(&who.email)),
+            None => Err(ApiError::Forbidden),
+        };
+    }
     served.user = identity.as_ref().map(|who| who.user_id);
     if websocket {
         let Some(slot) = app.websockets.slot() else {

@@ -119,6 +119,8 @@ pub struct Oidc {
     providers: Vec<Provider>,
     pub oauth: OAuthConfig,
     store: Arc<dyn Store>,
+    /// `[signup]`: OIDC creates accounts only for addresses it permits.
+    signup: crate::config::SignupConfig,
 }
 
 impl Oidc {
@@ -138,6 +140,7 @@ impl Oidc {
             providers,
             oauth: cfg.oauth.clone(),
             store,
+            signup: cfg.access.signup.clone(),
         })
     }
 
@@ -314,7 +317,21 @@ impl Oidc {
         let store = self.store.clone();
         let create = provider.cfg.create_users;
         let link_claims = claims.clone();
+        let signup = self.signup.clone();
         let link = crate::auth::sessions::run_blocking(move || {
+            // `[signup]` applies to accounts OIDC would create, too.
+            let email = link_claims
+                .email
+                .as_deref()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let create = create
+                && crate::auth::signup_policy::permits(
+                    &signup,
+                    store.as_ref(),
+                    &email,
+                    now_millis(),
+                )?;
             store.oidc_sign_in(&link_claims, create, now_millis())
         })
         .await

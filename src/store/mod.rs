@@ -25,11 +25,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use access::{AccessStore, Invite};
 pub use account::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
     PendingCodes, Traces,
 };
-pub use access::{AccessStore, Invite};
 pub use backup::restore;
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};

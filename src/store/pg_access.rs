@@ -1,5 +1,5 @@
 //! The PostgreSQL half of [`AccessStore`]: `gh_user_groups` and
-//! `gh_invites` (schema version 3), each change one statement.
+//! `gh_invites` (schema version 3), each change one transaction.
 
 use super::access::{AccessStore, Invite};
 use super::postgres::pg;
@@ -53,6 +53,17 @@ impl AccessStore for PostgresStore {
                 .await
                 .map_err(pg)?;
             }
+            // Other instances hold the user's sessions in their caches with
+            // the old groups: announce the sessions like revocations (they
+            // are not deleted), so every cache reloads them with the new ones.
+            tx.query(
+                "WITH r AS (INSERT INTO gh_revocations (token) \
+                 SELECT token FROM gh_sessions WHERE user_id = $1 RETURNING seq, token) \
+                 SELECT pg_notify('gatehouse_revocations', seq::text || ':' || encode(token, 'hex')) FROM r",
+                &[&i(user_id)],
+            )
+            .await
+            .map_err(pg)?;
             Ok(())
         })
     }

@@ -20,7 +20,8 @@ const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
 pub(super) const REVOCATION_CHANNEL: &str = "gatehouse_revocations";
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that shipped.
-const MIGRATIONS: [&str; 3] = [r#"
+const MIGRATIONS: [&str; 3] = [
+    r#"
 CREATE TABLE gh_users (
     id bigint PRIMARY KEY,
     email text NOT NULL UNIQUE,
@@ -101,19 +102,20 @@ $$;
 CREATE TRIGGER gh_sessions_ended AFTER DELETE ON gh_sessions
     FOR EACH ROW EXECUTE FUNCTION gh_session_ended();
 "#,
-// Version 2 is issue 19's (second factors); this placeholder only keeps the
-// numbering so version 3 applies. The lead reconciles the two at merge.
-r#"SELECT 1;"#,
-// Version 3 (issue 20): operator-set user groups (JSON list) and sign-up
-// invites.
-r#"
+    // Version 2 is issue 19's (second factors); this placeholder only keeps the
+    // numbering so version 3 applies. The lead reconciles the two at merge.
+    r#"SELECT 1;"#,
+    // Version 3 (issue 20): operator-set user groups (JSON list) and sign-up
+    // invites.
+    r#"
 CREATE TABLE gh_user_groups (user_id bigint PRIMARY KEY, groups text NOT NULL);
 CREATE TABLE gh_invites (
     email text PRIMARY KEY,
     created_at bigint NOT NULL,
     expires_at bigint NOT NULL
 );
-"#];
+"#,
+];
 
 /// Brings the schema up to [`SCHEMA_VERSION`], holding the advisory lock so
 /// concurrent starts apply each migration once.

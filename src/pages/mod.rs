@@ -1,0 +1,733 @@
+//! The built-in pages (`[pages]`, issue 20): sign-in, sign-up with the
+//! emailed code, forgot/reset password, the second-factor step, sign-out
+//! and signed-out, the "no access" page, and the sign-in redirect of
+//! protected routes.
+//!
+//! Server-rendered HTML that works without JavaScript: plain forms posted
+//! to the pages themselves, which call the same `auth` functions as the
+//! JSON API. Every page carries a strict CSP (no script at all, styles and
+//! images from Gatehouse only, no framing), `X-Frame-Options: DENY` and
+//! `no-store`; every form a CSRF token bound to a pre-session cookie
+//! ([`csrf`]). Where the browser returns after signing in is decided by
+//! [`return_to::safe_return_path`] alone.
+
+pub mod csrf;
+pub mod html;
+pub mod return_to;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+
+use crate::config::{Config, SignupMode};
+use crate::http::body::RequestBody;
+use crate::http::error::ApiError;
+use crate::http::response::{Body, full};
+use crate::http::{App, RequestContext};
+use crate::ops::access::Served;
+use html::{Templates, esc};
+
+/// The pages' `Content-Security-Policy`: nothing runs, nothing frames them.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Why the pages could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError {
+    #[error(transparent)]
+    Template(#[from] html::TemplateError),
+    #[error("pages.logo: {path}: {source}")]
+    Logo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pages: the form secret could not be read from the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// One page, by its path under the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    SignIn,
+    SignUp,
+    SignUpVerify,
+    Forgot,
+    Reset,
+    /// The second-factor step (issue 19's `POST /api/v1/user/signin/2fa`
+    /// contract); shown only once second factors exist on this server.
+    SecondFactor,
+    SignOut,
+    SignedOut,
+    Style,
+    Logo,
+    Unknown,
+}
+
+pub struct Pages {
+    prefix: String,
+    title: String,
+    templates: Templates,
+    stylesheet: Bytes,
+    logo: Option<(Bytes, &'static str)>,
+    csrf: csrf::Csrf,
+    signup_mode: SignupMode,
+    /// Whether second factors are configured (issue 19): until then the
+    /// second-factor page answers 404.
+    second_factor: bool,
+}
+
+/// Values of one form submission.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// What a form page shows besides its fields.
+#[derive(Default)]
+struct View<'a> {
+    error: Option<String>,
+    email: &'a str,
+    rd: &'a str,
+}
+
+impl Pages {
+    /// `None` when `[pages]` is off.
+    pub fn new(cfg: &Config, store: &dyn crate::store::Store) -> Result<Option<Pages>, PagesError> {
+        let Some(pc) = &cfg.access.pages else {
+            return Ok(None);
+        };
+        let templates = Templates::load(pc.templates_dir.as_deref())?;
+        let stylesheet = Bytes::from(format!("{}\n{}", html::STYLE, templates.extra_style));
+        let logo = match &pc.logo {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|source| PagesError::Logo {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let kind = crate::config::logo_type(path).unwrap_or("application/octet-stream");
+                Some((Bytes::from(bytes), kind))
+            }
+            None => None,
+        };
+        Ok(Some(Pages {
+            prefix: pc.prefix.clone(),
+            title: pc.title.clone(),
+            templates,
+            stylesheet,
+            logo,
+            csrf: csrf::Csrf::new(store.server_secret("pages-form")?, cfg.tls.is_some()),
+            signup_mode: cfg.access.signup.mode,
+            second_factor: false,
+        }))
+    }
+
+    /// The page a canonical path names, if it is under the prefix.
+    pub fn page_for(&self, canonical: &str) -> Option<Page> {
+        let rest = canonical.strip_prefix(self.prefix.as_str())?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        Some(match rest.trim_end_matches('/') {
+            "" | "/sign-in" => Page::SignIn,
+            "/sign-up" => Page::SignUp,
+            "/sign-up/verify" => Page::SignUpVerify,
+            "/forgot" => Page::Forgot,
+            "/reset" => Page::Reset,
+            "/second-factor" => Page::SecondFactor,
+            "/sign-out" => Page::SignOut,
+            "/signed-out" => Page::SignedOut,
+            "/style.css" => Page::Style,
+            "/logo" => Page::Logo,
+            _ => Page::Unknown,
+        })
+    }
+
+    fn url(&self, page: &str) -> String {
+        format!("{}/{page}", self.prefix)
+    }
+
+    /// The answer to an unauthenticated browser navigation: to the sign-in
+    /// page, with the original path and query as `rd`.
+    pub fn sign_in_redirect(&self, original: &http::Uri) -> Response<Body> {
+        let target = original.path_and_query().map_or("/", |pq| pq.as_str());
+        let rd = return_to::safe_return_path(target).unwrap_or("/");
+        let location = format!("{}?rd={}", self.url("sign-in"), encode_component(rd));
+        redirect(StatusCode::FOUND, &location)
+    }
+
+    /// The 403 page for a signed-in user a route does not admit.
+    pub fn forbidden_page(&self, email: &str) -> Response<Body> {
+        let content = format!(
+            "<p>{}</p>\n<p><a class=\"button secondary\" href=\"{}\">{}</a></p>\n",
+            self.templates.text("forbidden_text", &[("email", email)]),
+            esc(&self.url("sign-out")),
+            self.text("switch_account_button"),
+        );
+        self.html(StatusCode::FORBIDDEN, "forbidden_heading", &content, None)
+    }
+
+    fn text(&self, key: &str) -> String {
+        self.templates.text(key, &[])
+    }
+
+    /// A complete page response with the pages' security headers.
+    fn html(
+        &self,
+        status: StatusCode,
+        heading_key: &str,
+        content: &str,
+        set_cookie: Option<&str>,
+    ) -> Response<Body> {
+        let heading = self.text(heading_key);
+        let stylesheet = self.url("style.css");
+        let logo = match self.logo {
+            Some(_) => format!(
+                "<img class=\"logo\" src=\"{}\" alt=\"\">\n",
+                esc(&self.url("logo"))
+            ),
+            None => String::new(),
+        };
+        let lang = self.text("lang");
+        let page = self.templates.page(
+            &[
+                ("lang", &lang),
+                ("title", &self.title),
+                ("heading", &heading),
+                ("stylesheet", &stylesheet),
+            ],
+            content,
+            &logo,
+        );
+        let mut resp = Response::new(full(page));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        secure_headers(h);
+        if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+            h.append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    /// Serves one page (GET shows it, POST submits its form).
+    pub async fn serve(
+        &self,
+        app: &App,
+        ctx: &RequestContext,
+        page: Page,
+        req: Request<RequestBody>,
+        served: &mut Served,
+    ) -> Result<Response<Body>, ApiError> {
+        let method = req.method().clone();
+        let get = method == Method::GET || method == Method::HEAD;
+        let post = method == Method::POST;
+        match page {
+            Page::Style if get => {
+                Ok(self.asset(self.stylesheet.clone(), "text/css; charset=utf-8"))
+            }
+            Page::Logo if get => match &self.logo {
+                Some((bytes, kind)) => Ok(self.asset(bytes.clone(), kind)),
+                None => Ok(self.not_found()),
+            },
+            Page::Unknown => Ok(self.not_found()),
+            Page::SecondFactor if !self.second_factor => Ok(self.not_found()),
+            Page::SignedOut if get => Ok(self.html(
+                StatusCode::OK,
+                "signed_out_heading",
+                &format!(
+                    "<p role=\"status\">{}</p>\n<p><a class=\"button\" href=\"{}\">{}</a></p>\n",
+                    self.text("signed_out_text"),
+                    esc(&self.url("sign-in")),
+                    self.text("sign_in_link"),
+                ),
+                None,
+            )),
+            Page::SignIn | Page::SignUp | Page::Forgot | Page::SignOut | Page::SecondFactor
+                if get =>
+            {
+                let rd = query_rd(&req);
+                let view = View {
+                    rd: &rd,
+                    ..View::default()
+                };
+                Ok(self.form_page(page, &req, StatusCode::OK, &view))
+            }
+            Page::SignIn
+            | Page::SignUp
+            | Page::SignUpVerify
+            | Page::Forgot
+            | Page::Reset
+            | Page::SignOut
+            | Page::SecondFactor
+                if post =>
+            {
+                self.submit(app, ctx, page, req, served).await
+            }
+            Page::Style | Page::Logo | Page::SignedOut => {
+                Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
+            }
+            Page::SignUpVerify | Page::Reset => Err(ApiError::MethodNotAllowed { allow: "POST" }),
+            Page::SignIn | Page::SignUp | Page::Forgot | Page::SignOut | Page::SecondFactor => {
+                Err(ApiError::MethodNotAllowed {
+                    allow: "GET, HEAD, POST",
+                })
+            }
+        }
+    }
+
+    fn asset(&self, bytes: Bytes, kind: &'static str) -> Response<Body> {
+        let mut resp = Response::new(full(bytes));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        resp
+    }
+
+    fn not_found(&self) -> Response<Body> {
+        let content = format!(
+            "<p><a href=\"{}\">{}</a></p>\n",
+            esc(&self.url("sign-in")),
+            self.text("sign_in_link")
+        );
+        self.html(StatusCode::NOT_FOUND, "error_heading", &content, None)
+    }
+
+    /// A form page, bound to the request's pre-session cookie (set now if
+    /// the browser has none).
+    fn form_page<B>(
+        &self,
+        page: Page,
+        req: &Request<B>,
+        status: StatusCode,
+        view: &View<'_>,
+    ) -> Response<Body> {
+        let binding = self.csrf.binding(req.headers());
+        let token = self.csrf.token(&binding);
+        let (heading, content) = self.form_content(page, &token, view);
+        self.html(status, heading, &content, binding.set_cookie.as_deref())
+    }
+
+    fn form_content(&self, page: Page, token: &str, view: &View<'_>) -> (&'static str, String) {
+        let mut c = String::new();
+        let described = if let Some(message) = &view.error {
+            c.push_str(&format!(
+                "<div id=\"form-error\" class=\"error\" role=\"alert\">{}</div>\n",
+                esc(message)
+            ));
+            " aria-describedby=\"form-error\""
+        } else {
+            ""
+        };
+        let open_form = |c: &mut String, action: &str| {
+            c.push_str(&format!(
+                "<form method=\"post\" action=\"{}\">\n<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
+                esc(&self.url(action)),
+                esc(token),
+                esc(view.rd),
+            ));
+        };
+        let field = |c: &mut String, id: &str, label: &str, kind: &str, auto: &str, value: &str| {
+            c.push_str(&format!(
+                "<label for=\"{id}\">{}</label>\n<input id=\"{id}\" name=\"{id}\" type=\"{kind}\" autocomplete=\"{auto}\" required{described}{}>\n",
+                self.text(label),
+                if value.is_empty() {
+                    String::new()
+                } else {
+                    format!(" value=\"{}\"", esc(value))
+                },
+            ));
+        };
+        let button = |c: &mut String, label: &str| {
+            c.push_str(&format!(
+                "<button type=\"submit\">{}</button>\n</form>\n",
+                self.text(label)
+            ));
+        };
+        let rd_query = if view.rd.is_empty() {
+            String::new()
+        } else {
+            format!("?rd={}", encode_component(view.rd))
+        };
+        let link = |page: &str, label: &str| {
+            format!(
+                "<a href=\"{}{}\">{}</a>",
+                esc(&self.url(page)),
+                esc(&rd_query),
+                self.text(label)
+            )
+        };
+        let heading = match page {
+            Page::SignIn => {
+                open_form(&mut c, "sign-in");
+                field(
+                    &mut c,
+                    "email",
+                    "email_label",
+                    "email",
+                    "username",
+                    view.email,
+                );
+                field(
+                    &mut c,
+                    "password",
+                    "password_label",
+                    "password",
+                    "current-password",
+                    "",
+                );
+                button(&mut c, "sign_in_button");
+                // Other ways to sign in (OIDC providers, a passkey when
+                // issue 19's [mfa] is configured) are added here.
+                c.push_str("<p class=\"links\">");
+                c.push_str(&link("forgot", "forgot_link"));
+                if self.signup_mode != SignupMode::Closed {
+                    c.push_str(&link("sign-up", "sign_up_link"));
+                }
+                c.push_str("</p>\n");
+                "sign_in_heading"
+            }
+            Page::SignUp => {
+                c.push_str(&format!("<p>{}</p>\n", self.text("sign_up_intro")));
+                open_form(&mut c, "sign-up");
+                field(&mut c, "email", "email_label", "email", "email", view.email);
+                button(&mut c, "send_code_button");
+                c.push_str(&format!(
+                    "<p class=\"links\">{}</p>\n",
+                    link("sign-in", "sign_in_link")
+                ));
+                "sign_up_heading"
+            }
+            Page::SignUpVerify => {
+                c.push_str(&format!(
+                    "<p>{}</p>\n",
+                    self.templates
+                        .text("verify_intro", &[("email", view.email)])
+                ));
+                open_form(&mut c, "sign-up/verify");
+                c.push_str(&format!(
+                    "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
+                    esc(view.email)
+                ));
+                field(&mut c, "code", "code_label", "text", "one-time-code", "");
+                field(
+                    &mut c,
+                    "password",
+                    "new_password_label",
+                    "password",
+                    "new-password",
+                    "",
+                );
+                button(&mut c, "create_button");
+                c.push_str(&format!(
+                    "<p class=\"links\">{}</p>\n",
+                    link("sign-up", "sign_up_link")
+                ));
+                "verify_heading"
+            }
+            Page::Forgot => {
+                c.push_str(&format!("<p>{}</p>\n", self.text("forgot_intro")));
+                open_form(&mut c, "forgot");
+                field(
+                    &mut c,
+                    "email",
+                    "email_label",
+                    "email",
+                    "username",
+                    view.email,
+                );
+                button(&mut c, "send_code_button");
+                c.push_str(&format!(
+                    "<p class=\"links\">{}</p>\n",
+                    link("sign-in", "sign_in_link")
+                ));
+                "forgot_heading"
+            }
+            Page::Reset => {
+                c.push_str(&format!(
+                    "<p>{}</p>\n",
+                    self.templates.text("reset_intro", &[("email", view.email)])
+                ));
+                open_form(&mut c, "reset");
+                c.push_str(&format!(
+                    "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
+                    esc(view.email)
+                ));
+                field(&mut c, "code", "code_label", "text", "one-time-code", "");
+                field(
+                    &mut c,
+                    "password",
+                    "new_password_label",
+                    "password",
+                    "new-password",
+                    "",
+                );
+                button(&mut c, "reset_button");
+                c.push_str(&format!(
+                    "<p class=\"links\">{}</p>\n",
+                    link("forgot", "forgot_link")
+                ));
+                "reset_heading"
+            }
+            Page::SecondFactor => {
+                c.push_str(&format!("<p>{}</p>\n", self.text("second_factor_intro")));
+                open_form(&mut c, "second-factor");
+                field(
+                    &mut c,
+                    "code",
+                    "second_factor_label",
+                    "text",
+                    "one-time-code",
+                    "",
+                );
+                button(&mut c, "continue_button");
+                "second_factor_heading"
+            }
+            Page::SignOut | Page::SignedOut | Page::Style | Page::Logo | Page::Unknown => {
+                open_form(&mut c, "sign-out");
+                button(&mut c, "sign_out_button");
+                "sign_out_heading"
+            }
+        };
+        (heading, c)
+    }
+
+    /// Handles a form submission: the CSRF token first, then the same
+    /// `auth` call the JSON API makes.
+    async fn submit(
+        &self,
+        app: &App,
+        ctx: &RequestContext,
+        page: Page,
+        req: Request<RequestBody>,
+        served: &mut Served,
+    ) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, ());
+        let form = read_form(app, &req, body).await?;
+        let rd = return_to::safe_return_path(form.get("rd")).unwrap_or("");
+        let email = form.get("email");
+        let shown = |page: Page, error: Option<String>, status: StatusCode| {
+            let view = View { error, email, rd };
+            self.form_page(page, &req, status, &view)
+        };
+        if ctx.site == crate::http::origin::Site::Foreign
+            || !self.csrf.check(req.headers(), form.get("csrf"))
+        {
+            return Ok(shown(
+                page,
+                Some(self.text("error_form_expired")),
+                StatusCode::FORBIDDEN,
+            ));
+        }
+        let client = ctx.client_info(app, req.headers());
+        let back = if rd.is_empty() { "/" } else { rd };
+        let outcome = match page {
+            Page::SignIn => {
+                let previous = app.auth.sessions.token_hash_from(req.headers());
+                app.auth
+                    .sign_in(email, form.get("password"), previous, &client)
+                    .await
+                    .map(|signed_in| self.signed_in(app, &signed_in, back))
+            }
+            Page::SignUp => app
+                .auth
+                .send_otp(email, &client)
+                .await
+                .map(|()| shown(Page::SignUpVerify, None, StatusCode::OK)),
+            Page::SignUpVerify => app
+                .auth
+                .verify(email, &code(&form), form.get("password"), &client)
+                .await
+                .map(|signed_in| self.signed_in(app, &signed_in, back)),
+            Page::Forgot => app
+                .auth
+                .forgot_password(email, &client)
+                .await
+                .map(|()| shown(Page::Reset, None, StatusCode::OK)),
+            Page::Reset => app
+                .auth
+                .reset_password(email, &code(&form), form.get("password"), &client)
+                .await
+                .map(|signed_in| self.signed_in(app, &signed_in, back)),
+            Page::SignOut => {
+                let token = app.auth.sessions.token_hash_from(req.headers());
+                if let Some(t) = &token
+                    && let Ok(Some(who)) = app.auth.sessions.authenticate_hash(t)
+                {
+                    served.user = Some(who.user_id);
+                }
+                app.auth.logout(token).await.map(|()| {
+                    let mut resp = redirect(StatusCode::SEE_OTHER, &self.url("signed-out"));
+                    append_cookie(&mut resp, &app.auth.sessions.clear_cookie());
+                    resp
+                })
+            }
+            // Reached only once second factors exist (see `second_factor`).
+            Page::SecondFactor | Page::SignedOut | Page::Style | Page::Logo | Page::Unknown => {
+                return Ok(self.not_found());
+            }
+        };
+        match outcome {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                let (status, message) = ApiError::from(e).status_and_message();
+                if status.is_server_error() {
+                    tracing::warn!(status = status.as_u16(), "page form failed: {message}");
+                }
+                // A wrong code keeps the user on the step that asks for it.
+                Ok(shown(page, Some(message), status))
+            }
+        }
+    }
+
+    /// Session and device cookies, then back to where the user was going.
+    fn signed_in(
+        &self,
+        app: &App,
+        signed_in: &crate::auth::SignedIn,
+        back: &str,
+    ) -> Response<Body> {
+        let mut resp = redirect(StatusCode::SEE_OTHER, back);
+        append_cookie(
+            &mut resp,
+            &app.auth.sessions.set_cookie(&signed_in.token.token),
+        );
+        append_cookie(
+            &mut resp,
+            &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
+        );
+        resp
+    }
+}
+
+/// The code field, without the spaces people type into codes.
+fn code(form: &Form) -> String {
+    form.get("code")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+fn query_rd<B>(req: &Request<B>) -> String {
+    let rd = crate::oidc::form_pairs(req.uri().query().unwrap_or(""))
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    return_to::safe_return_path(&rd).unwrap_or("").to_string()
+}
+
+fn secure_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    // Every location is a checked same-origin path or a page URL: ASCII.
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    secure_headers(h);
+    resp
+}
+
+fn append_cookie(resp: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved kept).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads a bounded `application/x-www-form-urlencoded` body.
+async fn read_form(app: &App, req: &Request<()>, body: RequestBody) -> Result<Form, ApiError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::BadBody(
+            "Content-Type must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let collect = Limited::new(body, app.max_body_bytes).collect();
+    let bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::BodyRead
+            }
+        })?
+        .to_bytes();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadBody("The form is not UTF-8".into()))?;
+    Ok(Form(crate::oidc::form_pairs(text).take(32).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_component;
+
+    #[test]
+    fn rd_is_encoded_as_one_query_value() {
+        assert_eq!(
+            encode_component("/wiki/a?b=c&d=e"),
+            "/wiki/a%3Fb%3Dc%26d%3De"
+        );
+        assert_eq!(encode_component("/x y"), "/x%20y");
+    }
+}
