@@ -38,16 +38,38 @@ pub fn verify(
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let trusted = crate::net::is_trusted(peer.addr.ip(), &app.trusted_proxies);
-    let rule = if trusted {
-        rule_for(&app.routes, req.headers())
+    // The route of the original request, for its access rules (issue 20).
+    let route = if trusted {
+        original_path(req.headers())
+            .and_then(|p| path::match_route(&app.routes, &p).or(app.default_route.as_ref()))
     } else {
-        Rule::Route(RouteAuth::Required)
+        None
     };
+    let rule = match (trusted, route) {
+        (false, _) => Rule::Route(RouteAuth::Required),
+        (true, Some(r)) if r.access.restricts_users() => Rule::Route(RouteAuth::Required),
+        (true, _) => rule_for(&app.routes, req.headers()),
+    };
+    let rule = match (rule, &app.default_route) {
+        (Rule::Uncovered, Some(_)) => Rule::Route(RouteAuth::Required),
+        (rule, _) => rule,
+    };
+    if let Some(r) = route
+        && let Some(method) = forwarded_method(req.headers())
+        && !crate::auth::rules::method_permitted(&r.access, &method, false)
+    {
+        return Err(ApiError::Forbidden);
+    }
     let identity = app.auth.sessions.authenticate(req.headers())?;
     match (rule, identity) {
         (Rule::Uncovered, _) => Err(ApiError::NotPermitted),
         (Rule::Route(_), Some(who)) => {
             served.user = Some(who.user_id);
+            if let Some(r) = route
+                && !crate::auth::rules::user_permitted(&r.access, &who)
+            {
+                return Err(ApiError::Forbidden);
+            }
             Ok(allowed(Some(&who)))
         }
         (Rule::Route(RouteAuth::Required), None) => Err(ApiError::Unauthenticated),
@@ -55,39 +77,51 @@ pub fn verify(
     }
 }
 
+/// `X-Forwarded-Method` (Traefik, Caddy; nginx when configured), if one
+/// valid value is given.
+fn forwarded_method(headers: &HeaderMap) -> Option<http::Method> {
+    let mut values = headers.get_all("x-forwarded-method").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    http::Method::from_bytes(value.as_bytes().to_ascii_uppercase().as_slice()).ok()
+}
+
 /// The rule for the original URI named by a trusted proxy. Missing,
 /// repeated, conflicting or refused values fall back to `required`.
 fn rule_for(routes: &[crate::config::Route], headers: &HeaderMap) -> Rule {
-    let strictest = Rule::Route(RouteAuth::Required);
+    match original_path(headers) {
+        None => Rule::Route(RouteAuth::Required),
+        Some(canonical) => match path::auth_for(routes, &canonical) {
+            Some(auth) => Rule::Route(auth),
+            None => Rule::Uncovered,
+        },
+    }
+}
+
+/// The canonical path of the original URI named by a trusted proxy;
+/// `None` when missing, repeated, conflicting or refused.
+fn original_path(headers: &HeaderMap) -> Option<String> {
     let mut named: Option<&str> = None;
     for name in ORIGINAL_URI_HEADERS {
         let mut values = headers.get_all(name).iter();
         let Some(value) = values.next() else { continue };
         if values.next().is_some() {
-            return strictest;
+            return None;
         }
-        let Ok(text) = value.to_str() else {
-            return strictest;
-        };
+        let text = value.to_str().ok()?;
         match named {
-            Some(earlier) if earlier != text => return strictest,
+            Some(earlier) if earlier != text => return None,
             _ => named = Some(text),
         }
     }
-    let Some(uri) = named else {
-        return strictest;
-    };
+    let uri = named?;
     let path_only = uri.split(['?', '#']).next().unwrap_or("");
     if !path_only.starts_with('/') {
-        return strictest;
+        return None;
     }
-    let Ok(canonical) = path::canonical(path_only) else {
-        return strictest;
-    };
-    match path::auth_for(routes, &canonical) {
-        Some(auth) => Rule::Route(auth),
-        None => Rule::Uncovered,
-    }
+    path::canonical(path_only).ok().map(|c| c.into_owned())
 }
 
 fn allowed(who: Option<&Identity>) -> Response<Body> {

@@ -7,41 +7,39 @@
 const MAX_LEN: usize = 2048;
 
 /// `rd` (already percent-decoded once, as a query value is) if it is a
-/// safe same-origin path: it starts with exactly one `/`, and neither it
-/// nor any further percent-decoding of it holds a backslash, a second
-/// leading slash, a control character, whitespace or a non-ASCII byte.
+/// safe same-origin path: printable ASCII starting with exactly one `/`,
+/// and neither it nor any further percent-decoding of it starts with two
+/// slashes (or slash-backslash), holds a backslash or a control character.
 /// Everything else is refused (`None`), and the caller uses `/`.
 pub fn safe_return_path(rd: &str) -> Option<&str> {
-    if rd.is_empty() || rd.len() > MAX_LEN {
+    if rd.is_empty() || rd.len() > MAX_LEN || !rd.bytes().all(|c| c.is_ascii_graphic()) {
         return None;
     }
     // Decode up to three more times: "%252F%252F" must not slip past.
-    let mut current = std::borrow::Cow::Borrowed(rd);
+    let mut current = rd.as_bytes().to_vec();
     for _ in 0..4 {
         if !plain_path(&current) {
             return None;
         }
-        let decoded = percent_decode(&current)?;
+        let decoded = percent_decode(&current);
         if decoded == current {
             return Some(rd);
         }
-        current = std::borrow::Cow::Owned(decoded);
+        current = decoded;
     }
     // Still changing after four rounds: nobody needs that.
     None
 }
 
-fn plain_path(p: &str) -> bool {
-    let b = p.as_bytes();
+fn plain_path(b: &[u8]) -> bool {
     b.first() == Some(&b'/')
         && b.get(1) != Some(&b'/')
         && b.get(1) != Some(&b'\\')
-        && b.iter().all(|&c| c.is_ascii_graphic() && c != b'\\')
+        && b.iter().all(|&c| c != b'\\' && !c.is_ascii_control())
 }
 
-/// One round of `%XX` decoding; `None` if the bytes are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
+/// One round of `%XX` decoding.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -58,7 +56,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    out
 }
 
 #[cfg(test)]
@@ -98,8 +96,8 @@ mod tests {
             "/\u{3002}evil",
             "/path\\..\\x",
             "https:/evil.example",
-            "/%E3%80%82",
-            "/%ff",
+            "/%5C%5Cevil.example",
+            "/%2F%5Cevil.example",
         ];
         for rd in refused {
             assert_eq!(safe_return_path(rd), None, "accepted {rd:?}");
@@ -120,6 +118,9 @@ mod tests {
             "/path/with%2Dencoded-dash",
             "/path?next=%2Fother",
             "/x?u=https://example.com",
+            "/caf%C3%A9",
+            "/%E3%80%82",
+            "/bytes/%ff",
         ] {
             assert_eq!(safe_return_path(rd), Some(rd), "refused {rd:?}");
         }
