@@ -7,6 +7,8 @@
 # Installs what it needs (chromium, nodejs/npm, openssl, curl, aiosmtpd, the
 # pinned npm packages of tests/browser and tests/oidc); idempotent; never
 # skips.
+# pages.test.mjs drives the built-in sign-in pages (issue 20) with and
+# without JavaScript and checks them with axe-core (pinned npm package).
 # Screenshots and logs are kept under $BROWSER_ARTIFACTS (default: a
 # directory under /tmp, printed by the suite).
 set -euo pipefail
@@ -58,4 +60,4 @@ export GATEHOUSE_BIN="$PWD/target/debug/gatehouse"
 export CHROMIUM_BIN=/usr/bin/chromium
 export BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-${TMPDIR:-/tmp}/gatehouse-browser-artifacts}"
 cd tests/browser
-timeout 300 node --test --test-concurrency=1 --test-reporter=spec suite.test.mjs
+timeout 600 node --test --test-concurrency=1 --test-reporter=spec *.test.mjs

@@ -76,6 +76,7 @@ pub const TEXTS: &[(&str, &str)] = &[
         "If this address may sign up, a code is on its way to {{email}}. Enter it with the password you want.",
     ),
     ("create_button", "Create account"),
+    ("resend_link", "Send a new code"),
     ("forgot_heading", "Reset your password"),
     (
         "forgot_intro",

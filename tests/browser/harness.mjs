@@ -299,7 +299,7 @@ error_path = "/signin"
  * `provider`, it offers "Sign in with Google" through it (then `port` must
  * be the one registered with the provider).
  */
-export async function startGatehouse(dir, { certs, upstreamPort, smtpPort, port: chosen, provider }) {
+export async function startGatehouse(dir, { certs, upstreamPort, smtpPort, port: chosen, provider, extraToml = '' }) {
   const port = chosen || await freePort();
   const origin = `https://localhost:${port}`;
   const config = path.join(dir, 'gatehouse.toml');
@@ -325,6 +325,7 @@ security = "none"
 timeout = "5s"
 [admin]
 listen = "off"
+${extraToml}
 [[route]]
 prefix = "/api/v2/"
 auth = "required"
@@ -403,8 +404,12 @@ export async function launchBrowser(dir, { certs, protocol }) {
   });
 }
 
-/** Everything above, started together. */
-export async function startWorld() {
+/**
+ * Everything above, started together. `options.gatehouseToml` is added to
+ * Gatehouse's configuration (e.g. a `[pages]` section and more routes,
+ * which take precedence by longest prefix).
+ */
+export async function startWorld(options = {}) {
   const dir = workDir();
   const certs = makeCertificates(dir);
   const upstream = await startUpstream();
@@ -417,6 +422,7 @@ export async function startWorld() {
   });
   const gatehouse = await startGatehouse(dir, {
     certs, upstreamPort: upstream.port, smtpPort: smtp.port, port, provider,
+    extraToml: options.gatehouseToml || '',
   });
   const foreign = await startForeignSite(certs);
   return {
