@@ -59,6 +59,9 @@ pub enum Page {
     SecondFactor,
     SignOut,
     SignedOut,
+    /// `/oidc/{name}`: start "Sign in with {name}" and send the browser to
+    /// the provider (the JSON API's connect, as a redirect).
+    Oidc,
     Style,
     Logo,
     Unknown,
@@ -75,6 +78,8 @@ pub struct Pages {
     /// Whether second factors are configured (issue 19): until then the
     /// second-factor page answers 404.
     second_factor: bool,
+    /// `[[oidc]]` provider names, one button each on the sign-in page.
+    oidc_providers: Vec<String>,
 }
 
 /// Values of one form submission.
@@ -125,6 +130,7 @@ impl Pages {
             csrf: csrf::Csrf::new(store.server_secret("pages-form")?, cfg.tls.is_some()),
             signup_mode: cfg.access.signup.mode,
             second_factor: false,
+            oidc_providers: cfg.oidc.iter().map(|p| p.name.clone()).collect(),
         }))
     }
 
@@ -145,6 +151,7 @@ impl Pages {
             "/signed-out" => Page::SignedOut,
             "/style.css" => Page::Style,
             "/logo" => Page::Logo,
+            other if other.starts_with("/oidc/") => Page::Oidc,
             _ => Page::Unknown,
         })
     }
@@ -240,6 +247,7 @@ impl Pages {
                 None => Ok(self.not_found()),
             },
             Page::Unknown => Ok(self.not_found()),
+            Page::Oidc if get => self.start_oidc(app, ctx, &req).await,
             Page::SecondFactor if !self.second_factor => Ok(self.not_found()),
             Page::SignedOut if get => Ok(self.html(
                 StatusCode::OK,
@@ -273,7 +281,7 @@ impl Pages {
             {
                 self.submit(app, ctx, page, req, served).await
             }
-            Page::Style | Page::Logo | Page::SignedOut => {
+            Page::Style | Page::Logo | Page::SignedOut | Page::Oidc => {
                 Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
             }
             Page::SignUpVerify | Page::Reset => Err(ApiError::MethodNotAllowed { allow: "POST" }),
@@ -397,8 +405,19 @@ impl Pages {
                     "",
                 );
                 button(&mut c, "sign_in_button");
-                // Other ways to sign in (OIDC providers, a passkey when
-                // issue 19's [mfa] is configured) are added here.
+                // Other ways to sign in: OIDC providers (and, once issue
+                // 19's [mfa] is configured, a passkey button here too).
+                if !self.oidc_providers.is_empty() {
+                    c.push_str(&format!("<p class=\"or\">{}</p>\n", self.text("or")));
+                }
+                for name in &self.oidc_providers {
+                    c.push_str(&format!(
+                        "<p><a class=\"button secondary\" href=\"{}{}\">{}</a></p>\n",
+                        esc(&self.url(&format!("oidc/{name}"))),
+                        esc(&rd_query),
+                        self.templates.text("oidc_button", &[("provider", name)]),
+                    ));
+                }
                 c.push_str("<p class=\"links\">");
                 c.push_str(&link("forgot", "forgot_link"));
                 if self.signup_mode != SignupMode::Closed {
@@ -503,7 +522,12 @@ impl Pages {
                 button(&mut c, "continue_button");
                 "second_factor_heading"
             }
-            Page::SignOut | Page::SignedOut | Page::Style | Page::Logo | Page::Unknown => {
+            Page::SignOut
+            | Page::SignedOut
+            | Page::Oidc
+            | Page::Style
+            | Page::Logo
+            | Page::Unknown => {
                 open_form(&mut c, "sign-out");
                 button(&mut c, "sign_out_button");
                 "sign_out_heading"
@@ -584,7 +608,12 @@ impl Pages {
                 })
             }
             // Reached only once second factors exist (see `second_factor`).
-            Page::SecondFactor | Page::SignedOut | Page::Style | Page::Logo | Page::Unknown => {
+            Page::SecondFactor
+            | Page::SignedOut
+            | Page::Oidc
+            | Page::Style
+            | Page::Logo
+            | Page::Unknown => {
                 return Ok(self.not_found());
             }
         };
@@ -599,6 +628,58 @@ impl Pages {
                 Ok(shown(page, Some(message), status))
             }
         }
+    }
+
+    /// "Sign in with NAME": the same start as the JSON connect endpoint
+    /// (throttled per address, browser-binding cookie), answered with a
+    /// redirect to the provider; its callback returns to `rd`.
+    async fn start_oidc<B>(
+        &self,
+        app: &App,
+        ctx: &RequestContext,
+        req: &Request<B>,
+    ) -> Result<Response<Body>, ApiError> {
+        let client = ctx.client_info(app, req.headers());
+        app.auth
+            .throttle
+            .hit(
+                crate::auth::throttle::Rate::OAuthConnectPerIp,
+                &client.ip_key,
+            )
+            .map_err(|retry_after| crate::auth::AuthError::Throttled { retry_after })?;
+        let name = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !self.oidc_providers.contains(&name) {
+            return Ok(self.not_found());
+        }
+        let rd = query_rd(req);
+        let existing =
+            crate::auth::sessions::find_cookie(req.headers(), crate::oidc::BINDING_COOKIE);
+        let started = app
+            .oidc
+            .connect(&name, (!rd.is_empty()).then_some(rd.as_str()), existing)
+            .await?;
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(&started.auth_url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        secure_headers(resp.headers_mut());
+        let ttl = app.oidc.state_ttl().as_secs() + 600;
+        append_cookie(
+            &mut resp,
+            &format!(
+                "{}={}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax",
+                crate::oidc::BINDING_COOKIE,
+                started.binding
+            ),
+        );
+        Ok(resp)
     }
 
     /// Session and device cookies, then back to where the user was going.

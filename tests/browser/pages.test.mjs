@@ -114,6 +114,15 @@ describe('built-in pages with JavaScript', () => {
     await checkPage(page, 'sign-in');
   });
 
+  test('"Sign in with google" is a plain link that reaches the OpenID provider', async () => {
+    const signIn = page.url();
+    const href = await page.$eval('a.button.secondary', (a) => a.getAttribute('href'));
+    assert.ok(href.startsWith('/_gatehouse/oidc/google?rd='), href);
+    await submit(page, 'a.button.secondary');
+    assert.equal(new URL(page.url()).origin, new URL(world.provider.issuer).origin);
+    await page.goto(signIn, { waitUntil: 'load' });
+  });
+
   test('sign up with the emailed code and land on the page asked for', async () => {
     await submit(page, 'a[href^="/_gatehouse/sign-up"]');
     assert.ok(here(page).startsWith('/_gatehouse/sign-up?rd='), here(page));
