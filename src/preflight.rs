@@ -7,7 +7,7 @@
 //! existing self-signed pair, or the CA trust of `[tls.acme]`); the mail
 //! templates and transport (SMTP password source, CA file, `file`
 //! directory); the store path's directory; each `https://` upstream's trust
-//! roots (its `ca_file`, or the system's).
+//! roots (its `ca_file`, or the system's); the `[pages]` template files.
 //! Not checked: binding the listeners and the admin socket, opening the
 //! store (a running server holds its lock), reaching the upstream or SMTP
 //! server (`check-mail` does that).
@@ -59,6 +59,11 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
     // OIDC client secrets are read too, so a missing file or variable shows now.
     for provider in &config.oidc {
         provider.read_client_secret()?;
+    }
+    // The pages' template files (layout, stylesheet, texts), as serve loads them.
+    if let Some(pages) = &config.access.pages {
+        crate::pages::html::Templates::load(pages.templates_dir.as_deref())
+            .map_err(|e| at_key(text, origin, "pages.templates_dir", e.to_string()))?;
     }
     let upstreams = std::iter::once((crate::proxy::DEFAULT_UPSTREAM, &config.upstream))
         .chain(config.upstreams.iter().map(|(n, c)| (n.as_str(), c)));
