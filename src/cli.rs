@@ -104,7 +104,7 @@ fn store_migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
     match outcome {
         Ok(c) => {
             println!(
-                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails, {} linked identities",
+                "copied: {} users, {} sessions, {} pending codes, {} send windows, {} throttles, {} secrets, {} queued mails, {} linked identities, {} users' groups, {} invites",
                 c.users,
                 c.sessions,
                 c.pending_codes,
@@ -112,7 +112,9 @@ fn store_migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
                 c.throttles,
                 c.secrets,
                 c.queued_mails,
-                c.linked_identities
+                c.linked_identities,
+                c.user_groups,
+                c.invites
             );
             ExitCode::SUCCESS
         }

@@ -53,6 +53,9 @@ pub struct MigrateCounts {
     pub secrets: usize,
     pub queued_mails: usize,
     pub linked_identities: usize,
+    /// Users with groups (issue 20).
+    pub user_groups: usize,
+    pub invites: usize,
 }
 
 impl Snapshot {
@@ -66,6 +69,8 @@ impl Snapshot {
             secrets: self.secrets.len(),
             queued_mails: self.outbox.len(),
             linked_identities: self.identities.len(),
+            user_groups: 0,
+            invites: 0,
         }
     }
 
@@ -513,5 +518,20 @@ pub fn migrate(
             ));
         }
     }
-    Ok(snap.counts())
+    let mut counts = snap.counts();
+    // Groups and invites (the `AccessStore` half) go through the trait, on
+    // the user ids the import kept.
+    let (source, target) = (super::open(from)?, super::open(to)?);
+    for user in source.list_users()? {
+        let groups = source.groups_of(user.id)?;
+        if !groups.is_empty() {
+            target.set_groups(user.id, &groups)?;
+            counts.user_groups += 1;
+        }
+    }
+    for invite in source.invite_list()? {
+        target.invite_put(&invite)?;
+        counts.invites += 1;
+    }
+    Ok(counts)
 }
