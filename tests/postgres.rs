@@ -465,3 +465,45 @@ async fn store_migrate_copies_redb_to_postgres_and_back_and_backup_points_to_pg_
     a.smtp.wait_for_nth("kay@example.com", 1).await;
     assert_eq!(a.smtp.count_to("kay@example.com"), 1);
 }
+
+/// Issue 20: groups live in each instance's session cache; a change made
+/// through A reaches B's cache too (announced like a revocation).
+#[tokio::test]
+async fn a_group_change_through_a_applies_on_b() {
+    let Some((a, b, _db)) = pair_with(Options {
+        routes: "[[route]]\nprefix = \"/ops/\"\nauth = \"required\"\nallow_groups = [\"ops\"]\n\
+                 [[route]]\nprefix = \"/api/v2/\"\nauth = \"required\"\n"
+            .into(),
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let cookie = a.sign_up("gil@example.com", "password1").await;
+    // B caches the session (without groups) and refuses.
+    assert_eq!(status_of(b.url("/ops/x"), &cookie).await, 403);
+    assert_eq!(status_of(b.url("/ops/x"), &cookie).await, 403);
+    let (ok, out, err) = a.cli(&["user", "groups", "gil@example.com", "--set", "ops"], "");
+    assert!(ok, "{out}{err}");
+    let set = Instant::now();
+    while status_of(b.url("/ops/x"), &cookie).await != 200 {
+        assert!(
+            set.elapsed() < Duration::from_secs(5),
+            "B kept the old groups"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, _, err) = a.cli(&["user", "groups", "gil@example.com", "--clear"], "");
+    assert!(ok, "{err}");
+    let cleared = Instant::now();
+    while status_of(b.url("/ops/x"), &cookie).await != 403 {
+        assert!(
+            cleared.elapsed() < Duration::from_secs(5),
+            "B kept a removed group"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The session itself lives on.
+    assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
+}
