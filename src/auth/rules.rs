@@ -22,7 +22,7 @@ pub fn user_permitted(access: &RouteAccess, who: &Identity) -> bool {
         return true;
     }
     let email = who.email.to_ascii_lowercase();
-    if access.allow_emails.iter().any(|e| *e == email) {
+    if access.allow_emails.contains(&email) {
         return true;
     }
     let domain = email.rsplit_once('@').map_or("", |(_, d)| d);

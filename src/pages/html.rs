@@ -254,10 +254,9 @@ mod tests {
         assert!(page.contains("<h1 id=\"page-heading\">&lt;b&gt;</h1>"));
         assert!(page.contains("T&amp;T"));
         assert!(page.contains("<form></form>"));
-        assert_eq!(
+        assert!(
             t.text("verify_intro", &[("email", "<x@y.co>")])
-                .contains("&lt;x@y.co&gt;"),
-            true
+                .contains("&lt;x@y.co&gt;")
         );
     }
 
