@@ -85,6 +85,8 @@ fn copy_into(store: &RedbStore, file: File) -> Result<BackupCounts, StoreError> 
     copy_table(&src, &dst, redb_account::ACCOUNT_CODES)?;
     copy_table(&src, &dst, super::redb_oidc::OIDC_STATES)?;
     copy_table(&src, &dst, super::redb_oidc::IDENTITIES)?;
+    copy_table(&src, &dst, super::redb_access::USER_GROUPS)?;
+    copy_table(&src, &dst, super::redb_access::INVITES)?;
     let counts = BackupCounts {
         users: src
             .open_table(USERS)
@@ -250,6 +252,16 @@ mod tests {
             },
         )
         .unwrap();
+        {
+            use crate::store::AccessStore;
+            live.set_groups(user.id, &["ops".to_string()]).unwrap();
+            live.invite_put(&crate::store::Invite {
+                email: "c@x.io".into(),
+                created_at: 1,
+                expires_at: 2,
+            })
+            .unwrap();
+        }
         let copy = dir.path().join("backup.redb");
         let counts = live.backup_to(&copy).unwrap();
         assert_eq!(
@@ -268,10 +280,14 @@ mod tests {
         drop(RedbStore::open(&target).unwrap());
         restore(&copy, &target).unwrap();
         let restored = RedbStore::open(&target).unwrap();
-        assert_eq!(restored.list_users().unwrap(), vec![user]);
+        assert_eq!(restored.list_users().unwrap(), vec![user.clone()]);
         assert_eq!(restored.session(&[3; 32]).unwrap().unwrap().email, "a@x.io");
         // The id counter came along: the next account does not reuse id 1.
         assert_eq!(restored.add_user("b@x.io", "h", 6).unwrap().unwrap().id, 2);
+        // Groups and invites (issue 20) too.
+        use crate::store::AccessStore;
+        assert_eq!(restored.groups_of(user.id).unwrap(), ["ops"]);
+        assert_eq!(restored.invite_list().unwrap().len(), 1);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use super::redb_store::{db_err, decode, encode};
 use super::{RedbStore, StoreError};
 
 /// user id → JSON list of group names.
-const USER_GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("user_groups");
+pub(super) const USER_GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("user_groups");
 /// normalised email → JSON [`Invite`].
-const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+pub(super) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(USER_GROUPS).map_err(db_err)?;

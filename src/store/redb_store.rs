@@ -26,7 +26,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 15] = [
+pub(super) const TABLE_NAMES: [&str; 17] = [
     "meta",
     "users",
     "users_by_email",
@@ -42,6 +42,9 @@ pub(super) const TABLE_NAMES: [&str; 15] = [
     "account_codes",
     "oidc_states",
     "identities",
+    // Issue 20 (`redb_access`).
+    "user_groups",
+    "invites",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
