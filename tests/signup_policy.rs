@@ -58,10 +58,15 @@ async fn invite_mode_mails_only_invited_addresses_and_invites_expire_and_are_rev
         out.contains("ann@example.com") && out.contains("live"),
         "{out}"
     );
+    // The invitation is mailed (a mail without a code).
+    let invitation = g.smtp.wait_for_nth("ann@example.com", 1).await;
+    assert!(invitation.contains("You are invited to"), "{invitation}");
+    assert!(invitation.contains("valid until"), "{invitation}");
+    assert_eq!(common::extract_code(&invitation), None);
     let permitted = send_otp(&g, "ann@example.com").await;
     assert_eq!(refused, permitted, "the answers must not differ");
-    let mail = g.smtp.wait_for_nth("ann@example.com", 1).await;
-    let code = common::extract_code(&mail).unwrap();
+    let mail = g.smtp.wait_for_nth("ann@example.com", 2).await;
+    let code = common::extract_code(&mail).unwrap_or_else(|| panic!("no code in:\n{mail}"));
     assert_eq!(g.smtp.count_to("stranger@example.com"), 0);
     // Guessing a code for an address without an invite fails like a wrong code.
     assert_eq!(verify(&g, "stranger@example.com", "123456").await.0, 400);
@@ -97,10 +102,18 @@ async fn invite_mode_mails_only_invited_addresses_and_invites_expire_and_are_rev
     assert_eq!(send_otp(&g, "bob@example.com").await.0, 200);
     // A live invite sent after it proves mail still flows…
     g.cli(&["invite", "create", "cy@example.com"], "");
-    send_otp(&g, "cy@example.com").await;
     g.smtp.wait_for_nth("cy@example.com", 1).await;
-    // …while the expired one got nothing.
-    assert_eq!(g.smtp.count_to("bob@example.com"), 0);
+    send_otp(&g, "cy@example.com").await;
+    let code_mail = g.smtp.wait_for_nth("cy@example.com", 2).await;
+    assert!(common::extract_code(&code_mail).is_some());
+    // …while the expired one got no code (at most its invitation).
+    let to_bob = g.smtp.mails_to("bob@example.com");
+    assert!(to_bob.len() <= 1, "{} mails to bob", to_bob.len());
+    assert!(
+        to_bob
+            .iter()
+            .all(|m| common::extract_code(&m.data).is_none())
+    );
 }
 
 #[tokio::test]

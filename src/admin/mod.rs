@@ -177,6 +177,8 @@ pub struct Executed {
     pub forget_users: Vec<u64>,
     /// Single sessions to drop from the cache.
     pub forget_tokens: Vec<TokenHash>,
+    /// A mail was queued: wake the delivery worker.
+    pub queued_mail: bool,
 }
 
 fn normalise(raw: &str) -> Result<String, AdminError> {
@@ -364,8 +366,8 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             tracing::info!(user_id = session.user_id, "session revoked by operator");
             Ok(Executed {
                 data: serde_json::json!({ "revoked": 1, "id": wanted }),
-                forget_users: Vec::new(),
                 forget_tokens: vec![*hash],
+                ..Executed::default()
             })
         }
         Request::SessionRevokeAll { email } => {
@@ -383,6 +385,7 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
                 data: serde_json::json!({ "revoked": ended.len(), "email": user.email }),
                 forget_users: vec![user.id],
                 forget_tokens: ended,
+                ..Executed::default()
             })
         }
         Request::Backup => Err(AdminError::NotHere),
@@ -402,8 +405,23 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
                 expires_at: now.saturating_add(expires_in_ms),
             };
             store.invite_put(&invite)?;
-            tracing::info!("invite created by operator");
-            Ok(done(to_value(&invite)))
+            // The invitation mail; useless once the invite has expired.
+            let mut token = [0u8; 16];
+            crate::auth::random_bytes(&mut token);
+            let notice = crate::store::Notice {
+                kind: crate::store::MailKind::Invited {
+                    expires_at: invite.expires_at,
+                },
+                deadline: invite.expires_at,
+                message_token: crate::auth::base64url(&token),
+            };
+            store.queue_notice(&invite.email, now, notice)?;
+            tracing::info!("invite created by operator; invitation mail queued");
+            Ok(Executed {
+                data: to_value(&invite),
+                queued_mail: true,
+                ..Executed::default()
+            })
         }
         Request::InviteList => Ok(done(to_value(&store.invite_list()?))),
         Request::InviteRevoke { email } => {
@@ -449,7 +467,7 @@ fn set_groups(store: &dyn Store, email: &str, groups: Vec<String>) -> Result<Exe
     Ok(Executed {
         data: serde_json::json!({ "email": user.email, "groups": groups }),
         forget_users: vec![user.id],
-        forget_tokens: Vec::new(),
+        ..Executed::default()
     })
 }
 
@@ -471,7 +489,7 @@ fn changed(user: &User, ended: usize, what: &str) -> Executed {
     Executed {
         data,
         forget_users: vec![user.id],
-        forget_tokens: Vec::new(),
+        ..Executed::default()
     }
 }
 

@@ -122,6 +122,9 @@ async fn serve_one(handle: &AdminContext, stream: UnixStream) -> std::io::Result
             for user in &done.forget_users {
                 handle.app.auth.sessions.forget_user(*user);
             }
+            if done.queued_mail {
+                handle.app.auth.outbox().queued(false);
+            }
             for token in &done.forget_tokens {
                 handle.app.auth.sessions.forget(token);
             }

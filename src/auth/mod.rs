@@ -283,9 +283,13 @@ impl Auth {
             AccountCreation::Created(user) => {
                 tracing::info!(user_id = user.id, "account created");
                 let (store, policy, key) = (self.store.clone(), self.signup.clone(), email.clone());
-                tokio::task::spawn_blocking(move || {
-                    signup_policy::consume_invite(&policy, store.as_ref(), &key)
-                });
+                // Before answering, so the invite is gone once the client
+                // hears of its account (a failure is logged, not fatal).
+                let _ = run_blocking(move || {
+                    signup_policy::consume_invite(&policy, store.as_ref(), &key);
+                    Ok(())
+                })
+                .await;
                 crate::metrics::get().signups.inc();
                 Ok(SignedIn {
                     token,

@@ -280,6 +280,9 @@ impl Delivery {
                 ip: ip.clone(),
                 user_agent: user_agent.clone(),
             },
+            MailKind::Invited { expires_at } => Content::Invited {
+                expires_at: *expires_at,
+            },
         };
         let rendered = match self
             .composer

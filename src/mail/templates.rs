@@ -56,6 +56,25 @@ this address already exists.</p>
 can ignore this message; nothing has changed.</p>
 </body></html>
 ";
+const INVITE_SUBJECT: &str = "You are invited to {{product}}";
+const INVITE_TEXT: &str = "You have been invited to create a {{product}} account \
+with this address, {{email}}.
+
+Open {{product}} and choose \"Create an account\" (or sign up in the app) \
+with this address: a code will be mailed to confirm it. The invitation is \
+valid until {{time}}.
+
+If you did not expect this, you can ignore this message.
+";
+const INVITE_HTML: &str = "<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif; line-height: 1.5\">
+<p>You have been invited to create a {{product}} account with this address, {{email}}.</p>
+<p>Open {{product}} and choose &ldquo;Create an account&rdquo; (or sign up in the app) \
+with this address: a code will be mailed to confirm it. The invitation is valid \
+until {{time}}.</p>
+<p style=\"color: #666\">If you did not expect this, you can ignore this message.</p>
+</body></html>
+";
 const TEST_SUBJECT: &str = "{{product}} mail check";
 const TEST_TEXT: &str = "This is a test message from {{product}}'s \
 `gatehouse check-mail`. If you can read it, mail delivery works.\n";
@@ -69,6 +88,9 @@ pub enum Content {
     AccountExists,
     /// `gatehouse check-mail`'s test message.
     Test,
+    /// An operator's invitation to sign up (`gatehouse invite create`),
+    /// valid until `expires_at` (Unix milliseconds).
+    Invited { expires_at: u64 },
     /// A password-reset code.
     ResetCode { code: String, ttl: Duration },
     /// An email-change code, to the new address.
@@ -209,6 +231,7 @@ impl Composer {
             ),
             Content::AccountExists => (EXISTS_SUBJECT, EXISTS_TEXT, Some(EXISTS_HTML)),
             Content::Test => (TEST_SUBJECT, TEST_TEXT, None),
+            Content::Invited { .. } => (INVITE_SUBJECT, INVITE_TEXT, Some(INVITE_HTML)),
             other => {
                 let set = self.account.for_content(other);
                 (

@@ -184,6 +184,8 @@ pub enum MailKind {
         ip: String,
         user_agent: Option<String>,
     },
+    /// `gatehouse invite create`: this address may sign up until `expires_at`.
+    Invited { expires_at: UnixMillis },
 }
 
 impl std::fmt::Debug for MailKind {
@@ -209,6 +211,10 @@ impl std::fmt::Debug for MailKind {
             MailKind::EmailChanging { .. } => f.write_str("EmailChanging"),
             MailKind::EmailInUse => f.write_str("EmailInUse"),
             MailKind::NewSignIn { at, .. } => f.debug_struct("NewSignIn").field("at", at).finish(),
+            MailKind::Invited { expires_at } => f
+                .debug_struct("Invited")
+                .field("expires_at", expires_at)
+                .finish(),
         }
     }
 }
