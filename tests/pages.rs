@@ -445,3 +445,76 @@ async fn sign_up_reset_sign_out_and_the_no_access_page() {
     assert_eq!(resp.status(), 403);
     assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
 }
+
+#[tokio::test]
+async fn texts_colours_and_logo_come_from_the_templates_directory() {
+    let files = tempfile::tempdir().unwrap();
+    let templates = files.path().join("pages");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("texts.toml"),
+        "sign_in_heading = \"Welcome to <Acme>\"\nemail_label = \"Work email\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        templates.join("style.css"),
+        ":root { --accent: #0a6d3d; }\n",
+    )
+    .unwrap();
+    let logo = files.path().join("logo.png");
+    let png: &[u8] = b"\x89PNG\r\n\x1a\nnot really a picture";
+    std::fs::write(&logo, png).unwrap();
+    let mut opts = pages_options();
+    opts.routes = opts.routes.replace(
+        "[pages]\n",
+        &format!(
+            "[pages]\ntemplates_dir = \"{}\"\nlogo = \"{}\"\n",
+            templates.display(),
+            logo.display()
+        ),
+    );
+    let g = Gatehouse::start_with(opts).await;
+    let html = navigate(&g, "/_gatehouse/sign-in", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    // Overridden texts, escaped like every value.
+    assert!(
+        html.contains("<h1 id=\"page-heading\">Welcome to &lt;Acme&gt;</h1>"),
+        "{html}"
+    );
+    assert!(html.contains("<label for=\"email\">Work email</label>"));
+    // Untouched texts keep their defaults.
+    assert!(html.contains("<label for=\"password\">Password</label>"));
+    assert!(html.contains("<img class=\"logo\" src=\"/_gatehouse/logo\" alt=\"\">"));
+    let resp = g
+        .client()
+        .get(g.url("/_gatehouse/logo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), png);
+    let css = g
+        .client()
+        .get(g.url("/_gatehouse/style.css"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        css.contains("--accent: #0a6d3d"),
+        "appended to the built-in sheet"
+    );
+    assert!(css.contains(".card"), "the built-in sheet is still there");
+
+    // A texts.toml with an unknown key is refused by check-config, naming it.
+    std::fs::write(templates.join("texts.toml"), "sign_in_heding = \"x\"\n").unwrap();
+    let (ok, _, err) = g.cli(&["check-config"], "");
+    assert!(!ok, "an unknown text was accepted");
+    assert!(err.contains("unknown text \"sign_in_heding\""), "{err}");
+}
