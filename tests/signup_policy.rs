@@ -60,8 +60,10 @@ async fn invite_mode_mails_only_invited_addresses_and_invites_expire_and_are_rev
     );
     // The invitation is mailed (a mail without a code).
     let invitation = g.smtp.wait_for_nth("ann@example.com", 1).await;
-    assert!(invitation.contains("You are invited to"), "{invitation}");
-    assert!(invitation.contains("valid until"), "{invitation}");
+    assert!(
+        invitation.contains("Subject: You are invited to Flowtask"),
+        "{invitation}"
+    );
     assert_eq!(common::extract_code(&invitation), None);
     let permitted = send_otp(&g, "ann@example.com").await;
     assert_eq!(refused, permitted, "the answers must not differ");
@@ -152,4 +154,32 @@ async fn domains_and_closed_modes() {
     g.smtp.wait_for_nth("op@example.com", 1).await;
     assert_eq!(verify(&g, "ann@corp.example", "123456").await.0, 400);
     assert_eq!(g.smtp.count_to("ann@corp.example"), 0);
+}
+
+#[tokio::test]
+async fn a_refused_address_can_get_one_polite_notice_a_day() {
+    let g = Gatehouse::start_with(with_signup(
+        "[signup]\nmode = \"domains\"\nallowed_domains = [\"corp.example\"]\nrefusal_notice = true\n",
+    ))
+    .await;
+    let (_, out, _) = g.cli(&["check-config"], "");
+    assert!(
+        out.contains("refused addresses get the usual answer and a notice"),
+        "{out}"
+    );
+    let first = send_otp(&g, "eve@evilcorp.example").await;
+    assert_eq!(first, send_otp(&g, "ann@corp.example").await);
+    let notice = g.smtp.wait_for_nth("eve@evilcorp.example", 1).await;
+    assert!(
+        notice.contains("Subject: Your Flowtask sign-up"),
+        "{notice}"
+    );
+    assert_eq!(common::extract_code(&notice), None, "no code");
+    // Asking again: the same answer, but no second notice that day.
+    assert_eq!(send_otp(&g, "eve@evilcorp.example").await, first);
+    // Mail sent after it arrives, so the second notice would have too.
+    g.smtp.wait_for_nth("ann@corp.example", 1).await;
+    send_otp(&g, "ann@corp.example").await;
+    g.smtp.wait_for_nth("ann@corp.example", 2).await;
+    assert_eq!(g.smtp.count_to("eve@evilcorp.example"), 1);
 }

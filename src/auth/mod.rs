@@ -177,8 +177,26 @@ impl Auth {
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
         if !self.signup_permits(&email).await? {
-            // Answered like a permitted address: nothing revealed, nothing mailed.
+            // Answered like a permitted address: nothing revealed; no code,
+            // at most a polite notice (one a day per address).
             tracing::debug!("sign-up code not sent: the address is not permitted by [signup]");
+            if self.signup.refusal_notice
+                && self
+                    .throttle
+                    .hit(Rate::RefusalNoticePerEmail, &email)
+                    .is_ok()
+            {
+                let store = self.store.clone();
+                let mut token = [0u8; 16];
+                random_bytes(&mut token);
+                let notice = crate::store::Notice {
+                    kind: crate::store::MailKind::SignupRefused,
+                    deadline: now_millis() + self.outbox.deadline().as_millis() as u64,
+                    message_token: base64url(&token),
+                };
+                run_blocking(move || store.queue_notice(&email, now_millis(), notice)).await?;
+                self.outbox.queued(false);
+            }
             return Ok(());
         }
         let now = now_millis();

@@ -49,6 +49,7 @@ mod tests {
         SignupConfig {
             mode,
             allowed_domains: domains.iter().map(|d| d.to_string()).collect(),
+            refusal_notice: false,
         }
     }
 

@@ -40,6 +40,8 @@ pub enum Rate {
     AccountCodePerIp,
     /// Starting an OIDC sign-in (it stores state): the sign-in budget.
     OAuthConnectPerIp,
+    /// `[signup] refusal_notice` mails: one a day per address.
+    RefusalNoticePerEmail,
 }
 
 /// A failure counter with back-off.
@@ -116,6 +118,7 @@ impl Throttle {
                 self.limits.signin_per_ip_per_minute,
                 60_000,
             ),
+            Rate::RefusalNoticePerEmail => ("refusal-notice:email", 1, 86_400_000),
         }
     }
 

@@ -16,6 +16,7 @@ use super::{ConfigError, RouteAuth, invalid};
 pub(super) struct RawSignup {
     pub(super) mode: Option<String>,
     pub(super) allowed_domains: Option<Vec<String>>,
+    pub(super) refusal_notice: Option<bool>,
 }
 
 /// `[pages]`: the built-in sign-in pages.
@@ -115,6 +116,10 @@ pub struct SignupConfig {
     pub mode: SignupMode,
     /// Lower-cased; only with `mode = "domains"`.
     pub allowed_domains: Vec<String>,
+    /// Mail a refused address a polite "sign-up is not open to you" notice
+    /// (at most one a day per address) instead of nothing. The API answers
+    /// the same either way.
+    pub refusal_notice: bool,
 }
 
 impl SignupConfig {
@@ -130,7 +135,11 @@ impl SignupConfig {
             SignupMode::Closed => s.push_str(" (operators add users)"),
         }
         if self.mode != SignupMode::Open {
-            s.push_str("; refused addresses get the usual answer and no mail");
+            s.push_str(if self.refusal_notice {
+                "; refused addresses get the usual answer and a notice"
+            } else {
+                "; refused addresses get the usual answer and no mail"
+            });
         }
         s
     }
@@ -226,6 +235,7 @@ pub(super) fn check_signup(raw: RawSignup) -> Result<SignupConfig, ConfigError> 
     Ok(SignupConfig {
         mode,
         allowed_domains,
+        refusal_notice: raw.refusal_notice.unwrap_or(false),
     })
 }
 

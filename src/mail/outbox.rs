@@ -280,6 +280,7 @@ impl Delivery {
                 ip: ip.clone(),
                 user_agent: user_agent.clone(),
             },
+            MailKind::SignupRefused => Content::SignupRefused,
             MailKind::Invited { expires_at } => Content::Invited {
                 expires_at: *expires_at,
             },

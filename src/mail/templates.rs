@@ -75,6 +75,21 @@ until {{time}}.</p>
 <p style=\"color: #666\">If you did not expect this, you can ignore this message.</p>
 </body></html>
 ";
+const REFUSED_SUBJECT: &str = "Your {{product}} sign-up";
+const REFUSED_TEXT: &str = "Someone asked to sign up for {{product}} with {{email}}, \
+but sign-up is not open to this address.
+
+If you expected to have access, ask the person who runs {{product}} for an \
+invitation. If it was not you, you can ignore this message; nothing was created.
+";
+const REFUSED_HTML: &str = "<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif; line-height: 1.5\">
+<p>Someone asked to sign up for {{product}} with {{email}}, but sign-up is not \
+open to this address.</p>
+<p>If you expected to have access, ask the person who runs {{product}} for an \
+invitation. If it was not you, you can ignore this message; nothing was created.</p>
+</body></html>
+";
 const TEST_SUBJECT: &str = "{{product}} mail check";
 const TEST_TEXT: &str = "This is a test message from {{product}}'s \
 `gatehouse check-mail`. If you can read it, mail delivery works.\n";
@@ -91,6 +106,8 @@ pub enum Content {
     /// An operator's invitation to sign up (`gatehouse invite create`),
     /// valid until `expires_at` (Unix milliseconds).
     Invited { expires_at: u64 },
+    /// Sign-up was asked for an address `[signup]` does not admit.
+    SignupRefused,
     /// A password-reset code.
     ResetCode { code: String, ttl: Duration },
     /// An email-change code, to the new address.
@@ -232,6 +249,7 @@ impl Composer {
             Content::AccountExists => (EXISTS_SUBJECT, EXISTS_TEXT, Some(EXISTS_HTML)),
             Content::Test => (TEST_SUBJECT, TEST_TEXT, None),
             Content::Invited { .. } => (INVITE_SUBJECT, INVITE_TEXT, Some(INVITE_HTML)),
+            Content::SignupRefused => (REFUSED_SUBJECT, REFUSED_TEXT, Some(REFUSED_HTML)),
             other => {
                 let set = self.account.for_content(other);
                 (

@@ -186,6 +186,8 @@ pub enum MailKind {
     },
     /// `gatehouse invite create`: this address may sign up until `expires_at`.
     Invited { expires_at: UnixMillis },
+    /// `[signup] refusal_notice`: sign-up is not open to this address.
+    SignupRefused,
 }
 
 impl std::fmt::Debug for MailKind {
@@ -211,6 +213,7 @@ impl std::fmt::Debug for MailKind {
             MailKind::EmailChanging { .. } => f.write_str("EmailChanging"),
             MailKind::EmailInUse => f.write_str("EmailInUse"),
             MailKind::NewSignIn { at, .. } => f.debug_struct("NewSignIn").field("at", at).finish(),
+            MailKind::SignupRefused => f.write_str("SignupRefused"),
             MailKind::Invited { expires_at } => f
                 .debug_struct("Invited")
                 .field("expires_at", expires_at)

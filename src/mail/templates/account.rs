@@ -158,7 +158,8 @@ impl AccountSets {
             Content::SignupCode { .. }
             | Content::AccountExists
             | Content::Test
-            | Content::Invited { .. } => &self.email_in_use,
+            | Content::Invited { .. }
+            | Content::SignupRefused => &self.email_in_use,
         }
     }
 }
