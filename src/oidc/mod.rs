@@ -344,6 +344,14 @@ impl Oidc {
             }
             OidcLink::Created(user) => {
                 tracing::info!(user_id = user.id, provider = %name, "account created by OIDC sign-in");
+                // An invite (`[signup] mode = "invite"`) is used up here too.
+                let (store, signup, email) =
+                    (self.store.clone(), self.signup.clone(), user.email.clone());
+                let _ = crate::auth::sessions::run_blocking(move || {
+                    crate::auth::signup_policy::consume_invite(&signup, store.as_ref(), &email);
+                    Ok(())
+                })
+                .await;
                 (user, true)
             }
             OidcLink::Unverified => {
