@@ -232,6 +232,10 @@ impl Auth {
 
     /// Whether `[signup]` lets the normalised address create an account.
     pub async fn signup_permits(&self, email: &str) -> Result<bool, StoreError> {
+        // Only `invite` reads the store; the others decide on the spot.
+        if self.signup.mode != crate::config::SignupMode::Invite {
+            return signup_policy::permits(&self.signup, self.store.as_ref(), email, now_millis());
+        }
         let (store, policy, key) = (self.store.clone(), self.signup.clone(), email.to_string());
         run_blocking(move || signup_policy::permits(&policy, store.as_ref(), &key, now_millis()))
             .await
