@@ -7,7 +7,8 @@
 //! - `config`: TOML → checked configuration;
 //! - `store`: the persistence trait and its redb implementation;
 //! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
-//!   account self-service (reset, password/email change, own sessions);
+//!   account self-service (reset, password/email change, own sessions),
+//!   route access rules and the sign-up policy;
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;
