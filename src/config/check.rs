@@ -70,6 +70,7 @@ impl TryFrom<RawConfig> for Config {
             },
             oidc,
             oauth,
+            mfa: super::mfa::check_mfa(raw.mfa)?,
         })
     }
 }

@@ -81,6 +81,8 @@ mod acme;
 mod check;
 pub mod locate;
 mod mail;
+mod mfa;
+pub use mfa::MfaConfig;
 mod oidc;
 mod raw;
 #[cfg(test)]
@@ -112,6 +114,8 @@ pub struct Config {
     pub oidc: Vec<OidcProviderConfig>,
     /// `[oauth]`: where the OIDC callback redirects.
     pub oauth: OAuthConfig,
+    /// `[mfa]`: TOTP and passkeys.
+    pub mfa: MfaConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.

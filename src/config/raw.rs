@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) oidc: Vec<RawOidc>,
     #[serde(default)]
     pub(super) oauth: RawOAuth,
+    /// `[mfa]`: second factors.
+    pub(super) mfa: Option<super::mfa::RawMfa>,
 }
 
 #[derive(Debug, Deserialize, Default)]

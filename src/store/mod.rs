@@ -8,12 +8,15 @@
 
 mod account;
 mod backup;
+mod mfa;
 mod migrate;
+mod pg_mfa;
 mod pg_oidc;
 mod pg_revocations;
 mod pg_schema;
 mod postgres;
 mod redb_account;
+mod redb_mfa;
 mod redb_oidc;
 mod redb_outbox;
 mod redb_store;
@@ -27,6 +30,10 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use mfa::{
+    ChallengePurpose, MfaChallenge, MfaChange, MfaRecord, MfaStore, MfaUpdated, PasskeyRecord,
+    TotpFactor,
+};
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
 pub use postgres::PostgresStore;
@@ -333,7 +340,7 @@ impl SessionExpiry {
 
 /// The storage contract. Emails passed in are already normalised. The OIDC
 /// methods are grouped in [`OidcStore`].
-pub trait Store: OidcStore + Send + Sync + 'static {
+pub trait Store: OidcStore + MfaStore + Send + Sync + 'static {
     /// Counts a send-otp request against `limit` and, if allowed, stores
     /// `otp` as the email's only pending code (replacing an older one) —
     /// unless the email already has an account, in which case no code is kept.

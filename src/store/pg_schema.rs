@@ -11,7 +11,7 @@
 use super::StoreError;
 
 /// The schema version this binary writes; migrations are numbered from 1.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Arbitrary but fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
@@ -20,7 +20,8 @@ const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
 pub(super) const REVOCATION_CHANNEL: &str = "gatehouse_revocations";
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that shipped.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE gh_users (
     id bigint PRIMARY KEY,
     email text NOT NULL UNIQUE,
@@ -100,7 +101,22 @@ END
 $$;
 CREATE TRIGGER gh_sessions_ended AFTER DELETE ON gh_sessions
     FOR EACH ROW EXECUTE FUNCTION gh_session_ended();
-"#];
+"#,
+    // 2: second factors (issue 19).
+    r#"
+-- Each user's factors: JSON MfaRecord (TOTP secret sealed by the key file).
+CREATE TABLE gh_mfa (user_id bigint PRIMARY KEY, record text NOT NULL);
+-- Passkey credential id -> owner, for discoverable sign-in.
+CREATE TABLE gh_passkey_owners (credential_id bytea PRIMARY KEY, user_id bigint NOT NULL);
+CREATE INDEX gh_passkey_owners_by_user ON gh_passkey_owners (user_id);
+-- Pending second-factor sign-ins and WebAuthn ceremonies: JSON MfaChallenge.
+CREATE TABLE gh_mfa_challenges (
+    key bytea PRIMARY KEY,
+    expires_at bigint NOT NULL,
+    record text NOT NULL
+);
+"#,
+];
 
 /// Brings the schema up to [`SCHEMA_VERSION`], holding the advisory lock so
 /// concurrent starts apply each migration once.

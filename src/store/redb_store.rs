@@ -26,7 +26,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 15] = [
+pub(super) const TABLE_NAMES: [&str; 18] = [
     "meta",
     "users",
     "users_by_email",
@@ -42,6 +42,9 @@ pub(super) const TABLE_NAMES: [&str; 15] = [
     "account_codes",
     "oidc_states",
     "identities",
+    "mfa",
+    "passkey_owners",
+    "mfa_challenges",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
@@ -123,6 +126,7 @@ impl RedbStore {
             redb_outbox::create_tables(&txn)?;
             redb_account::create_tables(&txn)?;
             super::redb_oidc::create_tables(&txn)?;
+            super::redb_mfa::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
