@@ -9,6 +9,7 @@ pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
 pub mod live;
+pub mod mfa;
 pub mod otp;
 pub mod passwords;
 pub mod sessions;
@@ -136,6 +137,8 @@ pub struct Auth {
     password_len: (usize, usize),
     /// `[notify] new_device`.
     notify_new_device: bool,
+    /// Second factors: the sealing key, the issuer, the pending cookie.
+    pub mfa: mfa::MfaSettings,
 }
 
 impl Auth {
@@ -159,6 +162,7 @@ impl Auth {
             max_attempts: cfg.otp.max_attempts,
             password_len: (cfg.password.min_length, cfg.password.max_length),
             notify_new_device: cfg.notify.new_device,
+            mfa: mfa::MfaSettings::new(cfg)?,
         })
     }
 
@@ -267,14 +271,15 @@ impl Auth {
     }
 
     /// Password sign-in. The previous session named by the request (if any)
-    /// is ended so every sign-in gets a fresh token.
+    /// is ended so every sign-in gets a fresh token. A user with a second
+    /// factor gets a pending sign-in instead (see [`mfa`]).
     pub async fn sign_in(
         &self,
         raw_email: &str,
         password: &str,
         previous: Option<TokenHash>,
         client: &ClientInfo,
-    ) -> Result<SignedIn, AuthError> {
+    ) -> Result<mfa::SignInStep, AuthError> {
         let ip = client.ip_key.as_str();
         self.throttle
             .hit(Rate::SignInPerIp, ip)
@@ -320,13 +325,19 @@ impl Auth {
                 .record_failure(Failures::SignInPerEmail, &email);
             return Err(AuthError::InvalidCredentials);
         };
+        let step = self.after_password(&user, previous, client).await?;
+        if let mfa::SignInStep::SecondFactor { .. } = step {
+            // Failures are cleared, and the new-device notice sent, once
+            // the second factor is right (`complete_second_factor`).
+            return Ok(step);
+        }
         crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
         if !known_device && self.notify_new_device {
             self.notify_new_sign_in(&user.email, client).await;
         }
-        self.start_session(&user, previous, &client.origin).await
+        Ok(step)
     }
 
     /// Starts a session for an authenticated user — the one path shared by
@@ -400,6 +411,10 @@ impl Auth {
         let store = self.store.clone();
         let expiry = self.sessions.expiry();
         let counts = run_blocking(move || store.sweep(now_millis(), expiry)).await?;
+        let challenges = self.sweep_mfa().await?;
+        if challenges > 0 {
+            tracing::debug!(challenges, "swept expired second-factor challenges");
+        }
         self.sessions.prune_cache();
         if counts.sessions + counts.otps > 0 {
             tracing::info!(

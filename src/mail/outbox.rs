@@ -280,6 +280,10 @@ impl Delivery {
                 ip: ip.clone(),
                 user_agent: user_agent.clone(),
             },
+            MailKind::SecondFactor { event } => Content::SecondFactor {
+                at: mail.queued_at,
+                event: *event,
+            },
         };
         let rendered = match self
             .composer

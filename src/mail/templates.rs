@@ -17,6 +17,7 @@ use super::MailError;
 use crate::config::MailConfig;
 
 mod account;
+mod mfa;
 pub use account::format_utc;
 
 const CODE_SUBJECT: &str = "Your {{product}} sign-up code";
@@ -84,6 +85,11 @@ pub enum Content {
         at: u64,
         ip: String,
         user_agent: Option<String>,
+    },
+    /// A second factor was added, removed or used (at `at`).
+    SecondFactor {
+        at: u64,
+        event: crate::store::MfaEvent,
     },
 }
 
@@ -191,6 +197,7 @@ impl Composer {
             _ => ("", String::new()),
         };
         let details = account::Details::of(content);
+        let mfa_text: String;
         let values = Values {
             code,
             product: &self.product,
@@ -209,6 +216,11 @@ impl Composer {
             ),
             Content::AccountExists => (EXISTS_SUBJECT, EXISTS_TEXT, Some(EXISTS_HTML)),
             Content::Test => (TEST_SUBJECT, TEST_TEXT, None),
+            Content::SecondFactor { event, .. } => {
+                let (subject, text) = mfa::notice(*event);
+                mfa_text = text;
+                (subject, mfa_text.as_str(), None)
+            }
             other => {
                 let set = self.account.for_content(other);
                 (

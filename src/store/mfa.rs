@@ -133,3 +133,16 @@ pub trait MfaStore: Send + Sync + 'static {
     /// Removes expired challenges; returns how many.
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
 }
+
+/// What a second-factor notice mail reports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MfaEvent {
+    TotpEnabled,
+    TotpDisabled,
+    PasskeyAdded,
+    PasskeyRemoved,
+    RecoveryCodeUsed,
+    RecoveryCodesRenewed,
+    /// An operator removed every factor (`gatehouse user reset-2fa`).
+    ResetByAdmin,
+}

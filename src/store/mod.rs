@@ -31,8 +31,8 @@ pub use account::{
 };
 pub use backup::restore;
 pub use mfa::{
-    ChallengePurpose, MfaChallenge, MfaChange, MfaRecord, MfaStore, MfaUpdated, PasskeyRecord,
-    TotpFactor,
+    ChallengePurpose, MfaChallenge, MfaChange, MfaEvent, MfaRecord, MfaStore, MfaUpdated,
+    PasskeyRecord, TotpFactor,
 };
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
@@ -187,6 +187,8 @@ pub enum MailKind {
         ip: String,
         user_agent: Option<String>,
     },
+    /// A second factor was added, removed or used (see [`MfaEvent`]).
+    SecondFactor { event: MfaEvent },
 }
 
 impl std::fmt::Debug for MailKind {
@@ -212,6 +214,10 @@ impl std::fmt::Debug for MailKind {
             MailKind::EmailChanging { .. } => f.write_str("EmailChanging"),
             MailKind::EmailInUse => f.write_str("EmailInUse"),
             MailKind::NewSignIn { at, .. } => f.debug_struct("NewSignIn").field("at", at).finish(),
+            MailKind::SecondFactor { event } => f
+                .debug_struct("SecondFactor")
+                .field("event", event)
+                .finish(),
         }
     }
 }

@@ -155,9 +155,10 @@ impl AccountSets {
             Content::EmailInUse => &self.email_in_use,
             Content::NewSignIn { .. } => &self.new_sign_in,
             // Not account mails; `render` never asks for these.
-            Content::SignupCode { .. } | Content::AccountExists | Content::Test => {
-                &self.email_in_use
-            }
+            Content::SignupCode { .. }
+            | Content::AccountExists
+            | Content::Test
+            | Content::SecondFactor { .. } => &self.email_in_use,
         }
     }
 }
@@ -185,6 +186,10 @@ impl Details {
             },
             Content::EmailInUse => Details {
                 time: format_utc(crate::store::now_millis()),
+                ..Details::default()
+            },
+            Content::SecondFactor { at, .. } => Details {
+                time: format_utc(*at),
                 ..Details::default()
             },
             Content::NewSignIn { at, ip, user_agent } => Details {
