@@ -448,3 +448,37 @@ async fn users_without_a_factor_sign_in_as_before_over_http2() {
     assert_eq!(resp.status(), 200);
     assert!(session_cookie(&resp, g.cookie_name()).is_some());
 }
+
+#[tokio::test]
+async fn the_operator_sees_factors_never_secrets_and_can_reset_them() {
+    let g = start("").await;
+    let email = "lost-phone@example.com";
+    let (app, codes, session) = enrolled(&g, email).await;
+    let (ok, out, err) = g.cli(&["user", "show", email], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("second factors: TOTP (since"), "{out}");
+    assert!(out.contains("10 recovery codes left"), "{out}");
+    let (ok, json_out, _) = g.cli(&["user", "show", email, "--json"], "");
+    assert!(ok);
+    let shown: Value = serde_json::from_str(json_out.trim()).unwrap();
+    assert_eq!(shown["factors"]["totp"], true, "{shown}");
+    let secret = app.secret().to_base32();
+    for text in [&out, &json_out] {
+        assert!(!text.contains(&secret), "secret shown: {text}");
+        assert!(!text.contains(&codes[0]), "recovery code shown: {text}");
+    }
+    // An address without an account is refused clearly.
+    let (ok, _, err) = g.cli(&["user", "reset-2fa", "nobody@example.com"], "");
+    assert!(!ok);
+    assert!(err.contains("nobody@example.com"), "{err}");
+
+    let (ok, out, err) = g.cli(&["user", "reset-2fa", email], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("sessions_ended: 1"), "{out}");
+    assert_eq!(g.auth_check(&session).await["isAuthenticated"], false);
+    // Plain password sign-in again, and the owner was told.
+    g.sign_in(email, PASSWORD).await;
+    wait_for_subject(&g, email, "second factors were removed").await;
+    let (_, out, _) = g.cli(&["user", "show", email], "");
+    assert!(out.contains("second factors: none"), "{out}");
+}
