@@ -384,7 +384,13 @@ async fn the_store_alone_does_not_reveal_the_secret() {
     assert_eq!(mode & 0o777, 0o600, "key file mode");
     let mut g = g;
     g.stop();
-    let store = std::fs::read(g.dir.path().join("data/gatehouse.redb")).expect("the store file");
+    // On PostgreSQL (GATEHOUSE_TEST_STORE=postgres) there is no store file
+    // to search; the restart below still has to find the factor.
+    let store = std::fs::read(g.dir.path().join("data/gatehouse.redb")).unwrap_or_default();
+    assert!(
+        !store.is_empty() || common::pg::suite_on_postgres(),
+        "the store file"
+    );
     let secret = app.secret().as_ref().to_vec();
     assert_eq!(secret.len(), 20);
     assert!(
