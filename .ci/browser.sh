@@ -58,4 +58,4 @@ export GATEHOUSE_BIN="$PWD/target/debug/gatehouse"
 export CHROMIUM_BIN=/usr/bin/chromium
 export BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-${TMPDIR:-/tmp}/gatehouse-browser-artifacts}"
 cd tests/browser
-timeout 300 node --test --test-concurrency=1 --test-reporter=spec suite.test.mjs
+timeout 600 node --test --test-concurrency=1 --test-reporter=spec *.test.mjs

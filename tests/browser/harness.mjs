@@ -299,7 +299,7 @@ error_path = "/signin"
  * `provider`, it offers "Sign in with Google" through it (then `port` must
  * be the one registered with the provider).
  */
-export async function startGatehouse(dir, { certs, upstreamPort, smtpPort, port: chosen, provider }) {
+export async function startGatehouse(dir, { certs, upstreamPort, smtpPort, port: chosen, provider, extraToml }) {
   const port = chosen || await freePort();
   const origin = `https://localhost:${port}`;
   const config = path.join(dir, 'gatehouse.toml');
@@ -331,7 +331,8 @@ auth = "required"
 [[route]]
 prefix = "/"
 auth = "optional"
-${provider ? oidcConfig({ certs, provider, origin }) : ''}`);
+${provider ? oidcConfig({ certs, provider, origin }) : ''}
+${extraToml || ''}`);
   const lines = [];
   const logFile = fs.createWriteStream(path.join(dir, 'gatehouse.log'));
   const child = spawn(GATEHOUSE, ['serve', '--config', config], {
@@ -403,20 +404,24 @@ export async function launchBrowser(dir, { certs, protocol }) {
   });
 }
 
-/** Everything above, started together. */
-export async function startWorld() {
+/**
+ * Everything above, started together. Options (all optional):
+ * `provider: false` leaves out the OpenID provider; `extraToml` is
+ * appended to Gatehouse's configuration (e.g. an `[mfa]` table).
+ */
+export async function startWorld(options = {}) {
   const dir = workDir();
   const certs = makeCertificates(dir);
   const upstream = await startUpstream();
   const smtp = await startSmtp(dir);
   // The provider must know Gatehouse's callback before Gatehouse starts.
   const port = await freePort();
-  const provider = await startProvider(dir, {
+  const provider = options.provider === false ? null : await startProvider(dir, {
     certs,
     redirectUris: [`https://localhost:${port}/api/v1/oauth/google/callback`],
   });
   const gatehouse = await startGatehouse(dir, {
-    certs, upstreamPort: upstream.port, smtpPort: smtp.port, port, provider,
+    certs, upstreamPort: upstream.port, smtpPort: smtp.port, port, provider, extraToml: options.extraToml,
   });
   const foreign = await startForeignSite(certs);
   return {
@@ -430,7 +435,7 @@ export async function startWorld() {
     stop() {
       foreign.stop();
       gatehouse.stop();
-      provider.stop();
+      if (provider) provider.stop();
       smtp.stop();
       upstream.stop();
       // Keep the screenshots and logs; the browser profiles are large.
