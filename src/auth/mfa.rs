@@ -78,6 +78,15 @@ pub enum MfaError {
     /// A pending request neither carries `code` nor `recoveryCode`.
     #[error("Missing required field: code or recoveryCode")]
     MissingAnswer,
+    /// A passkey ceremony failed (the reason is logged, not told).
+    #[error("Passkey verification failed")]
+    PasskeyRefused,
+    /// A passkey id that is not one of the caller's.
+    #[error("Passkey not found")]
+    PasskeyNotFound,
+    /// The account has as many passkeys as allowed.
+    #[error("Too many passkeys; delete one first")]
+    TooManyPasskeys,
 }
 
 impl From<StoreError> for MfaError {
@@ -223,12 +232,19 @@ pub struct MfaSettings {
     issuer: String,
     pending_cookie_name: String,
     secure: bool,
+    rp_id: Option<String>,
+    rp_origins: Vec<String>,
 }
 
 impl MfaSettings {
     pub fn new(cfg: &Config) -> Result<MfaSettings, StoreError> {
         let secure = cfg.tls.is_some();
         let base = format!("{}_mfa", cfg.session.cookie_name);
+        if cfg.mfa.rp_id.is_none() {
+            tracing::warn!(
+                "[mfa] rp_id is not set: passkeys take the RP ID and origin from each request's Host; set rp_id and rp_origins to pin them"
+            );
+        }
         Ok(MfaSettings {
             key: Arc::new(MfaKey::load(cfg)?),
             issuer: cfg.mfa.issuer.clone(),
@@ -238,7 +254,36 @@ impl MfaSettings {
                 base
             },
             secure,
+            rp_id: cfg.mfa.rp_id.clone(),
+            rp_origins: cfg.mfa.rp_origins.clone(),
         })
+    }
+
+    /// The WebAuthn relying party for a request sent to `authority`
+    /// (`host[:port]`): the configured RP ID and origins, or the request's.
+    pub fn relying_party(
+        &self,
+        authority: Option<&str>,
+        tls: bool,
+    ) -> Option<super::passkeys::RelyingParty> {
+        let scheme = if tls { "https" } else { "http" };
+        let own = authority.map(|a| a.to_ascii_lowercase());
+        let rp_id = match &self.rp_id {
+            Some(id) => id.clone(),
+            None => {
+                let a = own.as_deref()?;
+                if a.starts_with('[') {
+                    return None;
+                }
+                a.rsplit_once(':').map_or(a, |(host, _)| host).to_string()
+            }
+        };
+        let origins = if self.rp_origins.is_empty() {
+            vec![format!("{scheme}://{}", own?)]
+        } else {
+            self.rp_origins.clone()
+        };
+        Some(super::passkeys::RelyingParty { rp_id, origins })
     }
 
     /// The pending sign-in token the request carries.

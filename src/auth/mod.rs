@@ -11,6 +11,7 @@ pub mod email;
 pub mod live;
 pub mod mfa;
 pub mod otp;
+pub mod passkeys;
 pub mod passwords;
 pub mod sessions;
 pub mod throttle;

@@ -26,6 +26,24 @@ pub(super) enum Step {
     RecoveryCodes,
     /// Completes a pending sign-in (no session; the pending cookie).
     SignIn2fa,
+    PasskeyRegisterStart,
+    PasskeyRegisterFinish,
+    /// `GET /api/v1/user/passkeys`.
+    PasskeyList,
+    /// `DELETE /api/v1/user/passkeys/{id}`.
+    PasskeyDelete,
+    /// No session (passwordless, or with the pending cookie).
+    PasskeyLoginStart,
+    PasskeyLoginFinish,
+}
+
+const PASSKEYS_PREFIX: &str = "/api/v1/user/passkeys/";
+
+/// The `{id}` of `/api/v1/user/passkeys/{id}`.
+fn passkey_id(canonical: &str) -> Option<&str> {
+    canonical
+        .strip_prefix(PASSKEYS_PREFIX)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 impl Step {
@@ -36,6 +54,12 @@ impl Step {
             "/api/v1/user/2fa/totp/disable" => Step::TotpDisable,
             "/api/v1/user/2fa/recovery-codes" => Step::RecoveryCodes,
             "/api/v1/user/signin/2fa" => Step::SignIn2fa,
+            "/api/v1/user/passkeys" => Step::PasskeyList,
+            "/api/v1/user/passkeys/register/start" => Step::PasskeyRegisterStart,
+            "/api/v1/user/passkeys/register/finish" => Step::PasskeyRegisterFinish,
+            "/api/v1/user/passkeys/login/start" => Step::PasskeyLoginStart,
+            "/api/v1/user/passkeys/login/finish" => Step::PasskeyLoginFinish,
+            other if passkey_id(other).is_some() => Step::PasskeyDelete,
             _ => return None,
         })
     }
@@ -47,11 +71,21 @@ impl Step {
             Step::TotpDisable => "2fa-totp-disable",
             Step::RecoveryCodes => "2fa-recovery-codes",
             Step::SignIn2fa => "signin-2fa",
+            Step::PasskeyRegisterStart => "passkey-register-start",
+            Step::PasskeyRegisterFinish => "passkey-register-finish",
+            Step::PasskeyList => "passkeys-list",
+            Step::PasskeyDelete => "passkey-delete",
+            Step::PasskeyLoginStart => "passkey-login-start",
+            Step::PasskeyLoginFinish => "passkey-login-finish",
         }
     }
 
     pub(super) fn method(self) -> Method {
-        Method::POST
+        match self {
+            Step::PasskeyList => Method::GET,
+            Step::PasskeyDelete => Method::DELETE,
+            _ => Method::POST,
+        }
     }
 }
 
@@ -71,7 +105,10 @@ pub(super) fn status_of(e: &MfaError) -> StatusCode {
         | MfaError::TotpNotSetUp
         | MfaError::TotpNotEnabled
         | MfaError::NoFactor
-        | MfaError::MissingAnswer => StatusCode::BAD_REQUEST,
+        | MfaError::MissingAnswer
+        | MfaError::PasskeyRefused
+        | MfaError::TooManyPasskeys => StatusCode::BAD_REQUEST,
+        MfaError::PasskeyNotFound => StatusCode::NOT_FOUND,
         MfaError::TotpAlreadyEnabled => StatusCode::CONFLICT,
         MfaError::PendingMissing => StatusCode::UNAUTHORIZED,
         // Converted to `ApiError::Auth` before it gets here.
@@ -88,6 +125,12 @@ pub(super) async fn serve(
 ) -> Result<Response<Body>, ApiError> {
     match step {
         Step::SignIn2fa => sign_in_2fa(app, ctx, req).await,
+        Step::PasskeyRegisterStart
+        | Step::PasskeyRegisterFinish
+        | Step::PasskeyList
+        | Step::PasskeyDelete
+        | Step::PasskeyLoginStart
+        | Step::PasskeyLoginFinish => passkeys(app, ctx, step, req, served).await,
         Step::TotpSetup => {
             let who = signed_in(app, req.headers(), served)?;
             let client = ctx.client_info(app, req.headers());
@@ -139,6 +182,137 @@ pub(super) async fn serve(
                 StatusCode::OK,
                 &serde_json::json!({ "recoveryCodes": codes }),
             ))
+        }
+    }
+}
+
+fn relying_party(
+    app: &App,
+    ctx: &RequestContext,
+) -> Result<crate::auth::passkeys::RelyingParty, ApiError> {
+    let authority = match &ctx.authority {
+        Ok(Some(a)) => Some(a.as_str()),
+        _ => None,
+    };
+    app.auth
+        .mfa
+        .relying_party(authority, ctx.peer.tls)
+        .ok_or_else(|| MfaError::PasskeyRefused.into())
+}
+
+fn passkey_json(p: &crate::auth::passkeys::PasskeyInfo) -> Value {
+    let iso = |ms: u64| {
+        let base = crate::mail::templates::format_utc(ms);
+        format!("{}T{}.{:03}Z", &base[..10], &base[11..19], ms % 1000)
+    };
+    serde_json::json!({
+        "id": p.id,
+        "name": p.name,
+        "createdAt": iso(p.created_at),
+        "lastUsedAt": p.last_used_at.map(iso),
+    })
+}
+
+/// The browser's `PublicKeyCredential` (as `toJSON()` gives it), re-encoded
+/// for the relying-party crate.
+fn credential_field(body: &Map<String, Value>) -> Result<Vec<u8>, ApiError> {
+    match body.get("credential") {
+        Some(v @ Value::Object(_)) => Ok(v.to_string().into_bytes()),
+        Some(Value::Null) | None => Err(AuthError::MissingField("credential").into()),
+        Some(_) => Err(ApiError::BadBody(
+            "Field `credential` must be an object".into(),
+        )),
+    }
+}
+
+async fn passkeys(
+    app: &App,
+    ctx: &RequestContext,
+    step: Step,
+    req: Request<RequestBody>,
+    served: &mut Served,
+) -> Result<Response<Body>, ApiError> {
+    let rp = relying_party(app, ctx)?;
+    match step {
+        Step::PasskeyRegisterStart => {
+            let who = signed_in(app, req.headers(), served)?;
+            let _ = read_json(app, req).await?;
+            let options = app.auth.passkey_register_start(&who, &rp).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "publicKey": options }),
+            ))
+        }
+        Step::PasskeyRegisterFinish => {
+            let who = signed_in(app, req.headers(), served)?;
+            let body = read_json(app, req).await?;
+            let credential = credential_field(&body)?;
+            let name = match body.get("name") {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+                _ => "Passkey".to_string(),
+            };
+            let added = app
+                .auth
+                .passkey_register_finish(&who, &rp, &credential, &name)
+                .await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "id": added.id, "name": added.name }),
+            ))
+        }
+        Step::PasskeyList => {
+            let who = signed_in(app, req.headers(), served)?;
+            let list = app.auth.passkeys_of(&who).await?;
+            let list: Vec<Value> = list.iter().map(passkey_json).collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "passkeys": list }),
+            ))
+        }
+        Step::PasskeyDelete => {
+            let who = signed_in(app, req.headers(), served)?;
+            let canonical = super::path::canonical(req.uri().path())?;
+            let id = passkey_id(canonical.trim_end_matches('/'))
+                .ok_or(MfaError::PasskeyNotFound)?
+                .to_string();
+            app.auth.passkey_delete(&who, &id).await?;
+            Ok(json_ok("Passkey deleted"))
+        }
+        Step::PasskeyLoginStart => {
+            let client = ctx.client_info(app, req.headers());
+            let pending = app
+                .auth
+                .mfa
+                .pending_token(req.headers())
+                .map(str::to_string);
+            let _ = read_json(app, req).await?;
+            let options = app
+                .auth
+                .passkey_login_start(&rp, pending.as_deref(), &client)
+                .await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "publicKey": options }),
+            ))
+        }
+        _ => {
+            let client = ctx.client_info(app, req.headers());
+            let pending = app
+                .auth
+                .mfa
+                .pending_token(req.headers())
+                .map(str::to_string);
+            let body = read_json(app, req).await?;
+            let credential = credential_field(&body)?;
+            let signed_in = app
+                .auth
+                .passkey_login_finish(&rp, &credential, pending.as_deref(), &client)
+                .await?;
+            let mut resp = signed_in_response(app, "Signed in successfully", &signed_in);
+            if pending.is_some() {
+                set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+            }
+            Ok(resp)
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct MfaRecord {
     /// SHA-256 of each unused recovery code.
     pub recovery_codes: Vec<[u8; 32]>,
     pub passkeys: Vec<PasskeyRecord>,
+    /// The random WebAuthn user handle of this account (made with its
+    /// first passkey; no personal data in it).
+    #[serde(default)]
+    pub passkey_user: Option<[u8; 16]>,
 }
 
 impl MfaRecord {
