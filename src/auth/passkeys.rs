@@ -20,15 +20,18 @@ use sha2::{Digest, Sha256};
 use webauthn_rp::bin::{Decode, Encode};
 use webauthn_rp::request::auth::AuthenticationVerificationOptions;
 use webauthn_rp::request::register::{
-    PublicKeyCredentialUserEntity, RegistrationVerificationOptions, UserHandle16,
+    CredProtect, PublicKeyCredentialUserEntity, RegistrationVerificationOptions,
+    ResidentKeyRequirement, UserHandle16,
 };
-use webauthn_rp::request::{AsciiDomain, RpId, TimedCeremony};
+use webauthn_rp::request::{AsciiDomain, RpId, TimedCeremony, UserVerificationRequirement};
 use webauthn_rp::response::Backup;
 use webauthn_rp::response::auth::error::AuthCeremonyErr;
+use webauthn_rp::response::auth::ser_relaxed::DiscoverableAuthenticationRelaxed16;
+use webauthn_rp::response::register::ser_relaxed::RegistrationRelaxed;
 use webauthn_rp::response::register::{DynamicState, StaticState};
 use webauthn_rp::{
     AuthenticatedCredential, DiscoverableAuthentication16, DiscoverableAuthenticationServerState,
-    DiscoverableCredentialRequestOptions, PublicKeyCredentialCreationOptions, Registration,
+    DiscoverableCredentialRequestOptions, PublicKeyCredentialCreationOptions,
     RegistrationServerState,
 };
 
@@ -167,7 +170,7 @@ impl Auth {
             .as_str()
             .try_into()
             .map_err(|e| refused(format!("user name: {e:?}")))?;
-        let options = PublicKeyCredentialCreationOptions::passkey(
+        let mut options = PublicKeyCredentialCreationOptions::passkey(
             &rp_id,
             PublicKeyCredentialUserEntity {
                 name,
@@ -176,6 +179,14 @@ impl Auth {
             },
             Vec::new(),
         );
+        // Discoverable and verified are asked for, not demanded, at
+        // registration (the contract's "preferred"); a passwordless sign-in
+        // still demands user verification. An enforced credProtect is
+        // left out: authenticators without it (Chromium's virtual one,
+        // some password managers) would refuse the registration outright.
+        options.authenticator_selection.resident_key = ResidentKeyRequirement::Preferred;
+        options.authenticator_selection.user_verification = UserVerificationRequirement::Preferred;
+        options.extensions.cred_protect = CredProtect::None;
         let (server, client) = options
             .start_ceremony()
             .map_err(|e| refused(format!("creation options: {e:?}")))?;
@@ -206,8 +217,12 @@ impl Auth {
         name: &str,
     ) -> Result<PasskeyInfo, MfaError> {
         let user = self.account_of(who).await?;
-        let registration = Registration::from_json_custom(credential)
-            .map_err(|e| refused(format!("registration JSON: {e}")))?;
+        // The browser's `PublicKeyCredential.toJSON()`, read leniently
+        // (extra fields such as `publicKey` are ignored; every signed part
+        // is still checked).
+        let registration = serde_json::from_slice::<RegistrationRelaxed>(credential)
+            .map_err(|e| refused(format!("registration JSON: {e}")))?
+            .0;
         let challenge = registration
             .challenge_relaxed()
             .map_err(|e| refused(format!("client data: {e}")))?;
@@ -399,8 +414,10 @@ impl Auth {
         credential: &[u8],
         pending_token: Option<&str>,
     ) -> Result<crate::store::User, MfaError> {
-        let authentication = DiscoverableAuthentication16::from_json_custom(credential)
-            .map_err(|e| refused(format!("assertion JSON: {e}")))?;
+        let authentication: DiscoverableAuthentication16 =
+            serde_json::from_slice::<DiscoverableAuthenticationRelaxed16>(credential)
+                .map_err(|e| refused(format!("assertion JSON: {e}")))?
+                .0;
         let challenge = authentication
             .challenge_relaxed()
             .map_err(|e| refused(format!("client data: {e}")))?;

@@ -3,8 +3,11 @@
 // over HTTP/1.1. TOTP codes are computed here by an independent
 // implementation (npm otpauth) from the secret Gatehouse hands out.
 //
-// Passkeys (WebAuthn with the DevTools virtual authenticator) are not here
-// yet: Gatehouse does not serve the passkey endpoints (see SECURITY.md).
+// Passkeys run against Chromium's DevTools virtual authenticator (CTAP2,
+// resident keys, user verification): registration, passwordless sign-in
+// with a discoverable credential, the passkey as the second factor after a
+// password, deletion, a signature counter rolled back, and credentials
+// made on another origin.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -144,3 +147,194 @@ for (const protocol of ['h2', 'http/1.1']) {
     });
   });
 }
+
+/** Registers a passkey from whatever origin the tab shows; returns `toJSON()`. */
+const createCredential = (t, publicKey) => t.page.evaluate(async (options) => {
+  const cred = await navigator.credentials.create({
+    publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options),
+  });
+  return cred.toJSON();
+}, publicKey);
+
+const getCredential = (t, publicKey) => t.page.evaluate(async (options) => {
+  const cred = await navigator.credentials.get({
+    publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options),
+  });
+  return cred.toJSON();
+}, publicKey);
+
+/** The passkey sign-in as a client runs it: start, the authenticator, finish. */
+async function passkeySignIn(t) {
+  const start = await call(t, 'POST', '/api/v1/user/passkeys/login/start', {});
+  assert.equal(start.status, 200, start.text);
+  const credential = await getCredential(t, start.body.publicKey);
+  return call(t, 'POST', '/api/v1/user/passkeys/login/finish', { credential });
+}
+
+async function gotoOrigin(t, origin) {
+  const resp = await t.page.goto(`${origin}/`, { waitUntil: 'load' });
+  assert.ok(resp.ok(), `${origin} loads`);
+}
+
+describe('Passkeys in Chromium over h2 (DevTools virtual authenticator)', () => {
+  const t = { protocol: 'h2', email: 'passkey-h2@example.com' };
+
+  before(async () => {
+    t.browser = await launchBrowser(world.dir, { certs: world.certs, protocol: 'h2' });
+    // A fresh context: no cookies left by the TOTP browser (same profile).
+    const context = await t.browser.createBrowserContext();
+    t.page = await context.newPage();
+    t.cdp = await t.page.createCDPSession();
+    await t.cdp.send('WebAuthn.enable');
+    const { authenticatorId } = await t.cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: {
+        protocol: 'ctap2',
+        // CTAP 2.1: credProtect, which Gatehouse's creation options enforce.
+        ctap2Version: 'ctap2_1',
+        transport: 'internal',
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    t.authenticatorId = authenticatorId;
+    await gotoOrigin(t, world.gatehouse.origin);
+    await t.page.waitForFunction(() => window.flowtask !== undefined);
+  });
+
+  after(async () => {
+    if (t.browser) await t.browser.close();
+  });
+
+  test('register a passkey while signed in', async () => {
+    assert.equal((await call(t, 'POST', '/api/v1/user/signup/send-otp', { email: t.email })).status, 200);
+    const code = await world.smtp.codeFor(t.email);
+    const verified = await call(t, 'POST', '/api/v1/user/signup/verify', { email: t.email, code, password: PASSWORD });
+    assert.equal(verified.status, 200, verified.text);
+
+    const start = await call(t, 'POST', '/api/v1/user/passkeys/register/start', {});
+    assert.equal(start.status, 200, start.text);
+    const options = start.body.publicKey;
+    assert.equal(options.rp.id, 'localhost');
+    assert.ok(options.challenge.length >= 16, 'a random challenge');
+    const credential = await createCredential(t, options);
+    const finish = await call(t, 'POST', '/api/v1/user/passkeys/register/finish', { credential, name: 'Laptop' });
+    assert.equal(finish.status, 200, finish.text);
+    assert.equal(finish.body.name, 'Laptop');
+    t.passkeyId = finish.body.id;
+    // The same challenge cannot be used twice.
+    const again = await call(t, 'POST', '/api/v1/user/passkeys/register/finish', { credential, name: 'Again' });
+    assert.equal(again.status, 400, again.text);
+
+    const list = await call(t, 'GET', '/api/v1/user/passkeys');
+    assert.equal(list.status, 200);
+    assert.equal(list.body.passkeys.length, 1);
+    assert.equal(list.body.passkeys[0].id, t.passkeyId);
+    assert.equal(list.body.passkeys[0].lastUsedAt, null);
+    const { credentials } = await t.cdp.send('WebAuthn.getCredentials', { authenticatorId: t.authenticatorId });
+    assert.equal(credentials.length, 1);
+    assert.equal(credentials[0].isResidentCredential, true, 'discoverable');
+  });
+
+  test('sign in without a password, with the discoverable credential', async () => {
+    assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
+    const done = await passkeySignIn(t);
+    assert.equal(done.status, 200, done.text);
+    const check = await call(t, 'GET', '/api/v1/auth-check');
+    assert.deepEqual(check.body, { isAuthenticated: true, email: t.email });
+    const list = await call(t, 'GET', '/api/v1/user/passkeys');
+    assert.notEqual(list.body.passkeys[0].lastUsedAt, null, 'last use recorded');
+  });
+
+  test('after the password, the passkey is the second factor', async () => {
+    assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
+    const signIn = await call(t, 'POST', '/api/v1/user/signin', { email: t.email, password: PASSWORD });
+    assert.equal(signIn.status, 200, signIn.text);
+    assert.equal(signIn.body.mfaRequired, true, signIn.text);
+    assert.deepEqual((await call(t, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: false });
+    // login/start carries the pending cookie: the ceremony is bound to it.
+    const done = await passkeySignIn(t);
+    assert.equal(done.status, 200, done.text);
+    assert.deepEqual((await call(t, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: true, email: t.email });
+  });
+
+  test('a credential used on another origin is refused', async () => {
+    // Options from Gatehouse, the ceremony on a different origin of the
+    // same host (RP ID localhost is valid there), the answer to Gatehouse.
+    const start = await call(t, 'POST', '/api/v1/user/passkeys/login/start', {});
+    const register = await call(t, 'POST', '/api/v1/user/passkeys/register/start', {});
+    assert.equal(register.status, 200, register.text);
+    const all = async () => (await t.cdp.send('WebAuthn.getCredentials', { authenticatorId: t.authenticatorId }))
+      .credentials;
+    // A new resident credential for the same user replaces the old one in
+    // the authenticator: keep it, to put it back afterwards.
+    const saved = await all();
+    assert.equal(saved.length, 1);
+    await gotoOrigin(t, world.foreign.sameSite);
+    const assertion = await getCredential(t, start.body.publicKey);
+    const created = await createCredential(t, register.body.publicKey);
+    await gotoOrigin(t, world.gatehouse.origin);
+    const login = await call(t, 'POST', '/api/v1/user/passkeys/login/finish', { credential: assertion });
+    assert.equal(login.status, 400, login.text);
+    const finish = await call(t, 'POST', '/api/v1/user/passkeys/register/finish', { credential: created, name: 'Foreign' });
+    assert.equal(finish.status, 400, finish.text);
+    const list = await call(t, 'GET', '/api/v1/user/passkeys');
+    assert.equal(list.body.passkeys.length, 1, 'nothing registered from the other origin');
+    // Put the authenticator back as it was: only the registered passkey.
+    await t.cdp.send('WebAuthn.clearCredentials', { authenticatorId: t.authenticatorId });
+    await t.cdp.send('WebAuthn.addCredential', { authenticatorId: t.authenticatorId, credential: saved[0] });
+    assert.equal((await all()).length, 1);
+  });
+
+  test('a signature counter that goes backwards is refused', async () => {
+    const { credentials } = await t.cdp.send('WebAuthn.getCredentials', { authenticatorId: t.authenticatorId });
+    assert.equal(credentials.length, 1);
+    const [registered] = credentials;
+    assert.ok(registered.signCount >= 2, `the counter grew with each use (${registered.signCount})`);
+    // Put the same key back with its counter rolled back: a cloned authenticator.
+    await t.cdp.send('WebAuthn.removeCredential', { authenticatorId: t.authenticatorId, credentialId: registered.credentialId });
+    await t.cdp.send('WebAuthn.addCredential', {
+      authenticatorId: t.authenticatorId,
+      credential: { ...registered, signCount: 0 },
+    });
+    assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
+    const cloned = await passkeySignIn(t);
+    assert.equal(cloned.status, 400, cloned.text);
+    assert.ok(
+      world.gatehouse.lines.some((l) => l.includes('gatehouse::security') && l.includes('signature counter')),
+      'the rollback is logged on gatehouse::security',
+    );
+    // The counter moves past the stored value: accepted again.
+    await t.cdp.send('WebAuthn.removeCredential', { authenticatorId: t.authenticatorId, credentialId: registered.credentialId });
+    await t.cdp.send('WebAuthn.addCredential', {
+      authenticatorId: t.authenticatorId,
+      credential: { ...registered, signCount: registered.signCount + 10 },
+    });
+    const ok = await passkeySignIn(t);
+    assert.equal(ok.status, 200, ok.text);
+  });
+
+  test('a deleted passkey no longer signs in', async () => {
+    const other = await call(t, 'DELETE', '/api/v1/user/passkeys/0000000000000000');
+    assert.equal(other.status, 404, other.text);
+    const removed = await call(t, 'DELETE', `/api/v1/user/passkeys/${t.passkeyId}`);
+    assert.equal(removed.status, 200, removed.text);
+    assert.deepEqual((await call(t, 'GET', '/api/v1/user/passkeys')).body, { passkeys: [] });
+    assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
+    const refused = await passkeySignIn(t);
+    assert.equal(refused.status, 400, refused.text);
+    assert.deepEqual((await call(t, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: false });
+    // Without factors, the password alone signs in again.
+    const signIn = await call(t, 'POST', '/api/v1/user/signin', { email: t.email, password: PASSWORD });
+    assert.equal(signIn.status, 200);
+    assert.equal(signIn.body.mfaRequired, undefined, signIn.text);
+  });
+
+  test('every call went over h2', async () => {
+    const seen = await t.page.evaluate(() => window.flowtask.protocols());
+    const calls = seen.filter((e) => e.name.includes('/api/v1/'));
+    assert.ok(calls.length >= 5, `there were API calls: ${JSON.stringify(seen)}`);
+    for (const e of calls) assert.equal(e.protocol, 'h2', `${e.name} over ${e.protocol}`);
+  });
+});
