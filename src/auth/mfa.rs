@@ -19,7 +19,7 @@
 //!   Wrong codes count toward the sign-in back-off (per client address
 //!   and per account).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -807,14 +807,6 @@ impl Auth {
         let store = self.store.clone();
         run_blocking(move || store.mfa_sweep(now_millis())).await
     }
-}
-
-/// Where the default key file lives (for the README and `check-config`).
-pub fn default_key_path(cfg: &Config) -> PathBuf {
-    cfg.mfa
-        .key_file
-        .clone()
-        .unwrap_or_else(|| cfg.store.data_dir().join("mfa.key"))
 }
 
 #[cfg(test)]

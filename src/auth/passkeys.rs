@@ -530,11 +530,9 @@ impl Auth {
         })
         .await?;
         let store = self.store.clone();
-        let user_id = owner;
-        let users = run_blocking(move || store.list_users()).await?;
-        users
-            .into_iter()
-            .find(|u| u.id == user_id && !u.disabled)
+        run_blocking(move || store.mfa_user(owner))
+            .await?
+            .filter(|u| !u.disabled)
             .ok_or_else(|| refused("the passkey's account is gone or disabled"))
     }
 }

@@ -116,6 +116,9 @@ pub trait MfaStore: Send + Sync + 'static {
     /// The user a passkey credential id belongs to.
     fn passkey_owner(&self, credential_id: &[u8]) -> Result<Option<u64>, StoreError>;
 
+    /// The account with this id (a passkey names its owner by id).
+    fn mfa_user(&self, user_id: u64) -> Result<Option<super::User>, StoreError>;
+
     /// Stores a challenge unless `max_pending` unexpired ones exist already
     /// (expired ones are dropped first). `false` when full.
     fn mfa_challenge_put(

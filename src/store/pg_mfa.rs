@@ -103,6 +103,10 @@ impl MfaStore for PostgresStore {
         })
     }
 
+    fn mfa_user(&self, user_id: u64) -> Result<Option<super::User>, StoreError> {
+        self.serial(async |tx| super::postgres::user_by_id_in(tx, user_id).await)
+    }
+
     fn mfa_challenge_put(
         &self,
         key: &TokenHash,

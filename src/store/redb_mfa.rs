@@ -125,6 +125,19 @@ impl MfaStore for RedbStore {
             .map(|v| v.value()))
     }
 
+    fn mfa_user(&self, user_id: u64) -> Result<Option<super::User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn
+            .open_table(super::redb_store::USERS)
+            .map_err(db_err)?
+            .get(user_id)
+            .map_err(db_err)?
+        {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn mfa_challenge_put(
         &self,
         key: &TokenHash,
