@@ -488,3 +488,98 @@ async fn the_operator_sees_factors_never_secrets_and_can_reset_them() {
     let (_, out, _) = g.cli(&["user", "show", email], "");
     assert!(out.contains("second factors: none"), "{out}");
 }
+
+#[tokio::test]
+async fn passkey_endpoints_answer_clearly_without_an_authenticator() {
+    let g = start("").await;
+    // Session-only endpoints need a session.
+    let resp = g
+        .post_json("/api/v1/user/passkeys/register/start", json!({}))
+        .await;
+    assert_eq!(resp.status(), 401);
+    let resp = g
+        .client()
+        .get(g.url("/api/v1/user/passkeys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Sign-in options for a discoverable credential, no session needed.
+    let (status, start) = body(
+        g.post_json(
+            "/api/v1/user/passkeys/login/start",
+            json!({ "email": "a@example.com" }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{start}");
+    assert_eq!(start["publicKey"]["rpId"], "localhost", "{start}");
+    assert_eq!(start["publicKey"]["userVerification"], "required");
+    let challenge = start["publicKey"]["challenge"].as_str().unwrap();
+    assert!(challenge.len() >= 22, "a 128-bit challenge: {challenge}");
+    let (_, again) = body(
+        g.post_json("/api/v1/user/passkeys/login/start", json!({}))
+            .await,
+    )
+    .await;
+    assert_ne!(
+        again["publicKey"]["challenge"],
+        start["publicKey"]["challenge"]
+    );
+
+    // A made-up assertion is refused with a clear JSON error, not a 500.
+    let (status, refused) = body(
+        g.post_json(
+            "/api/v1/user/passkeys/login/finish",
+            json!({ "credential": { "id": "AAAA", "type": "public-key" } }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["message"], "Passkey verification failed");
+    let (status, missing) = body(
+        g.post_json("/api/v1/user/passkeys/login/finish", json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(missing["message"].as_str().unwrap().contains("credential"));
+
+    // Signed in: an empty list, and someone else's (or no) id is 404.
+    let cookie = g.sign_up("pk@example.com", PASSWORD).await;
+    let resp = g
+        .client()
+        .get(g.url("/api/v1/user/passkeys"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({ "passkeys": [] })
+    );
+    let resp = g
+        .client()
+        .delete(g.url("/api/v1/user/passkeys/0123456789abcdef"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let (status, options) = body(
+        g.post_json_with_cookie("/api/v1/user/passkeys/register/start", json!({}), &cookie)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(options["publicKey"]["rp"]["id"], "localhost");
+    assert_eq!(options["publicKey"]["user"]["name"], "pk@example.com");
+    assert_eq!(
+        options["publicKey"]["authenticatorSelection"]["residentKey"],
+        "preferred"
+    );
+}
