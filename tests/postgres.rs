@@ -347,7 +347,7 @@ async fn a_database_with_a_newer_schema_is_refused_and_check_config_reports_it()
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} accepted a newer schema");
         assert!(
-            stderr.contains("schema version 99") && stderr.contains("understands up to 1"),
+            stderr.contains("schema version 99") && stderr.contains("understands up to 2"),
             "{args:?}: {stderr}"
         );
     }
