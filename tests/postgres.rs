@@ -544,3 +544,88 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
     .await;
     assert_eq!(resp.status(), 400);
 }
+
+/// `store migrate` carries second factors over: a user with TOTP on redb
+/// still has to give a code on PostgreSQL (a migration must never quietly
+/// remove a factor), and the sealed secret still opens there.
+#[tokio::test]
+async fn store_migrate_keeps_second_factors() {
+    if pg::server_url().is_none() {
+        return;
+    }
+    let mut a = Gatehouse::start_with(Options {
+        tls: false,
+        store: "kind = \"redb\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cookie = a.sign_up("max@example.com", "password1").await;
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/setup",
+            json!({"password": "password1"}),
+            &cookie,
+        )
+        .await;
+    let setup: serde_json::Value = resp.json().await.unwrap();
+    let app = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/enable",
+            json!({"code": code_at(-1)}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    a.stop();
+
+    let db = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg_config = dir.path().join("pg.toml");
+    let to_pg = |c: String| {
+        c.replace(
+            "kind = \"redb\"\n",
+            &format!("kind = \"postgres\"\nurl = \"{db}\"\n"),
+        )
+    };
+    std::fs::write(
+        &pg_config,
+        to_pg(std::fs::read_to_string(&a.config_path).unwrap()),
+    )
+    .unwrap();
+    let old = a.config_path.display().to_string();
+    let (ok, out, err) =
+        common::run_cli(&pg_config, &["store", "migrate", "--from-config", &old], "");
+    assert!(ok, "{out}{err}");
+
+    // Same data directory, so the same mfa.key.
+    let mut on_pg = Peer::start(&a, to_pg);
+    let resp = post(
+        on_pg.url("/api/v1/user/signin"),
+        json!({"email": "max@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        session_cookie(&resp, "sid").is_none(),
+        "no session before the code"
+    );
+    let pending = session_cookie(&resp, "sid_mfa").expect("second factor still required");
+    let resp = post(
+        on_pg.url("/api/v1/user/signin/2fa"),
+        json!({"code": code_at(0)}),
+        Some(&pending),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    on_pg.kill();
+}
