@@ -307,6 +307,8 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let change = store
                 .delete_user(&key)?
                 .ok_or(AdminError::UnknownUser(key))?;
+            // Second factors go with the account.
+            store.mfa_delete(change.user.id)?;
             tracing::info!(user_id = change.user.id, "user deleted by operator");
             Ok(changed(
                 &change.user,

@@ -440,6 +440,9 @@ impl Auth {
         self.sessions.forget_user(change.user.id);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &change.user.email);
+        // Second factors go with the account (passkeys, sealed TOTP secret).
+        let (store, user_id) = (self.store.clone(), change.user.id);
+        run_blocking(move || store.mfa_delete(user_id)).await?;
         crate::metrics::get().account("account_deleted");
         tracing::info!(user_id = change.user.id, "account deleted by its owner");
         Ok(())
