@@ -7,7 +7,9 @@
 //! - `config`: TOML → checked configuration;
 //! - `store`: the persistence trait and its redb implementation;
 //! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
-//!   account self-service (reset, password/email change, own sessions);
+//!   account self-service (reset, password/email change, own sessions),
+//!   second factors (`auth::mfa`: TOTP, recovery codes, the pending
+//!   sign-in; `auth::passkeys`: WebAuthn);
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;

@@ -1,5 +1,6 @@
-//! The authentication flows — sign-up by emailed code, sign-in, logout, and
-//! (in `account`) account self-service — as
+//! The authentication flows — sign-up by emailed code, sign-in, logout,
+//! (in `account`) account self-service, and (in `mfa`, `passkeys`) second
+//! factors — as
 //! plain async functions over the store, password hasher, sessions and the
 //! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.

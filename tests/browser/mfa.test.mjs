@@ -10,11 +10,14 @@
 // made on another origin.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 
 import * as OTPAuth from 'otpauth';
 
-import { launchBrowser, startWorld } from './harness.mjs';
+import { GATEHOUSE, launchBrowser, startWorld } from './harness.mjs';
 
 const PASSWORD = 'correct horse battery';
 let world;
@@ -235,6 +238,11 @@ describe('Passkeys in Chromium over h2 (DevTools virtual authenticator)', () => 
     const { credentials } = await t.cdp.send('WebAuthn.getCredentials', { authenticatorId: t.authenticatorId });
     assert.equal(credentials.length, 1);
     assert.equal(credentials[0].isResidentCredential, true, 'discoverable');
+    // The operator sees it by name (through the running server's admin socket).
+    const { stdout } = await promisify(execFile)(GATEHOUSE, [
+      'user', 'show', t.email, '--config', path.join(world.dir, 'gatehouse.toml'),
+    ]);
+    assert.match(stdout, /second factors: passkeys: Laptop, 0 recovery codes left/);
   });
 
   test('sign in without a password, with the discoverable credential', async () => {
