@@ -56,7 +56,7 @@ export GATEHOUSE_TEST_PG_START="$PWD/.ci/postgres.sh --start $DIR $PG_BIN $PORT"
 timeout 900 cargo test --locked --test postgres
 timeout 900 cargo test --locked --test postgres_outage
 GATEHOUSE_TEST_STORE=postgres timeout 1200 cargo test --locked \
-    --test signup --test sessions --test account --test oidc_endpoints
+    --test signup --test sessions --test account --test oidc_endpoints --test mfa
 # Access rules (groups in the cached session) and the sign-up policy
 # (invites) on the shared store (issue 20).
 GATEHOUSE_TEST_STORE=postgres timeout 600 cargo test --locked \

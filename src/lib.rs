@@ -8,7 +8,8 @@
 //! - `store`: the persistence trait and its redb implementation;
 //! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
 //!   account self-service (reset, password/email change, own sessions),
-//!   route access rules and the sign-up policy;
+//!   route access rules, the sign-up policy and second factors (`auth::mfa`:
+//!   TOTP, recovery codes, the pending sign-in; `auth::passkeys`: WebAuthn);
 //! - `mail`: outbox, transports, templates;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
 //!   CORS/CSRF, forward-auth, errors → statuses;

@@ -507,3 +507,167 @@ async fn a_group_change_through_a_applies_on_b() {
     // The session itself lives on.
     assert_eq!(status_of(b.url("/api/v2/x"), &cookie).await, 200);
 }
+
+/// TOTP enrolled through A is required, checked and single-use through B:
+/// the factor, its sealed secret (under the shared `[mfa] key_file`), the
+/// pending sign-in and the used time step all live in the database.
+#[tokio::test]
+async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("mfa.key");
+    std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
+    let opts = Options {
+        extra_toml: format!("[mfa]\nkey_file = \"{}\"\n", key_file.display()),
+        ..Options::default()
+    };
+    let Some((a, b, _db)) = pair_with(opts).await else {
+        return;
+    };
+    let cookie = a.sign_up("tia@example.com", "password1").await;
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/setup",
+            json!({"password": "password1"}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let setup: serde_json::Value = resp.json().await.unwrap();
+    let app = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/enable",
+            json!({"code": code_at(-1)}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    // B asks for the second factor and accepts the code …
+    let sign_in = || {
+        post(
+            b.url("/api/v1/user/signin"),
+            json!({"email": "tia@example.com", "password": "password1"}),
+            None,
+        )
+    };
+    let resp = sign_in().await;
+    assert_eq!(resp.status(), 200);
+    assert!(session_cookie(&resp, "sid").is_none());
+    let pending = session_cookie(&resp, "sid_mfa").expect("pending cookie from B");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["mfaRequired"], true);
+    // … and the pending sign-in made on B completes on A.
+    let resp = post(
+        a.url("/api/v1/user/signin/2fa"),
+        json!({"code": code_at(0)}),
+        Some(&pending),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let session = session_cookie(&resp, "sid").unwrap();
+    assert_eq!(status_of(b.url("/api/v2/x"), &session).await, 200);
+    // The same code is refused on B: the used step is shared.
+    let resp = sign_in().await;
+    let pending = session_cookie(&resp, "sid_mfa").unwrap();
+    let resp = post(
+        b.url("/api/v1/user/signin/2fa"),
+        json!({"code": code_at(0)}),
+        Some(&pending),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+}
+
+/// `store migrate` carries second factors over: a user with TOTP on redb
+/// still has to give a code on PostgreSQL (a migration must never quietly
+/// remove a factor), and the sealed secret still opens there.
+#[tokio::test]
+async fn store_migrate_keeps_second_factors() {
+    if pg::server_url().is_none() {
+        return;
+    }
+    let mut a = Gatehouse::start_with(Options {
+        tls: false,
+        store: "kind = \"redb\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cookie = a.sign_up("max@example.com", "password1").await;
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/setup",
+            json!({"password": "password1"}),
+            &cookie,
+        )
+        .await;
+    let setup: serde_json::Value = resp.json().await.unwrap();
+    let app = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
+    let resp = a
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/enable",
+            json!({"code": code_at(-1)}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    a.stop();
+
+    let db = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg_config = dir.path().join("pg.toml");
+    let to_pg = |c: String| {
+        c.replace(
+            "kind = \"redb\"\n",
+            &format!("kind = \"postgres\"\nurl = \"{db}\"\n"),
+        )
+    };
+    std::fs::write(
+        &pg_config,
+        to_pg(std::fs::read_to_string(&a.config_path).unwrap()),
+    )
+    .unwrap();
+    let old = a.config_path.display().to_string();
+    let (ok, out, err) =
+        common::run_cli(&pg_config, &["store", "migrate", "--from-config", &old], "");
+    assert!(ok, "{out}{err}");
+
+    // Same data directory, so the same mfa.key.
+    let mut on_pg = Peer::start(&a, to_pg);
+    let resp = post(
+        on_pg.url("/api/v1/user/signin"),
+        json!({"email": "max@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        session_cookie(&resp, "sid").is_none(),
+        "no session before the code"
+    );
+    let pending = session_cookie(&resp, "sid_mfa").expect("second factor still required");
+    let resp = post(
+        on_pg.url("/api/v1/user/signin/2fa"),
+        json!({"code": code_at(0)}),
+        Some(&pending),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    on_pg.kill();
+}

@@ -47,6 +47,11 @@ pub enum Request {
         email: String,
         password_hash: String,
     },
+    /// Remove every second factor (TOTP, recovery codes, passkeys), end
+    /// every session, mail a notice.
+    UserReset2fa {
+        email: String,
+    },
     /// Remove a user's link to an OIDC provider.
     UserUnlink {
         email: String,
@@ -264,7 +269,36 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             value["has_password"] =
                 serde_json::Value::from(user.password_hash != crate::store::NO_PASSWORD);
             value["groups"] = to_value(&store.groups_of(user.id)?);
+            value["factors"] = factors_view(&store.mfa_get(user.id)?);
             Ok(done(value))
+        }
+        Request::UserReset2fa { email } => {
+            let key = normalise(&email)?;
+            let user = store
+                .user_by_email(&key)?
+                .ok_or(AdminError::UnknownUser(key))?;
+            let removed = store.mfa_delete(user.id)?;
+            let ended = store.delete_user_sessions(user.id)?;
+            let had = removed != crate::store::MfaRecord::default();
+            if had {
+                store.queue_notice(&user.email, now_millis(), reset_notice())?;
+            }
+            tracing::info!(
+                target: "gatehouse::security",
+                user_id = user.id,
+                sessions = ended.len(),
+                "second factors reset by operator"
+            );
+            let mut data = to_value(&user_view(&user, 0));
+            data["action"] = serde_json::Value::from("second factors removed");
+            data["factors_removed"] = factors_view(&removed);
+            data["sessions_ended"] = serde_json::Value::from(ended.len());
+            Ok(Executed {
+                data,
+                forget_users: vec![user.id],
+                forget_tokens: ended,
+                queued_mail: had,
+            })
         }
         Request::UserUnlink { email, provider } => {
             let key = normalise(&email)?;
@@ -302,6 +336,8 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let change = store
                 .delete_user(&key)?
                 .ok_or(AdminError::UnknownUser(key))?;
+            // Second factors go with the account.
+            store.mfa_delete(change.user.id)?;
             tracing::info!(user_id = change.user.id, "user deleted by operator");
             Ok(changed(
                 &change.user,
@@ -469,6 +505,44 @@ fn set_groups(store: &dyn Store, email: &str, groups: Vec<String>) -> Result<Exe
         forget_users: vec![user.id],
         ..Executed::default()
     })
+}
+
+/// A user's second factors as the operator sees them: kinds, names and
+/// dates, never a secret.
+fn factors_view(record: &crate::store::MfaRecord) -> serde_json::Value {
+    let passkeys: Vec<serde_json::Value> = record
+        .passkeys
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.id,
+                "name": p.name,
+                "created_at": p.created_at,
+                "last_used_at": p.last_used_at,
+                "backed_up": p.backed_up,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "totp": record.totp.is_some(),
+        "totp_enabled_at": record.totp.as_ref().map(|t| t.enabled_at),
+        "recovery_codes_left": record.recovery_codes.len(),
+        "passkeys": passkeys,
+    })
+}
+
+/// The notice for an operator's reset; without the server's mail
+/// settings at hand, it may wait in the outbox for a day.
+fn reset_notice() -> crate::store::Notice {
+    let mut token = [0u8; 16];
+    crate::auth::random_bytes(&mut token);
+    crate::store::Notice {
+        kind: crate::store::MailKind::SecondFactor {
+            event: crate::store::MfaEvent::ResetByAdmin,
+        },
+        deadline: now_millis() + 24 * 3600 * 1000,
+        message_token: crate::auth::base64url(&token),
+    }
 }
 
 fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<Executed, AdminError> {

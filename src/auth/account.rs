@@ -48,7 +48,7 @@ fn message_token() -> String {
 }
 
 impl Auth {
-    fn notice(&self, kind: MailKind) -> Notice {
+    pub(super) fn notice(&self, kind: MailKind) -> Notice {
         Notice {
             kind,
             deadline: now_millis() + self.outbox.deadline().as_millis() as u64,
@@ -57,14 +57,14 @@ impl Auth {
     }
 
     /// Ends, in the cache and every tracker, sessions the store has deleted.
-    fn sessions_ended(&self, ended: &[TokenHash]) {
+    pub(super) fn sessions_ended(&self, ended: &[TokenHash]) {
         for hash in ended {
             self.sessions.forget(hash);
         }
     }
 
     /// The caller's account, re-read: the session may outlive a change.
-    async fn account_of(&self, who: &Identity) -> Result<User, AuthError> {
+    pub(super) async fn account_of(&self, who: &Identity) -> Result<User, AuthError> {
         let store = self.store.clone();
         let key = who.email.to_string();
         run_blocking(move || store.user_by_email(&key))
@@ -75,7 +75,7 @@ impl Auth {
 
     /// Checks the password that confirms a change, under the sign-in
     /// back-off: a wrong one counts as a failed sign-in.
-    async fn confirm_password(
+    pub(super) async fn confirm_password(
         &self,
         user: &User,
         password: &str,
@@ -440,6 +440,9 @@ impl Auth {
         self.sessions.forget_user(change.user.id);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &change.user.email);
+        // Second factors go with the account (passkeys, sealed TOTP secret).
+        let (store, user_id) = (self.store.clone(), change.user.id);
+        run_blocking(move || store.mfa_delete(user_id)).await?;
         crate::metrics::get().account("account_deleted");
         tracing::info!(user_id = change.user.id, "account deleted by its owner");
         Ok(())

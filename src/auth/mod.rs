@@ -1,5 +1,6 @@
-//! The authentication flows — sign-up by emailed code, sign-in, logout, and
-//! (in `account`) account self-service — as
+//! The authentication flows — sign-up by emailed code, sign-in, logout,
+//! (in `account`) account self-service, and (in `mfa`, `passkeys`) second
+//! factors — as
 //! plain async functions over the store, password hasher, sessions and the
 //! mail outbox.
 //! HTTP lives elsewhere; this module only decides outcomes.
@@ -9,7 +10,9 @@ pub use account::{EmailChangeDone, SessionInfo};
 pub mod devices;
 pub mod email;
 pub mod live;
+pub mod mfa;
 pub mod otp;
+pub mod passkeys;
 pub mod passwords;
 pub mod rules;
 pub mod sessions;
@@ -140,6 +143,8 @@ pub struct Auth {
     notify_new_device: bool,
     /// `[signup]`: who may create an account (see `signup_policy`).
     signup: Arc<crate::config::SignupConfig>,
+    /// Second factors: the sealing key, the issuer, the pending cookie.
+    pub mfa: mfa::MfaSettings,
 }
 
 impl Auth {
@@ -164,6 +169,7 @@ impl Auth {
             password_len: (cfg.password.min_length, cfg.password.max_length),
             notify_new_device: cfg.notify.new_device,
             signup: Arc::new(cfg.access.signup.clone()),
+            mfa: mfa::MfaSettings::new(cfg)?,
         })
     }
 
@@ -324,14 +330,15 @@ impl Auth {
     }
 
     /// Password sign-in. The previous session named by the request (if any)
-    /// is ended so every sign-in gets a fresh token.
+    /// is ended so every sign-in gets a fresh token. A user with a second
+    /// factor gets a pending sign-in instead (see [`mfa`]).
     pub async fn sign_in(
         &self,
         raw_email: &str,
         password: &str,
         previous: Option<TokenHash>,
         client: &ClientInfo,
-    ) -> Result<SignedIn, AuthError> {
+    ) -> Result<mfa::SignInStep, AuthError> {
         let ip = client.ip_key.as_str();
         self.throttle
             .hit(Rate::SignInPerIp, ip)
@@ -377,13 +384,19 @@ impl Auth {
                 .record_failure(Failures::SignInPerEmail, &email);
             return Err(AuthError::InvalidCredentials);
         };
+        let step = self.after_password(&user, previous, client).await?;
+        if let mfa::SignInStep::SecondFactor { .. } = step {
+            // Failures are cleared, and the new-device notice sent, once
+            // the second factor is right (`complete_second_factor`).
+            return Ok(step);
+        }
         crate::metrics::get().sign_in(true);
         self.throttle
             .clear_failures(Failures::SignInPerEmail, &email);
         if !known_device && self.notify_new_device {
             self.notify_new_sign_in(&user.email, client).await;
         }
-        self.start_session(&user, previous, &client.origin).await
+        Ok(step)
     }
 
     /// Starts a session for an authenticated user — the one path shared by
@@ -457,6 +470,10 @@ impl Auth {
         let store = self.store.clone();
         let expiry = self.sessions.expiry();
         let counts = run_blocking(move || store.sweep(now_millis(), expiry)).await?;
+        let challenges = self.sweep_mfa().await?;
+        if challenges > 0 {
+            tracing::debug!(challenges, "swept expired second-factor challenges");
+        }
         self.sessions.prune_cache();
         if counts.sessions + counts.otps > 0 {
             tracing::info!(

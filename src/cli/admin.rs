@@ -94,6 +94,14 @@ pub enum UserCommand {
         /// The `[[oidc]]` name, e.g. google.
         provider: String,
     },
+    /// Remove every second factor (TOTP, recovery codes, passkeys) of a
+    /// user who lost them; ends every session and mails a notice.
+    #[command(name = "reset-2fa")]
+    Reset2fa {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+    },
     /// Replace the password; ends every session of the account.
     SetPassword {
         #[command(flatten)]
@@ -224,6 +232,9 @@ pub fn user(cmd: UserCommand) -> ExitCode {
         }
         UserCommand::Disable { common, email } => {
             (common, Ok(Request::UserDisable { email }), Shape::Summary)
+        }
+        UserCommand::Reset2fa { common, email } => {
+            (common, Ok(Request::UserReset2fa { email }), Shape::Summary)
         }
         UserCommand::Enable { common, email } => {
             (common, Ok(Request::UserEnable { email }), Shape::Summary)
@@ -476,6 +487,7 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
                     out.push('\n');
                 }
             }
+            out.push_str(&factors_line(&data["factors"]));
             let sessions: Vec<SessionView> =
                 serde_json::from_value(data["session_list"].clone()).unwrap_or_default();
             if !sessions.is_empty() {
@@ -529,6 +541,28 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
             None => format!("{data}\n"),
         },
     }
+}
+
+/// `second factors: TOTP (since …), 9 recovery codes left, passkeys: a, b`.
+fn factors_line(factors: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if factors["totp"] == true {
+        let since = factors["totp_enabled_at"]
+            .as_u64()
+            .map(utc)
+            .unwrap_or_default();
+        parts.push(format!("TOTP (since {since})"));
+    }
+    if let Some(passkeys) = factors["passkeys"].as_array().filter(|p| !p.is_empty()) {
+        let names: Vec<&str> = passkeys.iter().filter_map(|p| p["name"].as_str()).collect();
+        parts.push(format!("passkeys: {}", names.join(", ")));
+    }
+    if parts.is_empty() {
+        return "second factors: none\n".into();
+    }
+    let left = factors["recovery_codes_left"].as_u64().unwrap_or(0);
+    parts.push(format!("{left} recovery codes left"));
+    format!("second factors: {}\n", parts.join(", "))
 }
 
 fn users_table(users: &[UserView]) -> String {

@@ -77,6 +77,7 @@ impl TryFrom<RawConfig> for Config {
                 signup: super::access::check_signup(raw.signup)?,
                 pages,
             },
+            mfa: super::mfa::check_mfa(raw.mfa)?,
         })
     }
 }

@@ -82,6 +82,8 @@ mod acme;
 mod check;
 pub mod locate;
 mod mail;
+mod mfa;
+pub use mfa::MfaConfig;
 mod oidc;
 mod raw;
 #[cfg(test)]
@@ -119,6 +121,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Deny by default, sign-up policy, built-in pages (issue 20).
     pub access: AccessConfig,
+    /// `[mfa]`: TOTP and passkeys.
+    pub mfa: MfaConfig,
 }
 
 /// Cross-origin access to the auth endpoints and proxied routes.

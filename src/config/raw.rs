@@ -48,6 +48,8 @@ pub(super) struct RawConfig {
     /// `[pages]`: the built-in sign-in pages (see `super::access`).
     #[serde(default)]
     pub(super) pages: Option<super::access::RawPages>,
+    /// `[mfa]`: second factors.
+    pub(super) mfa: Option<super::mfa::RawMfa>,
 }
 
 #[derive(Debug, Deserialize, Default)]

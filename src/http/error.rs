@@ -79,6 +79,9 @@ pub enum ApiError {
     /// An OIDC sign-in could not be started.
     #[error(transparent)]
     OAuthConnect(#[from] crate::oidc::ConnectError),
+    /// A second-factor step refused (see `auth::mfa`).
+    #[error(transparent)]
+    Mfa(crate::auth::mfa::MfaError),
     /// The request target could not be rewritten for the upstream (our bug,
     /// not the client's: the target already passed parsing).
     #[error("forwarded request target: {0}")]
@@ -142,6 +145,7 @@ impl ApiError {
             ApiError::Store(e) if e.is_unavailable() => unavailable(),
             ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
+            ApiError::Mfa(e) => (super::mfa::status_of(e), e.to_string()),
             ApiError::OAuthConnect(e) => {
                 use crate::oidc::ConnectError as C;
                 match e {
@@ -233,6 +237,7 @@ fn record_metrics(error: &ApiError, status: StatusCode) {
         | ApiError::BadAuthority(_)
         | ApiError::Store(_)
         | ApiError::OAuthConnect(_)
+        | ApiError::Mfa(_)
         | ApiError::UpstreamUri(_) => {}
     }
 }

@@ -54,12 +54,8 @@ pub async fn sign_in(
     let body = read_json(app, req).await?;
     let email = required_str(&body, "email")?;
     let password = required_str(&body, "password")?;
-    let signed_in = app.auth.sign_in(email, password, previous, &client).await?;
-    Ok(signed_in_response(
-        app,
-        "Signed in successfully",
-        &signed_in,
-    ))
+    let step = app.auth.sign_in(email, password, previous, &client).await?;
+    Ok(super::mfa::sign_in_answer(app, step))
 }
 
 pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {

@@ -18,6 +18,7 @@ mod forward_auth;
 mod handlers;
 pub mod head;
 pub mod header_names;
+mod mfa;
 mod oauth;
 pub mod origin;
 pub mod path;
@@ -309,6 +310,8 @@ enum Endpoint {
     OAuthConnect,
     /// `GET /api/v1/oauth/{name}/callback`: the provider sends the browser back.
     OAuthCallback,
+    /// Second factors (see `mfa`).
+    Mfa(mfa::Step),
 }
 
 impl Endpoint {
@@ -329,6 +332,9 @@ impl Endpoint {
             "/api/v1/user/email/verify" => Endpoint::EmailVerify,
             "/api/v1/user" => Endpoint::DeleteAccount,
             other if account::session_id(other).is_some() => Endpoint::OwnSession,
+            other if mfa::Step::for_path(other).is_some() => {
+                Endpoint::Mfa(mfa::Step::for_path(other)?)
+            }
             other => return oauth::step_for(other),
         })
     }
@@ -360,6 +366,7 @@ impl Endpoint {
             Endpoint::DeleteAccount => "account-delete",
             Endpoint::OAuthConnect => "oauth-connect",
             Endpoint::OAuthCallback => "oauth-callback",
+            Endpoint::Mfa(step) => step.name(),
         }
     }
 
@@ -376,6 +383,7 @@ impl Endpoint {
             | Endpoint::OAuthConnect
             | Endpoint::OAuthCallback => Method::GET,
             Endpoint::OwnSession | Endpoint::DeleteAccount => Method::DELETE,
+            Endpoint::Mfa(step) => step.method(),
             Endpoint::SendOtp
             | Endpoint::Verify
             | Endpoint::SignIn
@@ -428,6 +436,7 @@ async fn serve_endpoint(
         Endpoint::DeleteAccount => account::delete_account(app, ctx, req, served).await,
         Endpoint::OAuthConnect => oauth::connect(app, ctx, req).await,
         Endpoint::OAuthCallback => oauth::callback(app, ctx, req).await,
+        Endpoint::Mfa(step) => mfa::serve(app, ctx, step, req, served).await,
     }
 }
 

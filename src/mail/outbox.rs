@@ -284,6 +284,10 @@ impl Delivery {
             MailKind::Invited { expires_at } => Content::Invited {
                 expires_at: *expires_at,
             },
+            MailKind::SecondFactor { event } => Content::SecondFactor {
+                at: mail.queued_at,
+                event: *event,
+            },
         };
         let rendered = match self
             .composer

@@ -17,6 +17,7 @@ use super::MailError;
 use crate::config::MailConfig;
 
 mod account;
+mod mfa;
 pub use account::format_utc;
 
 const CODE_SUBJECT: &str = "Your {{product}} sign-up code";
@@ -124,6 +125,11 @@ pub enum Content {
         ip: String,
         user_agent: Option<String>,
     },
+    /// A second factor was added, removed or used (at `at`).
+    SecondFactor {
+        at: u64,
+        event: crate::store::MfaEvent,
+    },
 }
 
 /// A message ready for a transport.
@@ -230,6 +236,7 @@ impl Composer {
             _ => ("", String::new()),
         };
         let details = account::Details::of(content);
+        let mfa_text: String;
         let values = Values {
             code,
             product: &self.product,
@@ -250,6 +257,11 @@ impl Composer {
             Content::Test => (TEST_SUBJECT, TEST_TEXT, None),
             Content::Invited { .. } => (INVITE_SUBJECT, INVITE_TEXT, Some(INVITE_HTML)),
             Content::SignupRefused => (REFUSED_SUBJECT, REFUSED_TEXT, Some(REFUSED_HTML)),
+            Content::SecondFactor { event, .. } => {
+                let (subject, text) = mfa::notice(*event);
+                mfa_text = text;
+                (subject, mfa_text.as_str(), None)
+            }
             other => {
                 let set = self.account.for_content(other);
                 (

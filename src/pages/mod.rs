@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
+use crate::auth::mfa::{SecondFactor, SignInStep};
 use crate::config::{Config, SignupMode};
 use crate::http::body::RequestBody;
 use crate::http::error::ApiError;
@@ -75,9 +76,6 @@ pub struct Pages {
     logo: Option<(Bytes, &'static str)>,
     csrf: csrf::Csrf,
     signup_mode: SignupMode,
-    /// Whether second factors are configured (issue 19): until then the
-    /// second-factor page answers 404.
-    second_factor: bool,
     /// `[[oidc]]` provider names, one button each on the sign-in page.
     oidc_providers: Vec<String>,
 }
@@ -129,7 +127,6 @@ impl Pages {
             logo,
             csrf: csrf::Csrf::new(store.server_secret("pages-form")?, cfg.tls.is_some()),
             signup_mode: cfg.access.signup.mode,
-            second_factor: false,
             oidc_providers: cfg.oidc.iter().map(|p| p.name.clone()).collect(),
         }))
     }
@@ -248,7 +245,6 @@ impl Pages {
             },
             Page::Unknown => Ok(self.not_found()),
             Page::Oidc if get => self.start_oidc(app, ctx, &req).await,
-            Page::SecondFactor if !self.second_factor => Ok(self.not_found()),
             Page::SignedOut if get => Ok(self.html(
                 StatusCode::OK,
                 "signed_out_heading",
@@ -572,7 +568,12 @@ impl Pages {
                 app.auth
                     .sign_in(email, form.get("password"), previous, &client)
                     .await
-                    .map(|signed_in| self.signed_in(app, &signed_in, back))
+                    .map(|step| match step {
+                        SignInStep::Done(signed_in) => self.signed_in(app, &signed_in, back),
+                        SignInStep::SecondFactor { pending_token } => {
+                            self.to_second_factor(app, &pending_token, back)
+                        }
+                    })
             }
             Page::SignUp => app
                 .auth
@@ -607,13 +608,33 @@ impl Pages {
                     resp
                 })
             }
-            // Reached only once second factors exist (see `second_factor`).
-            Page::SecondFactor
-            | Page::SignedOut
-            | Page::Oidc
-            | Page::Style
-            | Page::Logo
-            | Page::Unknown => {
+            Page::SecondFactor => {
+                // One field takes either answer: six digits are a TOTP
+                // code, anything else is tried as a recovery code.
+                let typed = code(&form);
+                let answer = if typed.len() == 6 && typed.bytes().all(|b| b.is_ascii_digit()) {
+                    SecondFactor::Code(&typed)
+                } else {
+                    SecondFactor::RecoveryCode(&typed)
+                };
+                let pending = app.auth.mfa.pending_token(req.headers());
+                match app
+                    .auth
+                    .complete_second_factor(pending, answer, &client)
+                    .await
+                {
+                    Ok(signed_in) => {
+                        let mut resp = self.signed_in(app, &signed_in, back);
+                        append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+                        return Ok(resp);
+                    }
+                    Err(e) => {
+                        let (status, message) = ApiError::from(e).status_and_message();
+                        return Ok(shown(page, Some(message), status));
+                    }
+                }
+            }
+            Page::SignedOut | Page::Oidc | Page::Style | Page::Logo | Page::Unknown => {
                 return Ok(self.not_found());
             }
         };
@@ -680,6 +701,19 @@ impl Pages {
             ),
         );
         Ok(resp)
+    }
+
+    /// A right password of a user with a second factor: the pending
+    /// cookie, and on to the step that asks for the code (keeping `rd`).
+    fn to_second_factor(&self, app: &App, pending_token: &str, back: &str) -> Response<Body> {
+        let location = format!(
+            "{}?rd={}",
+            self.url("second-factor"),
+            encode_component(back)
+        );
+        let mut resp = redirect(StatusCode::SEE_OTHER, &location);
+        append_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(pending_token));
+        resp
     }
 
     /// Session and device cookies, then back to where the user was going.

@@ -87,6 +87,9 @@ fn copy_into(store: &RedbStore, file: File) -> Result<BackupCounts, StoreError> 
     copy_table(&src, &dst, super::redb_oidc::IDENTITIES)?;
     copy_table(&src, &dst, super::redb_access::USER_GROUPS)?;
     copy_table(&src, &dst, super::redb_access::INVITES)?;
+    copy_table(&src, &dst, super::redb_mfa::MFA)?;
+    copy_table(&src, &dst, super::redb_mfa::PASSKEY_OWNERS)?;
+    copy_table(&src, &dst, super::redb_mfa::MFA_CHALLENGES)?;
     let counts = BackupCounts {
         users: src
             .open_table(USERS)

@@ -38,6 +38,10 @@ pub struct Snapshot {
     /// Linked OpenID identities (started sign-ins are not copied: they
     /// last minutes and are bound to a browser mid-flow).
     identities: Vec<super::Identity>,
+    /// Second factors per user (challenges are not copied, like OIDC
+    /// states). The TOTP secrets stay sealed: the target needs the same
+    /// `[mfa] key_file`.
+    mfa: Vec<(u64, super::MfaRecord)>,
     next_user_id: u64,
     next_outbox_id: u64,
 }
@@ -56,6 +60,8 @@ pub struct MigrateCounts {
     /// Users with groups (issue 20).
     pub user_groups: usize,
     pub invites: usize,
+    /// Users with second-factor records (TOTP, recovery codes, passkeys).
+    pub second_factor_users: usize,
 }
 
 impl Snapshot {
@@ -71,6 +77,7 @@ impl Snapshot {
             linked_identities: self.identities.len(),
             user_groups: 0,
             invites: 0,
+            second_factor_users: self.mfa.len(),
         }
     }
 
@@ -181,6 +188,15 @@ impl RedbStore {
             snap.identities
                 .push(decode(row.map_err(db_err)?.1.value())?);
         }
+        for row in txn
+            .open_table(super::redb_mfa::MFA)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            snap.mfa.push((k.value(), decode(v.value())?));
+        }
         let meta = txn.open_table(META).map_err(db_err)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             Ok(meta.get(name).map_err(db_err)?.map_or(1, |v| v.value()))
@@ -280,6 +296,19 @@ impl RedbStore {
                     )
                     .map_err(db_err)?;
             }
+            let mut mfa = txn.open_table(super::redb_mfa::MFA).map_err(db_err)?;
+            let mut owners = txn
+                .open_table(super::redb_mfa::PASSKEY_OWNERS)
+                .map_err(db_err)?;
+            for (user_id, record) in &snap.mfa {
+                mfa.insert(*user_id, encode(record)?.as_slice())
+                    .map_err(db_err)?;
+                for pk in &record.passkeys {
+                    owners
+                        .insert(pk.credential_id.as_slice(), *user_id)
+                        .map_err(db_err)?;
+                }
+            }
             let mut meta = txn.open_table(META).map_err(db_err)?;
             meta.insert("next_user_id", snap.next_user_id)
                 .map_err(db_err)?;
@@ -373,6 +402,9 @@ impl PostgresStore {
             }
             for r in tx.query("SELECT record FROM gh_identities", &[]).await.map_err(pg)? {
                 snap.identities.push(text(&r, 0)?);
+            }
+            for r in tx.query("SELECT user_id, record FROM gh_mfa", &[]).await.map_err(pg)? {
+                snap.mfa.push((r.get::<_, i64>(0) as u64, text(&r, 1)?));
             }
             let next = async |seq: &str| -> Result<u64, StoreError> {
                 let sql = format!("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}");
@@ -470,6 +502,22 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
+            }
+            for (user_id, record) in &snap.mfa {
+                tx.execute(
+                    "INSERT INTO gh_mfa (user_id, record) VALUES ($1, $2)",
+                    &[&i(*user_id), &json(record)?],
+                )
+                .await
+                .map_err(pg)?;
+                for pk in &record.passkeys {
+                    tx.execute(
+                        "INSERT INTO gh_passkey_owners (credential_id, user_id) VALUES ($1, $2)",
+                        &[&pk.credential_id, &i(*user_id)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
             }
             tx.execute("SELECT setval('gh_user_ids', $1, false)", &[&i(snap.next_user_id.max(1))])
                 .await

@@ -9,14 +9,17 @@
 mod access;
 mod account;
 mod backup;
+mod mfa;
 mod migrate;
 mod pg_access;
+mod pg_mfa;
 mod pg_oidc;
 mod pg_revocations;
 mod pg_schema;
 mod postgres;
 mod redb_access;
 mod redb_account;
+mod redb_mfa;
 mod redb_oidc;
 mod redb_outbox;
 mod redb_store;
@@ -31,6 +34,10 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use mfa::{
+    ChallengePurpose, MfaChallenge, MfaChange, MfaEvent, MfaRecord, MfaStore, MfaUpdated,
+    PasskeyRecord, TotpFactor,
+};
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
 pub use postgres::PostgresStore;
@@ -188,6 +195,8 @@ pub enum MailKind {
     Invited { expires_at: UnixMillis },
     /// `[signup] refusal_notice`: sign-up is not open to this address.
     SignupRefused,
+    /// A second factor was added, removed or used (see [`MfaEvent`]).
+    SecondFactor { event: MfaEvent },
 }
 
 impl std::fmt::Debug for MailKind {
@@ -217,6 +226,10 @@ impl std::fmt::Debug for MailKind {
             MailKind::Invited { expires_at } => f
                 .debug_struct("Invited")
                 .field("expires_at", expires_at)
+                .finish(),
+            MailKind::SecondFactor { event } => f
+                .debug_struct("SecondFactor")
+                .field("event", event)
                 .finish(),
         }
     }
@@ -346,7 +359,7 @@ impl SessionExpiry {
 
 /// The storage contract. Emails passed in are already normalised. The OIDC
 /// methods are grouped in [`OidcStore`].
-pub trait Store: OidcStore + AccessStore + Send + Sync + 'static {
+pub trait Store: OidcStore + AccessStore + MfaStore + Send + Sync + 'static {
     /// Counts a send-otp request against `limit` and, if allowed, stores
     /// `otp` as the email's only pending code (replacing an older one) —
     /// unless the email already has an account, in which case no code is kept.

@@ -102,9 +102,20 @@ $$;
 CREATE TRIGGER gh_sessions_ended AFTER DELETE ON gh_sessions
     FOR EACH ROW EXECUTE FUNCTION gh_session_ended();
 "#,
-    // Version 2 is issue 19's (second factors); this placeholder only keeps the
-    // numbering so version 3 applies. The lead reconciles the two at merge.
-    r#"SELECT 1;"#,
+    // 2: second factors (issue 19).
+    r#"
+-- Each user's factors: JSON MfaRecord (TOTP secret sealed by the key file).
+CREATE TABLE gh_mfa (user_id bigint PRIMARY KEY, record text NOT NULL);
+-- Passkey credential id -> owner, for discoverable sign-in.
+CREATE TABLE gh_passkey_owners (credential_id bytea PRIMARY KEY, user_id bigint NOT NULL);
+CREATE INDEX gh_passkey_owners_by_user ON gh_passkey_owners (user_id);
+-- Pending second-factor sign-ins and WebAuthn ceremonies: JSON MfaChallenge.
+CREATE TABLE gh_mfa_challenges (
+    key bytea PRIMARY KEY,
+    expires_at bigint NOT NULL,
+    record text NOT NULL
+);
+"#,
     // Version 3 (issue 20): operator-set user groups (JSON list) and sign-up
     // invites.
     r#"

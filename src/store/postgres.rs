@@ -336,7 +336,10 @@ async fn user_by_email_in(tx: &Transaction<'_>, email: &str) -> Result<Option<Us
         .map(user_of))
 }
 
-async fn user_by_id_in(tx: &Transaction<'_>, id: u64) -> Result<Option<User>, StoreError> {
+pub(super) async fn user_by_id_in(
+    tx: &Transaction<'_>,
+    id: u64,
+) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE id = $1");
     Ok(tx
         .query_opt(&sql, &[&i(id)])

@@ -26,7 +26,7 @@ use super::{
 const SCHEMA_VERSION: u64 = 1;
 
 /// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 17] = [
+pub(super) const TABLE_NAMES: [&str; 20] = [
     "meta",
     "users",
     "users_by_email",
@@ -45,6 +45,10 @@ pub(super) const TABLE_NAMES: [&str; 17] = [
     // Issue 20 (`redb_access`).
     "user_groups",
     "invites",
+    // Issue 19 (`redb_mfa`).
+    "mfa",
+    "passkey_owners",
+    "mfa_challenges",
 ];
 
 /// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
@@ -127,6 +131,7 @@ impl RedbStore {
             redb_account::create_tables(&txn)?;
             super::redb_oidc::create_tables(&txn)?;
             super::redb_access::create_tables(&txn)?;
+            super::redb_mfa::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }

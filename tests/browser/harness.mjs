@@ -325,14 +325,14 @@ security = "none"
 timeout = "5s"
 [admin]
 listen = "off"
-${extraToml}
 [[route]]
 prefix = "/api/v2/"
 auth = "required"
 [[route]]
 prefix = "/"
 auth = "optional"
-${provider ? oidcConfig({ certs, provider, origin }) : ''}`);
+${provider ? oidcConfig({ certs, provider, origin }) : ''}
+${extraToml}`);
   const lines = [];
   const logFile = fs.createWriteStream(path.join(dir, 'gatehouse.log'));
   const child = spawn(GATEHOUSE, ['serve', '--config', config], {
@@ -405,9 +405,11 @@ export async function launchBrowser(dir, { certs, protocol }) {
 }
 
 /**
- * Everything above, started together. `options.gatehouseToml` is added to
- * Gatehouse's configuration (e.g. a `[pages]` section and more routes,
- * which take precedence by longest prefix).
+ * Everything above, started together. Options (all optional):
+ * `provider: false` leaves out the OpenID provider; `extraToml` (or its
+ * older name `gatehouseToml`) is appended to Gatehouse's configuration (e.g.
+ * an `[mfa]` table, a `[pages]` section and more routes, which take
+ * precedence by longest prefix).
  */
 export async function startWorld(options = {}) {
   const dir = workDir();
@@ -416,13 +418,13 @@ export async function startWorld(options = {}) {
   const smtp = await startSmtp(dir);
   // The provider must know Gatehouse's callback before Gatehouse starts.
   const port = await freePort();
-  const provider = await startProvider(dir, {
+  const provider = options.provider === false ? null : await startProvider(dir, {
     certs,
     redirectUris: [`https://localhost:${port}/api/v1/oauth/google/callback`],
   });
   const gatehouse = await startGatehouse(dir, {
     certs, upstreamPort: upstream.port, smtpPort: smtp.port, port, provider,
-    extraToml: options.gatehouseToml || '',
+    extraToml: [options.gatehouseToml, options.extraToml].filter(Boolean).join('\n'),
   });
   const foreign = await startForeignSite(certs);
   return {
@@ -436,7 +438,7 @@ export async function startWorld(options = {}) {
     stop() {
       foreign.stop();
       gatehouse.stop();
-      provider.stop();
+      if (provider) provider.stop();
       smtp.stop();
       upstream.stop();
       // Keep the screenshots and logs; the browser profiles are large.

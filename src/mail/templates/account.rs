@@ -159,7 +159,8 @@ impl AccountSets {
             | Content::AccountExists
             | Content::Test
             | Content::Invited { .. }
-            | Content::SignupRefused => &self.email_in_use,
+            | Content::SignupRefused
+            | Content::SecondFactor { .. } => &self.email_in_use,
         }
     }
 }
@@ -191,6 +192,10 @@ impl Details {
             },
             Content::Invited { expires_at } => Details {
                 time: format_utc(*expires_at),
+                ..Details::default()
+            },
+            Content::SecondFactor { at, .. } => Details {
+                time: format_utc(*at),
                 ..Details::default()
             },
             Content::NewSignIn { at, ip, user_agent } => Details {

@@ -1,0 +1,194 @@
+//! Second factors in redb: one JSON [`MfaRecord`] per user, the passkey
+//! credential-id index, and challenges keyed by the hash of what names
+//! them. Each change is one write transaction.
+
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::redb_store::{RedbStore, db_err, decode, encode};
+use super::{
+    MfaChallenge, MfaChange, MfaRecord, MfaStore, MfaUpdated, StoreError, TokenHash, UnixMillis,
+};
+
+/// User id → JSON [`MfaRecord`].
+pub(super) const MFA: TableDefinition<u64, &[u8]> = TableDefinition::new("mfa");
+/// Passkey credential id → user id.
+pub(super) const PASSKEY_OWNERS: TableDefinition<&[u8], u64> =
+    TableDefinition::new("passkey_owners");
+/// SHA-256 of the cookie or id naming it → JSON [`MfaChallenge`].
+pub(super) const MFA_CHALLENGES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("mfa_challenges");
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(MFA).map_err(db_err)?;
+    txn.open_table(PASSKEY_OWNERS).map_err(db_err)?;
+    txn.open_table(MFA_CHALLENGES).map_err(db_err)?;
+    Ok(())
+}
+
+fn record_in(txn: &WriteTransaction, user_id: u64) -> Result<MfaRecord, StoreError> {
+    match txn
+        .open_table(MFA)
+        .map_err(db_err)?
+        .get(user_id)
+        .map_err(db_err)?
+    {
+        Some(v) => decode(v.value()),
+        None => Ok(MfaRecord::default()),
+    }
+}
+
+/// Writes (or, when empty, removes) the record and re-indexes its passkeys.
+fn put_in(
+    txn: &WriteTransaction,
+    user_id: u64,
+    before: &MfaRecord,
+    after: &MfaRecord,
+) -> Result<(), StoreError> {
+    let mut owners = txn.open_table(PASSKEY_OWNERS).map_err(db_err)?;
+    for pk in &before.passkeys {
+        owners.remove(pk.credential_id.as_slice()).map_err(db_err)?;
+    }
+    for pk in &after.passkeys {
+        owners
+            .insert(pk.credential_id.as_slice(), user_id)
+            .map_err(db_err)?;
+    }
+    let mut table = txn.open_table(MFA).map_err(db_err)?;
+    if *after == MfaRecord::default() {
+        table.remove(user_id).map_err(db_err)?;
+    } else {
+        table
+            .insert(user_id, encode(after)?.as_slice())
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn drop_expired(txn: &WriteTransaction, now: UnixMillis) -> Result<usize, StoreError> {
+    let mut table = txn.open_table(MFA_CHALLENGES).map_err(db_err)?;
+    let mut doomed = Vec::new();
+    for entry in table.iter().map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        let challenge: MfaChallenge = decode(v.value())?;
+        if challenge.expires_at <= now {
+            doomed.push(k.value().to_vec());
+        }
+    }
+    for k in &doomed {
+        table.remove(k.as_slice()).map_err(db_err)?;
+    }
+    Ok(doomed.len())
+}
+
+impl MfaStore for RedbStore {
+    fn mfa_get(&self, user_id: u64) -> Result<MfaRecord, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn
+            .open_table(MFA)
+            .map_err(db_err)?
+            .get(user_id)
+            .map_err(db_err)?
+        {
+            Some(v) => decode(v.value()),
+            None => Ok(MfaRecord::default()),
+        }
+    }
+
+    fn mfa_update(&self, user_id: u64, change: &MfaChange) -> Result<MfaUpdated, StoreError> {
+        let txn = self.write_txn()?;
+        let before = record_in(&txn, user_id)?;
+        let after = change(&before);
+        if let Some(after) = &after {
+            put_in(&txn, user_id, &before, after)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(MfaUpdated { before, after })
+    }
+
+    fn mfa_delete(&self, user_id: u64) -> Result<MfaRecord, StoreError> {
+        let txn = self.write_txn()?;
+        let before = record_in(&txn, user_id)?;
+        put_in(&txn, user_id, &before, &MfaRecord::default())?;
+        txn.commit().map_err(db_err)?;
+        Ok(before)
+    }
+
+    fn passkey_owner(&self, credential_id: &[u8]) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        Ok(txn
+            .open_table(PASSKEY_OWNERS)
+            .map_err(db_err)?
+            .get(credential_id)
+            .map_err(db_err)?
+            .map(|v| v.value()))
+    }
+
+    fn mfa_user(&self, user_id: u64) -> Result<Option<super::User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn
+            .open_table(super::redb_store::USERS)
+            .map_err(db_err)?
+            .get(user_id)
+            .map_err(db_err)?
+        {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn mfa_challenge_put(
+        &self,
+        key: &TokenHash,
+        challenge: &MfaChallenge,
+        now: UnixMillis,
+        max_pending: u64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let full = |txn: &WriteTransaction| -> Result<bool, StoreError> {
+            Ok(txn
+                .open_table(MFA_CHALLENGES)
+                .map_err(db_err)?
+                .len()
+                .map_err(db_err)?
+                >= max_pending)
+        };
+        if full(&txn)? {
+            drop_expired(&txn, now)?;
+            if full(&txn)? {
+                return Ok(false);
+            }
+        }
+        txn.open_table(MFA_CHALLENGES)
+            .map_err(db_err)?
+            .insert(key.as_slice(), encode(challenge)?.as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(true)
+    }
+
+    fn mfa_challenge_take(
+        &self,
+        key: &TokenHash,
+        now: UnixMillis,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let txn = self.write_txn()?;
+        let taken = txn
+            .open_table(MFA_CHALLENGES)
+            .map_err(db_err)?
+            .remove(key.as_slice())
+            .map_err(db_err)?
+            .map(|v| decode::<MfaChallenge>(v.value()))
+            .transpose()?;
+        txn.commit().map_err(db_err)?;
+        Ok(taken.filter(|c| c.expires_at > now))
+    }
+
+    fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
+        let txn = self.write_txn()?;
+        let n = drop_expired(&txn, now)?;
+        txn.commit().map_err(db_err)?;
+        Ok(n)
+    }
+}
