@@ -518,3 +518,138 @@ async fn texts_colours_and_logo_come_from_the_templates_directory() {
     assert!(!ok, "an unknown text was accepted");
     assert!(err.contains("unknown text \"sign_in_heding\""), "{err}");
 }
+
+/// A user with TOTP (issue 19) signs in through the pages: the password
+/// form leads to the second-factor page with only the pending cookie, a
+/// wrong code is announced there, the right one signs in and returns to
+/// `rd`; a recovery code works in the same field.
+#[tokio::test]
+async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
+    let g = Gatehouse::start_with(pages_options()).await;
+    let email = "tom@example.com";
+    let cookie = g.sign_up(email, "password1").await;
+    let resp = g
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/setup",
+            serde_json::json!({"password": "password1"}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let setup: serde_json::Value = resp.json().await.unwrap();
+    let app = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let code_at = |steps: i64| app.generate((now + steps * 30) as u64).to_string();
+    let resp = g
+        .post_json_with_cookie(
+            "/api/v1/user/2fa/totp/enable",
+            serde_json::json!({"code": code_at(-1)}),
+            &cookie,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let enabled: serde_json::Value = resp.json().await.unwrap();
+    let recovery = enabled["recoveryCodes"][0].as_str().unwrap().to_string();
+    let pending_name = format!("{}_mfa", g.cookie_name());
+
+    let sign_in_with_password = || async {
+        let (form_cookie, token, _) = open_form(&g, "/_gatehouse/sign-in?rd=/wiki/Page").await;
+        let resp = post_form(
+            &g,
+            "/_gatehouse/sign-in",
+            &form_cookie,
+            &[
+                ("csrf", &token),
+                ("rd", "/wiki/Page"),
+                ("email", email),
+                ("password", "password1"),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), 303);
+        assert!(
+            common::session_cookie(&resp, g.cookie_name()).is_none(),
+            "no session before the second factor"
+        );
+        let to = location(&resp);
+        assert_eq!(to, "/_gatehouse/second-factor?rd=/wiki/Page");
+        let pending = common::session_cookie(&resp, &pending_name).expect("pending cookie");
+        (form_cookie, token, pending, to)
+    };
+
+    // The page asks for the code; a wrong one is announced, no session.
+    let (form_cookie, _, pending, to) = sign_in_with_password().await;
+    let both = format!("{form_cookie}; {pending}");
+    let resp = navigate(&g, &to, &both).await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<label for=\"code\">"), "{html}");
+    let token = hidden(&html, "csrf");
+    assert_eq!(hidden(&html, "rd"), "/wiki/Page");
+    let wrong = if code_at(0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let resp = post_form(
+        &g,
+        "/_gatehouse/second-factor",
+        &both,
+        &[("csrf", &token), ("rd", "/wiki/Page"), ("code", wrong)],
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
+    assert!(resp.text().await.unwrap().contains("role=\"alert\""));
+
+    // The right code signs in and returns to rd.
+    let resp = post_form(
+        &g,
+        "/_gatehouse/second-factor",
+        &both,
+        &[
+            ("csrf", &token),
+            ("rd", "/wiki/Page"),
+            ("code", &code_at(0)),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/wiki/Page");
+    let session = common::session_cookie(&resp, g.cookie_name()).expect("session");
+    let resp = navigate(&g, "/wiki/Page", &session).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(g.upstream.last().headers["x-auth-email"], email);
+
+    // A recovery code works in the same field; the page without a pending
+    // sign-in refuses.
+    let (form_cookie, token, pending, _) = sign_in_with_password().await;
+    let resp = post_form(
+        &g,
+        "/_gatehouse/second-factor",
+        &format!("{form_cookie}; {pending}"),
+        &[("csrf", &token), ("rd", "/wiki/Page"), ("code", &recovery)],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert!(common::session_cookie(&resp, g.cookie_name()).is_some());
+    let resp = post_form(
+        &g,
+        "/_gatehouse/second-factor",
+        &form_cookie,
+        &[
+            ("csrf", &token),
+            ("rd", "/wiki/Page"),
+            ("code", &code_at(1)),
+        ],
+    )
+    .await;
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
+}
