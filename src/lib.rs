@@ -37,6 +37,7 @@ pub mod oidc;
 pub mod ops;
 pub mod preflight;
 pub mod proxy;
+pub mod random;
 pub mod server;
 pub mod store;
 mod sync;

@@ -17,17 +17,18 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use crate::random::{base64url, random_bytes};
 
 use crate::config::Config;
 use crate::mail::Outbox;
+use crate::store::run_blocking;
 use crate::store::{
     AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, SessionOrigin, Store, StoreError,
     TokenHash, now_millis,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
-use sessions::{NewToken, Sessions, run_blocking};
+use sessions::{NewToken, Sessions};
 use throttle::{Failures, Rate, Throttle};
 
 /// Rolling window for `otp.max_sends_per_day`.
@@ -410,16 +411,4 @@ impl Auth {
         }
         Ok(())
     }
-}
-
-/// Fills `buf` from the operating system's CSPRNG.
-pub fn random_bytes(buf: &mut [u8]) {
-    // Without the OS RNG no secret can be made safely: stopping is the only
-    // correct answer, and it does not happen on a working Linux system.
-    getrandom::fill(buf).expect("the operating system's random source failed");
-}
-
-/// Unpadded base64url.
-pub fn base64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

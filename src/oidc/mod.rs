@@ -17,8 +17,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{base64url, random_bytes};
 use crate::config::{Config, ConfigError, OAuthConfig, is_local_path};
+use crate::random::{base64url, random_bytes};
 use crate::store::{OidcLink, OidcState, Store, StoreError, TokenHash, User, now_millis};
 use provider::{Provider, ProviderError};
 
@@ -186,7 +186,7 @@ impl Oidc {
         };
         let store = self.store.clone();
         let key = sha256(&state);
-        let stored = crate::auth::sessions::run_blocking(move || {
+        let stored = crate::store::run_blocking(move || {
             store.oidc_state_insert(&key, &record, now, MAX_PENDING)
         })
         .await?;
@@ -245,7 +245,7 @@ impl Oidc {
             Some(s) if s.len() <= MAX_STATE_LEN => {
                 let store = self.store.clone();
                 let key = sha256(s);
-                crate::auth::sessions::run_blocking(move || store.oidc_state_take(&key))
+                crate::store::run_blocking(move || store.oidc_state_take(&key))
                     .await
                     .map_err(|e| fail(CallbackError::OauthFailed, &e))?
             }
@@ -314,7 +314,7 @@ impl Oidc {
         let store = self.store.clone();
         let create = provider.cfg.create_users;
         let link_claims = claims.clone();
-        let link = crate::auth::sessions::run_blocking(move || {
+        let link = crate::store::run_blocking(move || {
             store.oidc_sign_in(&link_claims, create, now_millis())
         })
         .await
@@ -355,7 +355,7 @@ impl Oidc {
     /// Removes expired started sign-ins.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let store = self.store.clone();
-        crate::auth::sessions::run_blocking(move || store.oidc_sweep(now_millis())).await
+        crate::store::run_blocking(move || store.oidc_sweep(now_millis())).await
     }
 }
 

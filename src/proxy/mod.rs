@@ -312,8 +312,8 @@ pub fn new_request_id() -> HeaderValue {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         let mut raw = [0u8; 12];
-        crate::auth::random_bytes(&mut raw);
-        crate::auth::base64url(&raw)
+        crate::random::random_bytes(&mut raw);
+        crate::random::base64url(&raw)
     });
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut id = RequestId {

@@ -101,7 +101,7 @@ pub fn is_handshake<B>(req: &Request<B>) -> bool {
 fn new_key() -> HeaderValue {
     use base64::Engine;
     let mut raw = [0u8; 16];
-    crate::auth::random_bytes(&mut raw);
+    crate::random::random_bytes(&mut raw);
     let key = base64::engine::general_purpose::STANDARD.encode(raw);
     HeaderValue::from_str(&key).expect("base64 is a valid header value")
 }

@@ -8,6 +8,7 @@
 
 mod account;
 mod backup;
+mod blocking;
 mod migrate;
 mod pg_oidc;
 mod pg_revocations;
@@ -27,6 +28,7 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use blocking::run_blocking;
 pub use migrate::{MigrateCounts, migrate};
 pub use pg_revocations::{RevocationSink, Revoked};
 pub use postgres::PostgresStore;

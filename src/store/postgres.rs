@@ -179,8 +179,8 @@ impl PostgresStore {
             feed: Arc::new(RevocationFeed::default()),
             instance: {
                 let mut id = [0u8; 12];
-                crate::auth::random_bytes(&mut id);
-                crate::auth::base64url(&id)
+                crate::random::random_bytes(&mut id);
+                crate::random::base64url(&id)
             },
         };
         store.block(async {
@@ -979,7 +979,7 @@ impl Store for PostgresStore {
 
     fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         let mut fresh = [0u8; 32];
-        crate::auth::random_bytes(&mut fresh);
+        crate::random::random_bytes(&mut fresh);
         self.serial(async |tx| {
             // Of instances starting together, the first insert wins; all
             // read the same secret back.

@@ -410,7 +410,7 @@ impl Store for RedbStore {
                 Some(s) => s,
                 None => {
                     let mut fresh = [0u8; 32];
-                    crate::auth::random_bytes(&mut fresh);
+                    crate::random::random_bytes(&mut fresh);
                     table.insert(name, fresh.as_slice()).map_err(db_err)?;
                     fresh
                 }
