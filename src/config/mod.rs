@@ -85,9 +85,10 @@ mod oidc;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod values;
 
-pub use check::parse_duration;
 pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
+pub use values::parse_duration;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
