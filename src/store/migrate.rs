@@ -10,7 +10,7 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
-use super::postgres::pg;
+use super::pg_conn::pg;
 use super::redb_account::ACCOUNT_CODES;
 use super::redb_oidc::IDENTITIES;
 use super::redb_outbox::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE};

@@ -10,6 +10,7 @@ mod account;
 mod backup;
 mod blocking;
 mod migrate;
+mod pg_conn;
 mod pg_oidc;
 mod pg_revocations;
 mod pg_schema;

@@ -2,7 +2,7 @@
 //! once) and identities linked to accounts, each change one SERIALIZABLE
 //! transaction like the rest of [`PostgresStore`].
 
-use super::postgres::pg;
+use super::pg_conn::pg;
 use super::{
     Identity, OidcClaims, OidcLink, OidcState, OidcStore, PostgresStore, StoreError, TokenHash,
     UnixMillis, User,

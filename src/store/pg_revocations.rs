@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio_postgres::AsyncMessage;
 
+use super::pg_conn::{Connector, pg};
 use super::pg_schema::REVOCATION_CHANNEL;
-use super::postgres::{Connector, pg};
 use super::{StoreError, TokenHash};
 
 /// What the listener reports.

@@ -108,17 +108,17 @@ pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), S
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(super::postgres::pg)?;
+        .map_err(super::pg_conn::pg)?;
     let outcome = migrate_locked(client).await;
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(super::postgres::pg);
+        .map_err(super::pg_conn::pg);
     outcome.and(unlocked.map(|_| ()))
 }
 
 async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    use super::postgres::pg;
+    use super::pg_conn::pg;
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS gh_schema (version bigint NOT NULL)")
         .await
@@ -153,7 +153,7 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), Store
 /// The schema version the database holds (0 before the first start), for
 /// `check-config`.
 pub(super) async fn version(client: &tokio_postgres::Client) -> Result<i64, StoreError> {
-    use super::postgres::pg;
+    use super::pg_conn::pg;
     let exists: bool = client
         .query_one("SELECT to_regclass('gh_schema') IS NOT NULL", &[])
         .await
