@@ -11,12 +11,9 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::pg_conn::pg;
-use super::redb_account::ACCOUNT_CODES;
-use super::redb_oidc::IDENTITIES;
-use super::redb_outbox::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE};
-use super::redb_store::{
-    META, OTP_SENDS, OTPS, SECRETS, SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL,
-    db_err, decode, encode,
+use super::redb_tables::{
+    ACCOUNT_CODES, IDENTITIES, META, OTP_SENDS, OTPS, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, SECRETS,
+    SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL, db_err, decode, encode,
 };
 use super::{
     AccountCode, PendingOtp, PostgresStore, QueuedMail, RedbStore, Session, StoreError,

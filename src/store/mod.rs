@@ -18,7 +18,9 @@ mod postgres;
 mod redb_account;
 mod redb_oidc;
 mod redb_outbox;
+mod redb_snapshot;
 mod redb_store;
+mod redb_tables;
 
 use std::path::Path;
 

@@ -1,30 +1,19 @@
 //! The redb half of account self-service: reset and email-change codes in
 //! their own table, each change with its mails in one transaction.
 
-use redb::{
-    ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
 
-use super::redb_outbox::{self, OUTBOX, delete_mail_to_in, queue_plain_in};
-use super::redb_store::{
-    OTP_SENDS, OTPS, RedbStore, SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL, db_err,
-    decode, delete_session_in, delete_user_sessions_in, encode, insert_session_in,
+use super::redb_outbox::{self, delete_mail_to_in, queue_plain_in};
+use super::redb_store::{RedbStore, delete_session_in, delete_user_sessions_in, insert_session_in};
+use super::redb_tables::{
+    ACCOUNT_CODES, OTP_SENDS, OTPS, OUTBOX, SESSIONS, THROTTLES, USER_SESSIONS, USERS,
+    USERS_BY_EMAIL, db_err, decode, encode,
 };
 use super::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, MailKind, Notice,
     OtpMail, PendingCodes, PendingOtp, SendLimit, SendOutcome, Session, StoreError, TokenHash,
     Traces, UnixMillis, User, UserChange,
 };
-
-/// `CodePurpose::key` → JSON [`AccountCode`].
-pub(super) const ACCOUNT_CODES: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("account_codes");
-
-/// Creates the table (read transactions cannot open missing ones).
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-    Ok(())
-}
 
 /// Send-rate window keys, apart from sign-up's (which is the bare email).
 fn reset_sends(email: &str) -> String {

@@ -2,30 +2,17 @@
 //! their `state`, single use) and the identities linking a provider's
 //! (issuer, subject) to an account.
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::redb_store::{RedbStore, USERS, USERS_BY_EMAIL, db_err, decode, encode, insert_user_in};
+use super::redb_store::{RedbStore, insert_user_in};
+use super::redb_tables::{IDENTITIES, OIDC_STATES, USERS, USERS_BY_EMAIL, db_err, decode, encode};
 use super::{
     Identity, OidcClaims, OidcLink, OidcState, OidcStore, StoreError, TokenHash, UnixMillis, User,
 };
 
-/// SHA-256 of `state` → JSON [`OidcState`].
-pub(super) const OIDC_STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oidc_states");
-/// (issuer, subject) → JSON [`Identity`].
-pub(super) const IDENTITIES: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("identities");
-
 /// The password hash of an account created through OIDC: not a PHC string,
 /// so no password ever matches it (sign-in treats it like an unknown email).
 pub const NO_PASSWORD: &str = "";
-
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(OIDC_STATES).map_err(db_err)?;
-    txn.open_table(IDENTITIES).map_err(db_err)?;
-    Ok(())
-}
 
 /// Removes the user's identities (all, or those of one provider).
 pub(super) fn unlink_in(

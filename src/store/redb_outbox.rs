@@ -2,26 +2,10 @@
 //! delivery worker, and at most one unsent message per email so a newer
 //! send-otp replaces (drops) the older unsent mail.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_store::{META, RedbStore, db_err, decode, encode};
-use super::{MailKind, OtpMail, OutboxBatch, QueuedMail, StoreError, UnixMillis};
-
-/// outbox id → JSON [`QueuedMail`].
-pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-/// (next attempt time, outbox id) → (): the worker's schedule.
-pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
-/// normalised email → id of its unsent message.
-pub(super) const OUTBOX_BY_EMAIL: TableDefinition<&str, u64> =
-    TableDefinition::new("outbox_by_email");
-
-/// Creates the outbox tables (read transactions cannot open missing ones).
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(OUTBOX).map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-    txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
-    Ok(())
-}
+use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, db_err, decode, encode};
+use super::{MailKind, OtpMail, QueuedMail, StoreError, UnixMillis};
 
 /// Queues the send-otp mail inside the caller's transaction, dropping the
 /// email's older unsent message. Returns the new id and whether one was dropped.
@@ -146,7 +130,7 @@ pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usiz
 }
 
 /// Deletes message `id` and its index rows; `false` if it did not exist.
-fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
+pub(super) fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
     let removed: Option<QueuedMail> = match txn
         .open_table(OUTBOX)
         .map_err(db_err)?
@@ -174,87 +158,10 @@ fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-impl RedbStore {
-    pub(super) fn outbox_due_at(
-        &self,
-        now: UnixMillis,
-        max: usize,
-    ) -> Result<OutboxBatch, StoreError> {
-        use redb::ReadableDatabase;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-        let mut batch = OutboxBatch {
-            depth: outbox.len().map_err(db_err)?,
-            ..OutboxBatch::default()
-        };
-        for row in schedule.iter().map_err(db_err)? {
-            let (key, _) = row.map_err(db_err)?;
-            let (at, id) = key.value();
-            if at > now || batch.due.len() >= max {
-                batch.next_due = Some(at);
-                break;
-            }
-            if let Some(v) = outbox.get(id).map_err(db_err)? {
-                batch.due.push(decode(v.value())?);
-            }
-        }
-        Ok(batch)
-    }
-
-    pub(super) fn outbox_entry(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        use redb::ReadableDatabase;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-        match outbox.get(id).map_err(db_err)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) fn outbox_set_next_attempt(
-        &self,
-        id: u64,
-        attempts: u32,
-        next_attempt_at: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        {
-            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-            let current: Option<QueuedMail> = match outbox.get(id).map_err(db_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            let Some(mut entry) = current else {
-                return Ok(false);
-            };
-            let mut schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-            schedule
-                .remove((entry.next_attempt_at, id))
-                .map_err(db_err)?;
-            schedule.insert((next_attempt_at, id), ()).map_err(db_err)?;
-            entry.attempts = attempts;
-            entry.next_attempt_at = next_attempt_at;
-            outbox
-                .insert(id, encode(&entry)?.as_slice())
-                .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)?;
-        Ok(true)
-    }
-
-    pub(super) fn outbox_delete(&self, id: u64) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        let existed = delete_in(&txn, id)?;
-        txn.commit().map_err(db_err)?;
-        Ok(existed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{PendingOtp, SendLimit, SendOutcome, Store};
+    use crate::store::{OutboxBatch, PendingOtp, RedbStore, SendLimit, SendOutcome, Store};
 
     const LIMIT: SendLimit = SendLimit {
         max: 100,

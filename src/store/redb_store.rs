@@ -7,12 +7,11 @@ use std::path::Path;
 use super::{BackupCounts, UserChange};
 
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction,
 };
 
-use super::redb_account;
 use super::redb_outbox;
+use super::redb_tables::*;
 use super::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
     PendingCodes, SessionOrigin, Traces,
@@ -25,52 +24,8 @@ use super::{
 
 const SCHEMA_VERSION: u64 = 1;
 
-/// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 15] = [
-    "meta",
-    "users",
-    "users_by_email",
-    "sessions",
-    "user_sessions",
-    "otps",
-    "otp_sends",
-    "throttles",
-    "secrets",
-    "outbox",
-    "outbox_due",
-    "outbox_by_email",
-    "account_codes",
-    "oidc_states",
-    "identities",
-];
-
-/// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// user id → JSON [`User`].
-pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
-/// normalised email → user id.
-pub(super) const USERS_BY_EMAIL: TableDefinition<&str, u64> =
-    TableDefinition::new("users_by_email");
-/// token hash → JSON [`Session`].
-pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
-/// user id → token hashes of that user's sessions.
-pub(super) const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
-    MultimapTableDefinition::new("user_sessions");
-/// email → JSON [`PendingOtp`].
-pub(super) const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
-/// email → JSON list of send times inside the rolling window.
-pub(super) const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
-/// throttle key → JSON [`ThrottleRecord`].
-pub(super) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
-/// name → 32-byte server secret.
-pub(super) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-
 pub struct RedbStore {
     pub(super) db: Database,
-}
-
-pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Database(e.into())
 }
 
 impl RedbStore {
@@ -112,17 +67,7 @@ impl RedbStore {
                         .map_err(db_err)?;
                 }
             }
-            txn.open_table(USERS).map_err(db_err)?;
-            txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-            txn.open_table(SESSIONS).map_err(db_err)?;
-            txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-            txn.open_table(OTPS).map_err(db_err)?;
-            txn.open_table(OTP_SENDS).map_err(db_err)?;
-            txn.open_table(THROTTLES).map_err(db_err)?;
-            txn.open_table(SECRETS).map_err(db_err)?;
-            redb_outbox::create_tables(&txn)?;
-            redb_account::create_tables(&txn)?;
-            super::redb_oidc::create_tables(&txn)?;
+            create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -132,14 +77,6 @@ impl RedbStore {
         txn.set_two_phase_commit(true);
         Ok(txn)
     }
-}
-
-pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    Ok(serde_json::from_slice(bytes)?)
-}
-
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    Ok(serde_json::to_vec(value)?)
 }
 
 impl Store for RedbStore {
@@ -597,7 +534,7 @@ impl Store for RedbStore {
     }
 
     fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
-        super::backup::write_snapshot(self, dest)
+        super::redb_snapshot::write_snapshot(&self.db, dest)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -846,6 +783,85 @@ pub(super) fn delete_session_in(
             .map_err(db_err)?;
     }
     Ok(removed.is_some())
+}
+
+/// The outbox worker's reads and updates (the queueing itself happens
+/// inside other changes' transactions, see [`redb_outbox`]).
+impl RedbStore {
+    pub(super) fn outbox_due_at(
+        &self,
+        now: UnixMillis,
+        max: usize,
+    ) -> Result<OutboxBatch, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+        let mut batch = OutboxBatch {
+            depth: outbox.len().map_err(db_err)?,
+            ..OutboxBatch::default()
+        };
+        for row in schedule.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            let (at, id) = key.value();
+            if at > now || batch.due.len() >= max {
+                batch.next_due = Some(at);
+                break;
+            }
+            if let Some(v) = outbox.get(id).map_err(db_err)? {
+                batch.due.push(decode(v.value())?);
+            }
+        }
+        Ok(batch)
+    }
+
+    pub(super) fn outbox_entry(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+        match outbox.get(id).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn outbox_set_next_attempt(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            let current: Option<QueuedMail> = match outbox.get(id).map_err(db_err)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            let Some(mut entry) = current else {
+                return Ok(false);
+            };
+            let mut schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
+            schedule
+                .remove((entry.next_attempt_at, id))
+                .map_err(db_err)?;
+            schedule.insert((next_attempt_at, id), ()).map_err(db_err)?;
+            entry.attempts = attempts;
+            entry.next_attempt_at = next_attempt_at;
+            outbox
+                .insert(id, encode(&entry)?.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(true)
+    }
+
+    pub(super) fn outbox_delete(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let existed = redb_outbox::delete_in(&txn, id)?;
+        txn.commit().map_err(db_err)?;
+        Ok(existed)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Every redb table of the store in one place, with the value encoding
+//! (JSON) and the conversion of redb's errors. The leaf of the redb
+//! backend: the store, its outbox, account and OIDC halves, the backup and
+//! the migration all name tables from here and nothing else.
+
+use redb::{MultimapTableDefinition, TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+/// Names of every table, for the backup's completeness check.
+pub(super) const TABLE_NAMES: [&str; 15] = [
+    "meta",
+    "users",
+    "users_by_email",
+    "sessions",
+    "user_sessions",
+    "otps",
+    "otp_sends",
+    "throttles",
+    "secrets",
+    "outbox",
+    "outbox_due",
+    "outbox_by_email",
+    "account_codes",
+    "oidc_states",
+    "identities",
+];
+
+/// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// user id → JSON [`User`].
+pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// normalised email → user id.
+pub(super) const USERS_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("users_by_email");
+/// token hash → JSON [`Session`].
+pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// user id → token hashes of that user's sessions.
+pub(super) const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
+    MultimapTableDefinition::new("user_sessions");
+/// email → JSON [`PendingOtp`].
+pub(super) const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
+/// email → JSON list of send times inside the rolling window.
+pub(super) const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
+/// throttle key → JSON [`ThrottleRecord`].
+pub(super) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
+/// name → 32-byte server secret.
+pub(super) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+
+/// outbox id → JSON [`QueuedMail`].
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// (next attempt time, outbox id) → (): the worker's schedule.
+pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
+/// normalised email → id of its unsent message.
+pub(super) const OUTBOX_BY_EMAIL: TableDefinition<&str, u64> =
+    TableDefinition::new("outbox_by_email");
+
+/// `CodePurpose::key` → JSON [`AccountCode`].
+pub(super) const ACCOUNT_CODES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("account_codes");
+
+/// SHA-256 of `state` → JSON [`OidcState`].
+pub(super) const OIDC_STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oidc_states");
+/// (issuer, subject) → JSON [`Identity`].
+pub(super) const IDENTITIES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("identities");
+
+/// Creates every table but `meta`, which the caller holds open to check
+/// the schema version (read transactions cannot open missing tables).
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(USERS).map_err(db_err)?;
+    txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+    txn.open_table(SESSIONS).map_err(db_err)?;
+    txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
+    txn.open_table(OTPS).map_err(db_err)?;
+    txn.open_table(OTP_SENDS).map_err(db_err)?;
+    txn.open_table(THROTTLES).map_err(db_err)?;
+    txn.open_table(SECRETS).map_err(db_err)?;
+    txn.open_table(OUTBOX).map_err(db_err)?;
+    txn.open_table(OUTBOX_DUE).map_err(db_err)?;
+    txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
+    txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
+    txn.open_table(OIDC_STATES).map_err(db_err)?;
+    txn.open_table(IDENTITIES).map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(e.into())
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
