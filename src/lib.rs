@@ -38,6 +38,7 @@ pub mod ops;
 pub mod preflight;
 pub mod proxy;
 pub mod random;
+pub mod request;
 pub mod server;
 pub mod store;
 mod sync;

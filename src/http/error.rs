@@ -47,7 +47,7 @@ pub enum ApiError {
     /// The request's `Host` / `:authority` is missing, repeated, invalid
     /// or contradictory.
     #[error(transparent)]
-    BadAuthority(crate::http::authority::AuthorityError),
+    BadAuthority(crate::request::authority::AuthorityError),
     /// A cookie-carrying state change from a foreign site (CSRF).
     #[error("Cross-site request refused")]
     CrossSite,
@@ -76,6 +76,20 @@ pub enum ApiError {
     /// not the client's: the target already passed parsing).
     #[error("forwarded request target: {0}")]
     UpstreamUri(#[source] http::uri::InvalidUriParts),
+}
+
+/// Each proxy failure is the API error of the same name (same status).
+impl From<crate::proxy::ProxyError> for ApiError {
+    fn from(e: crate::proxy::ProxyError) -> ApiError {
+        use crate::proxy::ProxyError as P;
+        match e {
+            P::BodyRead => ApiError::BodyRead,
+            P::BodyTimeout => ApiError::BodyTimeout,
+            P::UpstreamUnavailable(e) => ApiError::UpstreamUnavailable(e),
+            P::UpstreamTimeout => ApiError::UpstreamTimeout,
+            P::UpstreamUri(e) => ApiError::UpstreamUri(e),
+        }
+    }
 }
 
 impl ApiError {

@@ -10,15 +10,16 @@
 //! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
 //! original URI the strictest rule (`required`) applies.
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use super::error::ApiError;
 use super::response::{Body, json};
-use super::{App, Peer, path};
+use super::{App, path};
 use crate::auth::sessions::Identity;
 use crate::config::RouteAuth;
-use crate::ops::access::Served;
+use crate::http::access::Served;
+use crate::request::Peer;
 
 /// Headers that carry the original request's URI, by proxy convention.
 const ORIGINAL_URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];

@@ -1,7 +1,7 @@
 //! The Flowtask auth endpoints Gatehouse answers itself: JSON in, JSON out,
 //! session cookies set and cleared. Outcomes are decided in [`crate::auth`].
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
@@ -12,7 +12,7 @@ use crate::auth::SignedIn;
 use super::error::ApiError;
 use super::response::{Body, json, json_ok};
 use super::{App, RequestContext};
-use crate::ops::access::Served;
+use crate::http::access::Served;
 
 pub async fn send_otp(
     app: &App,
@@ -169,7 +169,7 @@ pub(super) async fn read_json(
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::BodyTooLarge
-            } else if let Some(super::body::BodyError::TooSlow) = e.downcast_ref() {
+            } else if let Some(crate::request::body::BodyError::TooSlow) = e.downcast_ref() {
                 ApiError::BodyTimeout
             } else {
                 ApiError::BodyRead

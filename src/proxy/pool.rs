@@ -25,7 +25,7 @@ use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
-use crate::http::body::{BodyError, RequestBody};
+use crate::request::body::{BodyError, RequestBody};
 use hyper_util::rt::TokioIo;
 
 use super::connect::{Connector, UpstreamStream};
