@@ -22,7 +22,8 @@ import os
 import re
 import sys
 
-SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 # Roots that are the crate itself, not modules (binary entry, crate root).
 ROOTS = {"lib", "main"}
@@ -82,10 +83,11 @@ def expand_use_groups(text):
 
 
 def expand_tree(tree):
+    tree = re.sub(r"\s+as\s+\w+", "", tree)  # `use a::B as C;` names a::B
     tree = re.sub(r"\s+", "", tree)
     i = tree.find("{")
     if i < 0:
-        return [re.sub(r"\bas\w+$", "", tree)]
+        return [tree]
     prefix = tree[:i]
     inner = tree[i + 1:tree.rfind("}")]
     items, depth, cur = [], 0, ""
