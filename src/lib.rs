@@ -62,6 +62,7 @@ pub mod request;
 pub mod server;
 pub mod store;
 mod sync;
+pub mod tasks;
 pub mod tls;
 
 pub use config::Config;
