@@ -49,13 +49,6 @@ pub enum TlsError {
     },
 }
 
-/// Builds the server config; for `self_signed`, generates the certificate
-/// into `data_dir/tls/` on first start and reuses it afterwards.
-pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let (config, _) = reloadable_server_config(source, data_dir)?;
-    Ok(config)
-}
-
 /// Loads and checks what start-up would serve, without generating or
 /// writing anything (for `gatehouse check-config`): the certificate and key
 /// files, or an already generated self-signed pair.
@@ -81,8 +74,9 @@ pub fn check(source: &CertSource, data_dir: &Path) -> Result<(), TlsError> {
     load_certified_key(&cert_path, &key_path, &provider).map(|_| ())
 }
 
-/// Like [`server_config`], also returning the handle that swaps the
-/// certificate in place (see [`ReloadableCert::reload`]).
+/// Builds the server config and the handle that swaps the certificate in
+/// place (see [`ReloadableCert::reload`]); for `self_signed`, generates the
+/// certificate into `data_dir/tls/` on first start and reuses it afterwards.
 pub fn reloadable_server_config(
     source: &CertSource,
     data_dir: &Path,
@@ -208,6 +202,10 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_config(source: &CertSource, dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+        reloadable_server_config(source, dir).map(|(config, _)| config)
+    }
 
     #[test]
     fn self_signed_is_generated_once_and_loads() {

@@ -2,8 +2,8 @@
 //! re-spelled the way some server would still read it, it is either still
 //! routed to the protected route or refused — never routed elsewhere.
 
-use gatehouse::config::{Route, RouteAuth};
-use gatehouse::http::path::{auth_for, canonical};
+use gatehouse::parsers::{auth_for, canonical};
+use gatehouse::{Route, RouteAuth};
 use proptest::prelude::*;
 
 fn routes() -> Vec<Route> {

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::AcmeConfig;
 pub use resolver::ACME_TLS_ALPN;
-pub use state::{AcmeDir, Plan, StoredCert, parse_certificate, plan};
+pub use state::AcmeDir;
 
 /// Why ACME could not be set up or an order failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 //! HTTP lives elsewhere; this module only decides outcomes.
 
 mod account;
-pub use account::{EmailChangeDone, SessionInfo};
+pub use account::SessionInfo;
 pub mod devices;
 pub mod email;
 pub mod live;
@@ -374,11 +374,6 @@ impl Auth {
     /// The store, for operator commands that go around the flows.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    /// The password hasher (operator-set passwords use the same parameters).
-    pub fn passwords(&self) -> &Passwords {
-        &self.passwords
     }
 
     fn check_password_policy(&self, password: &str) -> Result<(), AuthError> {

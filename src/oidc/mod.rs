@@ -145,10 +145,6 @@ impl Oidc {
         self.providers.iter().find(|p| p.cfg.name == name)
     }
 
-    pub fn knows(&self, name: &str) -> bool {
-        self.provider(name).is_some()
-    }
-
     pub fn state_ttl(&self) -> Duration {
         self.oauth.state_ttl
     }

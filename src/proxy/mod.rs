@@ -144,10 +144,6 @@ impl Upstream {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Counts a failed upstream request by outcome and says why in the log.
     fn failed(&self, e: &UpstreamError) {
         match e {
