@@ -17,7 +17,7 @@
 //! - `config`: TOML → checked configuration (`config::values`: the value
 //!   parsers every section shares);
 //! - `store`: the persistence traits; redb (`redb_tables` holds every table,
-//!   the codec and `db_err`; `redb_snapshot` writes backups, `backup`
+//!   the codec and the `From` conversions of redb errors; `redb_snapshot` writes backups, `backup`
 //!   restores) and PostgreSQL (`pg_conn` connects); `store::run_blocking`
 //!   bridges async callers to the blocking store;
 //! - `auth`: flows, passwords, sessions, codes, throttles, known devices,

@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTableMetadata};
 
 use super::redb_snapshot::{file_err, sibling, sync_parent};
 use super::redb_store::RedbStore;
-use super::redb_tables::{SESSIONS, USERS, db_err};
+use super::redb_tables::{SESSIONS, USERS};
 use super::{BackupCounts, StoreError};
 
 /// Replaces the store at `store_path` with the backup at `backup`. Fails if
@@ -52,18 +52,10 @@ fn validate_and_swap(
 ) -> Result<BackupCounts, StoreError> {
     let counts = {
         let opened = RedbStore::open(staged)?;
-        let txn = opened.db.begin_read().map_err(db_err)?;
+        let txn = opened.db.begin_read()?;
         BackupCounts {
-            users: txn
-                .open_table(USERS)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?,
-            sessions: txn
-                .open_table(SESSIONS)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?,
+            users: txn.open_table(USERS)?.len()?,
+            sessions: txn.open_table(SESSIONS)?.len()?,
         }
     };
     std::fs::set_permissions(

@@ -10,26 +10,29 @@ use std::time::Duration;
 use super::StoreError;
 use crate::config::PostgresConfig;
 
-/// Maps a driver error: no answer from the server (connection refused,
-/// closed, admin shutdown, too many connections) is "unavailable" (503,
-/// retry later); an error the server answered with is a database error.
-pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
-    let unavailable = match e.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+/// A driver error, classified so `?` gets it right: no answer from the
+/// server (connection refused, closed, admin shutdown, too many
+/// connections) is "unavailable" (503, retry later); an error the server
+/// answered with is a database error.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        let unavailable = match e.code() {
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+            }
+        };
+        if unavailable {
+            // The driver's own message ("error connecting to server") hides
+            // the cause (refused, timed out, TLS) in its source.
+            match std::error::Error::source(&e) {
+                Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
+                None => StoreError::Unavailable(Box::new(e)),
+            }
+        } else {
+            StoreError::Postgres(e)
         }
-    };
-    if unavailable {
-        // The driver's own message ("error connecting to server") hides
-        // the cause (refused, timed out, TLS) in its source.
-        match std::error::Error::source(&e) {
-            Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
-            None => StoreError::Unavailable(Box::new(e)),
-        }
-    } else {
-        StoreError::Postgres(e)
     }
 }
 

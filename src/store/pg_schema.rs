@@ -107,26 +107,22 @@ CREATE TRIGGER gh_sessions_ended AFTER DELETE ON gh_sessions
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(super::pg_conn::pg)?;
+        .await?;
     let outcome = migrate_locked(client).await;
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(super::pg_conn::pg);
+        .map_err(StoreError::from);
     outcome.and(unlocked.map(|_| ()))
 }
 
 async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    use super::pg_conn::pg;
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS gh_schema (version bigint NOT NULL)")
-        .await
-        .map_err(pg)?;
+        .await?;
     let found: i64 = client
         .query_opt("SELECT version FROM gh_schema", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0))
         .unwrap_or(0);
     if found > SCHEMA_VERSION {
@@ -136,15 +132,12 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), Store
         });
     }
     for version in found + 1..=SCHEMA_VERSION {
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.batch_execute(MIGRATIONS[(version - 1) as usize])
-            .await
-            .map_err(pg)?;
-        tx.execute("DELETE FROM gh_schema", &[]).await.map_err(pg)?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(MIGRATIONS[(version - 1) as usize]).await?;
+        tx.execute("DELETE FROM gh_schema", &[]).await?;
         tx.execute("INSERT INTO gh_schema (version) VALUES ($1)", &[&version])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
+        tx.commit().await?;
         tracing::info!(version, "database schema migrated");
     }
     Ok(())
@@ -153,19 +146,16 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), Store
 /// The schema version the database holds (0 before the first start), for
 /// `check-config`.
 pub(super) async fn version(client: &tokio_postgres::Client) -> Result<i64, StoreError> {
-    use super::pg_conn::pg;
     let exists: bool = client
         .query_one("SELECT to_regclass('gh_schema') IS NOT NULL", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     if !exists {
         return Ok(0);
     }
     Ok(client
         .query_opt("SELECT version FROM gh_schema", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0))
         .unwrap_or(0))
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
-use super::pg_conn::{Connector, connector, pg};
+use super::pg_conn::{Connector, connector};
 use super::pg_revocations::{RevocationFeed, RevocationSink};
 use super::{
     AccountCode, AccountCodeCheck, AccountCreation, BackupCounts, CodePurpose, EmailChangeMails,
@@ -177,10 +177,9 @@ impl PostgresStore {
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                 let outcome = match body(&tx).await {
-                    Ok(v) => tx.commit().await.map(|()| v).map_err(pg),
+                    Ok(v) => tx.commit().await.map(|()| v).map_err(StoreError::from),
                     Err(e) => Err(e),
                 };
                 match outcome {
@@ -257,22 +256,12 @@ fn i(v: u64) -> i64 {
 
 async fn user_by_email_in(tx: &Transaction<'_>, email: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
-    Ok(tx
-        .query_opt(&sql, &[&email])
-        .await
-        .map_err(pg)?
-        .as_ref()
-        .map(user_of))
+    Ok(tx.query_opt(&sql, &[&email]).await?.as_ref().map(user_of))
 }
 
 async fn user_by_id_in(tx: &Transaction<'_>, id: u64) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE id = $1");
-    Ok(tx
-        .query_opt(&sql, &[&i(id)])
-        .await
-        .map_err(pg)?
-        .as_ref()
-        .map(user_of))
+    Ok(tx.query_opt(&sql, &[&i(id)]).await?.as_ref().map(user_of))
 }
 
 async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
@@ -285,8 +274,7 @@ async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError
             &user.disabled,
         ],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -298,15 +286,13 @@ pub(super) async fn insert_user_in(
 ) -> Result<User, StoreError> {
     let id: i64 = tx
         .query_one("SELECT nextval('gh_user_ids')", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     tx.execute(
         "INSERT INTO gh_users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         &[&id, &email, &password_hash, &i(now)],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(User {
         id: id as u64,
         email: email.to_string(),
@@ -339,8 +325,7 @@ async fn insert_session_in(
             &session.user_agent,
         ],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -353,8 +338,7 @@ async fn delete_user_sessions_in(
             "DELETE FROM gh_sessions WHERE user_id = $1 RETURNING token",
             &[&i(user_id)],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(rows
         .iter()
         .filter_map(|r| TokenHash::try_from(r.get::<_, &[u8]>(0)).ok())
@@ -371,8 +355,7 @@ async fn count_send_in(
 ) -> Result<Option<u64>, StoreError> {
     let mut sends: Vec<UnixMillis> = match tx
         .query_opt("SELECT sends FROM gh_otp_sends WHERE key = $1", &[&key])
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => decode(row.get::<_, &str>(0))?,
         None => Vec::new(),
@@ -391,8 +374,7 @@ async fn count_send_in(
          ON CONFLICT (key) DO UPDATE SET sends = EXCLUDED.sends",
         &[&key, &encode(&sends)?],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(None)
 }
 
@@ -410,16 +392,14 @@ async fn queue_in(
     let superseded = match slot {
         Some(s) => {
             tx.execute("DELETE FROM gh_outbox WHERE slot = $1", &[&s])
-                .await
-                .map_err(pg)?
+                .await?
                 > 0
         }
         None => false,
     };
     let id: i64 = tx
         .query_one("SELECT nextval('gh_outbox_ids')", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     let entry = QueuedMail {
         id: id as u64,
@@ -436,8 +416,7 @@ async fn queue_in(
          VALUES ($1, $2, $3, $4, $5)",
         &[&id, &to, &slot, &i(now), &encode(&entry)?],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok((id as u64, superseded))
 }
 
@@ -469,8 +448,7 @@ async fn account_code_in(
             "SELECT record FROM gh_account_codes WHERE key = $1",
             &[&key],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -488,7 +466,7 @@ async fn put_account_code_in(
         &[&key, &i(code.pending.expires_at), &encode(code)?],
     )
     .await
-    .map_err(pg)?;
+    ?;
     Ok(())
 }
 
@@ -501,8 +479,7 @@ async fn remove_code_in(
             "DELETE FROM gh_account_codes WHERE key = $1 RETURNING record",
             &[&key],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -530,8 +507,7 @@ async fn still_pending_in(
 async fn otp_in(tx: &Transaction<'_>, email: &str) -> Result<Option<PendingOtp>, StoreError> {
     match tx
         .query_opt("SELECT record FROM gh_otps WHERE email = $1", &[&email])
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -545,14 +521,13 @@ async fn put_otp_in(tx: &Transaction<'_>, email: &str, otp: &PendingOtp) -> Resu
         &[&email, &i(otp.expires_at), &encode(otp)?],
     )
     .await
-    .map_err(pg)?;
+    ?;
     Ok(())
 }
 
 async fn remove_otp_in(tx: &Transaction<'_>, email: &str) -> Result<(), StoreError> {
     tx.execute("DELETE FROM gh_otps WHERE email = $1", &[&email])
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(())
 }
 
@@ -625,8 +600,7 @@ impl Store for PostgresStore {
                      RETURNING record, next_attempt_at",
                     &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut due = Vec::with_capacity(rows.len());
             for row in &rows {
                 let mut mail = mail_of(row)?;
@@ -642,8 +616,7 @@ impl Store for PostgresStore {
                      FROM gh_outbox",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let depth: i64 = stats.get(0);
             let next_due: Option<i64> = stats.get(1);
             Ok(OutboxBatch {
@@ -667,8 +640,7 @@ impl Store for PostgresStore {
                      RETURNING record, next_attempt_at",
                     &[&i(id), &self.instance, &lease_end],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(row) => Ok(Some(mail_of(&row)?)),
                 None => Ok(None),
@@ -688,8 +660,7 @@ impl Store for PostgresStore {
                     "SELECT record, next_attempt_at FROM gh_outbox WHERE id = $1",
                     &[&i(id)],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             else {
                 return Ok(false);
             };
@@ -701,8 +672,7 @@ impl Store for PostgresStore {
                  WHERE id = $1",
                 &[&i(id), &i(next_attempt_at), &encode(&mail)?],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(true)
         })
     }
@@ -711,8 +681,7 @@ impl Store for PostgresStore {
         self.read(async |client| {
             Ok(client
                 .execute("DELETE FROM gh_outbox WHERE id = $1", &[&i(id)])
-                .await
-                .map_err(pg)?
+                .await?
                 > 0)
         })
     }
@@ -782,8 +751,7 @@ impl Store for PostgresStore {
             let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
             Ok(client
                 .query_opt(&sql, &[&email])
-                .await
-                .map_err(pg)?
+                .await?
                 .as_ref()
                 .map(user_of))
         })
@@ -798,8 +766,7 @@ impl Store for PostgresStore {
             let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE token = $1");
             Ok(client
                 .query_opt(&sql, &[&token.as_slice()])
-                .await
-                .map_err(pg)?
+                .await?
                 .as_ref()
                 .and_then(session_of)
                 .map(|(_, s)| s))
@@ -813,8 +780,7 @@ impl Store for PostgresStore {
                     "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
                     &[&token.as_slice(), &i(last_seen)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(())
         })
     }
@@ -826,8 +792,7 @@ impl Store for PostgresStore {
                     "DELETE FROM gh_sessions WHERE token = $1",
                     &[&token.as_slice()],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 > 0)
         })
     }
@@ -843,23 +808,20 @@ impl Store for PostgresStore {
                     "DELETE FROM gh_sessions WHERE $1 >= created_at + $2 OR $1 >= last_seen + $3",
                     &[&i(now), &i(expiry.absolute_ms), &i(expiry.idle_ms)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let otps = client
                 .execute("DELETE FROM gh_otps WHERE $1 >= expires_at", &[&i(now)])
-                .await
-                .map_err(pg)?;
+                .await?;
             let codes = client
                 .execute(
                     "DELETE FROM gh_account_codes WHERE $1 >= expires_at",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let prune = format!(
                 "DELETE FROM gh_revocations WHERE at < now() - interval '{REVOCATION_KEEP}'"
             );
-            client.execute(&prune, &[]).await.map_err(pg)?;
+            client.execute(&prune, &[]).await?;
             Ok(SweepCounts {
                 sessions: sessions as usize,
                 otps: (otps + codes) as usize,
@@ -871,8 +833,7 @@ impl Store for PostgresStore {
         self.read(async |client| {
             let rows = client
                 .query("SELECT key, record FROM gh_throttles", &[])
-                .await
-                .map_err(pg)?;
+                .await?;
             rows.iter()
                 .map(|r| Ok((r.get::<_, String>(0), decode(r.get::<_, &str>(1))?)))
                 .collect()
@@ -892,13 +853,11 @@ impl Store for PostgresStore {
                              ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
                             &[key, &encode(r)?],
                         )
-                        .await
-                        .map_err(pg)?;
+                        .await?;
                     }
                     None => {
                         tx.execute("DELETE FROM gh_throttles WHERE key = $1", &[key])
-                            .await
-                            .map_err(pg)?;
+                            .await?;
                     }
                 }
             }
@@ -917,11 +876,11 @@ impl Store for PostgresStore {
                 &[&name, &fresh.as_slice()],
             )
             .await
-            .map_err(pg)?;
+            ?;
             let value: Vec<u8> = tx
                 .query_one("SELECT value FROM gh_secrets WHERE name = $1", &[&name])
                 .await
-                .map_err(pg)?
+                ?
                 .get(0);
             <[u8; 32]>::try_from(value.as_slice())
                 .map_err(|_| StoreError::Setup(format!("server secret `{name}` is not 32 bytes")))
@@ -931,13 +890,7 @@ impl Store for PostgresStore {
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.read(async |client| {
             let sql = format!("SELECT {USER_COLUMNS} FROM gh_users ORDER BY id");
-            Ok(client
-                .query(&sql, &[])
-                .await
-                .map_err(pg)?
-                .iter()
-                .map(user_of)
-                .collect())
+            Ok(client.query(&sql, &[]).await?.iter().map(user_of).collect())
         })
     }
 
@@ -1017,7 +970,7 @@ impl Store for PostgresStore {
                     client.query(&sql, &[]).await
                 }
             }
-            .map_err(pg)?;
+            ?;
             Ok(rows.iter().filter_map(session_of).collect())
         })
     }
@@ -1026,8 +979,7 @@ impl Store for PostgresStore {
         self.read(async |client| {
             let n: i64 = client
                 .query_one("SELECT count(*) FROM gh_sessions", &[])
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             Ok(n as u64)
         })
@@ -1272,8 +1224,7 @@ impl Store for PostgresStore {
                     "DELETE FROM gh_sessions WHERE user_id = $1 AND token <> $2 RETURNING token",
                     &[&i(user.id), &keep.as_slice()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let ended_sessions = rows
                 .iter()
                 .filter_map(|r| TokenHash::try_from(r.get::<_, &[u8]>(0)).ok())
@@ -1282,8 +1233,7 @@ impl Store for PostgresStore {
                 "UPDATE gh_sessions SET email = $3 WHERE token = $1 AND user_id = $2",
                 &[&keep.as_slice(), &i(user.id), &new_email],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(Some(EmailChanged {
                 user: user.clone(),
                 old_email,
@@ -1308,25 +1258,21 @@ impl Store for PostgresStore {
                 "DELETE FROM gh_identities WHERE user_id = $1",
                 &[&i(user.id)],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             tx.execute("DELETE FROM gh_users WHERE id = $1", &[&i(user.id)])
-                .await
-                .map_err(pg)?;
+                .await?;
             remove_code_in(tx, &CodePurpose::PasswordReset.key(email)).await?;
             let change =
                 remove_code_in(tx, &CodePurpose::EmailChange.key(&user.id.to_string())).await?;
             remove_otp_in(tx, email).await?;
             tx.execute("DELETE FROM gh_outbox WHERE to_addr = $1", &[&email])
-                .await
-                .map_err(pg)?;
+                .await?;
             if let Some(pending_address) = change.and_then(|c| c.new_email) {
                 tx.execute(
                     "DELETE FROM gh_outbox WHERE to_addr = $1",
                     &[&pending_address],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             let keys = [
                 email.to_string(),
@@ -1338,8 +1284,7 @@ impl Store for PostgresStore {
                 "DELETE FROM gh_otp_sends WHERE key = ANY($1)",
                 &[&keys.as_slice()],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(Some(UserChange {
                 user: user.clone(),
                 ended_sessions,
@@ -1372,7 +1317,7 @@ impl Store for PostgresStore {
             let count = async |sql: &str,
                                params: &[&(dyn tokio_postgres::types::ToSql + Sync)]|
                    -> Result<usize, StoreError> {
-                let n: i64 = tx.query_one(sql, params).await.map_err(pg)?.get(0);
+                let n: i64 = tx.query_one(sql, params).await?.get(0);
                 Ok(n as usize)
             };
             let mut traces = Traces {
@@ -1387,8 +1332,7 @@ impl Store for PostgresStore {
             let reset_key = CodePurpose::PasswordReset.key(email);
             let rows = tx
                 .query("SELECT key, record FROM gh_account_codes", &[])
-                .await
-                .map_err(pg)?;
+                .await?;
             for row in &rows {
                 let c: AccountCode = decode(row.get::<_, &str>(1))?;
                 let names_it = row.get::<_, &str>(0) == reset_key
@@ -1458,8 +1402,7 @@ impl Store for PostgresStore {
         self.read(async |client| {
             match client
                 .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
                 None => Ok(None),
@@ -1476,8 +1419,7 @@ impl Store for PostgresStore {
         self.serial(async |tx| {
             let mut record: ThrottleRecord = match tx
                 .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(row) => decode(row.get::<_, &str>(0))?,
                 None => ThrottleRecord::default(),
@@ -1488,8 +1430,7 @@ impl Store for PostgresStore {
                  ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
                 &[&key, &encode(&record)?],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(record)
         })
     }

@@ -4,7 +4,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, db_err, decode, encode};
+use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode};
 use super::{MailKind, OtpMail, QueuedMail, StoreError, UnixMillis};
 
 /// Queues the send-otp mail inside the caller's transaction, dropping the
@@ -17,22 +17,16 @@ pub(super) fn queue_in(
     mail: OtpMail,
 ) -> Result<(u64, bool), StoreError> {
     let unsent = txn
-        .open_table(OUTBOX_BY_EMAIL)
-        .map_err(db_err)?
-        .get(email)
-        .map_err(db_err)?
+        .open_table(OUTBOX_BY_EMAIL)?
+        .get(email)?
         .map(|v| v.value());
     let superseded = match unsent {
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let mut meta = txn.open_table(META).map_err(db_err)?;
-    let id = meta
-        .get("next_outbox_id")
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1).map_err(db_err)?;
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
+    meta.insert("next_outbox_id", id + 1)?;
     let kind = if account_exists {
         MailKind::AccountExists
     } else {
@@ -51,18 +45,10 @@ pub(super) fn queue_in(
         attempts: 0,
         next_attempt_at: now,
     };
-    txn.open_table(OUTBOX)
-        .map_err(db_err)?
-        .insert(id, encode(&entry)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .insert((now, id), ())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_BY_EMAIL)
-        .map_err(db_err)?
-        .insert(email, id)
-        .map_err(db_err)?;
+    txn.open_table(OUTBOX)?
+        .insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
+    txn.open_table(OUTBOX_BY_EMAIL)?.insert(email, id)?;
     Ok((id, superseded))
 }
 
@@ -76,13 +62,9 @@ pub(super) fn queue_plain_in(
     deadline: UnixMillis,
     message_token: String,
 ) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META).map_err(db_err)?;
-    let id = meta
-        .get("next_outbox_id")
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1).map_err(db_err)?;
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
+    meta.insert("next_outbox_id", id + 1)?;
     let entry = QueuedMail {
         id,
         to: to.to_string(),
@@ -93,14 +75,9 @@ pub(super) fn queue_plain_in(
         attempts: 0,
         next_attempt_at: now,
     };
-    txn.open_table(OUTBOX)
-        .map_err(db_err)?
-        .insert(id, encode(&entry)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .insert((now, id), ())
-        .map_err(db_err)?;
+    txn.open_table(OUTBOX)?
+        .insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
     Ok(id)
 }
 
@@ -110,8 +87,8 @@ pub(super) fn mail_to(
     to: &str,
 ) -> Result<Vec<u64>, StoreError> {
     let mut ids = Vec::new();
-    for row in outbox.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
+    for row in outbox.iter()? {
+        let (k, v) = row?;
         let entry: QueuedMail = decode(v.value())?;
         if entry.to == to {
             ids.push(k.value());
@@ -122,7 +99,7 @@ pub(super) fn mail_to(
 
 /// Deletes every queued message to `to`; returns how many.
 pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usize, StoreError> {
-    let ids = mail_to(&txn.open_table(OUTBOX).map_err(db_err)?, to)?;
+    let ids = mail_to(&txn.open_table(OUTBOX)?, to)?;
     for id in &ids {
         delete_in(txn, *id)?;
     }
@@ -131,29 +108,21 @@ pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usiz
 
 /// Deletes message `id` and its index rows; `false` if it did not exist.
 pub(super) fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
-    let removed: Option<QueuedMail> = match txn
-        .open_table(OUTBOX)
-        .map_err(db_err)?
-        .remove(id)
-        .map_err(db_err)?
-    {
+    let removed: Option<QueuedMail> = match txn.open_table(OUTBOX)?.remove(id)? {
         Some(v) => Some(decode(v.value())?),
         None => None,
     };
     let Some(entry) = removed else {
         return Ok(false);
     };
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .remove((entry.next_attempt_at, id))
-        .map_err(db_err)?;
-    let mut by_email = txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
+    txn.open_table(OUTBOX_DUE)?
+        .remove((entry.next_attempt_at, id))?;
+    let mut by_email = txn.open_table(OUTBOX_BY_EMAIL)?;
     let points_here = by_email
-        .get(entry.to.as_str())
-        .map_err(db_err)?
+        .get(entry.to.as_str())?
         .is_some_and(|v| v.value() == id);
     if points_here {
-        by_email.remove(entry.to.as_str()).map_err(db_err)?;
+        by_email.remove(entry.to.as_str())?;
     }
     Ok(true)
 }

@@ -49,18 +49,16 @@ pub(super) fn write_snapshot(db: &Database, dest: &Path) -> Result<BackupCounts,
 }
 
 fn copy_into(db: &Database, file: File) -> Result<BackupCounts, StoreError> {
-    let src = db.begin_read().map_err(db_err)?;
-    for table in src.list_tables().map_err(db_err)? {
+    let src = db.begin_read()?;
+    for table in src.list_tables()? {
         check_known(table.name())?;
     }
-    for table in src.list_multimap_tables().map_err(db_err)? {
+    for table in src.list_multimap_tables()? {
         check_known(table.name())?;
     }
-    let backend = redb::backends::FileBackend::new(file).map_err(db_err)?;
-    let backup = Database::builder()
-        .create_with_backend(backend)
-        .map_err(db_err)?;
-    let dst = backup.begin_write().map_err(db_err)?;
+    let backend = redb::backends::FileBackend::new(file)?;
+    let backup = Database::builder().create_with_backend(backend)?;
+    let dst = backup.begin_write()?;
     copy_table(&src, &dst, META)?;
     copy_table(&src, &dst, USERS)?;
     copy_table(&src, &dst, USERS_BY_EMAIL)?;
@@ -77,19 +75,11 @@ fn copy_into(db: &Database, file: File) -> Result<BackupCounts, StoreError> {
     copy_table(&src, &dst, OIDC_STATES)?;
     copy_table(&src, &dst, IDENTITIES)?;
     let counts = BackupCounts {
-        users: src
-            .open_table(USERS)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)?,
-        sessions: src
-            .open_table(SESSIONS)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)?,
+        users: src.open_table(USERS)?.len()?,
+        sessions: src.open_table(SESSIONS)?.len()?,
     };
     // Default durability: the commit is fsynced before it returns.
-    dst.commit().map_err(db_err)?;
+    dst.commit()?;
     Ok(counts)
 }
 
@@ -106,11 +96,11 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     dst: &WriteTransaction,
     def: TableDefinition<K, V>,
 ) -> Result<(), StoreError> {
-    let from = src.open_table(def).map_err(db_err)?;
-    let mut to = dst.open_table(def).map_err(db_err)?;
-    for entry in from.iter().map_err(db_err)? {
-        let (k, v) = entry.map_err(db_err)?;
-        to.insert(k.value(), v.value()).map_err(db_err)?;
+    let from = src.open_table(def)?;
+    let mut to = dst.open_table(def)?;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
     }
     Ok(())
 }
@@ -120,13 +110,13 @@ fn copy_multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
     dst: &WriteTransaction,
     def: MultimapTableDefinition<K, V>,
 ) -> Result<(), StoreError> {
-    let from = src.open_multimap_table(def).map_err(db_err)?;
-    let mut to = dst.open_multimap_table(def).map_err(db_err)?;
-    for entry in from.iter().map_err(db_err)? {
-        let (k, values) = entry.map_err(db_err)?;
+    let from = src.open_multimap_table(def)?;
+    let mut to = dst.open_multimap_table(def)?;
+    for entry in from.iter()? {
+        let (k, values) = entry?;
         for v in values {
-            let v = v.map_err(db_err)?;
-            to.insert(k.value(), v.value()).map_err(db_err)?;
+            let v = v?;
+            to.insert(k.value(), v.value())?;
         }
     }
     Ok(())

@@ -68,25 +68,21 @@ pub(super) const IDENTITIES: TableDefinition<(&str, &str), &[u8]> =
 /// Creates every table but `meta`, which the caller holds open to check
 /// the schema version (read transactions cannot open missing tables).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(USERS).map_err(db_err)?;
-    txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-    txn.open_table(SESSIONS).map_err(db_err)?;
-    txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-    txn.open_table(OTPS).map_err(db_err)?;
-    txn.open_table(OTP_SENDS).map_err(db_err)?;
-    txn.open_table(THROTTLES).map_err(db_err)?;
-    txn.open_table(SECRETS).map_err(db_err)?;
-    txn.open_table(OUTBOX).map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-    txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
-    txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-    txn.open_table(OIDC_STATES).map_err(db_err)?;
-    txn.open_table(IDENTITIES).map_err(db_err)?;
+    txn.open_table(USERS)?;
+    txn.open_table(USERS_BY_EMAIL)?;
+    txn.open_table(SESSIONS)?;
+    txn.open_multimap_table(USER_SESSIONS)?;
+    txn.open_table(OTPS)?;
+    txn.open_table(OTP_SENDS)?;
+    txn.open_table(THROTTLES)?;
+    txn.open_table(SECRETS)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(OUTBOX_DUE)?;
+    txn.open_table(OUTBOX_BY_EMAIL)?;
+    txn.open_table(ACCOUNT_CODES)?;
+    txn.open_table(OIDC_STATES)?;
+    txn.open_table(IDENTITIES)?;
     Ok(())
-}
-
-pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Database(e.into())
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -96,3 +92,24 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(serde_json::to_vec(value)?)
 }
+
+/// redb reports each operation's failure as its own type; every one of them
+/// is a database failure to the store, so `?` converts them all.
+macro_rules! redb_errors_are_database_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for StoreError {
+            fn from(e: $error) -> StoreError {
+                StoreError::Database(e.into())
+            }
+        }
+    )*};
+}
+
+redb_errors_are_database_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);
