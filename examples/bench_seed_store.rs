@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use gatehouse::seed::Passwords;
-use gatehouse::seed::{RedbStore, Session, Store, User, now_millis};
+use gatehouse::seed::{RedbStore, Session, SessionStore, User, UserStore, now_millis};
 use gatehouse::seed::{Sessions, hash_token};
 use redb::{Database, Durability, MultimapTableDefinition, TableDefinition};
 

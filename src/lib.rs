@@ -87,5 +87,6 @@ pub mod parsers {
 pub mod seed {
     pub use crate::auth::passwords::Passwords;
     pub use crate::auth::sessions::{Sessions, hash_token};
-    pub use crate::store::{RedbStore, Session, Store, User, now_millis};
+    pub use crate::store::traits::*;
+    pub use crate::store::{RedbStore, Session, User, now_millis};
 }

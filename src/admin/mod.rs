@@ -394,6 +394,7 @@ fn changed(user: &User, ended: usize, what: &str) -> Executed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::traits::*;
 
     #[test]
     fn requests_have_a_stable_wire_shape() {

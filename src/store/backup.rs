@@ -78,6 +78,7 @@ fn validate_and_swap(
 mod tests {
     use super::*;
     use crate::store::Store;
+    use crate::store::traits::*;
 
     #[test]
     fn backup_restores_users_and_sessions_and_refuses_a_held_store() {

@@ -30,6 +30,7 @@ use super::{
     QueuedMail, SendLimit, SendOutcome, Session, SessionExpiry, SessionOrigin, Store, StoreError,
     SweepCounts, ThrottleRecord, TokenHash, Traces, UnixMillis, User, UserChange,
 };
+use super::{AccountStore, CodeStore, CounterStore, OutboxStore, SessionStore, UserStore};
 use crate::config::PostgresConfig;
 
 /// How long a claimed outbox message stays invisible to other workers: far
@@ -543,6 +544,242 @@ fn change_sends_by(user_id: u64) -> String {
 }
 
 impl Store for PostgresStore {
+    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
+        self.read(async |client| {
+            let sessions = client
+                .execute(
+                    "DELETE FROM gh_sessions WHERE $1 >= created_at + $2 OR $1 >= last_seen + $3",
+                    &[&i(now), &i(expiry.absolute_ms), &i(expiry.idle_ms)],
+                )
+                .await?;
+            let otps = client
+                .execute("DELETE FROM gh_otps WHERE $1 >= expires_at", &[&i(now)])
+                .await?;
+            let codes = client
+                .execute(
+                    "DELETE FROM gh_account_codes WHERE $1 >= expires_at",
+                    &[&i(now)],
+                )
+                .await?;
+            let prune = format!(
+                "DELETE FROM gh_revocations WHERE at < now() - interval '{REVOCATION_KEEP}'"
+            );
+            client.execute(&prune, &[]).await?;
+            Ok(SweepCounts {
+                sessions: sessions as usize,
+                otps: (otps + codes) as usize,
+            })
+        })
+    }
+
+    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let mut fresh = [0u8; 32];
+        crate::random::random_bytes(&mut fresh);
+        self.serial(async |tx| {
+            // Of instances starting together, the first insert wins; all
+            // read the same secret back.
+            tx.execute(
+                "INSERT INTO gh_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &fresh.as_slice()],
+            )
+            .await
+            ?;
+            let value: Vec<u8> = tx
+                .query_one("SELECT value FROM gh_secrets WHERE name = $1", &[&name])
+                .await
+                ?
+                .get(0);
+            <[u8; 32]>::try_from(value.as_slice())
+                .map_err(|_| StoreError::Setup(format!("server secret `{name}` is not 32 bytes")))
+        })
+    }
+
+    fn backup_to(&self, _dest: &Path) -> Result<BackupCounts, StoreError> {
+        Err(StoreError::BackupUnsupported)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write was committed by PostgreSQL already.
+        Ok(())
+    }
+
+    fn watch_revocations(&self, sink: RevocationSink) {
+        match connector(&self.config) {
+            Ok((pg_config, connector)) => super::pg_revocations::spawn(
+                &self.runtime_handle(),
+                pg_config,
+                connector,
+                sink,
+                self.feed.clone(),
+            ),
+            // `open` parsed the same configuration already.
+            Err(e) => tracing::error!(error = %e, "revocation listener not started"),
+        }
+    }
+
+    fn is_available(&self) -> bool {
+        self.feed.healthy()
+    }
+}
+
+impl UserStore for PostgresStore {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.read(async |client| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
+            Ok(client
+                .query_opt(&sql, &[&email])
+                .await?
+                .as_ref()
+                .map(user_of))
+        })
+    }
+
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(async |client| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users ORDER BY id");
+            Ok(client.query(&sql, &[]).await?.iter().map(user_of).collect())
+        })
+    }
+
+    fn add_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<User>, StoreError> {
+        self.serial(async |tx| {
+            if user_by_email_in(tx, email).await?.is_some() {
+                return Ok(None);
+            }
+            let user = insert_user_in(tx, email, password_hash, now).await?;
+            // A code sent before the operator created the account is void.
+            remove_otp_in(tx, email).await?;
+            Ok(Some(user))
+        })
+    }
+
+    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
+        match self.user_by_email(email)? {
+            Some(user) => self.delete_account(user.id),
+            None => Ok(None),
+        }
+    }
+
+    fn set_user_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.serial(async |tx| {
+            let Some(mut user) = user_by_email_in(tx, email).await? else {
+                return Ok(None);
+            };
+            user.disabled = disabled;
+            put_user_in(tx, &user).await?;
+            let ended_sessions = delete_user_sessions_in(tx, user.id).await?;
+            Ok(Some(UserChange {
+                user,
+                ended_sessions,
+            }))
+        })
+    }
+
+    fn set_password_hash(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.serial(async |tx| {
+            let Some(mut user) = user_by_email_in(tx, email).await? else {
+                return Ok(None);
+            };
+            user.password_hash = password_hash.to_string();
+            put_user_in(tx, &user).await?;
+            let ended_sessions = delete_user_sessions_in(tx, user.id).await?;
+            Ok(Some(UserChange {
+                user,
+                ended_sessions,
+            }))
+        })
+    }
+}
+
+impl SessionStore for PostgresStore {
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
+        self.serial(async |tx| insert_session_in(tx, token, session).await)
+    }
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.read(async |client| {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE token = $1");
+            Ok(client
+                .query_opt(&sql, &[&token.as_slice()])
+                .await?
+                .as_ref()
+                .and_then(session_of)
+                .map(|(_, s)| s))
+        })
+    }
+
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+        self.read(async |client| {
+            client
+                .execute(
+                    "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
+                    &[&token.as_slice(), &i(last_seen)],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        self.read(async |client| {
+            Ok(client
+                .execute(
+                    "DELETE FROM gh_sessions WHERE token = $1",
+                    &[&token.as_slice()],
+                )
+                .await?
+                > 0)
+        })
+    }
+
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
+        self.serial(async |tx| delete_user_sessions_in(tx, user_id).await)
+    }
+
+    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
+        self.read(async |client| {
+            let rows = match user_id {
+                Some(id) => {
+                    let sql = format!(
+                        "SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE user_id = $1 ORDER BY token"
+                    );
+                    client.query(&sql, &[&i(id)]).await
+                }
+                None => {
+                    let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions ORDER BY token");
+                    client.query(&sql, &[]).await
+                }
+            }
+            ?;
+            Ok(rows.iter().filter_map(session_of).collect())
+        })
+    }
+
+    fn count_sessions(&self) -> Result<u64, StoreError> {
+        self.read(async |client| {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM gh_sessions", &[])
+                .await?
+                .get(0);
+            Ok(n as u64)
+        })
+    }
+}
+
+impl CodeStore for PostgresStore {
     fn record_otp_send(
         &self,
         email: &str,
@@ -588,6 +825,68 @@ impl Store for PostgresStore {
         })
     }
 
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError> {
+        self.serial(async |tx| {
+            Ok(match otp_in(tx, email).await? {
+                None => OtpCheck::Missing,
+                Some(p) if now >= p.expires_at => {
+                    remove_otp_in(tx, email).await?;
+                    OtpCheck::Expired
+                }
+                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
+                Some(p) if matches(&p) => OtpCheck::Valid(p),
+                Some(mut p) => {
+                    p.attempts += 1;
+                    put_otp_in(tx, email, &p).await?;
+                    OtpCheck::Wrong
+                }
+            })
+        })
+    }
+
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+        origin: &SessionOrigin,
+    ) -> Result<AccountCreation, StoreError> {
+        self.serial(async |tx| {
+            let still_pending = match otp_in(tx, email).await? {
+                Some(p) => p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at,
+                None => false,
+            };
+            if !still_pending {
+                return Ok(AccountCreation::CodeGone);
+            }
+            remove_otp_in(tx, email).await?;
+            if user_by_email_in(tx, email).await?.is_some() {
+                return Ok(AccountCreation::EmailTaken);
+            }
+            let user = insert_user_in(tx, email, password_hash, now).await?;
+            let session = Session {
+                user_id: user.id,
+                email: email.to_string(),
+                created_at: now,
+                last_seen: now,
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
+            };
+            insert_session_in(tx, session_token, &session).await?;
+            Ok(AccountCreation::Created(user))
+        })
+    }
+}
+
+impl OutboxStore for PostgresStore {
     fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
         self.read(async |client| {
             // Claim (lease) due messages no other worker holds; committed
@@ -685,150 +984,9 @@ impl Store for PostgresStore {
                 > 0)
         })
     }
+}
 
-    fn check_otp(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        max_attempts: u32,
-        matches: &dyn Fn(&PendingOtp) -> bool,
-    ) -> Result<OtpCheck, StoreError> {
-        self.serial(async |tx| {
-            Ok(match otp_in(tx, email).await? {
-                None => OtpCheck::Missing,
-                Some(p) if now >= p.expires_at => {
-                    remove_otp_in(tx, email).await?;
-                    OtpCheck::Expired
-                }
-                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
-                Some(p) if matches(&p) => OtpCheck::Valid(p),
-                Some(mut p) => {
-                    p.attempts += 1;
-                    put_otp_in(tx, email, &p).await?;
-                    OtpCheck::Wrong
-                }
-            })
-        })
-    }
-
-    fn create_account(
-        &self,
-        email: &str,
-        otp: &PendingOtp,
-        password_hash: &str,
-        now: UnixMillis,
-        session_token: &TokenHash,
-        origin: &SessionOrigin,
-    ) -> Result<AccountCreation, StoreError> {
-        self.serial(async |tx| {
-            let still_pending = match otp_in(tx, email).await? {
-                Some(p) => p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at,
-                None => false,
-            };
-            if !still_pending {
-                return Ok(AccountCreation::CodeGone);
-            }
-            remove_otp_in(tx, email).await?;
-            if user_by_email_in(tx, email).await?.is_some() {
-                return Ok(AccountCreation::EmailTaken);
-            }
-            let user = insert_user_in(tx, email, password_hash, now).await?;
-            let session = Session {
-                user_id: user.id,
-                email: email.to_string(),
-                created_at: now,
-                last_seen: now,
-                ip: origin.ip.clone(),
-                user_agent: origin.user_agent.clone(),
-            };
-            insert_session_in(tx, session_token, &session).await?;
-            Ok(AccountCreation::Created(user))
-        })
-    }
-
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.read(async |client| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
-            Ok(client
-                .query_opt(&sql, &[&email])
-                .await?
-                .as_ref()
-                .map(user_of))
-        })
-    }
-
-    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
-        self.serial(async |tx| insert_session_in(tx, token, session).await)
-    }
-
-    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.read(async |client| {
-            let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE token = $1");
-            Ok(client
-                .query_opt(&sql, &[&token.as_slice()])
-                .await?
-                .as_ref()
-                .and_then(session_of)
-                .map(|(_, s)| s))
-        })
-    }
-
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
-        self.read(async |client| {
-            client
-                .execute(
-                    "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
-                    &[&token.as_slice(), &i(last_seen)],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
-        self.read(async |client| {
-            Ok(client
-                .execute(
-                    "DELETE FROM gh_sessions WHERE token = $1",
-                    &[&token.as_slice()],
-                )
-                .await?
-                > 0)
-        })
-    }
-
-    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
-        self.serial(async |tx| delete_user_sessions_in(tx, user_id).await)
-    }
-
-    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
-        self.read(async |client| {
-            let sessions = client
-                .execute(
-                    "DELETE FROM gh_sessions WHERE $1 >= created_at + $2 OR $1 >= last_seen + $3",
-                    &[&i(now), &i(expiry.absolute_ms), &i(expiry.idle_ms)],
-                )
-                .await?;
-            let otps = client
-                .execute("DELETE FROM gh_otps WHERE $1 >= expires_at", &[&i(now)])
-                .await?;
-            let codes = client
-                .execute(
-                    "DELETE FROM gh_account_codes WHERE $1 >= expires_at",
-                    &[&i(now)],
-                )
-                .await?;
-            let prune = format!(
-                "DELETE FROM gh_revocations WHERE at < now() - interval '{REVOCATION_KEEP}'"
-            );
-            client.execute(&prune, &[]).await?;
-            Ok(SweepCounts {
-                sessions: sessions as usize,
-                otps: (otps + codes) as usize,
-            })
-        })
-    }
-
+impl CounterStore for PostgresStore {
     fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
         self.read(async |client| {
             let rows = client
@@ -865,135 +1023,52 @@ impl Store for PostgresStore {
         })
     }
 
-    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
-        let mut fresh = [0u8; 32];
-        crate::random::random_bytes(&mut fresh);
-        self.serial(async |tx| {
-            // Of instances starting together, the first insert wins; all
-            // read the same secret back.
-            tx.execute(
-                "INSERT INTO gh_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                &[&name, &fresh.as_slice()],
-            )
-            .await
-            ?;
-            let value: Vec<u8> = tx
-                .query_one("SELECT value FROM gh_secrets WHERE name = $1", &[&name])
-                .await
-                ?
-                .get(0);
-            <[u8; 32]>::try_from(value.as_slice())
-                .map_err(|_| StoreError::Setup(format!("server secret `{name}` is not 32 bytes")))
-        })
+    /// Counters are counted in the database, so every instance sees every
+    /// failure and request at once (one small transaction per auth request;
+    /// proxied requests never count).
+    fn shares_counters(&self) -> bool {
+        true
     }
 
-    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
         self.read(async |client| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users ORDER BY id");
-            Ok(client.query(&sql, &[]).await?.iter().map(user_of).collect())
-        })
-    }
-
-    fn add_user(
-        &self,
-        email: &str,
-        password_hash: &str,
-        now: UnixMillis,
-    ) -> Result<Option<User>, StoreError> {
-        self.serial(async |tx| {
-            if user_by_email_in(tx, email).await?.is_some() {
-                return Ok(None);
-            }
-            let user = insert_user_in(tx, email, password_hash, now).await?;
-            // A code sent before the operator created the account is void.
-            remove_otp_in(tx, email).await?;
-            Ok(Some(user))
-        })
-    }
-
-    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
-        match self.user_by_email(email)? {
-            Some(user) => self.delete_account(user.id),
-            None => Ok(None),
-        }
-    }
-
-    fn set_user_disabled(
-        &self,
-        email: &str,
-        disabled: bool,
-    ) -> Result<Option<UserChange>, StoreError> {
-        self.serial(async |tx| {
-            let Some(mut user) = user_by_email_in(tx, email).await? else {
-                return Ok(None);
-            };
-            user.disabled = disabled;
-            put_user_in(tx, &user).await?;
-            let ended_sessions = delete_user_sessions_in(tx, user.id).await?;
-            Ok(Some(UserChange {
-                user,
-                ended_sessions,
-            }))
-        })
-    }
-
-    fn set_password_hash(
-        &self,
-        email: &str,
-        password_hash: &str,
-    ) -> Result<Option<UserChange>, StoreError> {
-        self.serial(async |tx| {
-            let Some(mut user) = user_by_email_in(tx, email).await? else {
-                return Ok(None);
-            };
-            user.password_hash = password_hash.to_string();
-            put_user_in(tx, &user).await?;
-            let ended_sessions = delete_user_sessions_in(tx, user.id).await?;
-            Ok(Some(UserChange {
-                user,
-                ended_sessions,
-            }))
-        })
-    }
-
-    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
-        self.read(async |client| {
-            let rows = match user_id {
-                Some(id) => {
-                    let sql = format!(
-                        "SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE user_id = $1 ORDER BY token"
-                    );
-                    client.query(&sql, &[&i(id)]).await
-                }
-                None => {
-                    let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions ORDER BY token");
-                    client.query(&sql, &[]).await
-                }
-            }
-            ?;
-            Ok(rows.iter().filter_map(session_of).collect())
-        })
-    }
-
-    fn count_sessions(&self) -> Result<u64, StoreError> {
-        self.read(async |client| {
-            let n: i64 = client
-                .query_one("SELECT count(*) FROM gh_sessions", &[])
+            match client
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
                 .await?
-                .get(0);
-            Ok(n as u64)
+            {
+                Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
+                None => Ok(None),
+            }
         })
     }
 
-    fn backup_to(&self, _dest: &Path) -> Result<BackupCounts, StoreError> {
-        Err(StoreError::BackupUnsupported)
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let change = std::sync::Mutex::new(change);
+        self.serial(async |tx| {
+            let mut record: ThrottleRecord = match tx
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
+                .await?
+            {
+                Some(row) => decode(row.get::<_, &str>(0))?,
+                None => ThrottleRecord::default(),
+            };
+            (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
+            tx.execute(
+                "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                &[&key, &encode(&record)?],
+            )
+            .await?;
+            Ok(record)
+        })
     }
+}
 
-    fn flush(&self) -> Result<(), StoreError> {
-        // Every acknowledged write was committed by PostgreSQL already.
-        Ok(())
-    }
-
+impl AccountStore for PostgresStore {
     fn request_password_reset(
         &self,
         email: &str,
@@ -1370,68 +1445,6 @@ impl Store for PostgresStore {
             )
             .await?;
             Ok(traces)
-        })
-    }
-
-    fn watch_revocations(&self, sink: RevocationSink) {
-        match connector(&self.config) {
-            Ok((pg_config, connector)) => super::pg_revocations::spawn(
-                &self.runtime_handle(),
-                pg_config,
-                connector,
-                sink,
-                self.feed.clone(),
-            ),
-            // `open` parsed the same configuration already.
-            Err(e) => tracing::error!(error = %e, "revocation listener not started"),
-        }
-    }
-
-    fn is_available(&self) -> bool {
-        self.feed.healthy()
-    }
-
-    /// Counters are counted in the database, so every instance sees every
-    /// failure and request at once (one small transaction per auth request;
-    /// proxied requests never count).
-    fn shares_counters(&self) -> bool {
-        true
-    }
-
-    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        self.read(async |client| {
-            match client
-                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await?
-            {
-                Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn update_throttle(
-        &self,
-        key: &str,
-        change: &mut dyn FnMut(&mut ThrottleRecord),
-    ) -> Result<ThrottleRecord, StoreError> {
-        let change = std::sync::Mutex::new(change);
-        self.serial(async |tx| {
-            let mut record: ThrottleRecord = match tx
-                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await?
-            {
-                Some(row) => decode(row.get::<_, &str>(0))?,
-                None => ThrottleRecord::default(),
-            };
-            (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
-            tx.execute(
-                "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
-                &[&key, &encode(&record)?],
-            )
-            .await?;
-            Ok(record)
         })
     }
 }

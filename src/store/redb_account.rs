@@ -578,7 +578,8 @@ fn sessions_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SessionOrigin, Store};
+    use crate::store::SessionOrigin;
+    use crate::store::traits::*;
 
     #[test]
     fn a_session_written_before_origins_were_kept_still_reads() {

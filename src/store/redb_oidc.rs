@@ -218,7 +218,7 @@ impl OidcStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::traits::*;
 
     fn temp_store() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().unwrap();

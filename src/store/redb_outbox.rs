@@ -130,7 +130,8 @@ pub(super) fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{OutboxBatch, PendingOtp, RedbStore, SendLimit, SendOutcome, Store};
+    use crate::store::traits::*;
+    use crate::store::{OutboxBatch, PendingOtp, RedbStore, SendLimit, SendOutcome};
 
     const LIMIT: SendLimit = SendLimit {
         max: 100,

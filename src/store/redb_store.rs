@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::{AccountStore, CodeStore, CounterStore, OutboxStore, SessionStore, UserStore};
 use super::{BackupCounts, UserChange};
 
 use redb::{
@@ -77,6 +78,253 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let txn = self.write_txn()?;
+        let secret = {
+            let mut table = txn.open_table(SECRETS)?;
+            let existing = table
+                .get(name)?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            match existing {
+                Some(s) => s,
+                None => {
+                    let mut fresh = [0u8; 32];
+                    crate::random::random_bytes(&mut fresh);
+                    table.insert(name, fresh.as_slice())?;
+                    fresh
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(secret)
+    }
+
+    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
+        let account_codes = self.sweep_account_codes(now)?;
+        // Collect under a read transaction so writers are not held up by the scan.
+        let (dead_sessions, dead_otps) = {
+            let txn = self.db.begin_read()?;
+            let mut dead_sessions = Vec::new();
+            for entry in txn.open_table(SESSIONS)?.iter()? {
+                let (k, v) = entry?;
+                let s: Session = decode(v.value())?;
+                if expiry.is_expired(&s, s.last_seen, now) {
+                    dead_sessions.push(k.value().to_vec());
+                }
+            }
+            let mut dead_otps = Vec::new();
+            for entry in txn.open_table(OTPS)?.iter()? {
+                let (k, v) = entry?;
+                let p: PendingOtp = decode(v.value())?;
+                if now >= p.expires_at {
+                    dead_otps.push(k.value().to_string());
+                }
+            }
+            (dead_sessions, dead_otps)
+        };
+        if dead_sessions.is_empty() && dead_otps.is_empty() {
+            return Ok(SweepCounts {
+                sessions: 0,
+                otps: account_codes,
+            });
+        }
+        let txn = self.write_txn()?;
+        let mut counts = SweepCounts {
+            sessions: 0,
+            otps: account_codes,
+        };
+        for key in &dead_sessions {
+            let Ok(token) = <TokenHash>::try_from(key.as_slice()) else {
+                continue;
+            };
+            // Re-check inside the write: the session may have been used since.
+            let still_dead = match txn.open_table(SESSIONS)?.get(key.as_slice())? {
+                Some(v) => {
+                    let s: Session = decode(v.value())?;
+                    expiry.is_expired(&s, s.last_seen, now)
+                }
+                None => false,
+            };
+            if still_dead && delete_session_in(&txn, &token)? {
+                counts.sessions += 1;
+            }
+        }
+        {
+            let mut otps = txn.open_table(OTPS)?;
+            for email in &dead_otps {
+                let expired = match otps.get(email.as_str())? {
+                    Some(v) => now >= decode::<PendingOtp>(v.value())?.expires_at,
+                    None => false,
+                };
+                if expired {
+                    otps.remove(email.as_str())?;
+                    counts.otps += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(counts)
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
+        super::redb_snapshot::write_snapshot(&self.db, dest)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // An empty durable commit persists every earlier non-durable one.
+        let txn = self.db.begin_write()?;
+        Ok(txn.commit()?)
+    }
+}
+
+impl UserStore for RedbStore {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_email = txn.open_table(USERS_BY_EMAIL)?;
+        let Some(id) = by_email.get(email)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let users = txn.open_table(USERS)?;
+        match users.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for entry in users.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn add_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<User>, StoreError> {
+        let txn = self.write_txn()?;
+        let user = {
+            let by_email = txn.open_table(USERS_BY_EMAIL)?;
+            if by_email.get(email)?.is_some() {
+                return Ok(None);
+            }
+            drop(by_email);
+            let user = insert_user_in(&txn, email, password_hash, now)?;
+            // A code sent before the operator created the account is void.
+            txn.open_table(OTPS)?.remove(email)?;
+            user
+        };
+        txn.commit()?;
+        Ok(Some(user))
+    }
+
+    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
+        // The same clean-up as a user's own deletion: sessions, pending
+        // codes, queued mail and send windows go with the account.
+        match self.user_by_email(email)? {
+            Some(user) => self.account_deleted(user.id),
+            None => Ok(None),
+        }
+    }
+
+    fn set_user_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.update_user(email, |u| u.disabled = disabled)
+    }
+
+    fn set_password_hash(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Option<UserChange>, StoreError> {
+        self.update_user(email, |u| u.password_hash = password_hash.to_string())
+    }
+}
+
+impl SessionStore for RedbStore {
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        insert_session_in(&txn, token, session)?;
+        Ok(txn.commit()?)
+    }
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        match sessions.get(token.as_slice())? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // A lost touch only shortens a session, so it rides on the next durable commit.
+        txn.set_durability(Durability::None)?;
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let current: Option<Session> = match sessions.get(token.as_slice())? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(mut s) = current
+                && last_seen > s.last_seen
+            {
+                s.last_seen = last_seen;
+                sessions.insert(token.as_slice(), encode(&s)?.as_slice())?;
+            }
+        }
+        Ok(txn.commit()?)
+    }
+
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let existed = delete_session_in(&txn, token)?;
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for entry in sessions.iter()? {
+            let (k, v) = entry?;
+            let Ok(hash) = <TokenHash>::try_from(k.value()) else {
+                continue;
+            };
+            let session: Session = decode(v.value())?;
+            if user_id.is_none_or(|id| id == session.user_id) {
+                out.push((hash, session));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
+        let txn = self.write_txn()?;
+        let ended = delete_user_sessions_in(&txn, user_id)?;
+        txn.commit()?;
+        Ok(ended)
+    }
+
+    fn count_sessions(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SESSIONS)?.len()?)
+    }
+}
+
+impl CodeStore for RedbStore {
     fn record_otp_send(
         &self,
         email: &str,
@@ -211,7 +459,9 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(AccountCreation::Created(user))
     }
+}
 
+impl OutboxStore for RedbStore {
     fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
         self.outbox_due_at(now, max)
     }
@@ -232,62 +482,9 @@ impl Store for RedbStore {
     fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
         self.outbox_delete(id)
     }
+}
 
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let by_email = txn.open_table(USERS_BY_EMAIL)?;
-        let Some(id) = by_email.get(email)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
-        let users = txn.open_table(USERS)?;
-        match users.get(id)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
-        let txn = self.write_txn()?;
-        insert_session_in(&txn, token, session)?;
-        Ok(txn.commit()?)
-    }
-
-    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let sessions = txn.open_table(SESSIONS)?;
-        match sessions.get(token.as_slice())? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        // A lost touch only shortens a session, so it rides on the next durable commit.
-        txn.set_durability(Durability::None)?;
-        {
-            let mut sessions = txn.open_table(SESSIONS)?;
-            let current: Option<Session> = match sessions.get(token.as_slice())? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if let Some(mut s) = current
-                && last_seen > s.last_seen
-            {
-                s.last_seen = last_seen;
-                sessions.insert(token.as_slice(), encode(&s)?.as_slice())?;
-            }
-        }
-        Ok(txn.commit()?)
-    }
-
-    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        let existed = delete_session_in(&txn, token)?;
-        txn.commit()?;
-        Ok(existed)
-    }
-
+impl CounterStore for RedbStore {
     fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(THROTTLES)?;
@@ -319,193 +516,9 @@ impl Store for RedbStore {
         }
         Ok(txn.commit()?)
     }
+}
 
-    fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
-        let txn = self.write_txn()?;
-        let secret = {
-            let mut table = txn.open_table(SECRETS)?;
-            let existing = table
-                .get(name)?
-                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
-            match existing {
-                Some(s) => s,
-                None => {
-                    let mut fresh = [0u8; 32];
-                    crate::random::random_bytes(&mut fresh);
-                    table.insert(name, fresh.as_slice())?;
-                    fresh
-                }
-            }
-        };
-        txn.commit()?;
-        Ok(secret)
-    }
-
-    fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
-        let account_codes = self.sweep_account_codes(now)?;
-        // Collect under a read transaction so writers are not held up by the scan.
-        let (dead_sessions, dead_otps) = {
-            let txn = self.db.begin_read()?;
-            let mut dead_sessions = Vec::new();
-            for entry in txn.open_table(SESSIONS)?.iter()? {
-                let (k, v) = entry?;
-                let s: Session = decode(v.value())?;
-                if expiry.is_expired(&s, s.last_seen, now) {
-                    dead_sessions.push(k.value().to_vec());
-                }
-            }
-            let mut dead_otps = Vec::new();
-            for entry in txn.open_table(OTPS)?.iter()? {
-                let (k, v) = entry?;
-                let p: PendingOtp = decode(v.value())?;
-                if now >= p.expires_at {
-                    dead_otps.push(k.value().to_string());
-                }
-            }
-            (dead_sessions, dead_otps)
-        };
-        if dead_sessions.is_empty() && dead_otps.is_empty() {
-            return Ok(SweepCounts {
-                sessions: 0,
-                otps: account_codes,
-            });
-        }
-        let txn = self.write_txn()?;
-        let mut counts = SweepCounts {
-            sessions: 0,
-            otps: account_codes,
-        };
-        for key in &dead_sessions {
-            let Ok(token) = <TokenHash>::try_from(key.as_slice()) else {
-                continue;
-            };
-            // Re-check inside the write: the session may have been used since.
-            let still_dead = match txn.open_table(SESSIONS)?.get(key.as_slice())? {
-                Some(v) => {
-                    let s: Session = decode(v.value())?;
-                    expiry.is_expired(&s, s.last_seen, now)
-                }
-                None => false,
-            };
-            if still_dead && delete_session_in(&txn, &token)? {
-                counts.sessions += 1;
-            }
-        }
-        {
-            let mut otps = txn.open_table(OTPS)?;
-            for email in &dead_otps {
-                let expired = match otps.get(email.as_str())? {
-                    Some(v) => now >= decode::<PendingOtp>(v.value())?.expires_at,
-                    None => false,
-                };
-                if expired {
-                    otps.remove(email.as_str())?;
-                    counts.otps += 1;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(counts)
-    }
-
-    fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        let mut out = Vec::new();
-        for entry in users.iter()? {
-            let (_, v) = entry?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
-    }
-
-    fn add_user(
-        &self,
-        email: &str,
-        password_hash: &str,
-        now: UnixMillis,
-    ) -> Result<Option<User>, StoreError> {
-        let txn = self.write_txn()?;
-        let user = {
-            let by_email = txn.open_table(USERS_BY_EMAIL)?;
-            if by_email.get(email)?.is_some() {
-                return Ok(None);
-            }
-            drop(by_email);
-            let user = insert_user_in(&txn, email, password_hash, now)?;
-            // A code sent before the operator created the account is void.
-            txn.open_table(OTPS)?.remove(email)?;
-            user
-        };
-        txn.commit()?;
-        Ok(Some(user))
-    }
-
-    fn delete_user(&self, email: &str) -> Result<Option<UserChange>, StoreError> {
-        // The same clean-up as a user's own deletion: sessions, pending
-        // codes, queued mail and send windows go with the account.
-        match self.user_by_email(email)? {
-            Some(user) => self.account_deleted(user.id),
-            None => Ok(None),
-        }
-    }
-
-    fn set_user_disabled(
-        &self,
-        email: &str,
-        disabled: bool,
-    ) -> Result<Option<UserChange>, StoreError> {
-        self.update_user(email, |u| u.disabled = disabled)
-    }
-
-    fn set_password_hash(
-        &self,
-        email: &str,
-        password_hash: &str,
-    ) -> Result<Option<UserChange>, StoreError> {
-        self.update_user(email, |u| u.password_hash = password_hash.to_string())
-    }
-
-    fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let sessions = txn.open_table(SESSIONS)?;
-        let mut out = Vec::new();
-        for entry in sessions.iter()? {
-            let (k, v) = entry?;
-            let Ok(hash) = <TokenHash>::try_from(k.value()) else {
-                continue;
-            };
-            let session: Session = decode(v.value())?;
-            if user_id.is_none_or(|id| id == session.user_id) {
-                out.push((hash, session));
-            }
-        }
-        Ok(out)
-    }
-
-    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
-        let txn = self.write_txn()?;
-        let ended = delete_user_sessions_in(&txn, user_id)?;
-        txn.commit()?;
-        Ok(ended)
-    }
-
-    fn count_sessions(&self) -> Result<u64, StoreError> {
-        use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(SESSIONS)?.len()?)
-    }
-
-    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
-        super::redb_snapshot::write_snapshot(&self.db, dest)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        // An empty durable commit persists every earlier non-durable one.
-        let txn = self.db.begin_write()?;
-        Ok(txn.commit()?)
-    }
-
+impl AccountStore for RedbStore {
     // Account self-service: implemented in `redb_account`.
 
     fn request_password_reset(
