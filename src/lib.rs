@@ -56,6 +56,7 @@ mod net;
 mod oidc;
 mod ops;
 mod preflight;
+mod private_file;
 mod proxy;
 mod random;
 mod request;

@@ -176,27 +176,17 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         move |source| TlsError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-    write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
-        .map_err(write_err(&key_path))?;
+    crate::private_file::write_atomically(
+        &key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+    )
+    .map_err(write_err(&key_path))?;
     std::fs::write(&cert_path, generated.cert.pem()).map_err(write_err(&cert_path))?;
     tracing::warn!(
         cert = %cert_path.display(),
         "generated a self-signed TLS certificate; clients will not trust it (use curl --cacert or -k for local testing)"
     );
     Ok((cert_path, key_path))
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)
 }
 
 #[cfg(test)]

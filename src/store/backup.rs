@@ -4,8 +4,8 @@
 //! A restore validates the backup by opening it as a store, then renames it
 //! over the configured path; it runs only while no process holds the store.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
@@ -29,12 +29,7 @@ pub fn restore(backup: &Path, store_path: &Path) -> Result<BackupCounts, StoreEr
     let _ = std::fs::remove_file(&staged);
     {
         let mut from = File::open(backup).map_err(file_err(backup))?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&staged)
-            .map_err(file_err(&staged))?;
+        let mut to = crate::private_file::create_new(&staged).map_err(file_err(&staged))?;
         std::io::copy(&mut from, &mut to).map_err(file_err(&staged))?;
         to.sync_all().map_err(file_err(&staged))?;
     }

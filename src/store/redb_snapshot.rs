@@ -6,8 +6,7 @@
 //! out. Restoring lives in `backup`, which opens stores; this half only
 //! needs the table definitions.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -30,13 +29,7 @@ pub(super) fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError
 /// and an atomic rename; the file is readable by its owner only.
 pub(super) fn write_snapshot(db: &Database, dest: &Path) -> Result<BackupCounts, StoreError> {
     let partial = sibling(dest, "partial");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(file_err(&partial))?;
+    let file = crate::private_file::create_new(&partial).map_err(file_err(&partial))?;
     let result = copy_into(db, file).and_then(|counts| {
         // A hard link publishes the finished file atomically and, unlike a
         // rename, refuses to replace an existing one.
