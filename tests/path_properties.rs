@@ -8,21 +8,9 @@ use proptest::prelude::*;
 
 fn routes() -> Vec<Route> {
     vec![
-        Route {
-            prefix: "/api/v2/".into(),
-            auth: RouteAuth::Required,
-            upstream: None,
-        },
-        Route {
-            prefix: "/api/v2/public/".into(),
-            auth: RouteAuth::None,
-            upstream: None,
-        },
-        Route {
-            prefix: "/".into(),
-            auth: RouteAuth::Optional,
-            upstream: None,
-        },
+        Route::new("/api/v2/", RouteAuth::Required),
+        Route::new("/api/v2/public/", RouteAuth::None),
+        Route::new("/", RouteAuth::Optional),
     ]
 }
 

@@ -500,6 +500,18 @@ pub struct Route {
     pub upstream: Option<String>,
 }
 
+impl Route {
+    /// A route to the default upstream (`prefix` as written in the
+    /// configuration, lower-case); for tables in tests and tools.
+    pub fn new(prefix: &str, auth: RouteAuth) -> Route {
+        Route {
+            prefix: prefix.to_ascii_lowercase(),
+            auth,
+            upstream: None,
+        }
+    }
+}
+
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

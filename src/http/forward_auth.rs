@@ -111,16 +111,8 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         vec![
-            Route {
-                prefix: "/api/v2/".into(),
-                auth: RouteAuth::Required,
-                upstream: None,
-            },
-            Route {
-                prefix: "/public/".into(),
-                auth: RouteAuth::None,
-                upstream: None,
-            },
+            Route::new("/api/v2/", RouteAuth::Required),
+            Route::new("/public/", RouteAuth::None),
         ]
     }
 
