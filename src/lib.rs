@@ -11,7 +11,8 @@
 //! cli → server → http → {proxy, oidc, auth} → mail → store
 //!          ↘ ops (health/metrics listener, signals, systemd) → http
 //!          ↘ admin, acme, tls, conn, preflight
-//! below everything: request, config, net, metrics, random, sync
+//! below everything: request, config, net, metrics, random, sync, tasks,
+//! private_file
 //! ```
 //!
 //! - `config`: TOML → checked configuration (`config::values`: the value
@@ -33,6 +34,10 @@
 //! - `proxy`: upstream forwarding, its pool, the response `Body`
 //!   (`proxy::body`) and its own `ProxyError`; `tls`; `net`: client address;
 //! - `random`: the CSRNG and base64url tokens;
+//! - `tasks`: the one accept loop (permit, back-off) every listener uses
+//!   and the background-task groups under one cancellation token;
+//! - `private_file`: owner-only (0600) files, created new or replaced
+//!   atomically;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `conn`: connection slots
