@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use gatehouse::auth::passwords::Passwords;
-use gatehouse::auth::sessions::{Sessions, hash_token};
-use gatehouse::store::{RedbStore, Session, Store, User, now_millis};
+use gatehouse::seed::Passwords;
+use gatehouse::seed::{RedbStore, Session, SessionStore, User, UserStore, now_millis};
+use gatehouse::seed::{Sessions, hash_token};
 use redb::{Database, Durability, MultimapTableDefinition, TableDefinition};
 
 // Mirrors of the table definitions in src/store/redb_store.rs (private there).

@@ -3,49 +3,100 @@
 //! sessions in an embedded redb store) and reverse-proxies authenticated
 //! requests to an existing backend.
 //!
-//! Module map:
-//! - `config`: TOML → checked configuration;
-//! - `store`: the persistence trait and its redb implementation;
+//! Module map (arrows point one way; `.ci/module-graph.py` checks that no
+//! two modules, nor two siblings inside one, import each other in a
+//! circle):
+//!
+//! ```text
+//! cli → server → http → {proxy, oidc, auth} → mail → store
+//!          ↘ ops (health/metrics listener, signals, systemd) → http
+//!          ↘ admin, acme, tls, conn, preflight
+//! below everything: request, config, net, metrics, random, sync, tasks,
+//! private_file
+//! ```
+//!
+//! - `config`: TOML → checked configuration (`config::values`: the value
+//!   parsers every section shares);
+//! - `store`: the persistence traits; redb (`redb_tables` holds every table,
+//!   the codec and the `From` conversions of redb errors; `redb_snapshot` writes backups, `backup`
+//!   restores) and PostgreSQL (`pg_conn` connects); `store::run_blocking`
+//!   bridges async callers to the blocking store;
 //! - `auth`: flows, passwords, sessions, codes, throttles, known devices,
 //!   account self-service (reset, password/email change, own sessions),
 //!   route access rules, the sign-up policy and second factors (`auth::mfa`:
 //!   TOTP, recovery codes, the pending sign-in; `auth::passkeys`: WebAuthn);
 //! - `mail`: outbox, transports, templates;
+//! - `request`: what is known about a request before any decision (peer,
+//!   client address, authority, site, the body with deadlines, header-name
+//!   rules), shared by the pipeline and the proxy;
 //! - `http`: request pipeline, own endpoints, path canonicalisation,
-//!   CORS/CSRF, forward-auth, errors → statuses;
+//!   CORS/CSRF, forward-auth, the access log (`http::access`), errors →
+//!   statuses (`http::error`, the one place);
 //! - `oidc`: sign-in through OpenID Connect providers;
-//! - `pages`: the built-in sign-in pages (`[pages]`) and the sign-in
+//! - `proxy`: upstream forwarding, its pool, the response `Body`
+//!   (`proxy::body`) and its own `ProxyError`; `tls`; `net`: client address;
+//! - `http::pages`: the built-in sign-in pages (`[pages]`) and the sign-in
 //!   redirect of protected routes;
-//! - `proxy`: upstream forwarding; `tls`; `net`: client address;
+//! - `random`: the CSRNG and base64url tokens;
+//! - `tasks`: the one accept loop (permit, back-off) every listener uses
+//!   and the background-task groups under one cancellation token;
+//! - `private_file`: owner-only (0600) files, created new or replaced
+//!   atomically;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
 //! - `server`: listeners, connections, shutdown; `conn`: connection slots
 //!   and deadlines; `cli`: commands;
 //! - `preflight`: the start-up checks `serve` and `check-config` share;
-//! - operating it: `admin` (admin socket), `ops` (access log, health and
-//!   metrics listener, systemd, signals), `metrics`.
+//! - operating it: `admin` (admin socket), `ops` (health and metrics
+//!   listener, systemd, signals, log writer), `metrics`.
 
 #![forbid(unsafe_code)]
 
-pub mod acme;
-pub mod admin;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod conn;
-pub mod http;
-pub mod mail;
-pub mod metrics;
-pub mod net;
-pub mod oidc;
-pub mod ops;
-pub mod pages;
-pub mod preflight;
-pub mod proxy;
-pub mod server;
-pub mod store;
+mod acme;
+mod admin;
+mod auth;
+mod cli;
+mod config;
+mod conn;
+mod http;
+mod mail;
+mod metrics;
+mod net;
+mod oidc;
+mod ops;
+mod preflight;
+mod private_file;
+mod proxy;
+mod random;
+mod request;
+mod server;
+mod store;
 mod sync;
-pub mod tls;
+mod tasks;
+mod tls;
 
-pub use config::Config;
+// The crate's surface: what the binary, the tests, the fuzz targets and the
+// bench tools use. Everything else is private, so the compiler reports
+// what nothing uses.
+
+/// The `gatehouse` command line (the binary's whole `main`).
+pub use cli::main;
+/// Loading and checking `config.toml`; running the server.
+pub use config::{Config, Route, RouteAuth};
 pub use server::serve;
+
+/// Pure parsers that fuzz targets and property tests drive directly.
+pub mod parsers {
+    pub use crate::auth::sessions::{find_cookie, strip_named_cookies};
+    pub use crate::http::path::{auth_for, canonical};
+    pub use crate::http::{parse_object, required_str};
+}
+
+/// What `examples/bench_seed_store.rs` needs to fill a store with accounts
+/// and sessions for the benchmarks.
+pub mod seed {
+    pub use crate::auth::passwords::Passwords;
+    pub use crate::auth::sessions::{Sessions, hash_token};
+    pub use crate::store::traits::*;
+    pub use crate::store::{RedbStore, Session, User, now_millis};
+}

@@ -62,7 +62,7 @@ pub fn check(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErro
     }
     // The pages' template files (layout, stylesheet, texts), as serve loads them.
     if let Some(pages) = &config.access.pages {
-        crate::pages::html::Templates::load(pages.templates_dir.as_deref())
+        crate::http::pages::html::Templates::load(pages.templates_dir.as_deref())
             .map_err(|e| at_key(text, origin, "pages.templates_dir", e.to_string()))?;
     }
     let upstreams = std::iter::once((crate::proxy::DEFAULT_UPSTREAM, &config.upstream))

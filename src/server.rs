@@ -14,16 +14,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::auth::AuthError;
 use crate::config::{CertSource, Config};
 use crate::conn::{ConnState, Deadlines, Lingering, Registry, Slot, Tracked};
 use crate::http::origin::OriginPolicy;
-use crate::http::{App, Peer, handle};
+use crate::http::{App, handle};
 use crate::mail::MailError;
 use crate::proxy::Upstream;
+use crate::request::Peer;
 use crate::store::{Store, StoreError};
+use crate::tasks::{Background, accept_loop};
 use crate::tls::TlsError;
 use http::HeaderValue;
 
@@ -76,7 +79,7 @@ pub enum ServeError {
     Oidc(#[source] crate::config::ConfigError),
     /// The built-in pages could not be set up (templates, logo).
     #[error("{0}")]
-    Pages(#[from] crate::pages::PagesError),
+    Pages(#[from] crate::http::pages::PagesError),
     /// An upstream's TLS client could not be set up.
     #[error("{0}")]
     Upstream(#[from] crate::proxy::UpstreamTlsError),
@@ -89,9 +92,116 @@ pub enum ServeError {
 }
 
 /// Runs the server until `shutdown` resolves, then drains and returns.
+///
+/// The start-up story, step by step; every background task runs under one
+/// cancellation token (`root`), whose child group (`upkeep`) stops before
+/// the drain and whose own tasks (the admin listeners) stop after it.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    // 1. Open the store (blocking file I/O or the database connection and
-    //    its migrations, done before serving anything).
+    // 1. Build the app from the configuration: store, mail outbox worker,
+    //    auth, OIDC, upstream pools.
+    let (app, mail_worker) = build_app(&config).await?;
+
+    // 2. TLS, if configured: a file certificate (reloaded on SIGHUP), a
+    //    self-signed one, or `[tls.acme]` (whose manager swaps it).
+    let tls = prepare_tls(&config).await?;
+
+    // 3. Open the listeners: the admin socket for the CLI, the admin HTTP
+    //    listener (health, readiness, metrics), the public listener.
+    let listeners = open_listeners(&config).await?;
+
+    // 4. Spawn the background tasks under one cancellation token.
+    let root = CancellationToken::new();
+    let mut operator = Background::new(root.clone());
+    let mut upkeep_tasks = operator.child();
+    spawn_background(
+        &config,
+        &app,
+        tls.acme,
+        listeners.public_addr,
+        tls.reloader,
+        listeners.admin_http,
+        listeners.admin_socket,
+        &mut operator,
+        &mut upkeep_tasks,
+    );
+
+    // 5. Serve: accept until `shutdown`. Every connection holds a slot in
+    //    the registry: per-address and global caps, longest-idle eviction
+    //    at the cap, drain on shutdown.
+    let registry = Registry::new(
+        config.server.max_connections,
+        config.server.hygiene.max_connections_per_ip,
+    );
+    let settings = Arc::new(ConnSettings {
+        tls: tls.acceptor,
+        header_read_timeout: config.server.header_read_timeout,
+        deadlines: Deadlines {
+            first_request: config.server.header_read_timeout,
+            keep_alive: config.server.hygiene.keep_alive_timeout,
+            close_grace: CLOSE_GRACE,
+        },
+    });
+    let admit = |addr: &SocketAddr| {
+        let ip = addr.ip();
+        let registry = &registry;
+        async move {
+            match registry.admit(ip).await {
+                Ok(slot) => Some(slot),
+                Err(refused) => {
+                    tracing::debug!(%ip, ?refused, "connection refused");
+                    None
+                }
+            }
+        }
+    };
+    let start = |stream, addr, slot, accepted| {
+        let (app, settings) = (app.clone(), settings.clone());
+        tokio::spawn(serve_connection(
+            app, settings, slot, stream, addr, accepted,
+        ));
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = accept_loop(&listeners.public, "accept", admit, start) => {}
+    }
+
+    // 6. Drain: stop accepting, let in-flight requests finish (up to
+    //    server.drain_timeout), then make every store write durable.
+    drop(listeners.public);
+    crate::ops::systemd::stopping();
+    upkeep_tasks.stop().await;
+    tracing::info!(
+        connections = registry.count(),
+        "shutting down; draining connections"
+    );
+    // Open WebSockets end now: they are tunnels, not requests to finish.
+    app.websockets.close_all();
+    if tokio::time::timeout(config.server.drain_timeout, registry.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    // The admin socket stays up during the drain; its file goes with it.
+    operator.stop().await;
+    // Mail queued by the drained requests stays in the outbox for next start.
+    mail_worker.stop().await;
+    flush_throttles(&app).await;
+    let store = app.auth.store().clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final store flush failed"),
+        Err(e) => tracing::warn!(error = %e, "final store flush task failed"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Step 1: opens the store (blocking file I/O or the database connection
+/// and its migrations, done before serving anything) and builds the shared
+/// state every connection uses. Sessions ended on other instances (shared
+/// database) leave this instance's cache too.
+async fn build_app(config: &Config) -> Result<(Arc<App>, crate::mail::Worker), ServeError> {
     let store_path = config.store.path.clone();
     let store: Arc<dyn Store> = {
         let store_config = config.store.clone();
@@ -107,20 +217,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             source,
         })?
     };
-
-    // 2. Mail outbox worker, password hasher, sessions, upstream client.
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
-    let oidc = crate::oidc::Oidc::new(&config, store.clone()).map_err(ServeError::Oidc)?;
-    let auth = Auth::new(&config, store.clone(), outbox)?;
+    let oidc = crate::oidc::Oidc::new(config, store.clone()).map_err(ServeError::Oidc)?;
+    let auth = Auth::new(config, store.clone(), outbox)?;
     let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
     let named_upstreams = config
         .upstreams
         .iter()
         .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
         .collect::<Result<_, ServeError>>()?;
-    let pages = crate::pages::Pages::new(&config, store.as_ref())?;
+    let pages = crate::http::pages::Pages::new(config, store.as_ref())?;
     let app = Arc::new(App {
-        default_route: crate::auth::rules::default_route(&config),
+        default_route: crate::auth::rules::default_route(config),
         pages,
         oidc,
         auth,
@@ -140,8 +248,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok()
             }),
     });
-    // 2b. Sessions ended on other instances (shared database) leave this
-    //     instance's cache too.
     {
         let app = Arc::downgrade(&app);
         store.watch_revocations(Arc::new(move |revoked| {
@@ -150,16 +256,29 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }
         }));
     }
+    Ok((app, mail_worker))
+}
 
-    // 3. TLS, if configured, with SIGHUP swapping the certificate in place.
-    //    Under [tls.acme] the ACME manager swaps it instead.
+/// What step 2 sets up: the acceptor, the SIGHUP reloader (installed now,
+/// spawned in step 4) and, under `[tls.acme]`, the certificate manager.
+struct TlsSetup {
+    acceptor: Option<TlsAcceptor>,
+    reloader: BoxedTask,
+    acme: Option<crate::acme::Acme>,
+}
+
+type BoxedTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Step 2: TLS, if configured, with SIGHUP swapping the certificate in
+/// place. Under `[tls.acme]` the ACME manager swaps it instead.
+async fn prepare_tls(config: &Config) -> Result<TlsSetup, ServeError> {
     let acme = match config.tls.as_ref().map(|t| &t.source) {
         Some(CertSource::Acme(acme)) => {
             Some(crate::acme::prepare(acme, &config.store.data_dir()).await?)
         }
         _ => None,
     };
-    let (tls, reloadable) = match &config.tls {
+    let (acceptor, reloadable) = match &config.tls {
         Some(_) if acme.is_some() => (
             acme.as_ref().map(|a| TlsAcceptor::from(a.server_config())),
             None,
@@ -177,9 +296,25 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     let reloader =
-        crate::ops::signals::spawn_reload_on_hangup(reloadable).map_err(ServeError::Signals)?;
+        crate::ops::signals::reload_on_hangup(reloadable).map_err(ServeError::Signals)?;
+    Ok(TlsSetup {
+        acceptor,
+        reloader: Box::pin(reloader),
+        acme,
+    })
+}
 
-    // 3b. Operator access: admin socket for the CLI, admin HTTP listener.
+/// The sockets step 3 opens.
+struct Listeners {
+    admin_socket: crate::admin::socket::AdminSocket,
+    admin_http: Option<TcpListener>,
+    public: TcpListener,
+    public_addr: SocketAddr,
+}
+
+/// Step 3: binds the admin socket, the admin HTTP listener (if
+/// `admin.listen` is set) and the public listener, in that order.
+async fn open_listeners(config: &Config) -> Result<Listeners, ServeError> {
     let admin_socket =
         crate::admin::socket::AdminSocket::bind(&config.admin.socket).map_err(|source| {
             ServeError::AdminSocket {
@@ -187,13 +322,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 source,
             }
         })?;
-    let admin_socket_task = tokio::spawn(admin_socket.serve(Arc::new(
-        crate::admin::socket::AdminContext {
-            app: app.clone(),
-            staging_dir: config.store.data_dir(),
-        },
-    )));
-    let admin_http_task = match config.admin.listen {
+    let admin_http = match config.admin.listen {
         Some(addr) => {
             let listener = crate::ops::health::bind(addr)
                 .await
@@ -202,140 +331,79 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .local_addr()
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tracing::info!("admin endpoints on http://{bound} (/healthz /readyz /metrics)");
-            let ready = Arc::new(crate::ops::health::Readiness {
-                app: app.clone(),
-                upstreams: routed_upstreams(&config),
-                certificate: acme.as_ref().map(|a| a.ready()),
-            });
-            Some(tokio::spawn(crate::ops::health::serve(listener, ready)))
+            Some(listener)
         }
         None => None,
     };
-
-    // 4. Listen.
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.server.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+    let bind_error = |source| ServeError::Bind {
         addr: config.server.listen,
         source,
-    })?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(upstream = %config.upstream.url, "listening on {scheme}://{local}");
-    // 4b. ACME: order or renew in the background now that the listener can
-    //     answer TLS-ALPN-01; systemd hears READY=1 once a certificate serves.
-    let (acme_tasks, ready_notice) = match acme {
+    };
+    let public = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(bind_error)?;
+    let public_addr = public.local_addr().map_err(bind_error)?;
+    Ok(Listeners {
+        admin_socket,
+        admin_http,
+        public,
+        public_addr,
+    })
+}
+
+/// Step 4: the admin socket and admin HTTP listener go in `operator` (they
+/// serve through the drain); upkeep, the SIGHUP reloader, the ACME manager,
+/// the readiness notice and the systemd watchdog go in `upkeep` (stopped
+/// when the drain starts). ACME orders or renews now that the listener can
+/// answer TLS-ALPN-01; systemd hears READY=1 once a certificate serves.
+#[allow(clippy::too_many_arguments)]
+fn spawn_background(
+    config: &Config,
+    app: &Arc<App>,
+    acme: Option<crate::acme::Acme>,
+    public_addr: SocketAddr,
+    reloader: BoxedTask,
+    admin_http: Option<TcpListener>,
+    admin_socket: crate::admin::socket::AdminSocket,
+    operator: &mut Background,
+    upkeep_tasks: &mut Background,
+) {
+    operator.spawn(
+        admin_socket.serve(Arc::new(crate::admin::socket::AdminContext {
+            app: app.clone(),
+            staging_dir: config.store.data_dir(),
+        })),
+    );
+    if let Some(listener) = admin_http {
+        let ready = Arc::new(crate::ops::health::Readiness {
+            app: app.clone(),
+            upstreams: routed_upstreams(config),
+            certificate: acme.as_ref().map(|a| a.ready()),
+        });
+        operator.spawn(crate::ops::health::serve(listener, ready));
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(
+        upstream = %config.upstream.url,
+        "listening on {scheme}://{public_addr}"
+    );
+    upkeep_tasks.spawn(reloader);
+    match acme {
         Some(acme) => {
             let certified = acme.ready();
-            (
-                Some(acme.spawn(local.port())),
-                Some(tokio::spawn(notify_ready_when_certified(certified))),
-            )
+            acme.spawn(public_addr.port(), upkeep_tasks);
+            upkeep_tasks.spawn(notify_ready_when_certified(certified));
         }
-        None => {
-            crate::ops::systemd::ready();
-            (None, None)
-        }
-    };
-    let watchdog = crate::ops::systemd::spawn_watchdog();
-
-    // 5. Background upkeep: sweep expired sessions and codes, persist throttles.
-    let upkeep = tokio::spawn(upkeep(app.clone(), config.store.sweep_interval));
-
-    // 6. Accept until told to stop.
-    //    Every connection holds a slot in the registry: per-address and
-    //    global caps, longest-idle eviction at the cap, drain on shutdown.
-    let settings = Arc::new(ConnSettings {
-        tls,
-        header_read_timeout: config.server.header_read_timeout,
-        deadlines: Deadlines {
-            first_request: config.server.header_read_timeout,
-            keep_alive: config.server.hygiene.keep_alive_timeout,
-            close_grace: CLOSE_GRACE,
-        },
-    });
-    let registry = Registry::new(
-        config.server.max_connections,
-        config.server.hygiene.max_connections_per_ip,
-    );
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let accepted = Instant::now();
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            admitted = registry.admit(addr.ip()) => match admitted {
-                Ok(slot) => slot,
-                Err(refused) => {
-                    tracing::debug!(%addr, ?refused, "connection refused");
-                    continue;
-                }
-            },
-        };
-        let (app, settings) = (app.clone(), settings.clone());
-        tokio::spawn(serve_connection(
-            app, settings, slot, stream, addr, accepted,
-        ));
+        None => crate::ops::systemd::ready(),
     }
-
-    // 7. Drain: stop accepting, let in-flight requests finish (up to
-    //    server.drain_timeout), then make every store write durable.
-    drop(listener);
-    crate::ops::systemd::stopping();
-    upkeep.abort();
-    reloader.abort();
-    if let Some(t) = &acme_tasks {
-        t.abort();
+    if let Some(watchdog) = crate::ops::systemd::watchdog() {
+        upkeep_tasks.spawn(watchdog);
     }
-    if let Some(t) = &ready_notice {
-        t.abort();
-    }
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    tracing::info!(
-        connections = registry.count(),
-        "shutting down; draining connections"
-    );
-    // Open WebSockets end now: they are tunnels, not requests to finish.
-    app.websockets.close_all();
-    if tokio::time::timeout(config.server.drain_timeout, registry.drain())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached; closing remaining connections");
-    }
-    // The admin socket stays up during the drain; its file goes with it.
-    admin_socket_task.abort();
-    let _ = admin_socket_task.await;
-    if let Some(t) = admin_http_task {
-        t.abort();
-    }
-    // Mail queued by the drained requests stays in the outbox for next start.
-    mail_worker.stop().await;
-    flush_throttles(&app).await;
-    let store = app.auth.store().clone();
-    match tokio::task::spawn_blocking(move || store.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "final store flush failed"),
-        Err(e) => tracing::warn!(error = %e, "final store flush task failed"),
-    }
-    tracing::info!("stopped");
-    Ok(())
+    upkeep_tasks.spawn(upkeep(app.clone(), config.store.sweep_interval));
 }
 
 /// The upstreams some route forwards to, by name, as `host:port` (what

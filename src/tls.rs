@@ -49,13 +49,6 @@ pub enum TlsError {
     },
 }
 
-/// Builds the server config; for `self_signed`, generates the certificate
-/// into `data_dir/tls/` on first start and reuses it afterwards.
-pub fn server_config(source: &CertSource, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let (config, _) = reloadable_server_config(source, data_dir)?;
-    Ok(config)
-}
-
 /// Loads and checks what start-up would serve, without generating or
 /// writing anything (for `gatehouse check-config`): the certificate and key
 /// files, or an already generated self-signed pair.
@@ -81,8 +74,9 @@ pub fn check(source: &CertSource, data_dir: &Path) -> Result<(), TlsError> {
     load_certified_key(&cert_path, &key_path, &provider).map(|_| ())
 }
 
-/// Like [`server_config`], also returning the handle that swaps the
-/// certificate in place (see [`ReloadableCert::reload`]).
+/// Builds the server config and the handle that swaps the certificate in
+/// place (see [`ReloadableCert::reload`]); for `self_signed`, generates the
+/// certificate into `data_dir/tls/` on first start and reuses it afterwards.
 pub fn reloadable_server_config(
     source: &CertSource,
     data_dir: &Path,
@@ -182,8 +176,11 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         move |source| TlsError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-    write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
-        .map_err(write_err(&key_path))?;
+    crate::private_file::write_atomically(
+        &key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+    )
+    .map_err(write_err(&key_path))?;
     std::fs::write(&cert_path, generated.cert.pem()).map_err(write_err(&cert_path))?;
     tracing::warn!(
         cert = %cert_path.display(),
@@ -192,22 +189,13 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     Ok((cert_path, key_path))
 }
 
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_config(source: &CertSource, dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+        reloadable_server_config(source, dir).map(|(config, _)| config)
+    }
 
     #[test]
     fn self_signed_is_generated_once_and_loads() {

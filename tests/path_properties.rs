@@ -2,30 +2,15 @@
 //! re-spelled the way some server would still read it, it is either still
 //! routed to the protected route or refused — never routed elsewhere.
 
-use gatehouse::config::{Route, RouteAuth};
-use gatehouse::http::path::{auth_for, canonical};
+use gatehouse::parsers::{auth_for, canonical};
+use gatehouse::{Route, RouteAuth};
 use proptest::prelude::*;
 
 fn routes() -> Vec<Route> {
     vec![
-        Route {
-            prefix: "/api/v2/".into(),
-            auth: RouteAuth::Required,
-            upstream: None,
-            access: Default::default(),
-        },
-        Route {
-            prefix: "/api/v2/public/".into(),
-            auth: RouteAuth::None,
-            upstream: None,
-            access: Default::default(),
-        },
-        Route {
-            prefix: "/".into(),
-            auth: RouteAuth::Optional,
-            upstream: None,
-            access: Default::default(),
-        },
+        Route::new("/api/v2/", RouteAuth::Required),
+        Route::new("/api/v2/public/", RouteAuth::None),
+        Route::new("/", RouteAuth::Optional),
     ]
 }
 

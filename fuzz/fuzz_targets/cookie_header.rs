@@ -2,7 +2,7 @@
 //! always removes Gatehouse's cookie.
 #![no_main]
 
-use gatehouse::auth::sessions::find_cookie;
+use gatehouse::parsers::find_cookie;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = http::HeaderMap::new();
     headers.append(http::header::COOKIE, value);
     let _ = find_cookie(&headers, "__Host-sid");
-    gatehouse::auth::sessions::strip_named_cookies(&mut headers, &["__Host-sid", "__Host-sid_device"]);
+    gatehouse::parsers::strip_named_cookies(&mut headers, &["__Host-sid", "__Host-sid_device"]);
     assert_eq!(find_cookie(&headers, "__Host-sid"), None);
     assert_eq!(find_cookie(&headers, "__Host-sid_device"), None);
 });

@@ -1,7 +1,7 @@
 //! The JSON body parser and field extraction never panic on any bytes.
 #![no_main]
 
-use gatehouse::http::{parse_object, required_str};
+use gatehouse::parsers::{parse_object, required_str};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

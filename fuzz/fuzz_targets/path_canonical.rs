@@ -3,7 +3,7 @@
 //! it is idempotent.
 #![no_main]
 
-use gatehouse::http::path::canonical;
+use gatehouse::parsers::canonical;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

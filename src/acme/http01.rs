@@ -3,6 +3,7 @@
 //! other request to HTTPS with a 308 (method and body kept). It serves
 //! nothing else: no API, no proxying, no cookies.
 
+use crate::tasks::{accept_loop, permit};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,18 +39,8 @@ pub struct RedirectTarget {
 pub async fn serve(listener: TcpListener, resolver: Arc<AcmeResolver>, target: RedirectTarget) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let target = Arc::new(target);
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "http_listen accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let admit = |_: &_| permit(permits.clone());
+    accept_loop(&listener, "http_listen", admit, |stream, _, permit, _| {
         let (resolver, target) = (resolver.clone(), target.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -64,7 +55,8 @@ pub async fn serve(listener: TcpListener, resolver: Arc<AcmeResolver>, target: R
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             drop(permit);
         });
-    }
+    })
+    .await
 }
 
 /// The answer to one plain-HTTP request.

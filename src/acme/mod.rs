@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::AcmeConfig;
 pub use resolver::ACME_TLS_ALPN;
-pub use state::{AcmeDir, Plan, StoredCert, parse_certificate, plan};
+pub use state::AcmeDir;
 
 /// Why ACME could not be set up or an order failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,19 +73,6 @@ pub struct Acme {
     manager: manager::Manager,
     server_config: Arc<ServerConfig>,
     http_listener: Option<TcpListener>,
-}
-
-/// The running ACME tasks; [`AcmeTasks::abort`] stops them.
-pub struct AcmeTasks {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl AcmeTasks {
-    pub fn abort(&self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 /// What `serve` would refuse before talking to the CA: CA trust that
@@ -166,10 +153,10 @@ impl Acme {
         self.manager.ready.subscribe()
     }
 
-    /// Starts the manager and the plain-HTTP listener. Call once the TLS
+    /// Starts the manager and the plain-HTTP listener in `tasks` (they stop
+    /// with that group). Call once the TLS
     /// listener is bound; `https_port` is where redirects point.
-    pub fn spawn(self, https_port: u16) -> AcmeTasks {
-        let mut tasks = Vec::new();
+    pub fn spawn(self, https_port: u16, tasks: &mut crate::tasks::Background) {
         if let Some(listener) = self.http_listener {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(
@@ -180,11 +167,11 @@ impl Acme {
                 domains: self.manager.cfg.domains.clone(),
                 https_port,
             };
-            tasks.push(tokio::spawn(http01::serve(
+            tasks.spawn(http01::serve(
                 listener,
                 self.manager.resolver.clone(),
                 target,
-            )));
+            ));
         }
         // SIGHUP (systemctl reload) cuts the manager's current wait short.
         // The general SIGHUP handler (`ops::signals`) has no file
@@ -192,15 +179,14 @@ impl Acme {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 let wake = self.manager.wake.clone();
-                tasks.push(tokio::spawn(async move {
+                tasks.spawn(async move {
                     while hup.recv().await.is_some() {
                         wake.notify_one();
                     }
-                }));
+                });
             }
             Err(e) => tracing::warn!(error = %e, "no SIGHUP handler for ACME"),
         }
-        tasks.push(tokio::spawn(self.manager.run()));
-        AcmeTasks { tasks }
+        tasks.spawn(self.manager.run());
     }
 }

@@ -249,25 +249,11 @@ impl AcmeDir {
     }
 
     fn write_atomically(&self, path: &Path, contents: &[u8]) -> Result<(), AcmeError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         self.ensure_dir()?;
-        let tmp = path.with_extension("tmp");
-        let io = |source| AcmeError::Io {
+        crate::private_file::write_atomically(path, contents).map_err(|source| AcmeError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(contents).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        })
     }
 }
 

@@ -2,9 +2,7 @@
 //! for `backup` receive the snapshot into a file. Blocking std I/O: the CLI
 //! runs one command and exits.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -105,12 +103,7 @@ pub fn receive_backup(
         move |source| ClientError::File { path, source }
     };
     let partial = dest.with_extension("partial");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(file_err(&partial))?;
+    let mut file = crate::private_file::create_new(&partial).map_err(file_err(&partial))?;
     let copied = std::io::copy(&mut (&mut reader).take(bytes), &mut file);
     let finished = match copied {
         Ok(n) if n == bytes => file

@@ -443,13 +443,13 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             store.invite_put(&invite)?;
             // The invitation mail; useless once the invite has expired.
             let mut token = [0u8; 16];
-            crate::auth::random_bytes(&mut token);
+            crate::random::random_bytes(&mut token);
             let notice = crate::store::Notice {
                 kind: crate::store::MailKind::Invited {
                     expires_at: invite.expires_at,
                 },
                 deadline: invite.expires_at,
-                message_token: crate::auth::base64url(&token),
+                message_token: crate::random::base64url(&token),
             };
             store.queue_notice(&invite.email, now, notice)?;
             tracing::info!("invite created by operator; invitation mail queued");
@@ -535,13 +535,13 @@ fn factors_view(record: &crate::store::MfaRecord) -> serde_json::Value {
 /// settings at hand, it may wait in the outbox for a day.
 fn reset_notice() -> crate::store::Notice {
     let mut token = [0u8; 16];
-    crate::auth::random_bytes(&mut token);
+    crate::random::random_bytes(&mut token);
     crate::store::Notice {
         kind: crate::store::MailKind::SecondFactor {
             event: crate::store::MfaEvent::ResetByAdmin,
         },
         deadline: now_millis() + 24 * 3600 * 1000,
-        message_token: crate::auth::base64url(&token),
+        message_token: crate::random::base64url(&token),
     }
 }
 
@@ -570,6 +570,7 @@ fn changed(user: &User, ended: usize, what: &str) -> Executed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::traits::*;
 
     #[test]
     fn requests_have_a_stable_wire_shape() {

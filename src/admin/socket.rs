@@ -4,6 +4,7 @@
 //! The socket is bound under a temporary name, restricted, then renamed into
 //! place, so there is no moment when it exists with looser permissions.
 
+use crate::tasks::{accept_loop, permit};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,29 +52,26 @@ impl AdminSocket {
         })
     }
 
-    /// Serves commands until the task is dropped.
+    /// Serves commands until the task is dropped (which removes the socket
+    /// file).
     pub async fn serve(self, handle: Arc<AdminContext>) {
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let stream = match self.listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve_one(&handle, stream).await {
-                    tracing::debug!(error = %e, "admin connection ended with error");
-                }
-                drop(permit);
-            });
-        }
+        let admit = |_: &_| permit(permits.clone());
+        accept_loop(
+            &self.listener,
+            "admin socket",
+            admit,
+            |stream, _, permit, _| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_one(&handle, stream).await {
+                        tracing::debug!(error = %e, "admin connection ended with error");
+                    }
+                    drop(permit);
+                });
+            },
+        )
+        .await
     }
 }
 

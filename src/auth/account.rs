@@ -13,11 +13,12 @@
 
 use std::time::Duration;
 
-use super::sessions::{Identity, NewToken, new_session, run_blocking};
+use super::sessions::{Identity, NewToken, new_session};
 use super::throttle::{Failures, Rate};
 use super::{
     Auth, AuthError, ClientInfo, SignedIn, base64url, email, otp, random_bytes, throttled,
 };
+use crate::store::run_blocking;
 use crate::store::{
     AccountCodeCheck, CodePurpose, EmailChangeMails, MailKind, Notice, OtpMail, SendOutcome,
     TokenHash, User, now_millis, session_handle,

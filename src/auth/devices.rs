@@ -26,7 +26,7 @@ impl Devices {
 
     /// The cookie value marking a device as known for `email`.
     pub fn mark(&self, email: &str) -> String {
-        super::base64url(&self.mac(email).finalize().into_bytes())
+        crate::random::base64url(&self.mac(email).finalize().into_bytes())
     }
 
     /// Whether `value` marks a known device for `email` (constant time).

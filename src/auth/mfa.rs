@@ -28,10 +28,11 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundK
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::sessions::{NewToken, find_cookie, hash_token, run_blocking};
+use super::sessions::{NewToken, find_cookie, hash_token};
 use super::throttle::{Failures, Rate};
 use super::{Auth, AuthError, ClientInfo, SignedIn, base64url, random_bytes, throttled};
 use crate::config::Config;
+use crate::store::run_blocking;
 use crate::store::{
     ChallengePurpose, MailKind, MfaChallenge, MfaEvent, MfaRecord, StoreError, TotpFactor, User,
     now_millis,
@@ -261,11 +262,7 @@ impl MfaSettings {
 
     /// The WebAuthn relying party for a request sent to `authority`
     /// (`host[:port]`): the configured RP ID and origins, or the request's.
-    pub fn relying_party(
-        &self,
-        authority: Option<&str>,
-        tls: bool,
-    ) -> Option<super::passkeys::RelyingParty> {
+    pub fn relying_party(&self, authority: Option<&str>, tls: bool) -> Option<RelyingParty> {
         let scheme = if tls { "https" } else { "http" };
         let own = authority.map(|a| a.to_ascii_lowercase());
         let rp_id = match &self.rp_id {
@@ -283,7 +280,7 @@ impl MfaSettings {
         } else {
             self.rp_origins.clone()
         };
-        Some(super::passkeys::RelyingParty { rp_id, origins })
+        Some(RelyingParty { rp_id, origins })
     }
 
     /// The pending sign-in token the request carries.
@@ -313,6 +310,14 @@ impl MfaSettings {
             .build()
             .to_string()
     }
+}
+
+/// Where a ceremony runs: the RP ID and the origins its responses may come
+/// from (see `auth::passkeys`).
+#[derive(Debug, Clone)]
+pub struct RelyingParty {
+    pub rp_id: String,
+    pub origins: Vec<String>,
 }
 
 /// What a correct password leads to.
@@ -786,20 +791,6 @@ impl Auth {
         self.mfa_notice(&user.email, MfaEvent::RecoveryCodesRenewed)
             .await;
         Ok(codes)
-    }
-
-    /// Operator reset (`gatehouse user reset-2fa`): removes every factor,
-    /// ends every session, mails a notice. `false` when there was nothing.
-    pub async fn reset_second_factors(&self, user: &User) -> Result<bool, AuthError> {
-        let store = self.store.clone();
-        let user_id = user.id;
-        let removed = run_blocking(move || store.mfa_delete(user_id)).await?;
-        self.sessions.revoke_user(user.id).await?;
-        let had = removed != MfaRecord::default();
-        if had {
-            self.mfa_notice(&user.email, MfaEvent::ResetByAdmin).await;
-        }
-        Ok(had)
     }
 
     /// Removes expired pending sign-ins and ceremonies.

@@ -6,7 +6,7 @@
 //! HTTP lives elsewhere; this module only decides outcomes.
 
 mod account;
-pub use account::{EmailChangeDone, SessionInfo};
+pub use account::SessionInfo;
 pub mod devices;
 pub mod email;
 pub mod live;
@@ -22,17 +22,18 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use crate::random::{base64url, random_bytes};
 
 use crate::config::Config;
 use crate::mail::Outbox;
+use crate::store::run_blocking;
 use crate::store::{
     AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, SessionOrigin, Store, StoreError,
     TokenHash, now_millis,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
-use sessions::{NewToken, Sessions, run_blocking};
+use sessions::{NewToken, Sessions};
 use throttle::{Failures, Rate, Throttle};
 
 /// Rolling window for `otp.max_sends_per_day`.
@@ -247,11 +248,6 @@ impl Auth {
             .await
     }
 
-    /// The `[signup]` policy.
-    pub fn signup(&self) -> &crate::config::SignupConfig {
-        &self.signup
-    }
-
     /// The mail outbox (its counters are the mail metrics).
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
@@ -445,11 +441,6 @@ impl Auth {
         &self.store
     }
 
-    /// The password hasher (operator-set passwords use the same parameters).
-    pub fn passwords(&self) -> &Passwords {
-        &self.passwords
-    }
-
     fn check_password_policy(&self, password: &str) -> Result<(), AuthError> {
         let (min, max) = self.password_len;
         if password.is_empty() {
@@ -484,16 +475,4 @@ impl Auth {
         }
         Ok(())
     }
-}
-
-/// Fills `buf` from the operating system's CSPRNG.
-pub fn random_bytes(buf: &mut [u8]) {
-    // Without the OS RNG no secret can be made safely: stopping is the only
-    // correct answer, and it does not happen on a working Linux system.
-    getrandom::fill(buf).expect("the operating system's random source failed");
-}
-
-/// Unpadded base64url.
-pub fn base64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -16,7 +16,7 @@ pub struct NewCode {
 pub fn generate(expires_at: UnixMillis) -> NewCode {
     let code = format!("{:06}", random_below(1_000_000));
     let mut salt = [0u8; 16];
-    crate::auth::random_bytes(&mut salt);
+    crate::random::random_bytes(&mut salt);
     let pending = PendingOtp {
         salt,
         code_hash: hash(&salt, &code),
@@ -50,7 +50,7 @@ fn random_below(bound: u32) -> u32 {
     let zone = u32::MAX - (u32::MAX % bound);
     loop {
         let mut b = [0u8; 4];
-        crate::auth::random_bytes(&mut b);
+        crate::random::random_bytes(&mut b);
         let v = u32::from_le_bytes(b);
         if v < zone {
             return v % bound;

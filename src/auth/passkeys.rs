@@ -36,9 +36,10 @@ use webauthn_rp::{
 };
 
 use super::mfa::{MfaError, PENDING_TTL};
-use super::sessions::{Identity, hash_token, run_blocking};
+use super::sessions::{Identity, hash_token};
 use super::throttle::Rate;
 use super::{Auth, AuthError, ClientInfo, SignedIn, random_bytes, throttled};
+use crate::store::run_blocking;
 use crate::store::{
     ChallengePurpose, MfaChallenge, MfaEvent, MfaRecord, PasskeyRecord, StoreError, TokenHash,
     now_millis,
@@ -49,13 +50,9 @@ const MAX_CHALLENGES: u64 = 100_000;
 /// Passkeys per account.
 const MAX_PASSKEYS: usize = 20;
 
-/// Where a ceremony runs: the RP ID and the origins its responses may come
-/// from.
-#[derive(Debug, Clone)]
-pub struct RelyingParty {
-    pub rp_id: String,
-    pub origins: Vec<String>,
-}
+/// Defined beside the settings that derive it (`mfa`), so the arrow points
+/// from passkeys to mfa only.
+pub use super::mfa::RelyingParty;
 
 /// A passkey as `GET /api/v1/user/passkeys` shows it.
 pub struct PasskeyInfo {

@@ -124,8 +124,8 @@ impl Passwords {
             n => n,
         };
         let mut decoy = [0u8; 24];
-        crate::auth::random_bytes(&mut decoy);
-        let decoy_hash = hash_blocking(&params, &crate::auth::base64url(&decoy))?;
+        crate::random::random_bytes(&mut decoy);
+        let decoy_hash = hash_blocking(&params, &crate::random::base64url(&decoy))?;
         Ok(Passwords {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),

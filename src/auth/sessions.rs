@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::config::SessionConfig;
+use crate::store::run_blocking;
 use crate::store::{
     Session, SessionExpiry, SessionOrigin, Store, StoreError, TokenHash, UnixMillis, now_millis,
 };
@@ -182,7 +183,7 @@ struct TokenKeyer(SipHasher13);
 impl TokenKeyer {
     fn new() -> TokenKeyer {
         let mut secret = [0u8; 16];
-        crate::auth::random_bytes(&mut secret);
+        crate::random::random_bytes(&mut secret);
         TokenKeyer(SipHasher13::new_with_key(&secret))
     }
 
@@ -265,8 +266,8 @@ impl Sessions {
     /// A fresh random token.
     pub fn new_token() -> NewToken {
         let mut raw = [0u8; 32];
-        crate::auth::random_bytes(&mut raw);
-        let token = crate::auth::base64url(&raw);
+        crate::random::random_bytes(&mut raw);
+        let token = crate::random::base64url(&raw);
         let hash = hash_token(&token);
         NewToken { token, hash }
     }
@@ -805,15 +806,6 @@ pub fn strip_named_cookies(headers: &mut HeaderMap, names: &[&str]) {
     {
         headers.insert(http::header::COOKIE, v);
     }
-}
-
-/// Runs a store call on the blocking pool.
-pub async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(StoreError::Task)?
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ const MAX_KEYS: usize = 200_000;
 const FAILURE_MEMORY_MS: u64 = 24 * 3600 * 1000;
 
 /// A request-rate limit: at most `max` per `window`.
+// Every limit is per client address, and the names say so where they are
+// used (`Rate::SignInPerIp`); clippy only noticed once the module became
+// private.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rate {
     SendOtpPerIp,

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::check::duration_or;
 use super::raw::RawAcme;
+use super::values::duration_or;
 use super::*;
 
 /// Let's Encrypt's production directory, the default.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::check::duration_or;
 use super::raw::*;
+use super::values::duration_or;
 use super::*;
 
 pub(super) fn check_mail(raw: RawMail, otp_ttl: Duration) -> Result<MailConfig, ConfigError> {

@@ -88,13 +88,14 @@ mod oidc;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod values;
 
 pub use access::{
-    AccessConfig, DefaultAuth, OnUnauthenticated, PagesConfig, RouteAccess, SignupConfig,
-    SignupMode, is_group_name, logo_type,
+    AccessConfig, DefaultAuth, OnUnauthenticated, RouteAccess, SignupConfig, SignupMode,
+    is_group_name, logo_type,
 };
-pub use check::parse_duration;
 pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
+pub use values::parse_duration;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -510,6 +511,19 @@ pub struct Route {
     pub upstream: Option<String>,
     /// Methods, allowed users, what unauthenticated browsers get.
     pub access: RouteAccess,
+}
+
+impl Route {
+    /// A route to the default upstream (`prefix` as written in the
+    /// configuration, lower-case); for tables in tests and tools.
+    pub fn new(prefix: &str, auth: RouteAuth) -> Route {
+        Route {
+            prefix: prefix.to_ascii_lowercase(),
+            auth,
+            upstream: None,
+            access: RouteAccess::default(),
+        }
+    }
 }
 
 impl Config {

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::check::duration_or;
 use super::raw::{RawOAuth, RawOidc};
+use super::values::duration_or;
 use super::{ConfigError, PasswordSource, invalid};
 
 /// Longest accepted `oauth.state_ttl`: a sign-in the user abandoned should

@@ -44,10 +44,6 @@ impl<S> Lingering<S> {
             phase: Phase::Open,
         }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Lingering<S> {

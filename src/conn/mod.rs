@@ -14,7 +14,7 @@ pub mod linger;
 pub mod registry;
 pub mod tracked;
 
-pub use driver::{Closable, Deadlines, drive};
+pub use driver::{Deadlines, drive};
 pub use linger::Lingering;
-pub use registry::{ConnState, Refused, Registry, Slot};
+pub use registry::{ConnState, Registry, Slot};
 pub use tracked::Tracked;

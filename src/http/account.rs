@@ -4,13 +4,13 @@
 //! [`crate::auth`]. CSRF and `Cache-Control: no-store` come from the
 //! pipeline and [`super::response::json`], as for every endpoint.
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use http::{Request, Response, StatusCode};
 
 use crate::auth::sessions::Identity;
 use crate::auth::{AuthError, SessionInfo};
+use crate::http::access::Served;
 use crate::mail::templates::format_utc;
-use crate::ops::access::Served;
 
 use super::error::ApiError;
 use super::handlers::{read_json, required_code, set_cookie, signed_in_response};

@@ -25,8 +25,8 @@ use http::{HeaderValue, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
-use super::body::Unread;
 use super::response::Body;
+use crate::request::body::Unread;
 
 /// Most bytes read and discarded after an early answer.
 pub const DISCARD_BYTES: u64 = 1024 * 1024;

@@ -6,6 +6,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::path::PathError;
 use super::response::{Body, json_message};
 use crate::auth::AuthError;
+use crate::auth::mfa::MfaError;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +55,7 @@ pub enum ApiError {
     /// The request's `Host` / `:authority` is missing, repeated, invalid
     /// or contradictory.
     #[error(transparent)]
-    BadAuthority(crate::http::authority::AuthorityError),
+    BadAuthority(crate::request::authority::AuthorityError),
     /// A cookie-carrying state change from a foreign site (CSRF).
     #[error("Cross-site request refused")]
     CrossSite,
@@ -81,11 +82,25 @@ pub enum ApiError {
     OAuthConnect(#[from] crate::oidc::ConnectError),
     /// A second-factor step refused (see `auth::mfa`).
     #[error(transparent)]
-    Mfa(crate::auth::mfa::MfaError),
+    Mfa(MfaError),
     /// The request target could not be rewritten for the upstream (our bug,
     /// not the client's: the target already passed parsing).
     #[error("forwarded request target: {0}")]
     UpstreamUri(#[source] http::uri::InvalidUriParts),
+}
+
+/// Each proxy failure is the API error of the same name (same status).
+impl From<crate::proxy::ProxyError> for ApiError {
+    fn from(e: crate::proxy::ProxyError) -> ApiError {
+        use crate::proxy::ProxyError as P;
+        match e {
+            P::BodyRead => ApiError::BodyRead,
+            P::BodyTimeout => ApiError::BodyTimeout,
+            P::UpstreamUnavailable(e) => ApiError::UpstreamUnavailable(e),
+            P::UpstreamTimeout => ApiError::UpstreamTimeout,
+            P::UpstreamUri(e) => ApiError::UpstreamUri(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -145,7 +160,7 @@ impl ApiError {
             ApiError::Store(e) if e.is_unavailable() => unavailable(),
             ApiError::WebSocketsFull => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Store(_) | ApiError::UpstreamUri(_) => internal,
-            ApiError::Mfa(e) => (super::mfa::status_of(e), e.to_string()),
+            ApiError::Mfa(e) => (mfa_status(e), e.to_string()),
             ApiError::OAuthConnect(e) => {
                 use crate::oidc::ConnectError as C;
                 match e {
@@ -255,5 +270,32 @@ fn capitalise(s: &str) -> String {
     match c.next() {
         Some(first) => first.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+impl From<MfaError> for ApiError {
+    fn from(e: MfaError) -> Self {
+        match e {
+            MfaError::Auth(a) => ApiError::Auth(a),
+            other => ApiError::Mfa(other),
+        }
+    }
+}
+
+/// Status of a second-factor refusal (the message is its `Display`).
+fn mfa_status(e: &MfaError) -> StatusCode {
+    match e {
+        MfaError::InvalidCode
+        | MfaError::TotpNotSetUp
+        | MfaError::TotpNotEnabled
+        | MfaError::NoFactor
+        | MfaError::MissingAnswer
+        | MfaError::PasskeyRefused
+        | MfaError::TooManyPasskeys => StatusCode::BAD_REQUEST,
+        MfaError::PasskeyNotFound => StatusCode::NOT_FOUND,
+        MfaError::TotpAlreadyEnabled => StatusCode::CONFLICT,
+        MfaError::PendingMissing => StatusCode::UNAUTHORIZED,
+        // Converted to `ApiError::Auth` before it gets here.
+        MfaError::Auth(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

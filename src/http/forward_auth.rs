@@ -10,15 +10,16 @@
 //! (the flaw behind oauth2-proxy's CVE-2026-40575). Without a believable
 //! original URI the strictest rule (`required`) applies.
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use super::error::ApiError;
 use super::response::{Body, json};
-use super::{App, Peer, path};
+use super::{App, path};
 use crate::auth::sessions::Identity;
 use crate::config::RouteAuth;
-use crate::ops::access::Served;
+use crate::http::access::Served;
+use crate::request::Peer;
 
 /// Headers that carry the original request's URI, by proxy convention.
 const ORIGINAL_URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
@@ -144,18 +145,8 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         vec![
-            Route {
-                prefix: "/api/v2/".into(),
-                auth: RouteAuth::Required,
-                upstream: None,
-                access: Default::default(),
-            },
-            Route {
-                prefix: "/public/".into(),
-                auth: RouteAuth::None,
-                upstream: None,
-                access: Default::default(),
-            },
+            Route::new("/api/v2/", RouteAuth::Required),
+            Route::new("/public/", RouteAuth::None),
         ]
     }
 

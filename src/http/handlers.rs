@@ -1,7 +1,7 @@
 //! The Flowtask auth endpoints Gatehouse answers itself: JSON in, JSON out,
 //! session cookies set and cleared. Outcomes are decided in [`crate::auth`].
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
@@ -12,7 +12,7 @@ use crate::auth::SignedIn;
 use super::error::ApiError;
 use super::response::{Body, json, json_ok};
 use super::{App, RequestContext};
-use crate::ops::access::Served;
+use crate::http::access::Served;
 
 pub async fn send_otp(
     app: &App,
@@ -55,7 +55,7 @@ pub async fn sign_in(
     let email = required_str(&body, "email")?;
     let password = required_str(&body, "password")?;
     let step = app.auth.sign_in(email, password, previous, &client).await?;
-    Ok(super::mfa::sign_in_answer(app, step))
+    Ok(sign_in_answer(app, step))
 }
 
 pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
@@ -165,7 +165,7 @@ pub(super) async fn read_json(
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::BodyTooLarge
-            } else if let Some(super::body::BodyError::TooSlow) = e.downcast_ref() {
+            } else if let Some(crate::request::body::BodyError::TooSlow) = e.downcast_ref() {
                 ApiError::BodyTimeout
             } else {
                 ApiError::BodyRead
@@ -227,6 +227,28 @@ pub(super) fn required_code(body: &Map<String, Value>) -> Result<String, ApiErro
             _ => Err(crate::auth::AuthError::InvalidCode.into()),
         },
         _ => required_str(body, "code").map(str::to_string),
+    }
+}
+
+/// The answer to a correct password: a session, or (second factor
+/// required) the pending cookie and `mfaRequired`.
+fn sign_in_answer(app: &App, step: crate::auth::mfa::SignInStep) -> Response<Body> {
+    match step {
+        crate::auth::mfa::SignInStep::Done(signed_in) => {
+            signed_in_response(app, "Signed in successfully", &signed_in)
+        }
+        crate::auth::mfa::SignInStep::SecondFactor { pending_token } => {
+            let mut resp = json(
+                http::StatusCode::OK,
+                &serde_json::json!({
+                    "msg": "Second factor required",
+                    "mfaRequired": true,
+                    "methods": crate::auth::mfa::METHODS,
+                }),
+            );
+            set_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
+            resp
+        }
     }
 }
 

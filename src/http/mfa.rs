@@ -7,10 +7,10 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
 use crate::auth::AuthError;
-use crate::auth::mfa::{METHODS, MfaError, SecondFactor, SignInStep};
+use crate::auth::mfa::{MfaError, SecondFactor};
 use crate::auth::sessions::Identity;
-use crate::http::body::RequestBody;
-use crate::ops::access::Served;
+use crate::http::access::Served;
+use crate::request::body::RequestBody;
 
 use super::error::ApiError;
 use super::handlers::{read_json, required_str, set_cookie, signed_in_response};
@@ -86,33 +86,6 @@ impl Step {
             Step::PasskeyDelete => Method::DELETE,
             _ => Method::POST,
         }
-    }
-}
-
-impl From<MfaError> for ApiError {
-    fn from(e: MfaError) -> Self {
-        match e {
-            MfaError::Auth(a) => ApiError::Auth(a),
-            other => ApiError::Mfa(other),
-        }
-    }
-}
-
-/// Status of a second-factor refusal (the message is its `Display`).
-pub(super) fn status_of(e: &MfaError) -> StatusCode {
-    match e {
-        MfaError::InvalidCode
-        | MfaError::TotpNotSetUp
-        | MfaError::TotpNotEnabled
-        | MfaError::NoFactor
-        | MfaError::MissingAnswer
-        | MfaError::PasskeyRefused
-        | MfaError::TooManyPasskeys => StatusCode::BAD_REQUEST,
-        MfaError::PasskeyNotFound => StatusCode::NOT_FOUND,
-        MfaError::TotpAlreadyEnabled => StatusCode::CONFLICT,
-        MfaError::PendingMissing => StatusCode::UNAUTHORIZED,
-        // Converted to `ApiError::Auth` before it gets here.
-        MfaError::Auth(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -356,28 +329,6 @@ async fn sign_in_2fa(
             Ok(resp)
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// The answer to a correct password: a session, or (second factor
-/// required) the pending cookie and `mfaRequired`.
-pub(super) fn sign_in_answer(app: &App, step: SignInStep) -> Response<Body> {
-    match step {
-        SignInStep::Done(signed_in) => {
-            signed_in_response(app, "Signed in successfully", &signed_in)
-        }
-        SignInStep::SecondFactor { pending_token } => {
-            let mut resp = json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "msg": "Second factor required",
-                    "mfaRequired": true,
-                    "methods": METHODS,
-                }),
-            );
-            set_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
-            resp
-        }
     }
 }
 

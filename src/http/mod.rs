@@ -9,36 +9,35 @@
 //! Inner steps return `Result<Response, ApiError>`; only [`handle`] turns an
 //! error into a response.
 
+pub mod access;
 mod account;
-pub mod authority;
-pub mod body;
 mod early;
 pub mod error;
 mod forward_auth;
 mod handlers;
 pub mod head;
-pub mod header_names;
 mod mfa;
 mod oauth;
 pub mod origin;
+pub mod pages;
 pub mod path;
 pub mod response;
-
-use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::auth::{Auth, ClientInfo, rules};
 use crate::config::{OnUnauthenticated, Route, RouteAuth};
+use crate::http::access::Served;
 use crate::metrics::RouteLabel;
 use crate::net::Cidr;
-use crate::ops::access::Served;
 use crate::proxy::Upstream;
-use authority::{AuthorityError, RequestAuthority};
-use body::RequestBody;
+use crate::request::authority;
+use crate::request::body::{self, RequestBody};
+use crate::request::header_names;
+use crate::request::{Peer, RequestContext, Site, ip_header};
 use error::ApiError;
-use origin::{OriginPolicy, Site};
+use origin::OriginPolicy;
 use response::Body;
 
 pub use handlers::{parse_object, required_str};
@@ -68,7 +67,7 @@ pub struct App {
     /// covers (a session, then `[upstream]`); `None` answers them 404.
     pub default_route: Option<Route>,
     /// The built-in pages (`[pages]`), when enabled.
-    pub pages: Option<crate::pages::Pages>,
+    pub pages: Option<crate::http::pages::Pages>,
 }
 
 impl App {
@@ -87,46 +86,8 @@ impl App {
     }
 }
 
-/// What is known about the client's connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub tls: bool,
-    /// The peer's address as a header value, built once per connection for
-    /// `X-Forwarded-For` / `X-Real-IP`.
-    pub ip_header: HeaderValue,
-}
-
-impl Peer {
-    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
-        let ip = crate::net::canonical_ip(addr.ip());
-        Peer {
-            addr,
-            tls,
-            ip_header: ip_header(ip),
-        }
-    }
-}
-
-fn ip_header(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
-        .expect("an IP address is a valid header value")
-}
-
-/// Per-request facts derived once at the start of the pipeline.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub peer: Peer,
-    /// The client address (see `net::client_ip`).
-    pub client_ip: IpAddr,
-    /// `client_ip` as a header value.
-    pub client_ip_header: HeaderValue,
-    /// The authority the request was sent to (`Host` or `:authority`, see
-    /// [`authority`]); an error is answered with 400 before routing.
-    pub authority: Result<Option<RequestAuthority>, AuthorityError>,
-    pub site: Site,
-}
-
+// `RequestContext` is defined in `crate::request` (the proxy reads it
+// too); what the pipeline derives from it for the auth flows lives here.
 impl RequestContext {
     pub(crate) fn client_info(&self, app: &App, headers: &http::HeaderMap) -> ClientInfo {
         ClientInfo {
@@ -138,9 +99,9 @@ impl RequestContext {
 }
 
 /// Entry point for every request: never fails, never panics on input.
-/// Every request is counted and access-logged (see [`crate::ops::access`]).
+/// Every request is counted and access-logged (see [`crate::http::access`]).
 pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<Body> {
-    let started = crate::ops::access::Started::new(&req);
+    let started = crate::http::access::Started::new(&req);
     let min_rate = body::MinRate {
         bytes_per_sec: app.hygiene.min_body_rate,
         grace: app.hygiene.min_body_rate_grace,
@@ -514,8 +475,14 @@ async fn proxy(
         };
         // Boxed, like the endpoints: rare, and kept out of the size of
         // every proxied request's future.
-        return Box::pin(upstream.tunnel(req, identity.as_ref(), ctx, &app.auth.sessions, slot))
-            .await;
+        return Ok(Box::pin(upstream.tunnel(
+            req,
+            identity.as_ref(),
+            ctx,
+            &app.auth.sessions,
+            slot,
+        ))
+        .await?);
     }
     let mut resp = upstream
         .forward(req, identity.as_ref(), ctx, &app.auth.sessions)

@@ -4,7 +4,7 @@
 //! the sign-in and redirects the browser (never answers JSON: it is a
 //! top-level navigation coming back from the provider).
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use super::error::ApiError;

@@ -5,9 +5,10 @@
 use http::header;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::authority::RequestAuthority;
 use super::response::{Body, json_message};
 use crate::config::CorsConfig;
+use crate::request::Site;
+use crate::request::authority::RequestAuthority;
 
 /// Longest `Access-Control-Request-Headers` echoed back.
 const MAX_REQUEST_HEADERS_LEN: usize = 1024;
@@ -15,19 +16,6 @@ const MAX_REQUEST_HEADERS_LEN: usize = 1024;
 pub struct OriginPolicy {
     allowed: Vec<String>,
     max_age: HeaderValue,
-}
-
-/// How a request's origin relates to Gatehouse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Site {
-    /// No `Origin` and no cross-site fetch metadata (curl, same-origin GET…).
-    Unknown,
-    /// Same scheme, host and port as the request itself.
-    SameOrigin,
-    /// A foreign origin listed in `allowed_origins`.
-    Allowed(HeaderValue),
-    /// Any other site, including `Origin: null`.
-    Foreign,
 }
 
 impl OriginPolicy {
@@ -39,7 +27,7 @@ impl OriginPolicy {
     }
 
     /// Classifies the request by `Origin`, falling back to `Sec-Fetch-Site`.
-    /// `authority` is the request's own (see [`super::authority`]): the
+    /// `authority` is the request's own (see [`crate::request::authority`]): the
     /// `Host` header over HTTP/1.1, `:authority` over HTTP/2.
     pub fn site(
         &self,
@@ -154,7 +142,7 @@ fn is_header_list(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::authority;
+    use crate::request::authority;
     use http::{HeaderName, Uri, Version};
     use std::time::Duration;
 

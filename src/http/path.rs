@@ -158,24 +158,9 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         vec![
-            Route {
-                prefix: "/api/v2/".into(),
-                auth: RouteAuth::Required,
-                upstream: None,
-                access: Default::default(),
-            },
-            Route {
-                prefix: "/api/v2/public/".into(),
-                auth: RouteAuth::None,
-                upstream: None,
-                access: Default::default(),
-            },
-            Route {
-                prefix: "/".into(),
-                auth: RouteAuth::Optional,
-                upstream: None,
-                access: Default::default(),
-            },
+            Route::new("/api/v2/", RouteAuth::Required),
+            Route::new("/api/v2/public/", RouteAuth::None),
+            Route::new("/", RouteAuth::Optional),
         ]
     }
 

@@ -29,8 +29,8 @@ pub async fn check(cfg: &MailConfig, to: Option<&str>) -> Result<String, CheckEr
     let sender = super::templates::parse_mailbox(&cfg.from).1.to_string();
     let to = to.map_or(sender, str::to_string);
     let mut token = [0u8; 12];
-    crate::auth::random_bytes(&mut token);
-    let token = format!("check.{}", crate::auth::base64url(&token));
+    crate::random::random_bytes(&mut token);
+    let token = format!("check.{}", crate::random::base64url(&token));
     let mail = composer.render(&to, &token, &Content::Test)?;
     match transport.deliver(&mail).await {
         Ok(()) => Ok(format!(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use crate::config::{MailConfig, MailTransport};
 use crate::store::Store;
 
-pub use outbox::{MailStats, Outbox, Worker};
-pub use templates::{Composer, Content, Rendered};
+pub use outbox::{Outbox, Worker};
+pub use templates::{Composer, Rendered};
 
 /// Why mail could not be set up (at start-up, naming the config key).
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 
 use super::templates::{Composer, Content};
 use super::{Transport, TransportError};
-use crate::auth::sessions::run_blocking;
 use crate::config::{MailConfig, MailTransport};
+use crate::store::run_blocking;
 use crate::store::{MailKind, QueuedMail, Store, StoreError, now_millis};
 
 /// Messages taken from the store per round.
@@ -149,7 +149,7 @@ impl Backoff {
         let exp = failures.saturating_sub(1).min(30);
         let full = self.initial.saturating_mul(1 << exp).min(self.max);
         let mut b = [0u8; 8];
-        crate::auth::random_bytes(&mut b);
+        crate::random::random_bytes(&mut b);
         let fraction = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
         full.mul_f64(0.5 + fraction / 2.0)
     }

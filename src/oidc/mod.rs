@@ -17,8 +17,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{base64url, random_bytes};
 use crate::config::{Config, ConfigError, OAuthConfig, is_local_path};
+use crate::random::{base64url, random_bytes};
 use crate::store::{OidcLink, OidcState, Store, StoreError, TokenHash, User, now_millis};
 use provider::{Provider, ProviderError};
 
@@ -148,10 +148,6 @@ impl Oidc {
         self.providers.iter().find(|p| p.cfg.name == name)
     }
 
-    pub fn knows(&self, name: &str) -> bool {
-        self.provider(name).is_some()
-    }
-
     pub fn state_ttl(&self) -> Duration {
         self.oauth.state_ttl
     }
@@ -189,7 +185,7 @@ impl Oidc {
         };
         let store = self.store.clone();
         let key = sha256(&state);
-        let stored = crate::auth::sessions::run_blocking(move || {
+        let stored = crate::store::run_blocking(move || {
             store.oidc_state_insert(&key, &record, now, MAX_PENDING)
         })
         .await?;
@@ -248,7 +244,7 @@ impl Oidc {
             Some(s) if s.len() <= MAX_STATE_LEN => {
                 let store = self.store.clone();
                 let key = sha256(s);
-                crate::auth::sessions::run_blocking(move || store.oidc_state_take(&key))
+                crate::store::run_blocking(move || store.oidc_state_take(&key))
                     .await
                     .map_err(|e| fail(CallbackError::OauthFailed, &e))?
             }
@@ -318,7 +314,7 @@ impl Oidc {
         let create = provider.cfg.create_users;
         let link_claims = claims.clone();
         let signup = self.signup.clone();
-        let link = crate::auth::sessions::run_blocking(move || {
+        let link = crate::store::run_blocking(move || {
             // `[signup]` applies to accounts OIDC would create, too.
             let email = link_claims
                 .email
@@ -347,7 +343,7 @@ impl Oidc {
                 // An invite (`[signup] mode = "invite"`) is used up here too.
                 let (store, signup, email) =
                     (self.store.clone(), self.signup.clone(), user.email.clone());
-                let _ = crate::auth::sessions::run_blocking(move || {
+                let _ = crate::store::run_blocking(move || {
                     crate::auth::signup_policy::consume_invite(&signup, store.as_ref(), &email);
                     Ok(())
                 })
@@ -380,7 +376,7 @@ impl Oidc {
     /// Removes expired started sign-ins.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let store = self.store.clone();
-        crate::auth::sessions::run_blocking(move || store.oidc_sweep(now_millis())).await
+        crate::store::run_blocking(move || store.oidc_sweep(now_millis())).await
     }
 }
 

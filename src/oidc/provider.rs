@@ -185,8 +185,8 @@ impl Provider {
     ) -> Result<Authorization, ProviderError> {
         let client = self.client(self.metadata(false).await?)?;
         let mut verifier_bytes = [0u8; 32];
-        crate::auth::random_bytes(&mut verifier_bytes);
-        let verifier = PkceCodeVerifier::new(crate::auth::base64url(&verifier_bytes));
+        crate::random::random_bytes(&mut verifier_bytes);
+        let verifier = PkceCodeVerifier::new(crate::random::base64url(&verifier_bytes));
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
         let (state, nonce) = (state.to_string(), nonce.to_string());
         let mut request = client

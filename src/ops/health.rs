@@ -2,6 +2,7 @@
 //! the public listener): `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! The public listener never answers these paths itself.
 
+use crate::tasks::{accept_loop, permit};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,32 +36,28 @@ pub struct Readiness {
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, ready: Arc<Readiness>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, _) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin listener accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(answer(&ready, req).await) }
+    let admit = |_: &_| permit(permits.clone());
+    accept_loop(
+        &listener,
+        "admin listener",
+        admit,
+        |stream, _, permit, _| {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let ready = ready.clone();
+                    async move { Ok::<_, Infallible>(answer(&ready, req).await) }
+                });
+                let mut b = http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .keep_alive(false);
+                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                drop(permit);
             });
-            let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(false);
-            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await
 }
 
 /// Binds the admin listener.

@@ -18,7 +18,7 @@ use crate::sync;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Buffered bytes that trigger an immediate write.
 const MAX_BUFFERED: usize = 64 * 1024;
-/// The target of access-log lines (see [`crate::ops::access`]).
+/// The target of access-log lines (see [`crate::http::access`]).
 const ACCESS_TARGET: &str = "gatehouse::access";
 
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());

@@ -31,14 +31,15 @@ impl Shutdown {
     }
 }
 
-/// Installs the SIGHUP handler. Each SIGHUP re-reads the certificate and
+/// Installs the SIGHUP handler and returns the task that serves it (the
+/// caller spawns it with the other background tasks). Each SIGHUP re-reads the certificate and
 /// key; a pair that fails to load is logged and the current one is kept.
 /// Without TLS there is nothing to reload, and the signal is only logged.
-pub fn spawn_reload_on_hangup(
+pub fn reload_on_hangup(
     cert: Option<Arc<ReloadableCert>>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         while hup.recv().await.is_some() {
             let Some(cert) = cert.clone() else {
                 tracing::info!("SIGHUP received; no TLS certificate to reload");
@@ -58,5 +59,5 @@ pub fn spawn_reload_on_hangup(
             }
             crate::ops::systemd::reloading(true);
         }
-    }))
+    })
 }

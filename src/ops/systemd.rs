@@ -24,21 +24,22 @@ pub fn reloading(done: bool) {
     }
 }
 
-/// Spawns the watchdog pinger if systemd asked for one. The ping runs on the
+/// The watchdog pinger, if systemd asked for one (the caller spawns it with
+/// the other background tasks). The ping runs on the
 /// runtime, so a wedged reactor stops it and systemd restarts the service.
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+pub fn watchdog() -> Option<impl Future<Output = ()> + Send + 'static> {
     let interval = sd_notify::watchdog_enabled()? / 2;
     tracing::info!(
         every_ms = interval.as_millis() as u64,
         "systemd watchdog enabled"
     );
-    Some(tokio::spawn(async move {
+    Some(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
             notify(&[NotifyState::Watchdog]);
         }
-    }))
+    })
 }
 
 fn notify(states: &[NotifyState<'_>]) {

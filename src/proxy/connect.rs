@@ -65,6 +65,9 @@ pub enum UpstreamStream {
     Plain(TcpStream),
     /// Boxed: the TLS state is large and the plain case is the common one.
     Tls(Box<TlsStream<TcpStream>>),
+    /// In memory: the pool's unit tests talk to a scripted upstream.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 /// Everything needed to open a connection to one upstream.
@@ -73,6 +76,10 @@ pub struct Connector {
     port: u16,
     connect_timeout: Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Test seam: connections are in-memory pipes whose other ends go to
+    /// this channel (a closed channel refuses the connection).
+    #[cfg(test)]
+    memory: Option<tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>>,
 }
 
 impl Connector {
@@ -95,7 +102,24 @@ impl Connector {
             port,
             connect_timeout,
             tls,
+            #[cfg(test)]
+            memory: None,
         })
+    }
+
+    /// A connector whose connections are in-memory pipes; the upstream's
+    /// ends arrive on the channel's receiver.
+    #[cfg(test)]
+    pub fn in_memory(
+        upstream: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
+    ) -> Connector {
+        Connector {
+            host: "memory".into(),
+            port: 0,
+            connect_timeout: Duration::from_secs(5),
+            tls: None,
+            memory: Some(upstream),
+        }
     }
 
     /// `host:port`, for log lines.
@@ -106,6 +130,17 @@ impl Connector {
     /// Opens a connection, TLS handshake included, within the connect
     /// timeout.
     pub async fn connect(&self) -> Result<UpstreamStream, UpstreamError> {
+        #[cfg(test)]
+        if let Some(upstream) = &self.memory {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            return match upstream.send(theirs) {
+                Ok(()) => Ok(UpstreamStream::Memory(ours)),
+                Err(_) => Err(UpstreamError::Connect {
+                    addr: self.addr(),
+                    source: io::ErrorKind::ConnectionRefused.into(),
+                }),
+            };
+        }
         let opened = async {
             let stream = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -209,6 +244,8 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -222,6 +259,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -233,6 +272,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -240,6 +281,8 @@ impl AsyncWrite for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.is_write_vectored(),
             UpstreamStream::Tls(s) => s.is_write_vectored(),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => s.is_write_vectored(),
         }
     }
 
@@ -247,6 +290,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -254,6 +299,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(test)]
+            UpstreamStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

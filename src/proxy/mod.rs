@@ -6,7 +6,9 @@
 //! pass-through), `streams` (streaming responses that end with their
 //! session).
 
+pub mod body;
 mod connect;
+mod error;
 mod pool;
 mod streams;
 pub mod websocket;
@@ -14,29 +16,29 @@ pub mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 
 pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
+pub use error::ProxyError;
 use pool::Pool;
 pub use pool::{UpstreamBody, UpstreamError};
 
 use crate::auth::sessions::{Identity, Sessions};
 use crate::config::UpstreamConfig;
-use crate::http::RequestContext;
-use crate::http::error::ApiError;
-use crate::http::response::Body;
+use crate::proxy::body::Body;
+use crate::request::RequestContext;
 
 /// Request headers that never reach the upstream: hop-by-hop ones
 /// (RFC 9110 §7.6.1) and client-supplied claims of identity, origin or a
 /// different URL — the upstream must only ever see Gatehouse's values.
 /// Anything starting with `x-auth-` goes too, and so does any `_` spelling
 /// of these or of the framing and routing headers (see
-/// [`crate::http::header_names`]).
+/// [`crate::request::header_names`]).
 fn is_stripped_request_header(name: &str) -> bool {
     is_protected_request_header(name)
-        || crate::http::header_names::is_spelling_of(name, is_protected_or_framing)
+        || crate::request::header_names::is_spelling_of(name, is_protected_or_framing)
 }
 
 /// A protected name, or one that frames or routes the request: an `_`
@@ -142,10 +144,6 @@ impl Upstream {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Counts a failed upstream request by outcome and says why in the log.
     fn failed(&self, e: &UpstreamError) {
         match e {
@@ -168,7 +166,7 @@ impl Upstream {
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let method = req.method().clone();
         let (mut parts, body) = req.into_parts();
         let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
@@ -176,13 +174,13 @@ impl Upstream {
         let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
             Err(_) => {
                 self.outcomes.timeout.inc();
-                return Err(ApiError::UpstreamTimeout);
+                return Err(ProxyError::UpstreamTimeout);
             }
-            Ok(Err(e)) if e.is_client_too_slow() => return Err(ApiError::BodyTimeout),
-            Ok(Err(e)) if e.is_client_body() => return Err(ApiError::BodyRead),
+            Ok(Err(e)) if e.is_client_too_slow() => return Err(ProxyError::BodyTimeout),
+            Ok(Err(e)) if e.is_client_body() => return Err(ProxyError::BodyRead),
             Ok(Err(e)) => {
                 self.failed(&e);
-                return Err(ApiError::UpstreamUnavailable(e));
+                return Err(ProxyError::UpstreamUnavailable(e));
             }
             Ok(Ok(resp)) => resp,
         };
@@ -209,7 +207,7 @@ impl Upstream {
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
-    ) -> Result<HeaderValue, ApiError> {
+    ) -> Result<HeaderValue, ProxyError> {
         // The authority the client asked for, whatever the protocol (`Host`
         // over HTTP/1.1, `:authority` over HTTP/2).
         let original_host = match &ctx.authority {
@@ -247,7 +245,7 @@ impl Upstream {
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             let mut uri = http::uri::Parts::default();
             uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri).map_err(ApiError::UpstreamUri)?;
+            parts.uri = Uri::from_parts(uri).map_err(ProxyError::UpstreamUri)?;
         }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
         parts.version = Version::HTTP_11;
@@ -312,8 +310,8 @@ pub fn new_request_id() -> HeaderValue {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         let mut raw = [0u8; 12];
-        crate::auth::random_bytes(&mut raw);
-        crate::auth::base64url(&raw)
+        crate::random::random_bytes(&mut raw);
+        crate::random::base64url(&raw)
     });
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut id = RequestId {

@@ -25,7 +25,7 @@ use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
-use crate::http::body::{BodyError, RequestBody};
+use crate::request::body::{BodyError, RequestBody};
 use hyper_util::rt::TokioIo;
 
 use super::connect::{Connector, UpstreamStream};
@@ -316,5 +316,293 @@ impl Drop for UpstreamBody {
         if self.inner.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool against a scripted upstream over in-memory pipes: which
+    //! connection each request travels on, when a connection is kept or
+    //! dropped, and whose fault each failure is.
+
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// What the upstream does with the n-th request on a connection.
+    #[derive(Clone, Copy)]
+    enum Reply {
+        /// A complete response with a 5-byte body; the connection stays open.
+        Ok,
+        /// A complete response, then the upstream closes the connection
+        /// (without announcing it: no `Connection: close`).
+        OkThenClose,
+        /// Announces 100 bytes, sends 5, closes.
+        CutShort,
+        /// A 1 MiB body, so a reader that stops early leaves most unread.
+        Large,
+        /// Never answers; waits for the request body (which never comes).
+        Silent,
+    }
+
+    /// A scripted upstream: counts connections and requests, answers the
+    /// n-th request it receives (1-based, over all connections) as
+    /// `script(n)` says.
+    struct Upstream {
+        connections: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    fn upstream(script: fn(usize) -> Reply) -> (Arc<Pool>, Upstream) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<DuplexStream>();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Some(io) = rx.recv().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_script(io, script, r.clone()));
+            }
+        });
+        let pool = Pool::new(Connector::in_memory(tx));
+        (
+            pool,
+            Upstream {
+                connections,
+                requests,
+            },
+        )
+    }
+
+    async fn serve_script(
+        mut io: DuplexStream,
+        script: fn(usize) -> Reply,
+        requests: Arc<AtomicUsize>,
+    ) {
+        let mut buf = Vec::new();
+        loop {
+            // Read one request head (the tests send no request bodies
+            // upstream except where the client's body fails first).
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 4096];
+                match io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            buf.drain(..end);
+            let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+            match script(n) {
+                Reply::Ok => {
+                    let _ = io.write_all(ok).await;
+                }
+                Reply::OkThenClose => {
+                    let _ = io.write_all(ok).await;
+                    return;
+                }
+                Reply::CutShort => {
+                    let _ = io
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                        .await;
+                    return;
+                }
+                Reply::Silent => {
+                    let mut sink = [0u8; 4096];
+                    while matches!(io.read(&mut sink).await, Ok(k) if k > 0) {}
+                    return;
+                }
+                Reply::Large => {
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
+                    if io.write_all(head).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 64 * 1024];
+                    for _ in 0..16 {
+                        if io.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request as the pipeline hands it to the proxy: its body is the
+    /// client's (`Incoming` from a real hyper server over a pipe). `raw` is
+    /// what the client sends; `hang_up` closes the client's side after it.
+    async fn client_request(raw: &'static [u8], hang_up: bool) -> Request<RequestBody> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let _ = tx.send(req.map(|b| RequestBody::new(b, None, None)));
+                // Never answers: the test owns the request from here on.
+                std::future::pending::<Result<Response<http_body_util::Empty<Bytes>>, Infallible>>()
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server), service)
+                .await;
+        });
+        client.write_all(raw).await.unwrap();
+        if hang_up {
+            drop(client);
+        } else {
+            // Kept open for the rest of the test.
+            tokio::spawn(async move {
+                let _client = client;
+                std::future::pending::<()>().await
+            });
+        }
+        rx.recv().await.expect("the server parsed the request")
+    }
+
+    async fn get() -> Request<RequestBody> {
+        client_request(b"GET /api/v2/x HTTP/1.1\r\nhost: a\r\n\r\n", false).await
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        sync::lock(&pool.idle).len()
+    }
+
+    async fn read_all(resp: Response<UpstreamBody>) -> Result<Bytes, hyper::Error> {
+        Ok(resp.into_body().collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_is_read() {
+        let (pool, up) = upstream(|_| Reply::Ok);
+        for _ in 0..3 {
+            let resp = pool.send(get().await).await.unwrap();
+            assert_eq!(read_all(resp).await.unwrap(), "hello");
+            assert_eq!(idle_count(&pool), 1, "read to its end, it goes back");
+        }
+        assert_eq!(up.requests.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            up.connections.load(Ordering::SeqCst),
+            1,
+            "one connection served all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_past_its_time_is_not_reused() {
+        let (pool, up) = upstream(|_| Reply::Ok);
+        let resp = pool.send(get().await).await.unwrap();
+        read_all(resp).await.unwrap();
+        // Age the pooled connection past the idle timeout.
+        {
+            let mut idle = sync::lock(&pool.idle);
+            let (_, since) = idle.back_mut().unwrap();
+            *since -= IDLE_TIMEOUT + Duration::from_secs(1);
+        }
+        let resp = pool.send(get().await).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        assert_eq!(
+            up.connections.load(Ordering::SeqCst),
+            2,
+            "a new connection was opened"
+        );
+        // And upkeep's sweep drops an aged one without a request.
+        {
+            let mut idle = sync::lock(&pool.idle);
+            let (_, since) = idle.back_mut().unwrap();
+            *since -= IDLE_TIMEOUT + Duration::from_secs(1);
+        }
+        assert_eq!(idle_count(&pool), 1);
+        pool.close_stale();
+        assert_eq!(idle_count(&pool), 0);
+    }
+
+    #[tokio::test]
+    async fn a_close_while_idle_is_noticed_at_checkout_and_costs_a_new_connection() {
+        let (pool, up) = upstream(|_| Reply::OkThenClose);
+        let resp = pool.send(get().await).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        // Let the upstream's close reach our end of the pipe.
+        while up.requests.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        // The next request must not fail: the closed connection is skipped.
+        let resp = pool.send(get().await).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            up.requests.load(Ordering::SeqCst),
+            2,
+            "each request reached the upstream once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_fails_the_body_and_drops_the_connection() {
+        let (pool, up) = upstream(|_| Reply::CutShort);
+        let resp = pool.send(get().await).await.unwrap();
+        assert_eq!(resp.status(), 200, "the head arrived");
+        let err = read_all(resp).await.expect_err("the body ends early");
+        assert!(err.to_string().contains("body"), "{err}");
+        assert_eq!(idle_count(&pool), 0, "a broken connection is not pooled");
+        // The next request gets a connection of its own.
+        let resp = pool.send(get().await).await.unwrap();
+        assert!(read_all(resp).await.is_err());
+        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_closes_its_connection() {
+        let (pool, up) = upstream(|n| if n == 1 { Reply::Large } else { Reply::Ok });
+        let resp = pool.send(get().await).await.unwrap();
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+        drop(body); // the client went away mid-body
+        assert_eq!(
+            idle_count(&pool),
+            0,
+            "half-read, the connection cannot be reused"
+        );
+        let resp = pool.send(get().await).await.unwrap();
+        assert!(read_all(resp).await.unwrap() == "hello");
+        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_the_upstreams_fault() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx); // nobody listens: connections are refused
+        let pool = Pool::new(Connector::in_memory(tx));
+        let Err(err) = pool.send(get().await).await else {
+            panic!("a refused connection must fail the request");
+        };
+        assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");
+        assert!(!err.is_client_body() && !err.is_client_too_slow());
+    }
+
+    #[tokio::test]
+    async fn a_client_body_cut_short_is_the_clients_fault() {
+        let (pool, up) = upstream(|n| if n == 1 { Reply::Silent } else { Reply::Ok });
+        // The client announces 100 bytes, sends 5 and hangs up.
+        let req = client_request(
+            b"POST /api/v2/x HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nhello",
+            true,
+        )
+        .await;
+        let Err(err) = pool.send(req).await else {
+            panic!("a body cut short must fail the request");
+        };
+        assert!(err.is_client_body(), "blamed on the client: {err:?}");
+        assert!(!err.is_client_too_slow());
+        assert_eq!(idle_count(&pool), 0);
+        // The valid form goes through on the same pool.
+        let resp = pool.send(get().await).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        assert_eq!(up.requests.load(Ordering::SeqCst), 2);
     }
 }

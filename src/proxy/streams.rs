@@ -18,7 +18,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::auth::live::LiveGuard;
 use crate::auth::sessions::{Identity, Sessions};
-use crate::http::response::{Body, BoxError};
+use crate::proxy::body::{Body, BoxError};
 
 /// Whether a response is a stream that may stay open indefinitely: an
 /// event stream, or any body without a length.

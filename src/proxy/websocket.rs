@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::body::RequestBody;
+use crate::request::body::RequestBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -24,12 +24,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::ProxyError;
 use super::{Upstream, UpstreamError, X_REQUEST_ID, strip_hop_by_hop};
 use crate::auth::live::LiveGuard;
 use crate::auth::sessions::{Identity, Sessions};
-use crate::http::RequestContext;
-use crate::http::error::ApiError;
-use crate::http::response::{Body, BoxError, full};
+use crate::proxy::body::{Body, BoxError, full};
+use crate::request::RequestContext;
 
 /// How long a closing tunnel waits for each side to take its shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -101,7 +101,7 @@ pub fn is_handshake<B>(req: &Request<B>) -> bool {
 fn new_key() -> HeaderValue {
     use base64::Engine;
     let mut raw = [0u8; 16];
-    crate::auth::random_bytes(&mut raw);
+    crate::random::random_bytes(&mut raw);
     let key = base64::engine::general_purpose::STANDARD.encode(raw);
     HeaderValue::from_str(&key).expect("base64 is a valid header value")
 }
@@ -128,7 +128,7 @@ impl Upstream {
         ctx: &RequestContext,
         sessions: &Sessions,
         slot: TunnelSlot,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let over_h2 = is_extended_connect(&req);
         let client_upgrade = hyper::upgrade::on(&mut req);
         // The handshake has no body (over HTTP/2 the request body is the
@@ -161,11 +161,11 @@ impl Upstream {
         let mut resp = match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => {
                 self.outcomes.timeout.inc();
-                return Err(ApiError::UpstreamTimeout);
+                return Err(ProxyError::UpstreamTimeout);
             }
             Ok(Err(e)) => {
                 self.failed(&e);
-                return Err(ApiError::UpstreamUnavailable(e));
+                return Err(ProxyError::UpstreamUnavailable(e));
             }
             Ok(Ok(resp)) => resp,
         };

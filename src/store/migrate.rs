@@ -10,13 +10,9 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
-use super::postgres::pg;
-use super::redb_account::ACCOUNT_CODES;
-use super::redb_oidc::IDENTITIES;
-use super::redb_outbox::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE};
-use super::redb_store::{
-    META, OTP_SENDS, OTPS, SECRETS, SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL,
-    db_err, decode, encode,
+use super::redb_tables::{
+    ACCOUNT_CODES, IDENTITIES, META, OTP_SENDS, OTPS, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, SECRETS,
+    SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL, decode, encode,
 };
 use super::{
     AccountCode, PendingOtp, PostgresStore, QueuedMail, RedbStore, Session, StoreError,
@@ -93,113 +89,61 @@ impl Snapshot {
 impl RedbStore {
     /// Reads the whole store in one read transaction.
     pub fn export(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db.begin_read()?;
         let mut snap = Snapshot::default();
-        for row in txn
-            .open_table(USERS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            snap.users.push(decode(row.map_err(db_err)?.1.value())?);
+        for row in txn.open_table(USERS)?.iter()? {
+            snap.users.push(decode(row?.1.value())?);
         }
-        for row in txn
-            .open_table(SESSIONS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(SESSIONS)?.iter()? {
+            let (k, v) = row?;
             if let Ok(hash) = TokenHash::try_from(k.value()) {
                 snap.sessions.push((hash, decode(v.value())?));
             }
         }
-        for row in txn
-            .open_table(OTPS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(OTPS)?.iter()? {
+            let (k, v) = row?;
             snap.otps.push((k.value().to_string(), decode(v.value())?));
         }
-        for row in txn
-            .open_table(OTP_SENDS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(OTP_SENDS)?.iter()? {
+            let (k, v) = row?;
             snap.otp_sends
                 .push((k.value().to_string(), decode(v.value())?));
         }
-        for row in txn
-            .open_table(THROTTLES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(THROTTLES)?.iter()? {
+            let (k, v) = row?;
             snap.throttles
                 .push((k.value().to_string(), decode(v.value())?));
         }
-        for row in txn
-            .open_table(SECRETS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(SECRETS)?.iter()? {
+            let (k, v) = row?;
             snap.secrets
                 .push((k.value().to_string(), v.value().to_vec()));
         }
-        let by_email = txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
-        for row in txn
-            .open_table(OUTBOX)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
+        let by_email = txn.open_table(OUTBOX_BY_EMAIL)?;
+        for row in txn.open_table(OUTBOX)?.iter()? {
+            let (_, v) = row?;
             let mail: QueuedMail = decode(v.value())?;
             let slot = by_email
-                .get(mail.to.as_str())
-                .map_err(db_err)?
+                .get(mail.to.as_str())?
                 .filter(|id| id.value() == mail.id)
                 .map(|_| mail.to.clone());
             snap.outbox.push((mail, slot));
         }
-        for row in txn
-            .open_table(ACCOUNT_CODES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(ACCOUNT_CODES)?.iter()? {
+            let (k, v) = row?;
             snap.account_codes
                 .push((k.value().to_string(), decode(v.value())?));
         }
-        for row in txn
-            .open_table(IDENTITIES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            snap.identities
-                .push(decode(row.map_err(db_err)?.1.value())?);
+        for row in txn.open_table(IDENTITIES)?.iter()? {
+            snap.identities.push(decode(row?.1.value())?);
         }
-        for row in txn
-            .open_table(super::redb_mfa::MFA)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(super::redb_tables::MFA)?.iter()? {
+            let (k, v) = row?;
             snap.mfa.push((k.value(), decode(v.value())?));
         }
-        let meta = txn.open_table(META).map_err(db_err)?;
+        let meta = txn.open_table(META)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
-            Ok(meta.get(name).map_err(db_err)?.map_or(1, |v| v.value()))
+            Ok(meta.get(name)?.map_or(1, |v| v.value()))
         };
         snap.next_user_id = counter("next_user_id")?;
         snap.next_outbox_id = counter("next_outbox_id")?;
@@ -209,22 +153,10 @@ impl RedbStore {
     /// Writes `snap` into this (empty) store in one transaction.
     pub fn import(&self, snap: &Snapshot) -> Result<(), StoreError> {
         {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let holds = txn
-                .open_table(USERS)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?
-                + txn
-                    .open_table(SESSIONS)
-                    .map_err(db_err)?
-                    .len()
-                    .map_err(db_err)?
-                + txn
-                    .open_table(OUTBOX)
-                    .map_err(db_err)?
-                    .len()
-                    .map_err(db_err)?;
+            let txn = self.db.begin_read()?;
+            let holds = txn.open_table(USERS)?.len()?
+                + txn.open_table(SESSIONS)?.len()?
+                + txn.open_table(OUTBOX)?.len()?;
             if holds > 0 {
                 return Err(StoreError::Setup(
                     "the target store is not empty; migrate only into a new store".into(),
@@ -233,89 +165,68 @@ impl RedbStore {
         }
         let txn = self.write_txn()?;
         {
-            let mut users = txn.open_table(USERS).map_err(db_err)?;
-            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
+            let mut users = txn.open_table(USERS)?;
+            let mut by_email = txn.open_table(USERS_BY_EMAIL)?;
             for u in &snap.users {
-                users.insert(u.id, encode(u)?.as_slice()).map_err(db_err)?;
-                by_email.insert(u.email.as_str(), u.id).map_err(db_err)?;
+                users.insert(u.id, encode(u)?.as_slice())?;
+                by_email.insert(u.email.as_str(), u.id)?;
             }
-            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-            let mut index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let mut index = txn.open_multimap_table(USER_SESSIONS)?;
             for (hash, s) in &snap.sessions {
-                sessions
-                    .insert(hash.as_slice(), encode(s)?.as_slice())
-                    .map_err(db_err)?;
-                index.insert(s.user_id, hash.as_slice()).map_err(db_err)?;
+                sessions.insert(hash.as_slice(), encode(s)?.as_slice())?;
+                index.insert(s.user_id, hash.as_slice())?;
             }
-            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            let mut otps = txn.open_table(OTPS)?;
             for (k, v) in &snap.otps {
-                otps.insert(k.as_str(), encode(v)?.as_slice())
-                    .map_err(db_err)?;
+                otps.insert(k.as_str(), encode(v)?.as_slice())?;
             }
-            let mut sends = txn.open_table(OTP_SENDS).map_err(db_err)?;
+            let mut sends = txn.open_table(OTP_SENDS)?;
             for (k, v) in &snap.otp_sends {
-                sends
-                    .insert(k.as_str(), encode(v)?.as_slice())
-                    .map_err(db_err)?;
+                sends.insert(k.as_str(), encode(v)?.as_slice())?;
             }
-            let mut throttles = txn.open_table(THROTTLES).map_err(db_err)?;
+            let mut throttles = txn.open_table(THROTTLES)?;
             for (k, v) in &snap.throttles {
-                throttles
-                    .insert(k.as_str(), encode(v)?.as_slice())
-                    .map_err(db_err)?;
+                throttles.insert(k.as_str(), encode(v)?.as_slice())?;
             }
-            let mut secrets = txn.open_table(SECRETS).map_err(db_err)?;
+            let mut secrets = txn.open_table(SECRETS)?;
             for (k, v) in &snap.secrets {
-                secrets.insert(k.as_str(), v.as_slice()).map_err(db_err)?;
+                secrets.insert(k.as_str(), v.as_slice())?;
             }
-            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-            let mut due = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-            let mut slots = txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut due = txn.open_table(OUTBOX_DUE)?;
+            let mut slots = txn.open_table(OUTBOX_BY_EMAIL)?;
             for (mail, slot) in &snap.outbox {
-                outbox
-                    .insert(mail.id, encode(mail)?.as_slice())
-                    .map_err(db_err)?;
-                due.insert((mail.next_attempt_at, mail.id), ())
-                    .map_err(db_err)?;
+                outbox.insert(mail.id, encode(mail)?.as_slice())?;
+                due.insert((mail.next_attempt_at, mail.id), ())?;
                 if let Some(email) = slot {
-                    slots.insert(email.as_str(), mail.id).map_err(db_err)?;
+                    slots.insert(email.as_str(), mail.id)?;
                 }
             }
-            let mut codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
+            let mut codes = txn.open_table(ACCOUNT_CODES)?;
             for (k, v) in &snap.account_codes {
-                codes
-                    .insert(k.as_str(), encode(v)?.as_slice())
-                    .map_err(db_err)?;
+                codes.insert(k.as_str(), encode(v)?.as_slice())?;
             }
-            let mut identities = txn.open_table(IDENTITIES).map_err(db_err)?;
+            let mut identities = txn.open_table(IDENTITIES)?;
             for id in &snap.identities {
-                identities
-                    .insert(
-                        (id.issuer.as_str(), id.subject.as_str()),
-                        encode(id)?.as_slice(),
-                    )
-                    .map_err(db_err)?;
+                identities.insert(
+                    (id.issuer.as_str(), id.subject.as_str()),
+                    encode(id)?.as_slice(),
+                )?;
             }
-            let mut mfa = txn.open_table(super::redb_mfa::MFA).map_err(db_err)?;
-            let mut owners = txn
-                .open_table(super::redb_mfa::PASSKEY_OWNERS)
-                .map_err(db_err)?;
+            let mut mfa = txn.open_table(super::redb_tables::MFA)?;
+            let mut owners = txn.open_table(super::redb_tables::PASSKEY_OWNERS)?;
             for (user_id, record) in &snap.mfa {
-                mfa.insert(*user_id, encode(record)?.as_slice())
-                    .map_err(db_err)?;
+                mfa.insert(*user_id, encode(record)?.as_slice())?;
                 for pk in &record.passkeys {
-                    owners
-                        .insert(pk.credential_id.as_slice(), *user_id)
-                        .map_err(db_err)?;
+                    owners.insert(pk.credential_id.as_slice(), *user_id)?;
                 }
             }
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            meta.insert("next_user_id", snap.next_user_id)
-                .map_err(db_err)?;
-            meta.insert("next_outbox_id", snap.next_outbox_id)
-                .map_err(db_err)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert("next_user_id", snap.next_user_id)?;
+            meta.insert("next_outbox_id", snap.next_outbox_id)?;
         }
-        txn.commit().map_err(db_err)
+        Ok(txn.commit()?)
     }
 }
 
@@ -342,7 +253,7 @@ impl PostgresStore {
             for r in tx
                 .query("SELECT id, email, password_hash, created_at, disabled FROM gh_users", &[])
                 .await
-                .map_err(pg)?
+                ?
             {
                 snap.users.push(User {
                     id: r.get::<_, i64>(0) as u64,
@@ -358,7 +269,7 @@ impl PostgresStore {
                     &[],
                 )
                 .await
-                .map_err(pg)?
+                ?
             {
                 let Ok(hash) = TokenHash::try_from(r.get::<_, &[u8]>(0)) else {
                     continue;
@@ -375,40 +286,40 @@ impl PostgresStore {
                     },
                 ));
             }
-            for r in tx.query("SELECT email, record FROM gh_otps", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT email, record FROM gh_otps", &[]).await? {
                 snap.otps.push((r.get(0), text(&r, 1)?));
             }
-            for r in tx.query("SELECT key, sends FROM gh_otp_sends", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT key, sends FROM gh_otp_sends", &[]).await? {
                 snap.otp_sends.push((r.get(0), text(&r, 1)?));
             }
-            for r in tx.query("SELECT key, record FROM gh_throttles", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT key, record FROM gh_throttles", &[]).await? {
                 snap.throttles.push((r.get(0), text(&r, 1)?));
             }
-            for r in tx.query("SELECT name, value FROM gh_secrets", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT name, value FROM gh_secrets", &[]).await? {
                 snap.secrets.push((r.get(0), r.get(1)));
             }
             for r in tx
                 .query("SELECT record, slot FROM gh_outbox", &[])
                 .await
-                .map_err(pg)?
+                ?
             {
                 // The record keeps the due time from before any lease: a
                 // lease held by a stopped server must not delay the mail.
                 let mail: QueuedMail = text(&r, 0)?;
                 snap.outbox.push((mail, r.get(1)));
             }
-            for r in tx.query("SELECT key, record FROM gh_account_codes", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT key, record FROM gh_account_codes", &[]).await? {
                 snap.account_codes.push((r.get(0), text(&r, 1)?));
             }
-            for r in tx.query("SELECT record FROM gh_identities", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT record FROM gh_identities", &[]).await? {
                 snap.identities.push(text(&r, 0)?);
             }
-            for r in tx.query("SELECT user_id, record FROM gh_mfa", &[]).await.map_err(pg)? {
+            for r in tx.query("SELECT user_id, record FROM gh_mfa", &[]).await? {
                 snap.mfa.push((r.get::<_, i64>(0) as u64, text(&r, 1)?));
             }
             let next = async |seq: &str| -> Result<u64, StoreError> {
                 let sql = format!("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}");
-                Ok(tx.query_one(&sql, &[]).await.map_err(pg)?.get::<_, i64>(0) as u64)
+                Ok(tx.query_one(&sql, &[]).await?.get::<_, i64>(0) as u64)
             };
             snap.next_user_id = next("gh_user_ids").await?;
             snap.next_outbox_id = next("gh_outbox_ids").await?;
@@ -426,7 +337,7 @@ impl PostgresStore {
                     &[],
                 )
                 .await
-                .map_err(pg)?
+                ?
                 .get(0);
             if holds > 0 {
                 return Err(StoreError::Setup(
@@ -439,7 +350,7 @@ impl PostgresStore {
                     &[&i(u.id), &u.email, &u.password_hash, &i(u.created_at), &u.disabled],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (hash, s) in &snap.sessions {
                 tx.execute(
@@ -448,7 +359,7 @@ impl PostgresStore {
                     &[&hash.as_slice(), &i(s.user_id), &s.email, &i(s.created_at), &i(s.last_seen), &s.ip, &s.user_agent],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (k, v) in &snap.otps {
                 tx.execute(
@@ -456,17 +367,17 @@ impl PostgresStore {
                     &[k, &i(v.expires_at), &json(v)?],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (k, v) in &snap.otp_sends {
                 tx.execute("INSERT INTO gh_otp_sends (key, sends) VALUES ($1, $2)", &[k, &json(v)?])
                     .await
-                    .map_err(pg)?;
+                    ?;
             }
             for (k, v) in &snap.throttles {
                 tx.execute("INSERT INTO gh_throttles (key, record) VALUES ($1, $2)", &[k, &json(v)?])
                     .await
-                    .map_err(pg)?;
+                    ?;
             }
             for (k, v) in &snap.secrets {
                 // A server started on the empty database may have made one.
@@ -476,7 +387,7 @@ impl PostgresStore {
                     &[k, &v.as_slice()],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (mail, slot) in &snap.outbox {
                 tx.execute(
@@ -484,7 +395,7 @@ impl PostgresStore {
                     &[&i(mail.id), &mail.to, slot, &i(mail.next_attempt_at), &json(mail)?],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (k, v) in &snap.account_codes {
                 tx.execute(
@@ -492,7 +403,7 @@ impl PostgresStore {
                     &[k, &i(v.pending.expires_at), &json(v)?],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for id in &snap.identities {
                 tx.execute(
@@ -501,30 +412,28 @@ impl PostgresStore {
                     &[&id.issuer, &id.subject, &i(id.user_id), &id.provider, &json(id)?],
                 )
                 .await
-                .map_err(pg)?;
+                ?;
             }
             for (user_id, record) in &snap.mfa {
                 tx.execute(
                     "INSERT INTO gh_mfa (user_id, record) VALUES ($1, $2)",
                     &[&i(*user_id), &json(record)?],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 for pk in &record.passkeys {
                     tx.execute(
                         "INSERT INTO gh_passkey_owners (credential_id, user_id) VALUES ($1, $2)",
                         &[&pk.credential_id, &i(*user_id)],
                     )
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                 }
             }
             tx.execute("SELECT setval('gh_user_ids', $1, false)", &[&i(snap.next_user_id.max(1))])
                 .await
-                .map_err(pg)?;
+                ?;
             tx.execute("SELECT setval('gh_outbox_ids', $1, false)", &[&i(snap.next_outbox_id.max(1))])
                 .await
-                .map_err(pg)?;
+                ?;
             Ok(())
         })
     }

@@ -9,9 +9,11 @@
 mod access;
 mod account;
 mod backup;
+mod blocking;
 mod mfa;
 mod migrate;
 mod pg_access;
+mod pg_conn;
 mod pg_mfa;
 mod pg_oidc;
 mod pg_revocations;
@@ -22,7 +24,9 @@ mod redb_account;
 mod redb_mfa;
 mod redb_oidc;
 mod redb_outbox;
+mod redb_snapshot;
 mod redb_store;
+mod redb_tables;
 
 use std::path::Path;
 
@@ -34,6 +38,7 @@ pub use account::{
     PendingCodes, Traces,
 };
 pub use backup::restore;
+pub use blocking::run_blocking;
 pub use mfa::{
     ChallengePurpose, MfaChallenge, MfaChange, MfaEvent, MfaRecord, MfaStore, MfaUpdated,
     PasskeyRecord, TotpFactor,
@@ -357,94 +362,56 @@ impl SessionExpiry {
     }
 }
 
-/// The storage contract. Emails passed in are already normalised. The OIDC
-/// methods are grouped in [`OidcStore`].
-pub trait Store: OidcStore + AccessStore + MfaStore + Send + Sync + 'static {
-    /// Counts a send-otp request against `limit` and, if allowed, stores
-    /// `otp` as the email's only pending code (replacing an older one) —
-    /// unless the email already has an account, in which case no code is kept.
-    /// In the same transaction the mail is queued in the outbox (the code
-    /// mail, or the account notice), replacing the email's unsent mail.
-    fn record_otp_send(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        limit: SendLimit,
-        otp: PendingOtp,
-        mail: OtpMail,
-    ) -> Result<SendOutcome, StoreError>;
-
-    /// Up to `max` outbox messages due at `now`, earliest first.
-    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError>;
-
-    /// The queued message `id`, if it is still queued.
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
-
-    /// Records a failed attempt: `attempts` so far, next try at `next_attempt_at`.
-    /// `false` if the message is gone (superseded meanwhile).
-    fn outbox_reschedule(
-        &self,
-        id: u64,
-        attempts: u32,
-        next_attempt_at: UnixMillis,
-    ) -> Result<bool, StoreError>;
-
-    /// Removes a message (delivered, expired or given up); `false` if it was
-    /// already gone.
-    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError>;
-
-    /// Checks a submitted code with `matches` (a constant-time comparison),
-    /// counting wrong attempts and voiding the code after `max_attempts`.
-    fn check_otp(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        max_attempts: u32,
-        matches: &dyn Fn(&PendingOtp) -> bool,
-    ) -> Result<OtpCheck, StoreError>;
-
-    /// Atomically consumes the verified code `otp`, creates the account and
-    /// its first session. Of two concurrent calls with one code, one wins.
-    fn create_account(
-        &self,
-        email: &str,
-        otp: &PendingOtp,
-        password_hash: &str,
-        now: UnixMillis,
-        session_token: &TokenHash,
-        origin: &SessionOrigin,
-    ) -> Result<AccountCreation, StoreError>;
-
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
-
-    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError>;
-
-    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;
-
-    /// Records a later use of a session. Not required to be durable at once:
-    /// losing it only shortens the session.
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError>;
-
-    /// Deletes one session; `false` if it did not exist.
-    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError>;
-
-    /// Deletes every session of a user; returns the deleted token hashes.
-    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError>;
-
+/// The storage contract: one trait per concern ([`UserStore`],
+/// [`SessionStore`], [`CodeStore`], [`OutboxStore`], [`CounterStore`],
+/// [`AccountStore`], [`OidcStore`]), so a backend can be written one part
+/// at a time; `Store` is the umbrella callers hold (`Arc<dyn Store>`) and
+/// adds what concerns the whole store. Emails passed in are already
+/// normalised.
+pub trait Store:
+    OidcStore
+    + AccessStore
+    + MfaStore
+    + UserStore
+    + SessionStore
+    + CodeStore
+    + OutboxStore
+    + CounterStore
+    + AccountStore
+    + Send
+    + Sync
+    + 'static
+{
     /// Removes expired sessions and codes.
     fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError>;
 
-    /// All persisted throttle records.
-    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError>;
-
-    /// Writes changed throttle records durably; `None` deletes the key.
-    fn save_throttles(
-        &self,
-        changes: &[(String, Option<ThrottleRecord>)],
-    ) -> Result<(), StoreError>;
-
     /// A named 32-byte server secret, created from the OS CSPRNG on first use.
     fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError>;
+
+    /// Writes a consistent snapshot of the whole store to `dest`, which must
+    /// not exist yet. Concurrent writers are not blocked.
+    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError>;
+
+    /// Makes every earlier (non-durable) commit durable; called on shutdown.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    // --- Several instances on one database --------------------------------
+
+    /// Starts telling `sink` about sessions ended by any instance (a shared
+    /// database announces them); called once at start-up. The embedded
+    /// store has one process, which forgets its own sessions directly.
+    fn watch_revocations(&self, _sink: RevocationSink) {}
+
+    /// Whether the database is reachable and revocations are being heard;
+    /// `/readyz` and the session cache consult it.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// Accounts: lookup and the operator's user management.
+pub trait UserStore: Send + Sync + 'static {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     // --- Operator commands (admin socket and CLI) -------------------------
 
@@ -477,6 +444,23 @@ pub trait Store: OidcStore + AccessStore + MfaStore + Send + Sync + 'static {
         email: &str,
         password_hash: &str,
     ) -> Result<Option<UserChange>, StoreError>;
+}
+
+/// Sessions: the records behind session cookies.
+pub trait SessionStore: Send + Sync + 'static {
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError>;
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;
+
+    /// Records a later use of a session. Not required to be durable at once:
+    /// losing it only shortens the session.
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError>;
+
+    /// Deletes one session; `false` if it did not exist.
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Deletes every session of a user; returns the deleted token hashes.
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError>;
 
     /// Stored sessions (expired ones not yet swept included), optionally of
     /// one user, with their token hashes.
@@ -484,14 +468,115 @@ pub trait Store: OidcStore + AccessStore + MfaStore + Send + Sync + 'static {
 
     /// Number of stored sessions (cheap: read from table metadata).
     fn count_sessions(&self) -> Result<u64, StoreError>;
+}
 
-    /// Writes a consistent snapshot of the whole store to `dest`, which must
-    /// not exist yet. Concurrent writers are not blocked.
-    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError>;
+/// Sign-up codes: sending (with the send window), checking, and the
+/// account creation that consumes one.
+pub trait CodeStore: Send + Sync + 'static {
+    /// Counts a send-otp request against `limit` and, if allowed, stores
+    /// `otp` as the email's only pending code (replacing an older one) —
+    /// unless the email already has an account, in which case no code is kept.
+    /// In the same transaction the mail is queued in the outbox (the code
+    /// mail, or the account notice), replacing the email's unsent mail.
+    fn record_otp_send(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        otp: PendingOtp,
+        mail: OtpMail,
+    ) -> Result<SendOutcome, StoreError>;
 
-    /// Makes every earlier (non-durable) commit durable; called on shutdown.
-    fn flush(&self) -> Result<(), StoreError>;
+    /// Checks a submitted code with `matches` (a constant-time comparison),
+    /// counting wrong attempts and voiding the code after `max_attempts`.
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError>;
 
+    /// Atomically consumes the verified code `otp`, creates the account and
+    /// its first session. Of two concurrent calls with one code, one wins.
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+        origin: &SessionOrigin,
+    ) -> Result<AccountCreation, StoreError>;
+}
+
+/// The mail outbox, as the delivery worker sees it (mail is queued
+/// inside the changes that cause it).
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Up to `max` outbox messages due at `now`, earliest first.
+    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError>;
+
+    /// The queued message `id`, if it is still queued.
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+
+    /// Records a failed attempt: `attempts` so far, next try at `next_attempt_at`.
+    /// `false` if the message is gone (superseded meanwhile).
+    fn outbox_reschedule(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a message (delivered, expired or given up); `false` if it was
+    /// already gone.
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError>;
+}
+
+/// Throttle counters: flushed from memory now and then, or counted in
+/// the store when several instances share it.
+pub trait CounterStore: Send + Sync + 'static {
+    /// All persisted throttle records.
+    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError>;
+
+    /// Writes changed throttle records durably; `None` deletes the key.
+    fn save_throttles(
+        &self,
+        changes: &[(String, Option<ThrottleRecord>)],
+    ) -> Result<(), StoreError>;
+
+    /// Whether throttle counters must be counted in the store (several
+    /// instances share it) rather than in memory and flushed now and then.
+    fn shares_counters(&self) -> bool {
+        false
+    }
+
+    /// One throttle record, read now (shared counters only).
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        Ok(self
+            .load_throttles()?
+            .into_iter()
+            .find_map(|(k, r)| (k == key).then_some(r)))
+    }
+
+    /// Applies `change` to the throttle record `key` (a default record if
+    /// there is none) atomically and stores the result (shared counters
+    /// only; `change` may run more than once if a transaction is retried).
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let mut record = self.throttle_record(key)?.unwrap_or_default();
+        change(&mut record);
+        self.save_throttles(&[(key.to_string(), Some(record))])?;
+        Ok(record)
+    }
+}
+
+/// Account self-service: reset, password and email changes, own
+/// sessions, deletion, notices (see `store::account`).
+pub trait AccountStore: Send + Sync + 'static {
     // --- Account self-service: reset, password and email changes, own ----
     // --- sessions, deletion, notices (see `store::account`) --------------
 
@@ -592,47 +677,6 @@ pub trait Store: OidcStore + AccessStore + MfaStore + Send + Sync + 'static {
 
     /// What the store still holds that names `email` (or its account).
     fn traces(&self, email: &str) -> Result<Traces, StoreError>;
-
-    // --- Several instances on one database --------------------------------
-
-    /// Starts telling `sink` about sessions ended by any instance (a shared
-    /// database announces them); called once at start-up. The embedded
-    /// store has one process, which forgets its own sessions directly.
-    fn watch_revocations(&self, _sink: RevocationSink) {}
-
-    /// Whether the database is reachable and revocations are being heard;
-    /// `/readyz` and the session cache consult it.
-    fn is_available(&self) -> bool {
-        true
-    }
-
-    /// Whether throttle counters must be counted in the store (several
-    /// instances share it) rather than in memory and flushed now and then.
-    fn shares_counters(&self) -> bool {
-        false
-    }
-
-    /// One throttle record, read now (shared counters only).
-    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        Ok(self
-            .load_throttles()?
-            .into_iter()
-            .find_map(|(k, r)| (k == key).then_some(r)))
-    }
-
-    /// Applies `change` to the throttle record `key` (a default record if
-    /// there is none) atomically and stores the result (shared counters
-    /// only; `change` may run more than once if a transaction is retried).
-    fn update_throttle(
-        &self,
-        key: &str,
-        change: &mut dyn FnMut(&mut ThrottleRecord),
-    ) -> Result<ThrottleRecord, StoreError> {
-        let mut record = self.throttle_record(key)?.unwrap_or_default();
-        change(&mut record);
-        self.save_throttles(&[(key.to_string(), Some(record))])?;
-        Ok(record)
-    }
 }
 
 /// Opens the configured backend: the redb file or the PostgreSQL database
@@ -765,4 +809,13 @@ pub trait OidcStore: Send + Sync + 'static {
 
     /// Removes expired started sign-ins; returns how many.
     fn oidc_sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
+}
+
+/// Every storage trait, for code that calls them on a concrete store
+/// (`use crate::store::traits::*`); holders of `Arc<dyn Store>` need none.
+pub mod traits {
+    pub use super::{
+        AccountStore, CodeStore, CounterStore, OidcStore, OutboxStore, SessionStore, Store,
+        UserStore,
+    };
 }

@@ -2,7 +2,6 @@
 //! `gh_invites` (schema version 3), each change one transaction.
 
 use super::access::{AccessStore, Invite};
-use super::postgres::pg;
 use super::{PostgresStore, StoreError};
 
 fn i(v: u64) -> i64 {
@@ -25,8 +24,7 @@ impl AccessStore for PostgresStore {
                     "SELECT groups FROM gh_user_groups WHERE user_id = $1",
                     &[&i(user_id)],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(r) => Ok(serde_json::from_str(r.get::<_, &str>(0))?),
                 None => Ok(Vec::new()),
@@ -42,16 +40,14 @@ impl AccessStore for PostgresStore {
                     "DELETE FROM gh_user_groups WHERE user_id = $1",
                     &[&i(user_id)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             } else {
                 tx.execute(
                     "INSERT INTO gh_user_groups (user_id, groups) VALUES ($1, $2) \
                      ON CONFLICT (user_id) DO UPDATE SET groups = EXCLUDED.groups",
                     &[&i(user_id), &record],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             // Other instances hold the user's sessions in their caches with
             // the old groups: announce the sessions like revocations (they
@@ -62,8 +58,7 @@ impl AccessStore for PostgresStore {
                  SELECT pg_notify('gatehouse_revocations', seq::text || ':' || encode(token, 'hex')) FROM r",
                 &[&i(user_id)],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(())
         })
     }
@@ -76,8 +71,7 @@ impl AccessStore for PostgresStore {
                  expires_at = EXCLUDED.expires_at",
                 &[&invite.email, &i(invite.created_at), &i(invite.expires_at)],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(())
         })
     }
@@ -89,8 +83,7 @@ impl AccessStore for PostgresStore {
                     "SELECT email, created_at, expires_at FROM gh_invites WHERE email = $1",
                     &[&email],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .as_ref()
                 .map(invite_of))
         })
@@ -103,8 +96,7 @@ impl AccessStore for PostgresStore {
                     "SELECT email, created_at, expires_at FROM gh_invites ORDER BY email",
                     &[],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(invite_of)
                 .collect())
@@ -115,8 +107,7 @@ impl AccessStore for PostgresStore {
         self.serial(async |tx| {
             let n = tx
                 .execute("DELETE FROM gh_invites WHERE email = $1", &[&email])
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(n > 0)
         })
     }

@@ -3,7 +3,6 @@
 //! SERIALIZABLE transaction like the rest of [`PostgresStore`] (so two
 //! instances cannot both accept one TOTP step or recovery code).
 
-use super::postgres::pg;
 use super::{
     MfaChallenge, MfaChange, MfaRecord, MfaStore, MfaUpdated, PostgresStore, StoreError, TokenHash,
     UnixMillis,
@@ -22,8 +21,7 @@ async fn record_in(
             "SELECT record FROM gh_mfa WHERE user_id = $1",
             &[&i(user_id)],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(r) => Ok(serde_json::from_str(r.get::<_, &str>(0))?),
         None => Ok(MfaRecord::default()),
@@ -39,29 +37,25 @@ async fn put_in(
         "DELETE FROM gh_passkey_owners WHERE user_id = $1",
         &[&i(user_id)],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     for pk in &after.passkeys {
         tx.execute(
             "INSERT INTO gh_passkey_owners (credential_id, user_id) VALUES ($1, $2) \
              ON CONFLICT (credential_id) DO UPDATE SET user_id = EXCLUDED.user_id",
             &[&pk.credential_id, &i(user_id)],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     if *after == MfaRecord::default() {
         tx.execute("DELETE FROM gh_mfa WHERE user_id = $1", &[&i(user_id)])
-            .await
-            .map_err(pg)?;
+            .await?;
     } else {
         tx.execute(
             "INSERT INTO gh_mfa (user_id, record) VALUES ($1, $2) \
              ON CONFLICT (user_id) DO UPDATE SET record = EXCLUDED.record",
             &[&i(user_id), &serde_json::to_string(after)?],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     Ok(())
 }
@@ -97,8 +91,7 @@ impl MfaStore for PostgresStore {
                     "SELECT user_id FROM gh_passkey_owners WHERE credential_id = $1",
                     &[&credential_id],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .map(|r| r.get::<_, i64>(0) as u64))
         })
     }
@@ -119,8 +112,7 @@ impl MfaStore for PostgresStore {
             let count = async || -> Result<u64, StoreError> {
                 let n: i64 = tx
                     .query_one("SELECT count(*) FROM gh_mfa_challenges", &[])
-                    .await
-                    .map_err(pg)?
+                    .await?
                     .get(0);
                 Ok(n as u64)
             };
@@ -129,8 +121,7 @@ impl MfaStore for PostgresStore {
                     "DELETE FROM gh_mfa_challenges WHERE expires_at <= $1",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 if count().await? >= max_pending {
                     return Ok(false);
                 }
@@ -141,8 +132,7 @@ impl MfaStore for PostgresStore {
                  record = EXCLUDED.record",
                 &[&key.as_slice(), &i(challenge.expires_at), &record],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(true)
         })
     }
@@ -158,8 +148,7 @@ impl MfaStore for PostgresStore {
                     "DELETE FROM gh_mfa_challenges WHERE key = $1 RETURNING record",
                     &[&key.as_slice()],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(r) => Ok(Some(serde_json::from_str::<MfaChallenge>(
                     r.get::<_, &str>(0),
@@ -177,8 +166,7 @@ impl MfaStore for PostgresStore {
                     "DELETE FROM gh_mfa_challenges WHERE expires_at <= $1",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)? as usize)
+                .await? as usize)
         })
     }
 }

@@ -2,7 +2,6 @@
 //! once) and identities linked to accounts, each change one SERIALIZABLE
 //! transaction like the rest of [`PostgresStore`].
 
-use super::postgres::pg;
 use super::{
     Identity, OidcClaims, OidcLink, OidcState, OidcStore, PostgresStore, StoreError, TokenHash,
     UnixMillis, User,
@@ -21,8 +20,7 @@ async fn user_by_id(
             "SELECT id, email, password_hash, created_at, disabled FROM gh_users WHERE id = $1",
             &[&i(id)],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| User {
             id: r.get::<_, i64>(0) as u64,
             email: r.get(1),
@@ -58,8 +56,7 @@ async fn link(
             &serde_json::to_string(&identity)?,
         ],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -76,8 +73,7 @@ impl OidcStore for PostgresStore {
             let count = async || -> Result<u64, StoreError> {
                 let n: i64 = tx
                     .query_one("SELECT count(*) FROM gh_oidc_states", &[])
-                    .await
-                    .map_err(pg)?
+                    .await?
                     .get(0);
                 Ok(n as u64)
             };
@@ -86,8 +82,7 @@ impl OidcStore for PostgresStore {
                     "DELETE FROM gh_oidc_states WHERE expires_at <= $1",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 if count().await? >= max_pending {
                     return Ok(false);
                 }
@@ -96,8 +91,7 @@ impl OidcStore for PostgresStore {
                 "INSERT INTO gh_oidc_states (key, expires_at, record) VALUES ($1, $2, $3)",
                 &[&key.as_slice(), &i(state.expires_at), &record],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(true)
         })
     }
@@ -109,8 +103,7 @@ impl OidcStore for PostgresStore {
                     "DELETE FROM gh_oidc_states WHERE key = $1 RETURNING record",
                     &[&key.as_slice()],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             {
                 Some(r) => Ok(Some(serde_json::from_str(r.get::<_, &str>(0))?)),
                 None => Ok(None),
@@ -130,8 +123,7 @@ impl OidcStore for PostgresStore {
                     "SELECT user_id FROM gh_identities WHERE issuer = $1 AND subject = $2",
                     &[&claims.issuer, &claims.subject],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .map(|r| r.get::<_, i64>(0) as u64);
             if let Some(user_id) = linked {
                 match user_by_id(tx, user_id).await? {
@@ -143,8 +135,7 @@ impl OidcStore for PostgresStore {
                             "DELETE FROM gh_identities WHERE issuer = $1 AND subject = $2",
                             &[&claims.issuer, &claims.subject],
                         )
-                        .await
-                        .map_err(pg)?;
+                        .await?;
                     }
                 }
             }
@@ -153,8 +144,7 @@ impl OidcStore for PostgresStore {
             };
             let by_email = tx
                 .query_opt("SELECT id FROM gh_users WHERE email = $1", &[&email])
-                .await
-                .map_err(pg)?
+                .await?
                 .map(|r| r.get::<_, i64>(0) as u64);
             let user = match by_email {
                 Some(id) => user_by_id(tx, id).await?,
@@ -184,8 +174,7 @@ impl OidcStore for PostgresStore {
                     "SELECT record FROM gh_identities WHERE user_id = $1 ORDER BY issuer, subject",
                     &[&i(user_id)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             rows.iter()
                 .map(|r| Ok(serde_json::from_str(r.get::<_, &str>(0))?))
                 .collect()
@@ -199,8 +188,7 @@ impl OidcStore for PostgresStore {
                     "DELETE FROM gh_identities WHERE user_id = $1 AND provider = $2",
                     &[&i(user_id), &provider],
                 )
-                .await
-                .map_err(pg)? as usize)
+                .await? as usize)
         })
     }
 
@@ -211,8 +199,7 @@ impl OidcStore for PostgresStore {
                     "DELETE FROM gh_oidc_states WHERE expires_at <= $1",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)? as usize)
+                .await? as usize)
         })
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio_postgres::AsyncMessage;
 
+use super::pg_conn::Connector;
 use super::pg_schema::REVOCATION_CHANNEL;
-use super::postgres::{Connector, pg};
 use super::{StoreError, TokenHash};
 
 /// What the listener reports.
@@ -53,12 +53,12 @@ pub(super) async fn connect(
 ) -> Result<tokio_postgres::Client, StoreError> {
     match connector {
         Connector::Plain => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             Ok(client)
         }
         Connector::Tls(tls) => {
-            let (client, connection) = config.connect(tls.clone()).await.map_err(pg)?;
+            let (client, connection) = config.connect(tls.clone()).await?;
             tokio::spawn(connection);
             Ok(client)
         }
@@ -97,33 +97,30 @@ async fn listen_once(
 ) -> Result<(), StoreError> {
     let (client, mut messages) = match connector {
         Connector::Plain => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             (client, forward(connection))
         }
         Connector::Tls(tls) => {
-            let (client, connection) = config.connect(tls.clone()).await.map_err(pg)?;
+            let (client, connection) = config.connect(tls.clone()).await?;
             (client, forward(connection))
         }
     };
     client
         .batch_execute(&format!("LISTEN {REVOCATION_CHANNEL}"))
-        .await
-        .map_err(pg)?;
+        .await?;
     // Catch up on what happened while no one listened.
     match *last_seq {
         None => {
             let max: Option<i64> = client
                 .query_one("SELECT max(seq) FROM gh_revocations", &[])
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             *last_seq = Some(max.unwrap_or(0));
         }
         Some(seen) => {
             let min: Option<i64> = client
                 .query_one("SELECT min(seq) FROM gh_revocations", &[])
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             if min.is_some_and(|m| m > seen + 1) {
                 // Some were pruned before we could read them.
@@ -134,8 +131,7 @@ async fn listen_once(
                     "SELECT seq, token FROM gh_revocations WHERE seq > $1 ORDER BY seq",
                     &[&seen],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             for row in &rows {
                 if let Ok(hash) = TokenHash::try_from(row.get::<_, &[u8]>(1)) {
                     sink(Revoked::Session(hash));

@@ -133,26 +133,22 @@ CREATE TABLE gh_invites (
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(super::postgres::pg)?;
+        .await?;
     let outcome = migrate_locked(client).await;
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(super::postgres::pg);
+        .map_err(StoreError::from);
     outcome.and(unlocked.map(|_| ()))
 }
 
 async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    use super::postgres::pg;
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS gh_schema (version bigint NOT NULL)")
-        .await
-        .map_err(pg)?;
+        .await?;
     let found: i64 = client
         .query_opt("SELECT version FROM gh_schema", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0))
         .unwrap_or(0);
     if found > SCHEMA_VERSION {
@@ -162,15 +158,12 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), Store
         });
     }
     for version in found + 1..=SCHEMA_VERSION {
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.batch_execute(MIGRATIONS[(version - 1) as usize])
-            .await
-            .map_err(pg)?;
-        tx.execute("DELETE FROM gh_schema", &[]).await.map_err(pg)?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(MIGRATIONS[(version - 1) as usize]).await?;
+        tx.execute("DELETE FROM gh_schema", &[]).await?;
         tx.execute("INSERT INTO gh_schema (version) VALUES ($1)", &[&version])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
+        tx.commit().await?;
         tracing::info!(version, "database schema migrated");
     }
     Ok(())
@@ -179,19 +172,16 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<(), Store
 /// The schema version the database holds (0 before the first start), for
 /// `check-config`.
 pub(super) async fn version(client: &tokio_postgres::Client) -> Result<i64, StoreError> {
-    use super::postgres::pg;
     let exists: bool = client
         .query_one("SELECT to_regclass('gh_schema') IS NOT NULL", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     if !exists {
         return Ok(0);
     }
     Ok(client
         .query_opt("SELECT version FROM gh_schema", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0))
         .unwrap_or(0))
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
+use super::pg_conn::{Connector, connector};
 use super::pg_revocations::{RevocationFeed, RevocationSink};
 use super::{
     AccountCode, AccountCodeCheck, AccountCreation, BackupCounts, CodePurpose, EmailChangeMails,
@@ -29,6 +30,7 @@ use super::{
     QueuedMail, SendLimit, SendOutcome, Session, SessionExpiry, SessionOrigin, Store, StoreError,
     SweepCounts, ThrottleRecord, TokenHash, Traces, UnixMillis, User, UserChange,
 };
+use super::{AccountStore, CodeStore, CounterStore, OutboxStore, SessionStore, UserStore};
 use crate::config::PostgresConfig;
 
 /// How long a claimed outbox message stays invisible to other workers: far
@@ -41,29 +43,6 @@ const MAX_TRIES: u32 = 20;
 const POOL_WAIT: Duration = Duration::from_secs(2);
 /// Revocation records older than this are pruned by the sweep.
 const REVOCATION_KEEP: &str = "1 hour";
-
-/// Maps a driver error: no answer from the server (connection refused,
-/// closed, admin shutdown, too many connections) is "unavailable" (503,
-/// retry later); an error the server answered with is a database error.
-pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
-    let unavailable = match e.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-        }
-    };
-    if unavailable {
-        // The driver's own message ("error connecting to server") hides
-        // the cause (refused, timed out, TLS) in its source.
-        match std::error::Error::source(&e) {
-            Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
-            None => StoreError::Unavailable(Box::new(e)),
-        }
-    } else {
-        StoreError::Postgres(e)
-    }
-}
 
 fn is_conflict(e: &StoreError) -> bool {
     match e {
@@ -93,55 +72,6 @@ impl Drop for PostgresStore {
             rt.shutdown_background();
         }
     }
-}
-
-/// Builds the driver configuration (with TLS when `ca_file` is set).
-pub(super) fn connector(
-    config: &PostgresConfig,
-) -> Result<(tokio_postgres::Config, Connector), StoreError> {
-    let pg_config: tokio_postgres::Config = config
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::Setup(format!("store.url: {e}")))?;
-    let mut pg_config = pg_config;
-    pg_config.connect_timeout(Duration::from_secs(5));
-    let connector = match &config.ca_file {
-        Some(path) => Connector::Tls(tls_connector(path)?),
-        None => Connector::Plain,
-    };
-    Ok((pg_config, connector))
-}
-
-/// Plain TCP, or rustls (ring) verifying the server against `ca_file` and
-/// the host name (verify-full).
-#[derive(Clone)]
-pub(super) enum Connector {
-    Plain,
-    Tls(tokio_postgres_rustls::MakeRustlsConnect),
-}
-
-fn tls_connector(path: &Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let setup = |msg: String| StoreError::Setup(format!("store.ca_file {}: {msg}", path.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| setup(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| setup(e.to_string()))?;
-        roots.add(cert).map_err(|e| setup(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(setup("holds no certificate".into()));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| setup(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
 }
 
 impl PostgresStore {
@@ -179,8 +109,8 @@ impl PostgresStore {
             feed: Arc::new(RevocationFeed::default()),
             instance: {
                 let mut id = [0u8; 12];
-                crate::auth::random_bytes(&mut id);
-                crate::auth::base64url(&id)
+                crate::random::random_bytes(&mut id);
+                crate::random::base64url(&id)
             },
         };
         store.block(async {
@@ -248,10 +178,9 @@ impl PostgresStore {
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                 let outcome = match body(&tx).await {
-                    Ok(v) => tx.commit().await.map(|()| v).map_err(pg),
+                    Ok(v) => tx.commit().await.map(|()| v).map_err(StoreError::from),
                     Err(e) => Err(e),
                 };
                 match outcome {
@@ -328,12 +257,7 @@ fn i(v: u64) -> i64 {
 
 async fn user_by_email_in(tx: &Transaction<'_>, email: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
-    Ok(tx
-        .query_opt(&sql, &[&email])
-        .await
-        .map_err(pg)?
-        .as_ref()
-        .map(user_of))
+    Ok(tx.query_opt(&sql, &[&email]).await?.as_ref().map(user_of))
 }
 
 pub(super) async fn user_by_id_in(
@@ -341,12 +265,7 @@ pub(super) async fn user_by_id_in(
     id: u64,
 ) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE id = $1");
-    Ok(tx
-        .query_opt(&sql, &[&i(id)])
-        .await
-        .map_err(pg)?
-        .as_ref()
-        .map(user_of))
+    Ok(tx.query_opt(&sql, &[&i(id)]).await?.as_ref().map(user_of))
 }
 
 async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError> {
@@ -359,8 +278,7 @@ async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError
             &user.disabled,
         ],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -372,15 +290,13 @@ pub(super) async fn insert_user_in(
 ) -> Result<User, StoreError> {
     let id: i64 = tx
         .query_one("SELECT nextval('gh_user_ids')", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     tx.execute(
         "INSERT INTO gh_users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         &[&id, &email, &password_hash, &i(now)],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(User {
         id: id as u64,
         email: email.to_string(),
@@ -413,8 +329,7 @@ async fn insert_session_in(
             &session.user_agent,
         ],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -427,8 +342,7 @@ async fn delete_user_sessions_in(
             "DELETE FROM gh_sessions WHERE user_id = $1 RETURNING token",
             &[&i(user_id)],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(rows
         .iter()
         .filter_map(|r| TokenHash::try_from(r.get::<_, &[u8]>(0)).ok())
@@ -445,8 +359,7 @@ async fn count_send_in(
 ) -> Result<Option<u64>, StoreError> {
     let mut sends: Vec<UnixMillis> = match tx
         .query_opt("SELECT sends FROM gh_otp_sends WHERE key = $1", &[&key])
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => decode(row.get::<_, &str>(0))?,
         None => Vec::new(),
@@ -465,8 +378,7 @@ async fn count_send_in(
          ON CONFLICT (key) DO UPDATE SET sends = EXCLUDED.sends",
         &[&key, &encode(&sends)?],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(None)
 }
 
@@ -484,16 +396,14 @@ async fn queue_in(
     let superseded = match slot {
         Some(s) => {
             tx.execute("DELETE FROM gh_outbox WHERE slot = $1", &[&s])
-                .await
-                .map_err(pg)?
+                .await?
                 > 0
         }
         None => false,
     };
     let id: i64 = tx
         .query_one("SELECT nextval('gh_outbox_ids')", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     let entry = QueuedMail {
         id: id as u64,
@@ -510,8 +420,7 @@ async fn queue_in(
          VALUES ($1, $2, $3, $4, $5)",
         &[&id, &to, &slot, &i(now), &encode(&entry)?],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok((id as u64, superseded))
 }
 
@@ -543,8 +452,7 @@ async fn account_code_in(
             "SELECT record FROM gh_account_codes WHERE key = $1",
             &[&key],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -562,7 +470,7 @@ async fn put_account_code_in(
         &[&key, &i(code.pending.expires_at), &encode(code)?],
     )
     .await
-    .map_err(pg)?;
+    ?;
     Ok(())
 }
 
@@ -575,8 +483,7 @@ async fn remove_code_in(
             "DELETE FROM gh_account_codes WHERE key = $1 RETURNING record",
             &[&key],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -604,8 +511,7 @@ async fn still_pending_in(
 async fn otp_in(tx: &Transaction<'_>, email: &str) -> Result<Option<PendingOtp>, StoreError> {
     match tx
         .query_opt("SELECT record FROM gh_otps WHERE email = $1", &[&email])
-        .await
-        .map_err(pg)?
+        .await?
     {
         Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
         None => Ok(None),
@@ -619,14 +525,13 @@ async fn put_otp_in(tx: &Transaction<'_>, email: &str, otp: &PendingOtp) -> Resu
         &[&email, &i(otp.expires_at), &encode(otp)?],
     )
     .await
-    .map_err(pg)?;
+    ?;
     Ok(())
 }
 
 async fn remove_otp_in(tx: &Transaction<'_>, email: &str) -> Result<(), StoreError> {
     tx.execute("DELETE FROM gh_otps WHERE email = $1", &[&email])
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(())
 }
 
@@ -642,274 +547,6 @@ fn change_sends_by(user_id: u64) -> String {
 }
 
 impl Store for PostgresStore {
-    fn record_otp_send(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        limit: SendLimit,
-        otp: PendingOtp,
-        mail: OtpMail,
-    ) -> Result<SendOutcome, StoreError> {
-        self.serial(async |tx| {
-            if let Some(retry_after_ms) = count_send_in(tx, email, now, limit).await? {
-                return Ok(SendOutcome::Limited { retry_after_ms });
-            }
-            let account_exists = user_by_email_in(tx, email).await?.is_some();
-            if account_exists {
-                remove_otp_in(tx, email).await?;
-            } else {
-                put_otp_in(tx, email, &otp).await?;
-            }
-            let mail = mail.clone();
-            let kind = if account_exists {
-                MailKind::AccountExists
-            } else {
-                MailKind::SignupCode {
-                    code: mail.code,
-                    ttl_ms: mail.ttl_ms,
-                }
-            };
-            let (queued, superseded) = queue_in(
-                tx,
-                email,
-                Some(email),
-                now,
-                kind,
-                mail.deadline,
-                mail.message_token,
-            )
-            .await?;
-            Ok(SendOutcome::Accepted {
-                account_exists,
-                queued,
-                superseded,
-            })
-        })
-    }
-
-    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
-        self.read(async |client| {
-            // Claim (lease) due messages no other worker holds; committed
-            // at once (autocommit), so the lease is visible to every worker.
-            let rows = client
-                .query(
-                    "UPDATE gh_outbox SET next_attempt_at = $3, leased_by = $4 WHERE id IN ( \
-                       SELECT id FROM gh_outbox WHERE next_attempt_at <= $1 \
-                       ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                     RETURNING record, next_attempt_at",
-                    &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
-                )
-                .await
-                .map_err(pg)?;
-            let mut due = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let mut mail = mail_of(row)?;
-                // The worker sees when it was due, not the lease.
-                let record: QueuedMail = decode(row.get::<_, &str>(0))?;
-                mail.next_attempt_at = record.next_attempt_at;
-                due.push(mail);
-            }
-            due.sort_by_key(|m| (m.next_attempt_at, m.id));
-            let stats = client
-                .query_one(
-                    "SELECT count(*), min(next_attempt_at) FILTER (WHERE next_attempt_at > $1) \
-                     FROM gh_outbox",
-                    &[&i(now)],
-                )
-                .await
-                .map_err(pg)?;
-            let depth: i64 = stats.get(0);
-            let next_due: Option<i64> = stats.get(1);
-            Ok(OutboxBatch {
-                due,
-                next_due: next_due.map(|v| v as u64),
-                depth: depth as u64,
-            })
-        })
-    }
-
-    /// The worker re-reads a claimed mail right before its SMTP dialogue:
-    /// this renews the lease, and answers `None` if the lease ran out and
-    /// another instance claimed the mail meanwhile (it sends it, not us).
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        let lease_end = i(super::now_millis() + LEASE_MS);
-        self.read(async |client| {
-            match client
-                .query_opt(
-                    "UPDATE gh_outbox SET next_attempt_at = $3 \
-                     WHERE id = $1 AND leased_by = $2 \
-                     RETURNING record, next_attempt_at",
-                    &[&i(id), &self.instance, &lease_end],
-                )
-                .await
-                .map_err(pg)?
-            {
-                Some(row) => Ok(Some(mail_of(&row)?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn outbox_reschedule(
-        &self,
-        id: u64,
-        attempts: u32,
-        next_attempt_at: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        self.serial(async |tx| {
-            let Some(row) = tx
-                .query_opt(
-                    "SELECT record, next_attempt_at FROM gh_outbox WHERE id = $1",
-                    &[&i(id)],
-                )
-                .await
-                .map_err(pg)?
-            else {
-                return Ok(false);
-            };
-            let mut mail = mail_of(&row)?;
-            mail.attempts = attempts;
-            mail.next_attempt_at = next_attempt_at;
-            tx.execute(
-                "UPDATE gh_outbox SET next_attempt_at = $2, record = $3, leased_by = NULL \
-                 WHERE id = $1",
-                &[&i(id), &i(next_attempt_at), &encode(&mail)?],
-            )
-            .await
-            .map_err(pg)?;
-            Ok(true)
-        })
-    }
-
-    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
-        self.read(async |client| {
-            Ok(client
-                .execute("DELETE FROM gh_outbox WHERE id = $1", &[&i(id)])
-                .await
-                .map_err(pg)?
-                > 0)
-        })
-    }
-
-    fn check_otp(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        max_attempts: u32,
-        matches: &dyn Fn(&PendingOtp) -> bool,
-    ) -> Result<OtpCheck, StoreError> {
-        self.serial(async |tx| {
-            Ok(match otp_in(tx, email).await? {
-                None => OtpCheck::Missing,
-                Some(p) if now >= p.expires_at => {
-                    remove_otp_in(tx, email).await?;
-                    OtpCheck::Expired
-                }
-                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
-                Some(p) if matches(&p) => OtpCheck::Valid(p),
-                Some(mut p) => {
-                    p.attempts += 1;
-                    put_otp_in(tx, email, &p).await?;
-                    OtpCheck::Wrong
-                }
-            })
-        })
-    }
-
-    fn create_account(
-        &self,
-        email: &str,
-        otp: &PendingOtp,
-        password_hash: &str,
-        now: UnixMillis,
-        session_token: &TokenHash,
-        origin: &SessionOrigin,
-    ) -> Result<AccountCreation, StoreError> {
-        self.serial(async |tx| {
-            let still_pending = match otp_in(tx, email).await? {
-                Some(p) => p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at,
-                None => false,
-            };
-            if !still_pending {
-                return Ok(AccountCreation::CodeGone);
-            }
-            remove_otp_in(tx, email).await?;
-            if user_by_email_in(tx, email).await?.is_some() {
-                return Ok(AccountCreation::EmailTaken);
-            }
-            let user = insert_user_in(tx, email, password_hash, now).await?;
-            let session = Session {
-                user_id: user.id,
-                email: email.to_string(),
-                created_at: now,
-                last_seen: now,
-                ip: origin.ip.clone(),
-                user_agent: origin.user_agent.clone(),
-            };
-            insert_session_in(tx, session_token, &session).await?;
-            Ok(AccountCreation::Created(user))
-        })
-    }
-
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.read(async |client| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
-            Ok(client
-                .query_opt(&sql, &[&email])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(user_of))
-        })
-    }
-
-    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
-        self.serial(async |tx| insert_session_in(tx, token, session).await)
-    }
-
-    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.read(async |client| {
-            let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE token = $1");
-            Ok(client
-                .query_opt(&sql, &[&token.as_slice()])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .and_then(session_of)
-                .map(|(_, s)| s))
-        })
-    }
-
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
-        self.read(async |client| {
-            client
-                .execute(
-                    "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
-                    &[&token.as_slice(), &i(last_seen)],
-                )
-                .await
-                .map_err(pg)?;
-            Ok(())
-        })
-    }
-
-    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
-        self.read(async |client| {
-            Ok(client
-                .execute(
-                    "DELETE FROM gh_sessions WHERE token = $1",
-                    &[&token.as_slice()],
-                )
-                .await
-                .map_err(pg)?
-                > 0)
-        })
-    }
-
-    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
-        self.serial(async |tx| delete_user_sessions_in(tx, user_id).await)
-    }
-
     fn sweep(&self, now: UnixMillis, expiry: SessionExpiry) -> Result<SweepCounts, StoreError> {
         self.read(async |client| {
             let sessions = client
@@ -917,23 +554,20 @@ impl Store for PostgresStore {
                     "DELETE FROM gh_sessions WHERE $1 >= created_at + $2 OR $1 >= last_seen + $3",
                     &[&i(now), &i(expiry.absolute_ms), &i(expiry.idle_ms)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let otps = client
                 .execute("DELETE FROM gh_otps WHERE $1 >= expires_at", &[&i(now)])
-                .await
-                .map_err(pg)?;
+                .await?;
             let codes = client
                 .execute(
                     "DELETE FROM gh_account_codes WHERE $1 >= expires_at",
                     &[&i(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let prune = format!(
                 "DELETE FROM gh_revocations WHERE at < now() - interval '{REVOCATION_KEEP}'"
             );
-            client.execute(&prune, &[]).await.map_err(pg)?;
+            client.execute(&prune, &[]).await?;
             Ok(SweepCounts {
                 sessions: sessions as usize,
                 otps: (otps + codes) as usize,
@@ -941,48 +575,9 @@ impl Store for PostgresStore {
         })
     }
 
-    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
-        self.read(async |client| {
-            let rows = client
-                .query("SELECT key, record FROM gh_throttles", &[])
-                .await
-                .map_err(pg)?;
-            rows.iter()
-                .map(|r| Ok((r.get::<_, String>(0), decode(r.get::<_, &str>(1))?)))
-                .collect()
-        })
-    }
-
-    fn save_throttles(
-        &self,
-        changes: &[(String, Option<ThrottleRecord>)],
-    ) -> Result<(), StoreError> {
-        self.serial(async |tx| {
-            for (key, record) in changes {
-                match record {
-                    Some(r) => {
-                        tx.execute(
-                            "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
-                             ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
-                            &[key, &encode(r)?],
-                        )
-                        .await
-                        .map_err(pg)?;
-                    }
-                    None => {
-                        tx.execute("DELETE FROM gh_throttles WHERE key = $1", &[key])
-                            .await
-                            .map_err(pg)?;
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-
     fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         let mut fresh = [0u8; 32];
-        crate::auth::random_bytes(&mut fresh);
+        crate::random::random_bytes(&mut fresh);
         self.serial(async |tx| {
             // Of instances starting together, the first insert wins; all
             // read the same secret back.
@@ -991,27 +586,61 @@ impl Store for PostgresStore {
                 &[&name, &fresh.as_slice()],
             )
             .await
-            .map_err(pg)?;
+            ?;
             let value: Vec<u8> = tx
                 .query_one("SELECT value FROM gh_secrets WHERE name = $1", &[&name])
                 .await
-                .map_err(pg)?
+                ?
                 .get(0);
             <[u8; 32]>::try_from(value.as_slice())
                 .map_err(|_| StoreError::Setup(format!("server secret `{name}` is not 32 bytes")))
         })
     }
 
+    fn backup_to(&self, _dest: &Path) -> Result<BackupCounts, StoreError> {
+        Err(StoreError::BackupUnsupported)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write was committed by PostgreSQL already.
+        Ok(())
+    }
+
+    fn watch_revocations(&self, sink: RevocationSink) {
+        match connector(&self.config) {
+            Ok((pg_config, connector)) => super::pg_revocations::spawn(
+                &self.runtime_handle(),
+                pg_config,
+                connector,
+                sink,
+                self.feed.clone(),
+            ),
+            // `open` parsed the same configuration already.
+            Err(e) => tracing::error!(error = %e, "revocation listener not started"),
+        }
+    }
+
+    fn is_available(&self) -> bool {
+        self.feed.healthy()
+    }
+}
+
+impl UserStore for PostgresStore {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.read(async |client| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM gh_users WHERE email = $1");
+            Ok(client
+                .query_opt(&sql, &[&email])
+                .await?
+                .as_ref()
+                .map(user_of))
+        })
+    }
+
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.read(async |client| {
             let sql = format!("SELECT {USER_COLUMNS} FROM gh_users ORDER BY id");
-            Ok(client
-                .query(&sql, &[])
-                .await
-                .map_err(pg)?
-                .iter()
-                .map(user_of)
-                .collect())
+            Ok(client.query(&sql, &[]).await?.iter().map(user_of).collect())
         })
     }
 
@@ -1076,6 +705,52 @@ impl Store for PostgresStore {
             }))
         })
     }
+}
+
+impl SessionStore for PostgresStore {
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
+        self.serial(async |tx| insert_session_in(tx, token, session).await)
+    }
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.read(async |client| {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM gh_sessions WHERE token = $1");
+            Ok(client
+                .query_opt(&sql, &[&token.as_slice()])
+                .await?
+                .as_ref()
+                .and_then(session_of)
+                .map(|(_, s)| s))
+        })
+    }
+
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+        self.read(async |client| {
+            client
+                .execute(
+                    "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
+                    &[&token.as_slice(), &i(last_seen)],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        self.read(async |client| {
+            Ok(client
+                .execute(
+                    "DELETE FROM gh_sessions WHERE token = $1",
+                    &[&token.as_slice()],
+                )
+                .await?
+                > 0)
+        })
+    }
+
+    fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
+        self.serial(async |tx| delete_user_sessions_in(tx, user_id).await)
+    }
 
     fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
         self.read(async |client| {
@@ -1091,7 +766,7 @@ impl Store for PostgresStore {
                     client.query(&sql, &[]).await
                 }
             }
-            .map_err(pg)?;
+            ?;
             Ok(rows.iter().filter_map(session_of).collect())
         })
     }
@@ -1100,22 +775,303 @@ impl Store for PostgresStore {
         self.read(async |client| {
             let n: i64 = client
                 .query_one("SELECT count(*) FROM gh_sessions", &[])
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             Ok(n as u64)
         })
     }
+}
 
-    fn backup_to(&self, _dest: &Path) -> Result<BackupCounts, StoreError> {
-        Err(StoreError::BackupUnsupported)
+impl CodeStore for PostgresStore {
+    fn record_otp_send(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        otp: PendingOtp,
+        mail: OtpMail,
+    ) -> Result<SendOutcome, StoreError> {
+        self.serial(async |tx| {
+            if let Some(retry_after_ms) = count_send_in(tx, email, now, limit).await? {
+                return Ok(SendOutcome::Limited { retry_after_ms });
+            }
+            let account_exists = user_by_email_in(tx, email).await?.is_some();
+            if account_exists {
+                remove_otp_in(tx, email).await?;
+            } else {
+                put_otp_in(tx, email, &otp).await?;
+            }
+            let mail = mail.clone();
+            let kind = if account_exists {
+                MailKind::AccountExists
+            } else {
+                MailKind::SignupCode {
+                    code: mail.code,
+                    ttl_ms: mail.ttl_ms,
+                }
+            };
+            let (queued, superseded) = queue_in(
+                tx,
+                email,
+                Some(email),
+                now,
+                kind,
+                mail.deadline,
+                mail.message_token,
+            )
+            .await?;
+            Ok(SendOutcome::Accepted {
+                account_exists,
+                queued,
+                superseded,
+            })
+        })
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        // Every acknowledged write was committed by PostgreSQL already.
-        Ok(())
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError> {
+        self.serial(async |tx| {
+            Ok(match otp_in(tx, email).await? {
+                None => OtpCheck::Missing,
+                Some(p) if now >= p.expires_at => {
+                    remove_otp_in(tx, email).await?;
+                    OtpCheck::Expired
+                }
+                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
+                Some(p) if matches(&p) => OtpCheck::Valid(p),
+                Some(mut p) => {
+                    p.attempts += 1;
+                    put_otp_in(tx, email, &p).await?;
+                    OtpCheck::Wrong
+                }
+            })
+        })
     }
 
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+        origin: &SessionOrigin,
+    ) -> Result<AccountCreation, StoreError> {
+        self.serial(async |tx| {
+            let still_pending = match otp_in(tx, email).await? {
+                Some(p) => p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at,
+                None => false,
+            };
+            if !still_pending {
+                return Ok(AccountCreation::CodeGone);
+            }
+            remove_otp_in(tx, email).await?;
+            if user_by_email_in(tx, email).await?.is_some() {
+                return Ok(AccountCreation::EmailTaken);
+            }
+            let user = insert_user_in(tx, email, password_hash, now).await?;
+            let session = Session {
+                user_id: user.id,
+                email: email.to_string(),
+                created_at: now,
+                last_seen: now,
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
+            };
+            insert_session_in(tx, session_token, &session).await?;
+            Ok(AccountCreation::Created(user))
+        })
+    }
+}
+
+impl OutboxStore for PostgresStore {
+    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
+        self.read(async |client| {
+            // Claim (lease) due messages no other worker holds; committed
+            // at once (autocommit), so the lease is visible to every worker.
+            let rows = client
+                .query(
+                    "UPDATE gh_outbox SET next_attempt_at = $3, leased_by = $4 WHERE id IN ( \
+                       SELECT id FROM gh_outbox WHERE next_attempt_at <= $1 \
+                       ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     RETURNING record, next_attempt_at",
+                    &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
+                )
+                .await?;
+            let mut due = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut mail = mail_of(row)?;
+                // The worker sees when it was due, not the lease.
+                let record: QueuedMail = decode(row.get::<_, &str>(0))?;
+                mail.next_attempt_at = record.next_attempt_at;
+                due.push(mail);
+            }
+            due.sort_by_key(|m| (m.next_attempt_at, m.id));
+            let stats = client
+                .query_one(
+                    "SELECT count(*), min(next_attempt_at) FILTER (WHERE next_attempt_at > $1) \
+                     FROM gh_outbox",
+                    &[&i(now)],
+                )
+                .await?;
+            let depth: i64 = stats.get(0);
+            let next_due: Option<i64> = stats.get(1);
+            Ok(OutboxBatch {
+                due,
+                next_due: next_due.map(|v| v as u64),
+                depth: depth as u64,
+            })
+        })
+    }
+
+    /// The worker re-reads a claimed mail right before its SMTP dialogue:
+    /// this renews the lease, and answers `None` if the lease ran out and
+    /// another instance claimed the mail meanwhile (it sends it, not us).
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        let lease_end = i(super::now_millis() + LEASE_MS);
+        self.read(async |client| {
+            match client
+                .query_opt(
+                    "UPDATE gh_outbox SET next_attempt_at = $3 \
+                     WHERE id = $1 AND leased_by = $2 \
+                     RETURNING record, next_attempt_at",
+                    &[&i(id), &self.instance, &lease_end],
+                )
+                .await?
+            {
+                Some(row) => Ok(Some(mail_of(&row)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn outbox_reschedule(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.serial(async |tx| {
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT record, next_attempt_at FROM gh_outbox WHERE id = $1",
+                    &[&i(id)],
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let mut mail = mail_of(&row)?;
+            mail.attempts = attempts;
+            mail.next_attempt_at = next_attempt_at;
+            tx.execute(
+                "UPDATE gh_outbox SET next_attempt_at = $2, record = $3, leased_by = NULL \
+                 WHERE id = $1",
+                &[&i(id), &i(next_attempt_at), &encode(&mail)?],
+            )
+            .await?;
+            Ok(true)
+        })
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        self.read(async |client| {
+            Ok(client
+                .execute("DELETE FROM gh_outbox WHERE id = $1", &[&i(id)])
+                .await?
+                > 0)
+        })
+    }
+}
+
+impl CounterStore for PostgresStore {
+    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
+        self.read(async |client| {
+            let rows = client
+                .query("SELECT key, record FROM gh_throttles", &[])
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.get::<_, String>(0), decode(r.get::<_, &str>(1))?)))
+                .collect()
+        })
+    }
+
+    fn save_throttles(
+        &self,
+        changes: &[(String, Option<ThrottleRecord>)],
+    ) -> Result<(), StoreError> {
+        self.serial(async |tx| {
+            for (key, record) in changes {
+                match record {
+                    Some(r) => {
+                        tx.execute(
+                            "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
+                             ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                            &[key, &encode(r)?],
+                        )
+                        .await?;
+                    }
+                    None => {
+                        tx.execute("DELETE FROM gh_throttles WHERE key = $1", &[key])
+                            .await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Counters are counted in the database, so every instance sees every
+    /// failure and request at once (one small transaction per auth request;
+    /// proxied requests never count).
+    fn shares_counters(&self) -> bool {
+        true
+    }
+
+    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+        self.read(async |client| {
+            match client
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
+                .await?
+            {
+                Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut ThrottleRecord),
+    ) -> Result<ThrottleRecord, StoreError> {
+        let change = std::sync::Mutex::new(change);
+        self.serial(async |tx| {
+            let mut record: ThrottleRecord = match tx
+                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
+                .await?
+            {
+                Some(row) => decode(row.get::<_, &str>(0))?,
+                None => ThrottleRecord::default(),
+            };
+            (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
+            tx.execute(
+                "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                &[&key, &encode(&record)?],
+            )
+            .await?;
+            Ok(record)
+        })
+    }
+}
+
+impl AccountStore for PostgresStore {
     fn request_password_reset(
         &self,
         email: &str,
@@ -1346,8 +1302,7 @@ impl Store for PostgresStore {
                     "DELETE FROM gh_sessions WHERE user_id = $1 AND token <> $2 RETURNING token",
                     &[&i(user.id), &keep.as_slice()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let ended_sessions = rows
                 .iter()
                 .filter_map(|r| TokenHash::try_from(r.get::<_, &[u8]>(0)).ok())
@@ -1356,8 +1311,7 @@ impl Store for PostgresStore {
                 "UPDATE gh_sessions SET email = $3 WHERE token = $1 AND user_id = $2",
                 &[&keep.as_slice(), &i(user.id), &new_email],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(Some(EmailChanged {
                 user: user.clone(),
                 old_email,
@@ -1382,25 +1336,21 @@ impl Store for PostgresStore {
                 "DELETE FROM gh_identities WHERE user_id = $1",
                 &[&i(user.id)],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             tx.execute("DELETE FROM gh_users WHERE id = $1", &[&i(user.id)])
-                .await
-                .map_err(pg)?;
+                .await?;
             remove_code_in(tx, &CodePurpose::PasswordReset.key(email)).await?;
             let change =
                 remove_code_in(tx, &CodePurpose::EmailChange.key(&user.id.to_string())).await?;
             remove_otp_in(tx, email).await?;
             tx.execute("DELETE FROM gh_outbox WHERE to_addr = $1", &[&email])
-                .await
-                .map_err(pg)?;
+                .await?;
             if let Some(pending_address) = change.and_then(|c| c.new_email) {
                 tx.execute(
                     "DELETE FROM gh_outbox WHERE to_addr = $1",
                     &[&pending_address],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             let keys = [
                 email.to_string(),
@@ -1412,8 +1362,7 @@ impl Store for PostgresStore {
                 "DELETE FROM gh_otp_sends WHERE key = ANY($1)",
                 &[&keys.as_slice()],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(Some(UserChange {
                 user: user.clone(),
                 ended_sessions,
@@ -1446,7 +1395,7 @@ impl Store for PostgresStore {
             let count = async |sql: &str,
                                params: &[&(dyn tokio_postgres::types::ToSql + Sync)]|
                    -> Result<usize, StoreError> {
-                let n: i64 = tx.query_one(sql, params).await.map_err(pg)?.get(0);
+                let n: i64 = tx.query_one(sql, params).await?.get(0);
                 Ok(n as usize)
             };
             let mut traces = Traces {
@@ -1461,8 +1410,7 @@ impl Store for PostgresStore {
             let reset_key = CodePurpose::PasswordReset.key(email);
             let rows = tx
                 .query("SELECT key, record FROM gh_account_codes", &[])
-                .await
-                .map_err(pg)?;
+                .await?;
             for row in &rows {
                 let c: AccountCode = decode(row.get::<_, &str>(1))?;
                 let names_it = row.get::<_, &str>(0) == reset_key
@@ -1500,71 +1448,6 @@ impl Store for PostgresStore {
             )
             .await?;
             Ok(traces)
-        })
-    }
-
-    fn watch_revocations(&self, sink: RevocationSink) {
-        match connector(&self.config) {
-            Ok((pg_config, connector)) => super::pg_revocations::spawn(
-                &self.runtime_handle(),
-                pg_config,
-                connector,
-                sink,
-                self.feed.clone(),
-            ),
-            // `open` parsed the same configuration already.
-            Err(e) => tracing::error!(error = %e, "revocation listener not started"),
-        }
-    }
-
-    fn is_available(&self) -> bool {
-        self.feed.healthy()
-    }
-
-    /// Counters are counted in the database, so every instance sees every
-    /// failure and request at once (one small transaction per auth request;
-    /// proxied requests never count).
-    fn shares_counters(&self) -> bool {
-        true
-    }
-
-    fn throttle_record(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        self.read(async |client| {
-            match client
-                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await
-                .map_err(pg)?
-            {
-                Some(row) => Ok(Some(decode(row.get::<_, &str>(0))?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn update_throttle(
-        &self,
-        key: &str,
-        change: &mut dyn FnMut(&mut ThrottleRecord),
-    ) -> Result<ThrottleRecord, StoreError> {
-        let change = std::sync::Mutex::new(change);
-        self.serial(async |tx| {
-            let mut record: ThrottleRecord = match tx
-                .query_opt("SELECT record FROM gh_throttles WHERE key = $1", &[&key])
-                .await
-                .map_err(pg)?
-            {
-                Some(row) => decode(row.get::<_, &str>(0))?,
-                None => ThrottleRecord::default(),
-            };
-            (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
-            tx.execute(
-                "INSERT INTO gh_throttles (key, record) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
-                &[&key, &encode(&record)?],
-            )
-            .await
-            .map_err(pg)?;
-            Ok(record)
         })
     }
 }

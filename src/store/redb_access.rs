@@ -1,28 +1,17 @@
 //! The redb half of [`AccessStore`]: user groups and sign-up invites, one
 //! table each, JSON values like the rest of the redb store.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::access::{AccessStore, Invite};
-use super::redb_store::{db_err, decode, encode};
+use super::redb_tables::{INVITES, USER_GROUPS, decode, encode};
 use super::{RedbStore, StoreError};
-
-/// user id → JSON list of group names.
-pub(super) const USER_GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("user_groups");
-/// normalised email → JSON [`Invite`].
-pub(super) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
-
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(USER_GROUPS).map_err(db_err)?;
-    txn.open_table(INVITES).map_err(db_err)?;
-    Ok(())
-}
 
 impl AccessStore for RedbStore {
     fn groups_of(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(USER_GROUPS).map_err(db_err)?;
-        match table.get(user_id).map_err(db_err)? {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USER_GROUPS)?;
+        match table.get(user_id)? {
             Some(v) => decode(v.value()),
             None => Ok(Vec::new()),
         }
@@ -31,45 +20,37 @@ impl AccessStore for RedbStore {
     fn set_groups(&self, user_id: u64, groups: &[String]) -> Result<(), StoreError> {
         let txn = self.write_txn()?;
         {
-            let mut table = txn.open_table(USER_GROUPS).map_err(db_err)?;
+            let mut table = txn.open_table(USER_GROUPS)?;
             if groups.is_empty() {
-                table.remove(user_id).map_err(db_err)?;
+                table.remove(user_id)?;
             } else {
-                table
-                    .insert(user_id, encode(&groups)?.as_slice())
-                    .map_err(db_err)?;
+                table.insert(user_id, encode(&groups)?.as_slice())?;
             }
         }
-        txn.commit().map_err(db_err)
+        Ok(txn.commit()?)
     }
 
     fn invite_put(&self, invite: &Invite) -> Result<(), StoreError> {
         let txn = self.write_txn()?;
         {
-            let mut table = txn.open_table(INVITES).map_err(db_err)?;
-            table
-                .insert(invite.email.as_str(), encode(invite)?.as_slice())
-                .map_err(db_err)?;
+            let mut table = txn.open_table(INVITES)?;
+            table.insert(invite.email.as_str(), encode(invite)?.as_slice())?;
         }
-        txn.commit().map_err(db_err)
+        Ok(txn.commit()?)
     }
 
     fn invite_get(&self, email: &str) -> Result<Option<Invite>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(INVITES).map_err(db_err)?;
-        table
-            .get(email)
-            .map_err(db_err)?
-            .map(|v| decode(v.value()))
-            .transpose()
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INVITES)?;
+        table.get(email)?.map(|v| decode(v.value())).transpose()
     }
 
     fn invite_list(&self) -> Result<Vec<Invite>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(INVITES).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INVITES)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (_, v) = entry.map_err(db_err)?;
+        for entry in table.iter()? {
+            let (_, v) = entry?;
             out.push(decode(v.value())?);
         }
         Ok(out)
@@ -78,10 +59,10 @@ impl AccessStore for RedbStore {
     fn invite_delete(&self, email: &str) -> Result<bool, StoreError> {
         let txn = self.write_txn()?;
         let removed = {
-            let mut table = txn.open_table(INVITES).map_err(db_err)?;
-            table.remove(email).map_err(db_err)?.is_some()
+            let mut table = txn.open_table(INVITES)?;
+            table.remove(email)?.is_some()
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(removed)
     }
 }

@@ -1,30 +1,19 @@
 //! The redb half of account self-service: reset and email-change codes in
 //! their own table, each change with its mails in one transaction.
 
-use redb::{
-    ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
 
-use super::redb_outbox::{self, OUTBOX, delete_mail_to_in, queue_plain_in};
-use super::redb_store::{
-    OTP_SENDS, OTPS, RedbStore, SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL, db_err,
-    decode, delete_session_in, delete_user_sessions_in, encode, insert_session_in,
+use super::redb_outbox::{self, delete_mail_to_in, queue_plain_in};
+use super::redb_store::{RedbStore, delete_session_in, delete_user_sessions_in, insert_session_in};
+use super::redb_tables::{
+    ACCOUNT_CODES, OTP_SENDS, OTPS, OUTBOX, SESSIONS, THROTTLES, USER_SESSIONS, USERS,
+    USERS_BY_EMAIL, decode, encode,
 };
 use super::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, MailKind, Notice,
     OtpMail, PendingCodes, PendingOtp, SendLimit, SendOutcome, Session, StoreError, TokenHash,
     Traces, UnixMillis, User, UserChange,
 };
-
-/// `CodePurpose::key` → JSON [`AccountCode`].
-pub(super) const ACCOUNT_CODES: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("account_codes");
-
-/// Creates the table (read transactions cannot open missing ones).
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-    Ok(())
-}
 
 /// Send-rate window keys, apart from sign-up's (which is the bare email).
 fn reset_sends(email: &str) -> String {
@@ -45,8 +34,8 @@ fn count_send_in(
     now: UnixMillis,
     limit: SendLimit,
 ) -> Result<Option<u64>, StoreError> {
-    let mut table = txn.open_table(OTP_SENDS).map_err(db_err)?;
-    let mut sends: Vec<UnixMillis> = match table.get(key).map_err(db_err)? {
+    let mut table = txn.open_table(OTP_SENDS)?;
+    let mut sends: Vec<UnixMillis> = match table.get(key)? {
         Some(v) => decode(v.value())?,
         None => Vec::new(),
     };
@@ -59,29 +48,20 @@ fn count_send_in(
         return Ok(Some(retry.max(1)));
     }
     sends.push(now);
-    table
-        .insert(key, encode(&sends)?.as_slice())
-        .map_err(db_err)?;
+    table.insert(key, encode(&sends)?.as_slice())?;
     Ok(None)
 }
 
 fn user_by_id_in(txn: &WriteTransaction, id: u64) -> Result<Option<User>, StoreError> {
-    match txn
-        .open_table(USERS)
-        .map_err(db_err)?
-        .get(id)
-        .map_err(db_err)?
-    {
+    match txn.open_table(USERS)?.get(id)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
     }
 }
 
 fn put_user_in(txn: &WriteTransaction, user: &User) -> Result<(), StoreError> {
-    txn.open_table(USERS)
-        .map_err(db_err)?
-        .insert(user.id, encode(user)?.as_slice())
-        .map_err(db_err)?;
+    txn.open_table(USERS)?
+        .insert(user.id, encode(user)?.as_slice())?;
     Ok(())
 }
 
@@ -92,8 +72,8 @@ fn still_pending_in(
     code: &AccountCode,
     now: UnixMillis,
 ) -> Result<bool, StoreError> {
-    let codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-    Ok(match codes.get(key).map_err(db_err)? {
+    let codes = txn.open_table(ACCOUNT_CODES)?;
+    Ok(match codes.get(key)? {
         Some(v) => {
             let stored: AccountCode = decode(v.value())?;
             stored.pending.salt == code.pending.salt
@@ -107,8 +87,8 @@ fn still_pending_in(
 }
 
 fn remove_code_in(txn: &WriteTransaction, key: &str) -> Result<Option<AccountCode>, StoreError> {
-    let mut codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-    let removed = match codes.remove(key).map_err(db_err)? {
+    let mut codes = txn.open_table(ACCOUNT_CODES)?;
+    let removed = match codes.remove(key)? {
         Some(v) => Some(decode(v.value())?),
         None => None,
     };
@@ -150,13 +130,10 @@ impl RedbStore {
             user_id: user.as_ref().map(|u| u.id),
             new_email: None,
         };
-        txn.open_table(ACCOUNT_CODES)
-            .map_err(db_err)?
-            .insert(
-                CodePurpose::PasswordReset.key(email).as_str(),
-                encode(&record)?.as_slice(),
-            )
-            .map_err(db_err)?;
+        txn.open_table(ACCOUNT_CODES)?.insert(
+            CodePurpose::PasswordReset.key(email).as_str(),
+            encode(&record)?.as_slice(),
+        )?;
         let queued = match &user {
             Some(_) => queue_plain_in(
                 &txn,
@@ -171,7 +148,7 @@ impl RedbStore {
             )?,
             None => 0,
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(SendOutcome::Accepted {
             account_exists: user.is_some(),
             queued,
@@ -190,33 +167,31 @@ impl RedbStore {
         let key = purpose.key(subject);
         let txn = self.write_txn()?;
         let verdict = {
-            let mut codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
-            let stored: Option<AccountCode> = match codes.get(key.as_str()).map_err(db_err)? {
+            let mut codes = txn.open_table(ACCOUNT_CODES)?;
+            let stored: Option<AccountCode> = match codes.get(key.as_str())? {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
             match stored {
                 None => AccountCodeCheck::Missing,
                 Some(c) if now >= c.pending.expires_at => {
-                    codes.remove(key.as_str()).map_err(db_err)?;
+                    codes.remove(key.as_str())?;
                     AccountCodeCheck::Expired
                 }
                 Some(c) if c.pending.attempts >= max_attempts => AccountCodeCheck::Exhausted,
                 Some(c) if matches(&c.pending) => AccountCodeCheck::Valid(c),
                 Some(mut c) => {
                     c.pending.attempts += 1;
-                    codes
-                        .insert(key.as_str(), encode(&c)?.as_slice())
-                        .map_err(db_err)?;
+                    codes.insert(key.as_str(), encode(&c)?.as_slice())?;
                     AccountCodeCheck::Wrong
                 }
             }
         };
         match verdict {
-            AccountCodeCheck::Expired | AccountCodeCheck::Wrong => txn.commit().map_err(db_err)?,
+            AccountCodeCheck::Expired | AccountCodeCheck::Wrong => txn.commit()?,
             AccountCodeCheck::Missing
             | AccountCodeCheck::Exhausted
-            | AccountCodeCheck::Valid(_) => txn.abort().map_err(db_err)?,
+            | AccountCodeCheck::Valid(_) => txn.abort()?,
         }
         Ok(verdict)
     }
@@ -241,7 +216,7 @@ impl RedbStore {
             .filter(|u| !u.disabled && Some(u.id) == code.user_id && session.user_id == u.id);
         let Some(mut user) = user else {
             // The account changed hands or was disabled since: the code is void.
-            txn.commit().map_err(db_err)?;
+            txn.commit()?;
             return Ok(None);
         };
         user.password_hash = password_hash.to_string();
@@ -249,7 +224,7 @@ impl RedbStore {
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
         insert_session_in(&txn, token, session)?;
         queue_notice_in(&txn, email, now, notice)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(UserChange {
             user,
             ended_sessions,
@@ -279,7 +254,7 @@ impl RedbStore {
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
         insert_session_in(&txn, token, session)?;
         queue_notice_in(&txn, &user.email, session.created_at, notice)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(UserChange {
             user,
             ended_sessions,
@@ -309,12 +284,7 @@ impl RedbStore {
                 superseded: false,
             });
         };
-        let in_use = txn
-            .open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .get(new_email)
-            .map_err(db_err)?
-            .is_some();
+        let in_use = txn.open_table(USERS_BY_EMAIL)?.get(new_email)?.is_some();
         // Kept even when the address is in use: never mailed then, it cannot
         // complete, but guesses against it count like against a real one.
         let record = AccountCode {
@@ -322,13 +292,10 @@ impl RedbStore {
             user_id: Some(user_id),
             new_email: Some(new_email.to_string()),
         };
-        txn.open_table(ACCOUNT_CODES)
-            .map_err(db_err)?
-            .insert(
-                CodePurpose::EmailChange.key(&user_id.to_string()).as_str(),
-                encode(&record)?.as_slice(),
-            )
-            .map_err(db_err)?;
+        txn.open_table(ACCOUNT_CODES)?.insert(
+            CodePurpose::EmailChange.key(&user_id.to_string()).as_str(),
+            encode(&record)?.as_slice(),
+        )?;
         let queued = if in_use {
             queue_notice_in(&txn, new_email, now, mails.in_use)?
         } else {
@@ -346,7 +313,7 @@ impl RedbStore {
             )?
         };
         queue_notice_in(&txn, &user.email, now, mails.old_address)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(SendOutcome::Accepted {
             account_exists: in_use,
             queued,
@@ -367,36 +334,29 @@ impl RedbStore {
             return Ok(None);
         }
         let Some(new_email) = remove_code_in(&txn, &key)?.and_then(|c| c.new_email) else {
-            txn.commit().map_err(db_err)?;
+            txn.commit()?;
             return Ok(None);
         };
         let user = user_by_id_in(&txn, user_id)?.filter(|u| !u.disabled);
         let taken = txn
-            .open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .get(new_email.as_str())
-            .map_err(db_err)?
+            .open_table(USERS_BY_EMAIL)?
+            .get(new_email.as_str())?
             .is_some();
         let Some(mut user) = user.filter(|_| !taken) else {
-            txn.commit().map_err(db_err)?;
+            txn.commit()?;
             return Ok(None);
         };
         let old_email = std::mem::replace(&mut user.email, new_email.clone());
         put_user_in(&txn, &user)?;
         {
-            let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-            by_email.remove(old_email.as_str()).map_err(db_err)?;
-            by_email
-                .insert(new_email.as_str(), user.id)
-                .map_err(db_err)?;
+            let mut by_email = txn.open_table(USERS_BY_EMAIL)?;
+            by_email.remove(old_email.as_str())?;
+            by_email.insert(new_email.as_str(), user.id)?;
         }
         // Codes tied to either address are void: a reset of the old one, a
         // sign-up waiting on the new one.
         remove_code_in(&txn, &CodePurpose::PasswordReset.key(&old_email))?;
-        txn.open_table(OTPS)
-            .map_err(db_err)?
-            .remove(new_email.as_str())
-            .map_err(db_err)?;
+        txn.open_table(OTPS)?.remove(new_email.as_str())?;
         let mut ended_sessions = Vec::new();
         for (hash, _) in sessions_in(&txn, user.id)? {
             if hash == *keep {
@@ -407,19 +367,17 @@ impl RedbStore {
             }
         }
         {
-            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-            let kept: Option<Session> = match sessions.get(keep.as_slice()).map_err(db_err)? {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let kept: Option<Session> = match sessions.get(keep.as_slice())? {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
             if let Some(mut s) = kept.filter(|s| s.user_id == user.id) {
                 s.email = new_email.clone();
-                sessions
-                    .insert(keep.as_slice(), encode(&s)?.as_slice())
-                    .map_err(db_err)?;
+                sessions.insert(keep.as_slice(), encode(&s)?.as_slice())?;
             }
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(EmailChanged {
             user,
             old_email,
@@ -431,15 +389,15 @@ impl RedbStore {
         &self,
         user_id: u64,
     ) -> Result<Vec<(TokenHash, Session)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-        let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let index = txn.open_multimap_table(USER_SESSIONS)?;
+        let sessions = txn.open_table(SESSIONS)?;
         let mut out = Vec::new();
-        for v in index.get(user_id).map_err(db_err)? {
-            let Ok(hash) = <TokenHash>::try_from(v.map_err(db_err)?.value()) else {
+        for v in index.get(user_id)? {
+            let Ok(hash) = <TokenHash>::try_from(v?.value()) else {
                 continue;
             };
-            if let Some(s) = sessions.get(hash.as_slice()).map_err(db_err)? {
+            if let Some(s) = sessions.get(hash.as_slice())? {
                 out.push((hash, decode(s.value())?));
             }
         }
@@ -455,37 +413,28 @@ impl RedbStore {
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
         // Linked OIDC identities go with the account.
         super::redb_oidc::unlink_in(&txn, user.id, None)?;
-        txn.open_table(USERS)
-            .map_err(db_err)?
-            .remove(user.id)
-            .map_err(db_err)?;
-        txn.open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .remove(email)
-            .map_err(db_err)?;
+        txn.open_table(USERS)?.remove(user.id)?;
+        txn.open_table(USERS_BY_EMAIL)?.remove(email)?;
         remove_code_in(&txn, &CodePurpose::PasswordReset.key(email))?;
         let change = remove_code_in(&txn, &CodePurpose::EmailChange.key(&user.id.to_string()))?;
-        txn.open_table(OTPS)
-            .map_err(db_err)?
-            .remove(email)
-            .map_err(db_err)?;
+        txn.open_table(OTPS)?.remove(email)?;
         delete_mail_to_in(&txn, email)?;
         if let Some(pending_address) = change.and_then(|c| c.new_email) {
             // The code mail to the address the account was moving to.
             delete_mail_to_in(&txn, &pending_address)?;
         }
         {
-            let mut sends = txn.open_table(OTP_SENDS).map_err(db_err)?;
+            let mut sends = txn.open_table(OTP_SENDS)?;
             for key in [
                 email.to_string(),
                 reset_sends(email),
                 change_sends_to(email),
                 change_sends_by(user.id),
             ] {
-                sends.remove(key.as_str()).map_err(db_err)?;
+                sends.remove(key.as_str())?;
             }
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(UserChange {
             user,
             ended_sessions,
@@ -500,16 +449,16 @@ impl RedbStore {
     ) -> Result<u64, StoreError> {
         let txn = self.write_txn()?;
         let id = queue_notice_in(&txn, to, now, notice)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(id)
     }
 
     pub(super) fn codes_pending(&self, user: &User) -> Result<PendingCodes, StoreError> {
         let now = super::now_millis();
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let codes = txn.open_table(ACCOUNT_CODES)?;
         let live = |key: String| -> Result<bool, StoreError> {
-            Ok(match codes.get(key.as_str()).map_err(db_err)? {
+            Ok(match codes.get(key.as_str())? {
                 Some(v) => {
                     let c: AccountCode = decode(v.value())?;
                     c.user_id == Some(user.id) && now < c.pending.expires_at
@@ -524,69 +473,46 @@ impl RedbStore {
     }
 
     pub(super) fn traces_of(&self, email: &str) -> Result<Traces, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db.begin_read()?;
         let user_id = txn
-            .open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .get(email)
-            .map_err(db_err)?
+            .open_table(USERS_BY_EMAIL)?
+            .get(email)?
             .map(|v| v.value());
         let mut traces = Traces {
             user: user_id.is_some(),
             ..Traces::default()
         };
-        for row in txn
-            .open_table(SESSIONS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
+        for row in txn.open_table(SESSIONS)?.iter()? {
+            let (_, v) = row?;
             let s: Session = decode(v.value())?;
             if s.email == email || Some(s.user_id) == user_id {
                 traces.sessions += 1;
             }
         }
         let reset_key = CodePurpose::PasswordReset.key(email);
-        for row in txn
-            .open_table(ACCOUNT_CODES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, v) = row.map_err(db_err)?;
+        for row in txn.open_table(ACCOUNT_CODES)?.iter()? {
+            let (k, v) = row?;
             let c: AccountCode = decode(v.value())?;
             let names_it = k.value() == reset_key
                 || c.new_email.as_deref() == Some(email)
                 || (user_id.is_some() && c.user_id == user_id);
             traces.codes += usize::from(names_it);
         }
-        if txn
-            .open_table(OTPS)
-            .map_err(db_err)?
-            .get(email)
-            .map_err(db_err)?
-            .is_some()
-        {
+        if txn.open_table(OTPS)?.get(email)?.is_some() {
             traces.codes += 1;
         }
-        traces.mails = redb_outbox::mail_to(&txn.open_table(OUTBOX).map_err(db_err)?, email)?.len();
-        let sends = txn.open_table(OTP_SENDS).map_err(db_err)?;
+        traces.mails = redb_outbox::mail_to(&txn.open_table(OUTBOX)?, email)?.len();
+        let sends = txn.open_table(OTP_SENDS)?;
         for key in [
             email.to_string(),
             reset_sends(email),
             change_sends_to(email),
         ] {
-            traces.send_counters += usize::from(sends.get(key.as_str()).map_err(db_err)?.is_some());
+            traces.send_counters += usize::from(sends.get(key.as_str())?.is_some());
         }
         let suffix = format!(":{email}");
-        for row in txn
-            .open_table(THROTTLES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (k, _) = row.map_err(db_err)?;
+        for row in txn.open_table(THROTTLES)?.iter()? {
+            let (k, _) = row?;
             traces.send_counters += usize::from(k.value().ends_with(&suffix));
         }
         Ok(traces)
@@ -595,11 +521,11 @@ impl RedbStore {
     /// Removes expired account codes; returns how many.
     pub(super) fn sweep_account_codes(&self, now: UnixMillis) -> Result<usize, StoreError> {
         let dead: Vec<String> = {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
+            let txn = self.db.begin_read()?;
+            let codes = txn.open_table(ACCOUNT_CODES)?;
             let mut dead = Vec::new();
-            for row in codes.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
+            for row in codes.iter()? {
+                let (k, v) = row?;
                 let c: AccountCode = decode(v.value())?;
                 if now >= c.pending.expires_at {
                     dead.push(k.value().to_string());
@@ -613,19 +539,19 @@ impl RedbStore {
         let txn = self.write_txn()?;
         let mut removed = 0;
         {
-            let mut codes = txn.open_table(ACCOUNT_CODES).map_err(db_err)?;
+            let mut codes = txn.open_table(ACCOUNT_CODES)?;
             for key in &dead {
-                let expired = match codes.get(key.as_str()).map_err(db_err)? {
+                let expired = match codes.get(key.as_str())? {
                     Some(v) => now >= decode::<AccountCode>(v.value())?.pending.expires_at,
                     None => false,
                 };
                 if expired {
-                    codes.remove(key.as_str()).map_err(db_err)?;
+                    codes.remove(key.as_str())?;
                     removed += 1;
                 }
             }
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(removed)
     }
 }
@@ -635,14 +561,14 @@ fn sessions_in(
     txn: &WriteTransaction,
     user_id: u64,
 ) -> Result<Vec<(TokenHash, Session)>, StoreError> {
-    let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-    let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    let index = txn.open_multimap_table(USER_SESSIONS)?;
+    let sessions = txn.open_table(SESSIONS)?;
     let mut out = Vec::new();
-    for v in index.get(user_id).map_err(db_err)? {
-        let Ok(hash) = <TokenHash>::try_from(v.map_err(db_err)?.value()) else {
+    for v in index.get(user_id)? {
+        let Ok(hash) = <TokenHash>::try_from(v?.value()) else {
             continue;
         };
-        if let Some(s) = sessions.get(hash.as_slice()).map_err(db_err)? {
+        if let Some(s) = sessions.get(hash.as_slice())? {
             out.push((hash, decode(s.value())?));
         }
     }
@@ -652,7 +578,8 @@ fn sessions_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SessionOrigin, Store};
+    use crate::store::SessionOrigin;
+    use crate::store::traits::*;
 
     #[test]
     fn a_session_written_before_origins_were_kept_still_reads() {

@@ -2,38 +2,16 @@
 //! credential-id index, and challenges keyed by the hash of what names
 //! them. Each change is one write transaction.
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::redb_store::{RedbStore, db_err, decode, encode};
+use super::RedbStore;
+use super::redb_tables::{MFA, MFA_CHALLENGES, PASSKEY_OWNERS, decode, encode};
 use super::{
     MfaChallenge, MfaChange, MfaRecord, MfaStore, MfaUpdated, StoreError, TokenHash, UnixMillis,
 };
 
-/// User id → JSON [`MfaRecord`].
-pub(super) const MFA: TableDefinition<u64, &[u8]> = TableDefinition::new("mfa");
-/// Passkey credential id → user id.
-pub(super) const PASSKEY_OWNERS: TableDefinition<&[u8], u64> =
-    TableDefinition::new("passkey_owners");
-/// SHA-256 of the cookie or id naming it → JSON [`MfaChallenge`].
-pub(super) const MFA_CHALLENGES: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("mfa_challenges");
-
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(MFA).map_err(db_err)?;
-    txn.open_table(PASSKEY_OWNERS).map_err(db_err)?;
-    txn.open_table(MFA_CHALLENGES).map_err(db_err)?;
-    Ok(())
-}
-
 fn record_in(txn: &WriteTransaction, user_id: u64) -> Result<MfaRecord, StoreError> {
-    match txn
-        .open_table(MFA)
-        .map_err(db_err)?
-        .get(user_id)
-        .map_err(db_err)?
-    {
+    match txn.open_table(MFA)?.get(user_id)? {
         Some(v) => decode(v.value()),
         None => Ok(MfaRecord::default()),
     }
@@ -46,51 +24,42 @@ fn put_in(
     before: &MfaRecord,
     after: &MfaRecord,
 ) -> Result<(), StoreError> {
-    let mut owners = txn.open_table(PASSKEY_OWNERS).map_err(db_err)?;
+    let mut owners = txn.open_table(PASSKEY_OWNERS)?;
     for pk in &before.passkeys {
-        owners.remove(pk.credential_id.as_slice()).map_err(db_err)?;
+        owners.remove(pk.credential_id.as_slice())?;
     }
     for pk in &after.passkeys {
-        owners
-            .insert(pk.credential_id.as_slice(), user_id)
-            .map_err(db_err)?;
+        owners.insert(pk.credential_id.as_slice(), user_id)?;
     }
-    let mut table = txn.open_table(MFA).map_err(db_err)?;
+    let mut table = txn.open_table(MFA)?;
     if *after == MfaRecord::default() {
-        table.remove(user_id).map_err(db_err)?;
+        table.remove(user_id)?;
     } else {
-        table
-            .insert(user_id, encode(after)?.as_slice())
-            .map_err(db_err)?;
+        table.insert(user_id, encode(after)?.as_slice())?;
     }
     Ok(())
 }
 
 fn drop_expired(txn: &WriteTransaction, now: UnixMillis) -> Result<usize, StoreError> {
-    let mut table = txn.open_table(MFA_CHALLENGES).map_err(db_err)?;
+    let mut table = txn.open_table(MFA_CHALLENGES)?;
     let mut doomed = Vec::new();
-    for entry in table.iter().map_err(db_err)? {
-        let (k, v) = entry.map_err(db_err)?;
+    for entry in table.iter()? {
+        let (k, v) = entry?;
         let challenge: MfaChallenge = decode(v.value())?;
         if challenge.expires_at <= now {
             doomed.push(k.value().to_vec());
         }
     }
     for k in &doomed {
-        table.remove(k.as_slice()).map_err(db_err)?;
+        table.remove(k.as_slice())?;
     }
     Ok(doomed.len())
 }
 
 impl MfaStore for RedbStore {
     fn mfa_get(&self, user_id: u64) -> Result<MfaRecord, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        match txn
-            .open_table(MFA)
-            .map_err(db_err)?
-            .get(user_id)
-            .map_err(db_err)?
-        {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(MFA)?.get(user_id)? {
             Some(v) => decode(v.value()),
             None => Ok(MfaRecord::default()),
         }
@@ -103,7 +72,7 @@ impl MfaStore for RedbStore {
         if let Some(after) = &after {
             put_in(&txn, user_id, &before, after)?;
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(MfaUpdated { before, after })
     }
 
@@ -111,28 +80,21 @@ impl MfaStore for RedbStore {
         let txn = self.write_txn()?;
         let before = record_in(&txn, user_id)?;
         put_in(&txn, user_id, &before, &MfaRecord::default())?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(before)
     }
 
     fn passkey_owner(&self, credential_id: &[u8]) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db.begin_read()?;
         Ok(txn
-            .open_table(PASSKEY_OWNERS)
-            .map_err(db_err)?
-            .get(credential_id)
-            .map_err(db_err)?
+            .open_table(PASSKEY_OWNERS)?
+            .get(credential_id)?
             .map(|v| v.value()))
     }
 
     fn mfa_user(&self, user_id: u64) -> Result<Option<super::User>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        match txn
-            .open_table(super::redb_store::USERS)
-            .map_err(db_err)?
-            .get(user_id)
-            .map_err(db_err)?
-        {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(super::redb_tables::USERS)?.get(user_id)? {
             Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
@@ -147,12 +109,7 @@ impl MfaStore for RedbStore {
     ) -> Result<bool, StoreError> {
         let txn = self.write_txn()?;
         let full = |txn: &WriteTransaction| -> Result<bool, StoreError> {
-            Ok(txn
-                .open_table(MFA_CHALLENGES)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?
-                >= max_pending)
+            Ok(txn.open_table(MFA_CHALLENGES)?.len()? >= max_pending)
         };
         if full(&txn)? {
             drop_expired(&txn, now)?;
@@ -160,11 +117,9 @@ impl MfaStore for RedbStore {
                 return Ok(false);
             }
         }
-        txn.open_table(MFA_CHALLENGES)
-            .map_err(db_err)?
-            .insert(key.as_slice(), encode(challenge)?.as_slice())
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
+        txn.open_table(MFA_CHALLENGES)?
+            .insert(key.as_slice(), encode(challenge)?.as_slice())?;
+        txn.commit()?;
         Ok(true)
     }
 
@@ -175,20 +130,18 @@ impl MfaStore for RedbStore {
     ) -> Result<Option<MfaChallenge>, StoreError> {
         let txn = self.write_txn()?;
         let taken = txn
-            .open_table(MFA_CHALLENGES)
-            .map_err(db_err)?
-            .remove(key.as_slice())
-            .map_err(db_err)?
+            .open_table(MFA_CHALLENGES)?
+            .remove(key.as_slice())?
             .map(|v| decode::<MfaChallenge>(v.value()))
             .transpose()?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(taken.filter(|c| c.expires_at > now))
     }
 
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
         let txn = self.write_txn()?;
         let n = drop_expired(&txn, now)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(n)
     }
 }

@@ -2,30 +2,17 @@
 //! their `state`, single use) and the identities linking a provider's
 //! (issuer, subject) to an account.
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::redb_store::{RedbStore, USERS, USERS_BY_EMAIL, db_err, decode, encode, insert_user_in};
+use super::redb_store::{RedbStore, insert_user_in};
+use super::redb_tables::{IDENTITIES, OIDC_STATES, USERS, USERS_BY_EMAIL, decode, encode};
 use super::{
     Identity, OidcClaims, OidcLink, OidcState, OidcStore, StoreError, TokenHash, UnixMillis, User,
 };
 
-/// SHA-256 of `state` → JSON [`OidcState`].
-pub(super) const OIDC_STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oidc_states");
-/// (issuer, subject) → JSON [`Identity`].
-pub(super) const IDENTITIES: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("identities");
-
 /// The password hash of an account created through OIDC: not a PHC string,
 /// so no password ever matches it (sign-in treats it like an unknown email).
 pub const NO_PASSWORD: &str = "";
-
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(OIDC_STATES).map_err(db_err)?;
-    txn.open_table(IDENTITIES).map_err(db_err)?;
-    Ok(())
-}
 
 /// Removes the user's identities (all, or those of one provider).
 pub(super) fn unlink_in(
@@ -33,10 +20,10 @@ pub(super) fn unlink_in(
     user_id: u64,
     provider: Option<&str>,
 ) -> Result<usize, StoreError> {
-    let mut table = txn.open_table(IDENTITIES).map_err(db_err)?;
+    let mut table = txn.open_table(IDENTITIES)?;
     let mut doomed = Vec::new();
-    for entry in table.iter().map_err(db_err)? {
-        let (k, v) = entry.map_err(db_err)?;
+    for entry in table.iter()? {
+        let (k, v) = entry?;
         let identity: Identity = decode(v.value())?;
         if identity.user_id == user_id && provider.is_none_or(|p| p == identity.provider) {
             let (iss, sub) = k.value();
@@ -44,18 +31,13 @@ pub(super) fn unlink_in(
         }
     }
     for (iss, sub) in &doomed {
-        table.remove((iss.as_str(), sub.as_str())).map_err(db_err)?;
+        table.remove((iss.as_str(), sub.as_str()))?;
     }
     Ok(doomed.len())
 }
 
 fn user_by_id(txn: &WriteTransaction, id: u64) -> Result<Option<User>, StoreError> {
-    match txn
-        .open_table(USERS)
-        .map_err(db_err)?
-        .get(id)
-        .map_err(db_err)?
-    {
+    match txn.open_table(USERS)?.get(id)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
     }
@@ -75,13 +57,10 @@ fn link_in(
         email: claims.email.clone().unwrap_or_default(),
         linked_at: now,
     };
-    txn.open_table(IDENTITIES)
-        .map_err(db_err)?
-        .insert(
-            (claims.issuer.as_str(), claims.subject.as_str()),
-            encode(&identity)?.as_slice(),
-        )
-        .map_err(db_err)?;
+    txn.open_table(IDENTITIES)?.insert(
+        (claims.issuer.as_str(), claims.subject.as_str()),
+        encode(&identity)?.as_slice(),
+    )?;
     Ok(())
 }
 
@@ -95,43 +74,36 @@ impl OidcStore for RedbStore {
     ) -> Result<bool, StoreError> {
         let txn = self.write_txn()?;
         {
-            let mut table = txn.open_table(OIDC_STATES).map_err(db_err)?;
-            if table.len().map_err(db_err)? >= max_pending {
+            let mut table = txn.open_table(OIDC_STATES)?;
+            if table.len()? >= max_pending {
                 let mut expired = Vec::new();
-                for entry in table.iter().map_err(db_err)? {
-                    let (k, v) = entry.map_err(db_err)?;
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
                     if decode::<OidcState>(v.value())?.expires_at <= now {
                         expired.push(k.value().to_vec());
                     }
                 }
                 for k in &expired {
-                    table.remove(k.as_slice()).map_err(db_err)?;
+                    table.remove(k.as_slice())?;
                 }
-                if table.len().map_err(db_err)? >= max_pending {
+                if table.len()? >= max_pending {
                     return Ok(false);
                 }
             }
-            table
-                .insert(key.as_slice(), encode(state)?.as_slice())
-                .map_err(db_err)?;
+            table.insert(key.as_slice(), encode(state)?.as_slice())?;
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(true)
     }
 
     fn oidc_state_take(&self, key: &TokenHash) -> Result<Option<OidcState>, StoreError> {
         let txn = self.write_txn()?;
-        let taken = match txn
-            .open_table(OIDC_STATES)
-            .map_err(db_err)?
-            .remove(key.as_slice())
-            .map_err(db_err)?
-        {
+        let taken = match txn.open_table(OIDC_STATES)?.remove(key.as_slice())? {
             Some(v) => Some(decode(v.value())?),
             None => None,
         };
         if taken.is_some() {
-            txn.commit().map_err(db_err)?;
+            txn.commit()?;
         }
         Ok(taken)
     }
@@ -144,10 +116,8 @@ impl OidcStore for RedbStore {
     ) -> Result<OidcLink, StoreError> {
         let txn = self.write_txn()?;
         let linked: Option<Identity> = match txn
-            .open_table(IDENTITIES)
-            .map_err(db_err)?
-            .get((claims.issuer.as_str(), claims.subject.as_str()))
-            .map_err(db_err)?
+            .open_table(IDENTITIES)?
+            .get((claims.issuer.as_str(), claims.subject.as_str()))?
         {
             Some(v) => Some(decode(v.value())?),
             None => None,
@@ -159,22 +129,18 @@ impl OidcStore for RedbStore {
                 // A link left behind by a deleted account: forget it and
                 // treat this as a first sign-in.
                 None => {
-                    txn.open_table(IDENTITIES)
-                        .map_err(db_err)?
-                        .remove((claims.issuer.as_str(), claims.subject.as_str()))
-                        .map_err(db_err)?;
+                    txn.open_table(IDENTITIES)?
+                        .remove((claims.issuer.as_str(), claims.subject.as_str()))?;
                 }
             }
         }
         let Some(email) = claims.email.as_deref().filter(|_| claims.email_verified) else {
-            txn.commit().map_err(db_err)?;
+            txn.commit()?;
             return Ok(OidcLink::Unverified);
         };
         let by_email = txn
-            .open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .get(email)
-            .map_err(db_err)?
+            .open_table(USERS_BY_EMAIL)?
+            .get(email)?
             .map(|v| v.value());
         let outcome = match by_email
             .map(|id| user_by_id(&txn, id))
@@ -193,16 +159,16 @@ impl OidcStore for RedbStore {
             }
             None => OidcLink::NoAccount,
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(outcome)
     }
 
     fn identities_of(&self, user_id: u64) -> Result<Vec<Identity>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(IDENTITIES).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDENTITIES)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (_, v) = entry.map_err(db_err)?;
+        for entry in table.iter()? {
+            let (_, v) = entry?;
             let identity: Identity = decode(v.value())?;
             if identity.user_id == user_id {
                 out.push(identity);
@@ -214,17 +180,17 @@ impl OidcStore for RedbStore {
     fn unlink_identity(&self, user_id: u64, provider: &str) -> Result<usize, StoreError> {
         let txn = self.write_txn()?;
         let n = unlink_in(&txn, user_id, Some(provider))?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(n)
     }
 
     fn oidc_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
         let expired: Vec<Vec<u8>> = {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let table = txn.open_table(OIDC_STATES).map_err(db_err)?;
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(OIDC_STATES)?;
             let mut out = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (k, v) = entry.map_err(db_err)?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
                 if decode::<OidcState>(v.value())?.expires_at <= now {
                     out.push(k.value().to_vec());
                 }
@@ -237,14 +203,14 @@ impl OidcStore for RedbStore {
         let txn = self.write_txn()?;
         let mut removed = 0;
         {
-            let mut table = txn.open_table(OIDC_STATES).map_err(db_err)?;
+            let mut table = txn.open_table(OIDC_STATES)?;
             for k in &expired {
-                if table.remove(k.as_slice()).map_err(db_err)?.is_some() {
+                if table.remove(k.as_slice())?.is_some() {
                     removed += 1;
                 }
             }
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(removed)
     }
 }
@@ -252,7 +218,7 @@ impl OidcStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::traits::*;
 
     fn temp_store() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -2,26 +2,10 @@
 //! delivery worker, and at most one unsent message per email so a newer
 //! send-otp replaces (drops) the older unsent mail.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_store::{META, RedbStore, db_err, decode, encode};
-use super::{MailKind, OtpMail, OutboxBatch, QueuedMail, StoreError, UnixMillis};
-
-/// outbox id → JSON [`QueuedMail`].
-pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-/// (next attempt time, outbox id) → (): the worker's schedule.
-pub(super) const OUTBOX_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
-/// normalised email → id of its unsent message.
-pub(super) const OUTBOX_BY_EMAIL: TableDefinition<&str, u64> =
-    TableDefinition::new("outbox_by_email");
-
-/// Creates the outbox tables (read transactions cannot open missing ones).
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(OUTBOX).map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-    txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
-    Ok(())
-}
+use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode};
+use super::{MailKind, OtpMail, QueuedMail, StoreError, UnixMillis};
 
 /// Queues the send-otp mail inside the caller's transaction, dropping the
 /// email's older unsent message. Returns the new id and whether one was dropped.
@@ -33,22 +17,16 @@ pub(super) fn queue_in(
     mail: OtpMail,
 ) -> Result<(u64, bool), StoreError> {
     let unsent = txn
-        .open_table(OUTBOX_BY_EMAIL)
-        .map_err(db_err)?
-        .get(email)
-        .map_err(db_err)?
+        .open_table(OUTBOX_BY_EMAIL)?
+        .get(email)?
         .map(|v| v.value());
     let superseded = match unsent {
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let mut meta = txn.open_table(META).map_err(db_err)?;
-    let id = meta
-        .get("next_outbox_id")
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1).map_err(db_err)?;
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
+    meta.insert("next_outbox_id", id + 1)?;
     let kind = if account_exists {
         MailKind::AccountExists
     } else {
@@ -67,18 +45,10 @@ pub(super) fn queue_in(
         attempts: 0,
         next_attempt_at: now,
     };
-    txn.open_table(OUTBOX)
-        .map_err(db_err)?
-        .insert(id, encode(&entry)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .insert((now, id), ())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_BY_EMAIL)
-        .map_err(db_err)?
-        .insert(email, id)
-        .map_err(db_err)?;
+    txn.open_table(OUTBOX)?
+        .insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
+    txn.open_table(OUTBOX_BY_EMAIL)?.insert(email, id)?;
     Ok((id, superseded))
 }
 
@@ -92,13 +62,9 @@ pub(super) fn queue_plain_in(
     deadline: UnixMillis,
     message_token: String,
 ) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META).map_err(db_err)?;
-    let id = meta
-        .get("next_outbox_id")
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1).map_err(db_err)?;
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
+    meta.insert("next_outbox_id", id + 1)?;
     let entry = QueuedMail {
         id,
         to: to.to_string(),
@@ -109,14 +75,9 @@ pub(super) fn queue_plain_in(
         attempts: 0,
         next_attempt_at: now,
     };
-    txn.open_table(OUTBOX)
-        .map_err(db_err)?
-        .insert(id, encode(&entry)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .insert((now, id), ())
-        .map_err(db_err)?;
+    txn.open_table(OUTBOX)?
+        .insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
     Ok(id)
 }
 
@@ -126,8 +87,8 @@ pub(super) fn mail_to(
     to: &str,
 ) -> Result<Vec<u64>, StoreError> {
     let mut ids = Vec::new();
-    for row in outbox.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
+    for row in outbox.iter()? {
+        let (k, v) = row?;
         let entry: QueuedMail = decode(v.value())?;
         if entry.to == to {
             ids.push(k.value());
@@ -138,7 +99,7 @@ pub(super) fn mail_to(
 
 /// Deletes every queued message to `to`; returns how many.
 pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usize, StoreError> {
-    let ids = mail_to(&txn.open_table(OUTBOX).map_err(db_err)?, to)?;
+    let ids = mail_to(&txn.open_table(OUTBOX)?, to)?;
     for id in &ids {
         delete_in(txn, *id)?;
     }
@@ -146,115 +107,31 @@ pub(super) fn delete_mail_to_in(txn: &WriteTransaction, to: &str) -> Result<usiz
 }
 
 /// Deletes message `id` and its index rows; `false` if it did not exist.
-fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
-    let removed: Option<QueuedMail> = match txn
-        .open_table(OUTBOX)
-        .map_err(db_err)?
-        .remove(id)
-        .map_err(db_err)?
-    {
+pub(super) fn delete_in(txn: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
+    let removed: Option<QueuedMail> = match txn.open_table(OUTBOX)?.remove(id)? {
         Some(v) => Some(decode(v.value())?),
         None => None,
     };
     let Some(entry) = removed else {
         return Ok(false);
     };
-    txn.open_table(OUTBOX_DUE)
-        .map_err(db_err)?
-        .remove((entry.next_attempt_at, id))
-        .map_err(db_err)?;
-    let mut by_email = txn.open_table(OUTBOX_BY_EMAIL).map_err(db_err)?;
+    txn.open_table(OUTBOX_DUE)?
+        .remove((entry.next_attempt_at, id))?;
+    let mut by_email = txn.open_table(OUTBOX_BY_EMAIL)?;
     let points_here = by_email
-        .get(entry.to.as_str())
-        .map_err(db_err)?
+        .get(entry.to.as_str())?
         .is_some_and(|v| v.value() == id);
     if points_here {
-        by_email.remove(entry.to.as_str()).map_err(db_err)?;
+        by_email.remove(entry.to.as_str())?;
     }
     Ok(true)
-}
-
-impl RedbStore {
-    pub(super) fn outbox_due_at(
-        &self,
-        now: UnixMillis,
-        max: usize,
-    ) -> Result<OutboxBatch, StoreError> {
-        use redb::ReadableDatabase;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-        let mut batch = OutboxBatch {
-            depth: outbox.len().map_err(db_err)?,
-            ..OutboxBatch::default()
-        };
-        for row in schedule.iter().map_err(db_err)? {
-            let (key, _) = row.map_err(db_err)?;
-            let (at, id) = key.value();
-            if at > now || batch.due.len() >= max {
-                batch.next_due = Some(at);
-                break;
-            }
-            if let Some(v) = outbox.get(id).map_err(db_err)? {
-                batch.due.push(decode(v.value())?);
-            }
-        }
-        Ok(batch)
-    }
-
-    pub(super) fn outbox_entry(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        use redb::ReadableDatabase;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-        match outbox.get(id).map_err(db_err)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) fn outbox_set_next_attempt(
-        &self,
-        id: u64,
-        attempts: u32,
-        next_attempt_at: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        {
-            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-            let current: Option<QueuedMail> = match outbox.get(id).map_err(db_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            let Some(mut entry) = current else {
-                return Ok(false);
-            };
-            let mut schedule = txn.open_table(OUTBOX_DUE).map_err(db_err)?;
-            schedule
-                .remove((entry.next_attempt_at, id))
-                .map_err(db_err)?;
-            schedule.insert((next_attempt_at, id), ()).map_err(db_err)?;
-            entry.attempts = attempts;
-            entry.next_attempt_at = next_attempt_at;
-            outbox
-                .insert(id, encode(&entry)?.as_slice())
-                .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)?;
-        Ok(true)
-    }
-
-    pub(super) fn outbox_delete(&self, id: u64) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        let existed = delete_in(&txn, id)?;
-        txn.commit().map_err(db_err)?;
-        Ok(existed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{PendingOtp, SendLimit, SendOutcome, Store};
+    use crate::store::traits::*;
+    use crate::store::{OutboxBatch, PendingOtp, RedbStore, SendLimit, SendOutcome};
 
     const LIMIT: SendLimit = SendLimit {
         max: 100,

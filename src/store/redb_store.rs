@@ -4,15 +4,15 @@
 
 use std::path::Path;
 
+use super::{AccountStore, CodeStore, CounterStore, OutboxStore, SessionStore, UserStore};
 use super::{BackupCounts, UserChange};
 
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction,
 };
 
-use super::redb_account;
 use super::redb_outbox;
+use super::redb_tables::*;
 use super::{
     AccountCode, AccountCodeCheck, CodePurpose, EmailChangeMails, EmailChanged, Notice,
     PendingCodes, SessionOrigin, Traces,
@@ -25,59 +25,8 @@ use super::{
 
 const SCHEMA_VERSION: u64 = 1;
 
-/// Names of every table, for the backup's completeness check.
-pub(super) const TABLE_NAMES: [&str; 20] = [
-    "meta",
-    "users",
-    "users_by_email",
-    "sessions",
-    "user_sessions",
-    "otps",
-    "otp_sends",
-    "throttles",
-    "secrets",
-    "outbox",
-    "outbox_due",
-    "outbox_by_email",
-    "account_codes",
-    "oidc_states",
-    "identities",
-    // Issue 20 (`redb_access`).
-    "user_groups",
-    "invites",
-    // Issue 19 (`redb_mfa`).
-    "mfa",
-    "passkey_owners",
-    "mfa_challenges",
-];
-
-/// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// user id → JSON [`User`].
-pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
-/// normalised email → user id.
-pub(super) const USERS_BY_EMAIL: TableDefinition<&str, u64> =
-    TableDefinition::new("users_by_email");
-/// token hash → JSON [`Session`].
-pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
-/// user id → token hashes of that user's sessions.
-pub(super) const USER_SESSIONS: MultimapTableDefinition<u64, &[u8]> =
-    MultimapTableDefinition::new("user_sessions");
-/// email → JSON [`PendingOtp`].
-pub(super) const OTPS: TableDefinition<&str, &[u8]> = TableDefinition::new("otps");
-/// email → JSON list of send times inside the rolling window.
-pub(super) const OTP_SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("otp_sends");
-/// throttle key → JSON [`ThrottleRecord`].
-pub(super) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
-/// name → 32-byte server secret.
-pub(super) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-
 pub struct RedbStore {
     pub(super) db: Database,
-}
-
-pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Database(e.into())
 }
 
 impl RedbStore {
@@ -85,13 +34,14 @@ impl RedbStore {
     /// the schema version.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| db_err(redb::StorageError::Io(e)))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::from(redb::StorageError::Io(e)))?;
         }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(path.display().to_string())
             }
-            other => db_err(other),
+            other => other.into(),
         })?;
         let store = RedbStore { db };
         store.init()?;
@@ -101,11 +51,8 @@ impl RedbStore {
     fn init(&self) -> Result<(), StoreError> {
         let txn = self.write_txn()?;
         {
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let found = meta
-                .get("schema_version")
-                .map_err(db_err)?
-                .map(|v| v.value());
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::NewerSchema {
@@ -115,317 +62,40 @@ impl RedbStore {
                 }
                 Some(_) => {}
                 None => {
-                    meta.insert("schema_version", SCHEMA_VERSION)
-                        .map_err(db_err)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
-            txn.open_table(USERS).map_err(db_err)?;
-            txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-            txn.open_table(SESSIONS).map_err(db_err)?;
-            txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-            txn.open_table(OTPS).map_err(db_err)?;
-            txn.open_table(OTP_SENDS).map_err(db_err)?;
-            txn.open_table(THROTTLES).map_err(db_err)?;
-            txn.open_table(SECRETS).map_err(db_err)?;
-            redb_outbox::create_tables(&txn)?;
-            redb_account::create_tables(&txn)?;
-            super::redb_oidc::create_tables(&txn)?;
-            super::redb_access::create_tables(&txn)?;
-            super::redb_mfa::create_tables(&txn)?;
+            create_tables(&txn)?;
         }
-        txn.commit().map_err(db_err)
+        Ok(txn.commit()?)
     }
 
     pub(super) fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_two_phase_commit(true);
         Ok(txn)
     }
 }
 
-pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    Ok(serde_json::from_slice(bytes)?)
-}
-
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    Ok(serde_json::to_vec(value)?)
-}
-
 impl Store for RedbStore {
-    fn record_otp_send(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        limit: SendLimit,
-        otp: PendingOtp,
-        mail: OtpMail,
-    ) -> Result<SendOutcome, StoreError> {
-        let txn = self.write_txn()?;
-        let outcome = {
-            let mut sends_table = txn.open_table(OTP_SENDS).map_err(db_err)?;
-            let mut sends: Vec<UnixMillis> = match sends_table.get(email).map_err(db_err)? {
-                Some(v) => decode(v.value())?,
-                None => Vec::new(),
-            };
-            let window_start = now.saturating_sub(limit.window_ms);
-            sends.retain(|&t| t > window_start);
-            sends.sort_unstable();
-            if sends.len() >= limit.max as usize {
-                let oldest_relevant = sends[sends.len() - limit.max as usize];
-                let retry_after_ms = (oldest_relevant + limit.window_ms).saturating_sub(now);
-                return Ok(SendOutcome::Limited {
-                    retry_after_ms: retry_after_ms.max(1),
-                });
-            }
-            sends.push(now);
-            sends_table
-                .insert(email, encode(&sends)?.as_slice())
-                .map_err(db_err)?;
-
-            let account_exists = txn
-                .open_table(USERS_BY_EMAIL)
-                .map_err(db_err)?
-                .get(email)
-                .map_err(db_err)?
-                .is_some();
-            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
-            if account_exists {
-                otps.remove(email).map_err(db_err)?;
-            } else {
-                otps.insert(email, encode(&otp)?.as_slice())
-                    .map_err(db_err)?;
-            }
-            let (queued, superseded) =
-                redb_outbox::queue_in(&txn, email, now, account_exists, mail)?;
-            SendOutcome::Accepted {
-                account_exists,
-                queued,
-                superseded,
-            }
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(outcome)
-    }
-
-    fn check_otp(
-        &self,
-        email: &str,
-        now: UnixMillis,
-        max_attempts: u32,
-        matches: &dyn Fn(&PendingOtp) -> bool,
-    ) -> Result<OtpCheck, StoreError> {
-        let txn = self.write_txn()?;
-        let verdict = {
-            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
-            let pending: Option<PendingOtp> = match otps.get(email).map_err(db_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            match pending {
-                None => OtpCheck::Missing,
-                Some(p) if now >= p.expires_at => {
-                    otps.remove(email).map_err(db_err)?;
-                    OtpCheck::Expired
-                }
-                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
-                Some(p) if matches(&p) => OtpCheck::Valid(p),
-                Some(mut p) => {
-                    p.attempts += 1;
-                    otps.insert(email, encode(&p)?.as_slice()).map_err(db_err)?;
-                    OtpCheck::Wrong
-                }
-            }
-        };
-        if matches!(
-            verdict,
-            OtpCheck::Missing | OtpCheck::Exhausted | OtpCheck::Valid(_)
-        ) {
-            txn.abort().map_err(db_err)?;
-        } else {
-            txn.commit().map_err(db_err)?;
-        }
-        Ok(verdict)
-    }
-
-    fn create_account(
-        &self,
-        email: &str,
-        otp: &PendingOtp,
-        password_hash: &str,
-        now: UnixMillis,
-        session_token: &TokenHash,
-        origin: &SessionOrigin,
-    ) -> Result<AccountCreation, StoreError> {
-        let txn = self.write_txn()?;
-        let user = {
-            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
-            let still_pending = match otps.get(email).map_err(db_err)? {
-                Some(v) => {
-                    let p: PendingOtp = decode(v.value())?;
-                    p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at
-                }
-                None => false,
-            };
-            if !still_pending {
-                return Ok(AccountCreation::CodeGone);
-            }
-            let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-            if by_email.get(email).map_err(db_err)?.is_some() {
-                otps.remove(email).map_err(db_err)?;
-                drop((otps, by_email));
-                txn.commit().map_err(db_err)?;
-                return Ok(AccountCreation::EmailTaken);
-            }
-            otps.remove(email).map_err(db_err)?;
-
-            drop(by_email);
-            let user = insert_user_in(&txn, email, password_hash, now)?;
-            let session = Session {
-                user_id: user.id,
-                email: email.to_string(),
-                created_at: now,
-                last_seen: now,
-                ip: origin.ip.clone(),
-                user_agent: origin.user_agent.clone(),
-            };
-            insert_session_in(&txn, session_token, &session)?;
-            user
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(AccountCreation::Created(user))
-    }
-
-    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
-        self.outbox_due_at(now, max)
-    }
-
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        self.outbox_entry(id)
-    }
-
-    fn outbox_reschedule(
-        &self,
-        id: u64,
-        attempts: u32,
-        next_attempt_at: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        self.outbox_set_next_attempt(id, attempts, next_attempt_at)
-    }
-
-    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
-        self.outbox_delete(id)
-    }
-
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-        let Some(id) = by_email.get(email).map_err(db_err)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
-        let users = txn.open_table(USERS).map_err(db_err)?;
-        match users.get(id).map_err(db_err)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
-        let txn = self.write_txn()?;
-        insert_session_in(&txn, token, session)?;
-        txn.commit().map_err(db_err)
-    }
-
-    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-        match sessions.get(token.as_slice()).map_err(db_err)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        // A lost touch only shortens a session, so it rides on the next durable commit.
-        txn.set_durability(Durability::None).map_err(db_err)?;
-        {
-            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-            let current: Option<Session> = match sessions.get(token.as_slice()).map_err(db_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if let Some(mut s) = current
-                && last_seen > s.last_seen
-            {
-                s.last_seen = last_seen;
-                sessions
-                    .insert(token.as_slice(), encode(&s)?.as_slice())
-                    .map_err(db_err)?;
-            }
-        }
-        txn.commit().map_err(db_err)
-    }
-
-    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
-        let txn = self.write_txn()?;
-        let existed = delete_session_in(&txn, token)?;
-        txn.commit().map_err(db_err)?;
-        Ok(existed)
-    }
-
-    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(THROTTLES).map_err(db_err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            out.push((k.value().to_string(), decode(v.value())?));
-        }
-        Ok(out)
-    }
-
-    fn save_throttles(
-        &self,
-        changes: &[(String, Option<ThrottleRecord>)],
-    ) -> Result<(), StoreError> {
-        let txn = self.write_txn()?;
-        {
-            let mut table = txn.open_table(THROTTLES).map_err(db_err)?;
-            for (key, record) in changes {
-                match record {
-                    Some(r) => {
-                        table
-                            .insert(key.as_str(), encode(r)?.as_slice())
-                            .map_err(db_err)?;
-                    }
-                    None => {
-                        table.remove(key.as_str()).map_err(db_err)?;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(db_err)
-    }
-
     fn server_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         let txn = self.write_txn()?;
         let secret = {
-            let mut table = txn.open_table(SECRETS).map_err(db_err)?;
+            let mut table = txn.open_table(SECRETS)?;
             let existing = table
-                .get(name)
-                .map_err(db_err)?
+                .get(name)?
                 .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
             match existing {
                 Some(s) => s,
                 None => {
                     let mut fresh = [0u8; 32];
-                    crate::auth::random_bytes(&mut fresh);
-                    table.insert(name, fresh.as_slice()).map_err(db_err)?;
+                    crate::random::random_bytes(&mut fresh);
+                    table.insert(name, fresh.as_slice())?;
                     fresh
                 }
             }
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(secret)
     }
 
@@ -433,28 +103,18 @@ impl Store for RedbStore {
         let account_codes = self.sweep_account_codes(now)?;
         // Collect under a read transaction so writers are not held up by the scan.
         let (dead_sessions, dead_otps) = {
-            let txn = self.db.begin_read().map_err(db_err)?;
+            let txn = self.db.begin_read()?;
             let mut dead_sessions = Vec::new();
-            for entry in txn
-                .open_table(SESSIONS)
-                .map_err(db_err)?
-                .iter()
-                .map_err(db_err)?
-            {
-                let (k, v) = entry.map_err(db_err)?;
+            for entry in txn.open_table(SESSIONS)?.iter()? {
+                let (k, v) = entry?;
                 let s: Session = decode(v.value())?;
                 if expiry.is_expired(&s, s.last_seen, now) {
                     dead_sessions.push(k.value().to_vec());
                 }
             }
             let mut dead_otps = Vec::new();
-            for entry in txn
-                .open_table(OTPS)
-                .map_err(db_err)?
-                .iter()
-                .map_err(db_err)?
-            {
-                let (k, v) = entry.map_err(db_err)?;
+            for entry in txn.open_table(OTPS)?.iter()? {
+                let (k, v) = entry?;
                 let p: PendingOtp = decode(v.value())?;
                 if now >= p.expires_at {
                     dead_otps.push(k.value().to_string());
@@ -478,12 +138,7 @@ impl Store for RedbStore {
                 continue;
             };
             // Re-check inside the write: the session may have been used since.
-            let still_dead = match txn
-                .open_table(SESSIONS)
-                .map_err(db_err)?
-                .get(key.as_slice())
-                .map_err(db_err)?
-            {
+            let still_dead = match txn.open_table(SESSIONS)?.get(key.as_slice())? {
                 Some(v) => {
                     let s: Session = decode(v.value())?;
                     expiry.is_expired(&s, s.last_seen, now)
@@ -495,28 +150,53 @@ impl Store for RedbStore {
             }
         }
         {
-            let mut otps = txn.open_table(OTPS).map_err(db_err)?;
+            let mut otps = txn.open_table(OTPS)?;
             for email in &dead_otps {
-                let expired = match otps.get(email.as_str()).map_err(db_err)? {
+                let expired = match otps.get(email.as_str())? {
                     Some(v) => now >= decode::<PendingOtp>(v.value())?.expires_at,
                     None => false,
                 };
                 if expired {
-                    otps.remove(email.as_str()).map_err(db_err)?;
+                    otps.remove(email.as_str())?;
                     counts.otps += 1;
                 }
             }
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(counts)
     }
 
+    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
+        super::redb_snapshot::write_snapshot(&self.db, dest)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // An empty durable commit persists every earlier non-durable one.
+        let txn = self.db.begin_write()?;
+        Ok(txn.commit()?)
+    }
+}
+
+impl UserStore for RedbStore {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_email = txn.open_table(USERS_BY_EMAIL)?;
+        let Some(id) = by_email.get(email)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let users = txn.open_table(USERS)?;
+        match users.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let users = txn.open_table(USERS).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
         let mut out = Vec::new();
-        for entry in users.iter().map_err(db_err)? {
-            let (_, v) = entry.map_err(db_err)?;
+        for entry in users.iter()? {
+            let (_, v) = entry?;
             out.push(decode(v.value())?);
         }
         Ok(out)
@@ -530,20 +210,17 @@ impl Store for RedbStore {
     ) -> Result<Option<User>, StoreError> {
         let txn = self.write_txn()?;
         let user = {
-            let by_email = txn.open_table(USERS_BY_EMAIL).map_err(db_err)?;
-            if by_email.get(email).map_err(db_err)?.is_some() {
+            let by_email = txn.open_table(USERS_BY_EMAIL)?;
+            if by_email.get(email)?.is_some() {
                 return Ok(None);
             }
             drop(by_email);
             let user = insert_user_in(&txn, email, password_hash, now)?;
             // A code sent before the operator created the account is void.
-            txn.open_table(OTPS)
-                .map_err(db_err)?
-                .remove(email)
-                .map_err(db_err)?;
+            txn.open_table(OTPS)?.remove(email)?;
             user
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(user))
     }
 
@@ -571,13 +248,57 @@ impl Store for RedbStore {
     ) -> Result<Option<UserChange>, StoreError> {
         self.update_user(email, |u| u.password_hash = password_hash.to_string())
     }
+}
+
+impl SessionStore for RedbStore {
+    fn insert_session(&self, token: &TokenHash, session: &Session) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        insert_session_in(&txn, token, session)?;
+        Ok(txn.commit()?)
+    }
+
+    fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        match sessions.get(token.as_slice())? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // A lost touch only shortens a session, so it rides on the next durable commit.
+        txn.set_durability(Durability::None)?;
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let current: Option<Session> = match sessions.get(token.as_slice())? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(mut s) = current
+                && last_seen > s.last_seen
+            {
+                s.last_seen = last_seen;
+                sessions.insert(token.as_slice(), encode(&s)?.as_slice())?;
+            }
+        }
+        Ok(txn.commit()?)
+    }
+
+    fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let existed = delete_session_in(&txn, token)?;
+        txn.commit()?;
+        Ok(existed)
+    }
 
     fn list_sessions(&self, user_id: Option<u64>) -> Result<Vec<(TokenHash, Session)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
         let mut out = Vec::new();
-        for entry in sessions.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
+        for entry in sessions.iter()? {
+            let (k, v) = entry?;
             let Ok(hash) = <TokenHash>::try_from(k.value()) else {
                 continue;
             };
@@ -592,29 +313,212 @@ impl Store for RedbStore {
     fn delete_user_sessions(&self, user_id: u64) -> Result<Vec<TokenHash>, StoreError> {
         let txn = self.write_txn()?;
         let ended = delete_user_sessions_in(&txn, user_id)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(ended)
     }
 
     fn count_sessions(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        txn.open_table(SESSIONS)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SESSIONS)?.len()?)
+    }
+}
+
+impl CodeStore for RedbStore {
+    fn record_otp_send(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        limit: SendLimit,
+        otp: PendingOtp,
+        mail: OtpMail,
+    ) -> Result<SendOutcome, StoreError> {
+        let txn = self.write_txn()?;
+        let outcome = {
+            let mut sends_table = txn.open_table(OTP_SENDS)?;
+            let mut sends: Vec<UnixMillis> = match sends_table.get(email)? {
+                Some(v) => decode(v.value())?,
+                None => Vec::new(),
+            };
+            let window_start = now.saturating_sub(limit.window_ms);
+            sends.retain(|&t| t > window_start);
+            sends.sort_unstable();
+            if sends.len() >= limit.max as usize {
+                let oldest_relevant = sends[sends.len() - limit.max as usize];
+                let retry_after_ms = (oldest_relevant + limit.window_ms).saturating_sub(now);
+                return Ok(SendOutcome::Limited {
+                    retry_after_ms: retry_after_ms.max(1),
+                });
+            }
+            sends.push(now);
+            sends_table.insert(email, encode(&sends)?.as_slice())?;
+
+            let account_exists = txn.open_table(USERS_BY_EMAIL)?.get(email)?.is_some();
+            let mut otps = txn.open_table(OTPS)?;
+            if account_exists {
+                otps.remove(email)?;
+            } else {
+                otps.insert(email, encode(&otp)?.as_slice())?;
+            }
+            let (queued, superseded) =
+                redb_outbox::queue_in(&txn, email, now, account_exists, mail)?;
+            SendOutcome::Accepted {
+                account_exists,
+                queued,
+                superseded,
+            }
+        };
+        txn.commit()?;
+        Ok(outcome)
     }
 
-    fn backup_to(&self, dest: &Path) -> Result<BackupCounts, StoreError> {
-        super::backup::write_snapshot(self, dest)
+    fn check_otp(
+        &self,
+        email: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+        matches: &dyn Fn(&PendingOtp) -> bool,
+    ) -> Result<OtpCheck, StoreError> {
+        let txn = self.write_txn()?;
+        let verdict = {
+            let mut otps = txn.open_table(OTPS)?;
+            let pending: Option<PendingOtp> = match otps.get(email)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            match pending {
+                None => OtpCheck::Missing,
+                Some(p) if now >= p.expires_at => {
+                    otps.remove(email)?;
+                    OtpCheck::Expired
+                }
+                Some(p) if p.attempts >= max_attempts => OtpCheck::Exhausted,
+                Some(p) if matches(&p) => OtpCheck::Valid(p),
+                Some(mut p) => {
+                    p.attempts += 1;
+                    otps.insert(email, encode(&p)?.as_slice())?;
+                    OtpCheck::Wrong
+                }
+            }
+        };
+        if matches!(
+            verdict,
+            OtpCheck::Missing | OtpCheck::Exhausted | OtpCheck::Valid(_)
+        ) {
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(verdict)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        // An empty durable commit persists every earlier non-durable one.
-        let txn = self.db.begin_write().map_err(db_err)?;
-        txn.commit().map_err(db_err)
+    fn create_account(
+        &self,
+        email: &str,
+        otp: &PendingOtp,
+        password_hash: &str,
+        now: UnixMillis,
+        session_token: &TokenHash,
+        origin: &SessionOrigin,
+    ) -> Result<AccountCreation, StoreError> {
+        let txn = self.write_txn()?;
+        let user = {
+            let mut otps = txn.open_table(OTPS)?;
+            let still_pending = match otps.get(email)? {
+                Some(v) => {
+                    let p: PendingOtp = decode(v.value())?;
+                    p.code_hash == otp.code_hash && p.salt == otp.salt && now < p.expires_at
+                }
+                None => false,
+            };
+            if !still_pending {
+                return Ok(AccountCreation::CodeGone);
+            }
+            let by_email = txn.open_table(USERS_BY_EMAIL)?;
+            if by_email.get(email)?.is_some() {
+                otps.remove(email)?;
+                drop((otps, by_email));
+                txn.commit()?;
+                return Ok(AccountCreation::EmailTaken);
+            }
+            otps.remove(email)?;
+
+            drop(by_email);
+            let user = insert_user_in(&txn, email, password_hash, now)?;
+            let session = Session {
+                user_id: user.id,
+                email: email.to_string(),
+                created_at: now,
+                last_seen: now,
+                ip: origin.ip.clone(),
+                user_agent: origin.user_agent.clone(),
+            };
+            insert_session_in(&txn, session_token, &session)?;
+            user
+        };
+        txn.commit()?;
+        Ok(AccountCreation::Created(user))
+    }
+}
+
+impl OutboxStore for RedbStore {
+    fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError> {
+        self.outbox_due_at(now, max)
     }
 
+    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        self.outbox_entry(id)
+    }
+
+    fn outbox_reschedule(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.outbox_set_next_attempt(id, attempts, next_attempt_at)
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        self.outbox_delete(id)
+    }
+}
+
+impl CounterStore for RedbStore {
+    fn load_throttles(&self) -> Result<Vec<(String, ThrottleRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(THROTTLES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn save_throttles(
+        &self,
+        changes: &[(String, Option<ThrottleRecord>)],
+    ) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        {
+            let mut table = txn.open_table(THROTTLES)?;
+            for (key, record) in changes {
+                match record {
+                    Some(r) => {
+                        table.insert(key.as_str(), encode(r)?.as_slice())?;
+                    }
+                    None => {
+                        table.remove(key.as_str())?;
+                    }
+                }
+            }
+        }
+        Ok(txn.commit()?)
+    }
+}
+
+impl AccountStore for RedbStore {
     // Account self-service: implemented in `redb_account`.
 
     fn request_password_reset(
@@ -710,20 +614,13 @@ impl RedbStore {
     /// The user behind `email` inside a write transaction.
     pub(super) fn user_in(txn: &WriteTransaction, email: &str) -> Result<Option<User>, StoreError> {
         let Some(id) = txn
-            .open_table(USERS_BY_EMAIL)
-            .map_err(db_err)?
-            .get(email)
-            .map_err(db_err)?
+            .open_table(USERS_BY_EMAIL)?
+            .get(email)?
             .map(|v| v.value())
         else {
             return Ok(None);
         };
-        match txn
-            .open_table(USERS)
-            .map_err(db_err)?
-            .get(id)
-            .map_err(db_err)?
-        {
+        match txn.open_table(USERS)?.get(id)? {
             Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
@@ -740,12 +637,10 @@ impl RedbStore {
             return Ok(None);
         };
         change(&mut user);
-        txn.open_table(USERS)
-            .map_err(db_err)?
-            .insert(user.id, encode(&user)?.as_slice())
-            .map_err(db_err)?;
+        txn.open_table(USERS)?
+            .insert(user.id, encode(&user)?.as_slice())?;
         let ended_sessions = delete_user_sessions_in(&txn, user.id)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit()?;
         Ok(Some(UserChange {
             user,
             ended_sessions,
@@ -759,21 +654,19 @@ pub(super) fn delete_user_sessions_in(
 ) -> Result<Vec<TokenHash>, StoreError> {
     let mut hashes: Vec<TokenHash> = Vec::new();
     {
-        let index = txn.open_multimap_table(USER_SESSIONS).map_err(db_err)?;
-        for v in index.get(user_id).map_err(db_err)? {
-            if let Ok(h) = <TokenHash>::try_from(v.map_err(db_err)?.value()) {
+        let index = txn.open_multimap_table(USER_SESSIONS)?;
+        for v in index.get(user_id)? {
+            if let Ok(h) = <TokenHash>::try_from(v?.value()) {
                 hashes.push(h);
             }
         }
     }
-    let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    let mut sessions = txn.open_table(SESSIONS)?;
     for h in &hashes {
-        sessions.remove(h.as_slice()).map_err(db_err)?;
+        sessions.remove(h.as_slice())?;
     }
-    txn.open_multimap_table(USER_SESSIONS)
-        .map_err(db_err)?
-        .remove_all(user_id)
-        .map_err(db_err)?;
+    txn.open_multimap_table(USER_SESSIONS)?
+        .remove_all(user_id)?;
     Ok(hashes)
 }
 
@@ -784,13 +677,9 @@ pub(super) fn insert_user_in(
     password_hash: &str,
     now: UnixMillis,
 ) -> Result<User, StoreError> {
-    let mut meta = txn.open_table(META).map_err(db_err)?;
-    let id = meta
-        .get("next_user_id")
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(1);
-    meta.insert("next_user_id", id + 1).map_err(db_err)?;
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
+    meta.insert("next_user_id", id + 1)?;
     let user = User {
         id,
         email: email.to_string(),
@@ -798,14 +687,9 @@ pub(super) fn insert_user_in(
         created_at: now,
         disabled: false,
     };
-    txn.open_table(USERS)
-        .map_err(db_err)?
-        .insert(id, encode(&user)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_table(USERS_BY_EMAIL)
-        .map_err(db_err)?
-        .insert(email, id)
-        .map_err(db_err)?;
+    txn.open_table(USERS)?
+        .insert(id, encode(&user)?.as_slice())?;
+    txn.open_table(USERS_BY_EMAIL)?.insert(email, id)?;
     Ok(user)
 }
 
@@ -816,26 +700,17 @@ pub(super) fn insert_session_in(
 ) -> Result<(), StoreError> {
     // A sign-in racing an operator's disable or delete must not leave a live
     // session behind: the account is re-checked inside the same transaction.
-    let account_usable = match txn
-        .open_table(USERS)
-        .map_err(db_err)?
-        .get(session.user_id)
-        .map_err(db_err)?
-    {
+    let account_usable = match txn.open_table(USERS)?.get(session.user_id)? {
         Some(v) => !decode::<User>(v.value())?.disabled,
         None => false,
     };
     if !account_usable {
         return Ok(());
     }
-    txn.open_table(SESSIONS)
-        .map_err(db_err)?
-        .insert(token.as_slice(), encode(session)?.as_slice())
-        .map_err(db_err)?;
-    txn.open_multimap_table(USER_SESSIONS)
-        .map_err(db_err)?
-        .insert(session.user_id, token.as_slice())
-        .map_err(db_err)?;
+    txn.open_table(SESSIONS)?
+        .insert(token.as_slice(), encode(session)?.as_slice())?;
+    txn.open_multimap_table(USER_SESSIONS)?
+        .insert(session.user_id, token.as_slice())?;
     Ok(())
 }
 
@@ -843,18 +718,91 @@ pub(super) fn delete_session_in(
     txn: &WriteTransaction,
     token: &TokenHash,
 ) -> Result<bool, StoreError> {
-    let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-    let removed: Option<Session> = match sessions.remove(token.as_slice()).map_err(db_err)? {
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let removed: Option<Session> = match sessions.remove(token.as_slice())? {
         Some(v) => Some(decode(v.value())?),
         None => None,
     };
     if let Some(s) = &removed {
-        txn.open_multimap_table(USER_SESSIONS)
-            .map_err(db_err)?
-            .remove(s.user_id, token.as_slice())
-            .map_err(db_err)?;
+        txn.open_multimap_table(USER_SESSIONS)?
+            .remove(s.user_id, token.as_slice())?;
     }
     Ok(removed.is_some())
+}
+
+/// The outbox worker's reads and updates (the queueing itself happens
+/// inside other changes' transactions, see [`redb_outbox`]).
+impl RedbStore {
+    pub(super) fn outbox_due_at(
+        &self,
+        now: UnixMillis,
+        max: usize,
+    ) -> Result<OutboxBatch, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        let schedule = txn.open_table(OUTBOX_DUE)?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut batch = OutboxBatch {
+            depth: outbox.len()?,
+            ..OutboxBatch::default()
+        };
+        for row in schedule.iter()? {
+            let (key, _) = row?;
+            let (at, id) = key.value();
+            if at > now || batch.due.len() >= max {
+                batch.next_due = Some(at);
+                break;
+            }
+            if let Some(v) = outbox.get(id)? {
+                batch.due.push(decode(v.value())?);
+            }
+        }
+        Ok(batch)
+    }
+
+    pub(super) fn outbox_entry(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        match outbox.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn outbox_set_next_attempt(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let current: Option<QueuedMail> = match outbox.get(id)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            let Some(mut entry) = current else {
+                return Ok(false);
+            };
+            let mut schedule = txn.open_table(OUTBOX_DUE)?;
+            schedule.remove((entry.next_attempt_at, id))?;
+            schedule.insert((next_attempt_at, id), ())?;
+            entry.attempts = attempts;
+            entry.next_attempt_at = next_attempt_at;
+            outbox.insert(id, encode(&entry)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    pub(super) fn outbox_delete(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.write_txn()?;
+        let existed = redb_outbox::delete_in(&txn, id)?;
+        txn.commit()?;
+        Ok(existed)
+    }
 }
 
 #[cfg(test)]

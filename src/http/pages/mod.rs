@@ -21,11 +21,12 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::auth::mfa::{SecondFactor, SignInStep};
 use crate::config::{Config, SignupMode};
-use crate::http::body::RequestBody;
+use crate::http::App;
+use crate::http::access::Served;
 use crate::http::error::ApiError;
 use crate::http::response::{Body, full};
-use crate::http::{App, RequestContext};
-use crate::ops::access::Served;
+use crate::request::RequestContext;
+use crate::request::body::RequestBody;
 use html::{Templates, esc};
 
 /// The pages' `Content-Security-Policy`: nothing runs, nothing frames them.
@@ -551,7 +552,7 @@ impl Pages {
             let view = View { error, email, rd };
             self.form_page(page, &req, status, &view)
         };
-        if ctx.site == crate::http::origin::Site::Foreign
+        if ctx.site == crate::request::Site::Foreign
             || !self.csrf.check(req.headers(), form.get("csrf"))
         {
             return Ok(shown(

@@ -55,8 +55,8 @@ impl Csrf {
             },
             None => {
                 let mut raw = [0u8; 32];
-                crate::auth::random_bytes(&mut raw);
-                let cookie = crate::auth::base64url(&raw);
+                crate::random::random_bytes(&mut raw);
+                let cookie = crate::random::base64url(&raw);
                 let set_cookie = Some(self.set_cookie(&cookie));
                 Binding { cookie, set_cookie }
             }
@@ -76,7 +76,7 @@ impl Csrf {
 
     /// The form token for a binding.
     pub fn token(&self, binding: &Binding) -> String {
-        crate::auth::base64url(&self.mac(&binding.cookie).finalize().into_bytes())
+        crate::random::base64url(&self.mac(&binding.cookie).finalize().into_bytes())
     }
 
     /// Whether the request's cookie and the submitted token belong together.
