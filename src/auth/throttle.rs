@@ -289,8 +289,64 @@ impl Throttle {
         if changes.is_empty() {
             return Ok(());
         }
+        if self.shared {
+            return self.merge_into_store(changes);
+        }
         self.store.save_throttles(&changes)
     }
+
+    /// Writes counts made while the shared store was unreachable without
+    /// lowering what other instances counted meanwhile: each record is
+    /// merged into the stored one (the stricter of both), never written
+    /// over it. A failed merge leaves the entry dirty for the next flush.
+    fn merge_into_store(
+        &self,
+        changes: Vec<(String, Option<ThrottleRecord>)>,
+    ) -> Result<(), StoreError> {
+        let (local, gone): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, r)| r.is_some());
+        if !gone.is_empty() {
+            self.store.save_throttles(&gone)?;
+        }
+        let mut first_error = None;
+        for (key, record) in local {
+            let Some(local) = record else { continue };
+            match self
+                .store
+                .update_throttle(&key, &mut |shared| merge_stricter(shared, &local))
+            {
+                Ok(merged) => {
+                    if let Some(e) = sync::lock(&self.entries).get_mut(&key) {
+                        // Unless a newer local change came in meanwhile.
+                        if !e.dirty {
+                            e.record = merged;
+                        }
+                    }
+                }
+                Err(err) => {
+                    if let Some(e) = sync::lock(&self.entries).get_mut(&key) {
+                        e.dirty = true;
+                    }
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Folds `local` into `shared`, keeping the stricter of both: the later
+/// counting window (the larger count within the same one), the larger
+/// failure count and the later block.
+fn merge_stricter(shared: &mut ThrottleRecord, local: &ThrottleRecord) {
+    if local.window_start > shared.window_start {
+        shared.window_start = local.window_start;
+        shared.count = local.count;
+    } else if local.window_start == shared.window_start {
+        shared.count = shared.count.max(local.count);
+    }
+    shared.failures = shared.failures.max(local.failures);
+    shared.blocked_until = shared.blocked_until.max(local.blocked_until);
+    shared.updated = shared.updated.max(local.updated);
 }
 
 /// A record that no longer limits anything.
@@ -384,5 +440,34 @@ mod tests {
         let t = throttle(&dir);
         assert!(t.check_backoff(Failures::SignInPerEmail, "b@x.io").is_err());
         assert!(t.hit(Rate::SendOtpPerIp, "9.9.9.9").is_err());
+    }
+
+    fn record(window_start: u64, count: u32, failures: u32, blocked_until: u64) -> ThrottleRecord {
+        ThrottleRecord {
+            window_start,
+            count,
+            failures,
+            blocked_until,
+            updated: window_start,
+        }
+    }
+
+    #[test]
+    fn counts_made_during_an_outage_never_lower_the_shared_ones() {
+        // Other instances counted more meanwhile: their counts stay.
+        let mut shared = record(1000, 7, 6, 9000);
+        merge_stricter(&mut shared, &record(1000, 3, 2, 5000));
+        assert_eq!(shared, record(1000, 7, 6, 9000));
+        // This instance counted more: its counts win.
+        let mut shared = record(1000, 2, 1, 0);
+        merge_stricter(&mut shared, &record(1000, 4, 5, 8000));
+        assert_eq!(shared, record(1000, 4, 5, 8000));
+        // A later window replaces an earlier one, in either direction.
+        let mut shared = record(1000, 9, 0, 0);
+        merge_stricter(&mut shared, &record(2000, 1, 0, 0));
+        assert_eq!((shared.window_start, shared.count), (2000, 1));
+        let mut shared = record(2000, 1, 0, 0);
+        merge_stricter(&mut shared, &record(1000, 9, 0, 0));
+        assert_eq!((shared.window_start, shared.count), (2000, 1));
     }
 }

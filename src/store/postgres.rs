@@ -8,8 +8,9 @@
 //! create one account; send windows and code attempts count across
 //! instances). The outbox is leased instead: `outbox_due` claims due
 //! messages with `FOR UPDATE SKIP LOCKED` and pushes their next attempt
-//! [`LEASE_MS`] ahead, so each worker gets different mail and a dead
-//! instance's mail is picked up again once its lease runs out.
+//! one lease (`[store] lease`, 60 s by default) ahead, so each worker gets
+//! different mail and a dead instance's mail is picked up again once its
+//! lease runs out.
 //!
 //! The trait is blocking; the async driver runs on a small runtime owned by
 //! the store, and callers (blocking-pool threads) wait on it.
@@ -31,10 +32,6 @@ use super::{
 };
 use crate::config::PostgresConfig;
 
-/// How long a claimed outbox message stays invisible to other workers: far
-/// longer than one SMTP dialogue, short enough that a dead instance's mail
-/// goes out soon after.
-pub(super) const LEASE_MS: u64 = 60_000;
 /// Serialization conflicts retried per call before giving up.
 const MAX_TRIES: u32 = 20;
 /// How long a request waits for a connection before answering 503.
@@ -85,6 +82,15 @@ pub struct PostgresStore {
     feed: Arc<RevocationFeed>,
     /// Names this process's outbox leases (random per start).
     instance: String,
+}
+
+impl PostgresStore {
+    /// How long a claimed outbox message stays invisible to other workers:
+    /// longer than one SMTP dialogue (checked with the config), short enough
+    /// that a dead instance's mail goes out soon after.
+    fn lease_ms(&self) -> u64 {
+        self.config.lease.as_millis() as u64
+    }
 }
 
 impl Drop for PostgresStore {
@@ -227,10 +233,12 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        self.pool.get().await.map_err(|e| match e {
+            // Keep the driver's cause (refused, TLS: "invalid peer
+            // certificate: UnknownIssuer") in the message an operator sees.
+            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            other => StoreError::Unavailable(Box::new(other)),
+        })
     }
 
     /// Runs `body` in one SERIALIZABLE transaction, committing when it
@@ -694,7 +702,12 @@ impl Store for PostgresStore {
                        SELECT id FROM gh_outbox WHERE next_attempt_at <= $1 \
                        ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
                      RETURNING record, next_attempt_at",
-                    &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
+                    &[
+                        &i(now),
+                        &(max as i64),
+                        &i(now + self.lease_ms()),
+                        &self.instance,
+                    ],
                 )
                 .await
                 .map_err(pg)?;
@@ -729,7 +742,7 @@ impl Store for PostgresStore {
     /// this renews the lease, and answers `None` if the lease ran out and
     /// another instance claimed the mail meanwhile (it sends it, not us).
     fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        let lease_end = i(super::now_millis() + LEASE_MS);
+        let lease_end = i(super::now_millis() + self.lease_ms());
         self.read(async |client| {
             match client
                 .query_opt(
