@@ -43,7 +43,7 @@ export GATEHOUSE_TEST_PG_TLS_CA="$DIR/tls/ca.pem"
 export GATEHOUSE_TEST_PG_STOP="$PWD/.ci/postgres.sh --stop $DIR"
 export GATEHOUSE_TEST_PG_START="$PWD/.ci/postgres.sh --start $DIR $PORT"
 
-GATEHOUSE_TEST_STORE=postgres timeout 2400 cargo test --locked 2>&1 | tee "$DIR/test.log"
+GATEHOUSE_TEST_STORE=postgres timeout 1700 cargo test --locked 2>&1 | tee "$DIR/test.log"
 # Redb-only tests print why they were skipped; count them so a growing
 # number shows.
 echo "== tests skipped on PostgreSQL (redb-only): $(grep -c 'skipped on PostgreSQL' "$DIR/test.log" || true)"
