@@ -119,6 +119,26 @@ pub(super) fn connector(
     Ok((pg_config, connector))
 }
 
+/// Polls `fut` on this thread, parking between polls until its waker
+/// fires (see [`PostgresStore::block`]).
+fn poll_until_ready<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
 /// Plain TCP, or rustls (ring) verifying the server against `ca_file` and
 /// the host name (verify-full).
 #[derive(Clone)]
@@ -220,15 +240,23 @@ impl PostgresStore {
     }
 
     /// Runs `fut` on the store's runtime and waits for it. Safe from a
-    /// blocking-pool thread, a plain thread, or (briefly) a worker thread of
-    /// a multi-threaded runtime.
+    /// blocking-pool thread, a plain thread, (briefly) a worker thread of a
+    /// multi-threaded runtime, or the thread of a current-thread runtime
+    /// (`[server] workers = 1`), where tokio forbids both `block_on` and
+    /// `block_in_place`: there the future is polled on this thread inside
+    /// the store runtime's context, whose own threads drive its I/O and
+    /// timers.
     fn block<F: Future>(&self, fut: F) -> F::Output {
         let handle = self.runtime_handle();
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| handle.block_on(fut))
             }
-            _ => handle.block_on(fut),
+            Ok(_) => {
+                let _context = handle.enter();
+                poll_until_ready(fut)
+            }
+            Err(_) => handle.block_on(fut),
         }
     }
 
@@ -236,7 +264,10 @@ impl PostgresStore {
         self.pool.get().await.map_err(|e| match e {
             // Keep the driver's cause (refused, TLS: "invalid peer
             // certificate: UnknownIssuer") in the message an operator sees.
-            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            deadpool_postgres::PoolError::Backend(e) => match std::error::Error::source(&e) {
+                Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
+                None => StoreError::Unavailable(Box::new(e)),
+            },
             other => StoreError::Unavailable(Box::new(other)),
         })
     }
