@@ -268,48 +268,71 @@ impl Throttle {
     /// Writes changed counters to the store and forgets stale ones.
     pub fn flush(&self) -> Result<(), StoreError> {
         let now = now_millis();
-        let mut changes: Vec<(String, Option<ThrottleRecord>)> = sync::lock(&self.removed)
-            .drain(..)
-            .map(|k| (k, None))
-            .collect();
+        let cleared: Vec<String> = sync::lock(&self.removed).drain(..).collect();
+        let mut stale = Vec::new();
+        let mut changed = Vec::new();
         {
             let mut entries = sync::lock(&self.entries);
             entries.retain(|k, e| {
                 if is_stale(&e.record, now) {
-                    changes.push((k.clone(), None));
+                    stale.push(k.clone());
                     return false;
                 }
                 if e.dirty {
-                    changes.push((k.clone(), Some(e.record)));
+                    changed.push((k.clone(), e.record));
                     e.dirty = false;
                 }
                 true
             });
         }
+        if self.shared {
+            return self.flush_shared(cleared, stale, changed, now);
+        }
+        let changes: Vec<(String, Option<ThrottleRecord>)> = cleared
+            .into_iter()
+            .chain(stale)
+            .map(|k| (k, None))
+            .chain(changed.into_iter().map(|(k, r)| (k, Some(r))))
+            .collect();
         if changes.is_empty() {
             return Ok(());
-        }
-        if self.shared {
-            return self.merge_into_store(changes);
         }
         self.store.save_throttles(&changes)
     }
 
-    /// Writes counts made while the shared store was unreachable without
-    /// lowering what other instances counted meanwhile: each record is
-    /// merged into the stored one (the stricter of both), never written
-    /// over it. A failed merge leaves the entry dirty for the next flush.
-    fn merge_into_store(
+    /// The shared store holds what every instance counted; this instance's
+    /// entries are copies, or counts made while the store was unreachable.
+    /// So: clears (after a success) are written as they are; a key whose
+    /// copy here went stale is deleted only if the stored record is stale
+    /// too (another instance may still be counting it); counts made during
+    /// an outage are merged into the stored record (the stricter of both),
+    /// never written over it. A failed merge stays dirty for the next flush.
+    fn flush_shared(
         &self,
-        changes: Vec<(String, Option<ThrottleRecord>)>,
+        cleared: Vec<String>,
+        stale: Vec<String>,
+        changed: Vec<(String, ThrottleRecord)>,
+        now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let (local, gone): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, r)| r.is_some());
-        if !gone.is_empty() {
-            self.store.save_throttles(&gone)?;
-        }
         let mut first_error = None;
-        for (key, record) in local {
-            let Some(local) = record else { continue };
+        let mut gone: Vec<(String, Option<ThrottleRecord>)> =
+            cleared.iter().map(|k| (k.clone(), None)).collect();
+        for key in stale {
+            if let Ok(Some(stored)) = self.store.throttle_record(&key)
+                && is_stale(&stored, now)
+            {
+                gone.push((key, None));
+            }
+        }
+        if !gone.is_empty()
+            && let Err(err) = self.store.save_throttles(&gone)
+        {
+            // Clears are retried at the next flush; stale keys come back
+            // here when their copies are loaded again.
+            sync::lock(&self.removed).extend(cleared);
+            first_error = Some(err);
+        }
+        for (key, local) in changed {
             match self
                 .store
                 .update_throttle(&key, &mut |shared| merge_stricter(shared, &local))
