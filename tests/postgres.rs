@@ -671,3 +671,44 @@ async fn store_migrate_keeps_second_factors() {
     assert_eq!(resp.status(), 200);
     on_pg.kill();
 }
+
+#[tokio::test]
+async fn an_instance_with_one_worker_thread_serves_from_the_shared_database() {
+    // `[server] workers = 1` runs on a current-thread runtime, where the
+    // store may not block the way it does on a multi-threaded one.
+    if pg::server_url().is_none() {
+        return;
+    }
+    let db = pg::fresh_database().await;
+    let a = Gatehouse::start_with(Options {
+        tls: false,
+        store: format!("kind = \"postgres\"\nurl = \"{db}\"\npool_size = 4\n"),
+        ..Options::default()
+    })
+    .await;
+    let mut b = Peer::start(&a, |c| {
+        assert!(c.contains("workers = 2\n"));
+        c.replacen("workers = 2\n", "workers = 1\n", 1)
+    });
+    // Signed up on A, signed in on the single-threaded B, proxied on B.
+    a.sign_up("one@example.com", "password1").await;
+    let resp = post(
+        b.url("/api/v1/user/signin"),
+        json!({"email": "one@example.com", "password": "password1"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", b.logs());
+    let cookie = session_cookie(&resp, "sid").unwrap();
+    assert_eq!(status_of(b.url("/api/v2/tasks"), &cookie).await, 200);
+    assert_eq!(status_of(a.url("/api/v2/tasks"), &cookie).await, 200);
+    // A wrong password on B is refused as on any instance (400, not 5xx).
+    let resp = post(
+        b.url("/api/v1/user/signin"),
+        json!({"email": "one@example.com", "password": "wrong-password"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    b.kill();
+}

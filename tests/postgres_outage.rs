@@ -1,6 +1,7 @@
 //! Two instances on one PostgreSQL database when things die: the database
 //! restarted under load, an instance killed with SIGKILL in the middle of a
-//! delivery (issue 17).
+//! delivery, throttle counts made during an outage written back without
+//! lowering the shared ones (issue 17).
 //!
 //! Needs `GATEHOUSE_TEST_PG_URL`, and for the restart the commands
 //! `GATEHOUSE_TEST_PG_STOP` / `GATEHOUSE_TEST_PG_START` (all set by
@@ -25,7 +26,9 @@ async fn pair(opts: Options, edit_b: impl FnOnce(String) -> String) -> (Gatehous
     let db = pg::fresh_database().await;
     let mut opts = opts;
     opts.tls = false;
-    opts.store = format!("kind = \"postgres\"\nurl = \"{db}\"\npool_size = 4\n");
+    // A short outbox lease (the default is 60 s): a dead or cut-off
+    // instance's mail goes out sooner, which keeps these tests short.
+    opts.store = format!("kind = \"postgres\"\nurl = \"{db}\"\npool_size = 4\nlease = \"20s\"\n");
     let a = Gatehouse::start_with(opts).await;
     let b = Peer::start(&a, edit_b);
     (a, b, db)
@@ -223,7 +226,7 @@ async fn a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
         );
     }
     // (A mail claimed by a worker just as the database went away waits for
-    // its lease to run out: up to a minute.)
+    // its lease to run out: 20 s here.)
     for email in &acknowledged {
         let arrived = common::eventually(Duration::from_secs(90), || {
             (a.smtp.count_to(email) > 0).then_some(())
@@ -292,4 +295,85 @@ async fn a_mail_whose_sender_is_killed_mid_delivery_is_sent_exactly_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(a.smtp.count_to("liv@example.com"), 1);
+}
+
+/// The stored send-otp-per-address record: (count, updated).
+async fn send_otp_ip_record(db: &str) -> Option<(u64, u64)> {
+    let rows = pg::query(
+        db,
+        "SELECT record FROM gh_throttles WHERE key = 'send-otp:ip:127.0.0.1'",
+    )
+    .await;
+    let record: serde_json::Value = serde_json::from_str(rows.first()?).unwrap();
+    Some((
+        record["count"].as_u64().unwrap(),
+        record["updated"].as_u64().unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_made_during_an_outage_do_not_lower_the_shared_count_afterwards() {
+    if pg::server_url().is_none() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let opts = Options {
+        extra_toml: "[limits]\nsend_otp_per_ip_per_hour = 6\n".into(),
+        ..Options::default()
+    };
+    let (a, b, db) = pair(opts, |c| c).await;
+    let send = |url: String, n: usize| async move {
+        post(url, json!({"email": format!("t{n}@example.com")}), None)
+            .await
+            .status()
+            .as_u16()
+    };
+    let (on_a, on_b) = (
+        a.url("/api/v1/user/signup/send-otp"),
+        b.url("/api/v1/user/signup/send-otp"),
+    );
+    // B counts one (and keeps a copy of the shared record), then A three
+    // more, which B's copy does not know about.
+    assert_eq!(send(on_b.clone(), 0).await, 200);
+    for n in 1..4 {
+        assert_eq!(send(on_a.clone(), n).await, 200);
+    }
+    assert_eq!(send_otp_ip_record(&db).await.map(|r| r.0), Some(4));
+
+    // The database goes away: B counts one more in its own memory (the
+    // send itself cannot be stored).
+    run("GATEHOUSE_TEST_PG_STOP");
+    let outage = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_ne!(send(on_b.clone(), 4).await, 200);
+    run("GATEHOUSE_TEST_PG_START");
+
+    // B writes its outage count back (flushed every 2 s) …
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (count, _) = loop {
+        match send_otp_ip_record(&db).await {
+            Some((count, updated)) if updated >= outage => break (count, updated),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never wrote its outage count back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // … without lowering the shared count of 4 to its own 2.
+    assert_eq!(count, 4, "the shared count is {count}");
+    // And the limit of 6 still holds across both: A gets two more at most.
+    let mut accepted = 0;
+    for n in 5..10 {
+        match send(on_a.clone(), n).await {
+            200 => accepted += 1,
+            429 => break,
+            other => panic!("send-otp answered {other}"),
+        }
+    }
+    assert_eq!(accepted, 2, "A accepted {accepted} more with a limit of 6");
+    assert_eq!(send(on_a.clone(), 10).await, 429);
 }

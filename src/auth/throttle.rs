@@ -275,29 +275,108 @@ impl Throttle {
     /// Writes changed counters to the store and forgets stale ones.
     pub fn flush(&self) -> Result<(), StoreError> {
         let now = now_millis();
-        let mut changes: Vec<(String, Option<ThrottleRecord>)> = sync::lock(&self.removed)
-            .drain(..)
-            .map(|k| (k, None))
-            .collect();
+        let cleared: Vec<String> = sync::lock(&self.removed).drain(..).collect();
+        let mut stale = Vec::new();
+        let mut changed = Vec::new();
         {
             let mut entries = sync::lock(&self.entries);
             entries.retain(|k, e| {
                 if is_stale(&e.record, now) {
-                    changes.push((k.clone(), None));
+                    stale.push(k.clone());
                     return false;
                 }
                 if e.dirty {
-                    changes.push((k.clone(), Some(e.record)));
+                    changed.push((k.clone(), e.record));
                     e.dirty = false;
                 }
                 true
             });
         }
+        if self.shared {
+            return self.flush_shared(cleared, stale, changed, now);
+        }
+        let changes: Vec<(String, Option<ThrottleRecord>)> = cleared
+            .into_iter()
+            .chain(stale)
+            .map(|k| (k, None))
+            .chain(changed.into_iter().map(|(k, r)| (k, Some(r))))
+            .collect();
         if changes.is_empty() {
             return Ok(());
         }
         self.store.save_throttles(&changes)
     }
+
+    /// The shared store holds what every instance counted; this instance's
+    /// entries are copies, or counts made while the store was unreachable.
+    /// So: clears (after a success) are written as they are; a key whose
+    /// copy here went stale is deleted only if the stored record is stale
+    /// too (another instance may still be counting it); counts made during
+    /// an outage are merged into the stored record (the stricter of both),
+    /// never written over it. A failed merge stays dirty for the next flush.
+    fn flush_shared(
+        &self,
+        cleared: Vec<String>,
+        stale: Vec<String>,
+        changed: Vec<(String, ThrottleRecord)>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut first_error = None;
+        let mut gone: Vec<(String, Option<ThrottleRecord>)> =
+            cleared.iter().map(|k| (k.clone(), None)).collect();
+        for key in stale {
+            if let Ok(Some(stored)) = self.store.throttle_record(&key)
+                && is_stale(&stored, now)
+            {
+                gone.push((key, None));
+            }
+        }
+        if !gone.is_empty()
+            && let Err(err) = self.store.save_throttles(&gone)
+        {
+            // Clears are retried at the next flush; stale keys come back
+            // here when their copies are loaded again.
+            sync::lock(&self.removed).extend(cleared);
+            first_error = Some(err);
+        }
+        for (key, local) in changed {
+            match self
+                .store
+                .update_throttle(&key, &mut |shared| merge_stricter(shared, &local))
+            {
+                Ok(merged) => {
+                    if let Some(e) = sync::lock(&self.entries).get_mut(&key) {
+                        // Unless a newer local change came in meanwhile.
+                        if !e.dirty {
+                            e.record = merged;
+                        }
+                    }
+                }
+                Err(err) => {
+                    if let Some(e) = sync::lock(&self.entries).get_mut(&key) {
+                        e.dirty = true;
+                    }
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Folds `local` into `shared`, keeping the stricter of both: the later
+/// counting window (the larger count within the same one), the larger
+/// failure count and the later block.
+fn merge_stricter(shared: &mut ThrottleRecord, local: &ThrottleRecord) {
+    if local.window_start > shared.window_start {
+        shared.window_start = local.window_start;
+        shared.count = local.count;
+    } else if local.window_start == shared.window_start {
+        shared.count = shared.count.max(local.count);
+    }
+    shared.failures = shared.failures.max(local.failures);
+    shared.blocked_until = shared.blocked_until.max(local.blocked_until);
+    shared.updated = shared.updated.max(local.updated);
 }
 
 /// A record that no longer limits anything.
@@ -391,5 +470,34 @@ mod tests {
         let t = throttle(&dir);
         assert!(t.check_backoff(Failures::SignInPerEmail, "b@x.io").is_err());
         assert!(t.hit(Rate::SendOtpPerIp, "9.9.9.9").is_err());
+    }
+
+    fn record(window_start: u64, count: u32, failures: u32, blocked_until: u64) -> ThrottleRecord {
+        ThrottleRecord {
+            window_start,
+            count,
+            failures,
+            blocked_until,
+            updated: window_start,
+        }
+    }
+
+    #[test]
+    fn counts_made_during_an_outage_never_lower_the_shared_ones() {
+        // Other instances counted more meanwhile: their counts stay.
+        let mut shared = record(1000, 7, 6, 9000);
+        merge_stricter(&mut shared, &record(1000, 3, 2, 5000));
+        assert_eq!(shared, record(1000, 7, 6, 9000));
+        // This instance counted more: its counts win.
+        let mut shared = record(1000, 2, 1, 0);
+        merge_stricter(&mut shared, &record(1000, 4, 5, 8000));
+        assert_eq!(shared, record(1000, 4, 5, 8000));
+        // A later window replaces an earlier one, in either direction.
+        let mut shared = record(1000, 9, 0, 0);
+        merge_stricter(&mut shared, &record(2000, 1, 0, 0));
+        assert_eq!((shared.window_start, shared.count), (2000, 1));
+        let mut shared = record(2000, 1, 0, 0);
+        merge_stricter(&mut shared, &record(1000, 9, 0, 0));
+        assert_eq!((shared.window_start, shared.count), (2000, 1));
     }
 }

@@ -44,6 +44,7 @@ impl TryFrom<RawConfig> for Config {
             max_attempts: positive("otp.max_attempts", raw.otp.max_attempts, 5)?,
         };
         let mail = check_mail(raw.mail, otp.ttl)?;
+        check_lease_outlives_smtp(&store, &mail)?;
         let password = check_password(raw.password)?;
         let pages = super::access::check_pages(raw.pages)?;
         let routes = check_routes(raw.route, &upstreams, pages.is_some())?;
@@ -83,6 +84,42 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
+/// `[store] lease`: how long an instance holds an outbox message it is
+/// sending. Too short and a slow SMTP dialogue outlives it (another instance
+/// may send the mail again); too long and the mail of a dead instance waits.
+fn check_outbox_lease(value: Option<String>) -> Result<Duration, ConfigError> {
+    let lease = duration_or("store.lease", value, Duration::from_secs(60))?;
+    if !(MIN_OUTBOX_LEASE..=MAX_OUTBOX_LEASE).contains(&lease) {
+        return Err(invalid(
+            "store.lease",
+            "must be between 5s (longer than one SMTP dialogue) and 1h (a dead instance's mail waits that long)",
+        ));
+    }
+    Ok(lease)
+}
+
+/// A leased mail must not be claimed again while its SMTP attempt (bounded
+/// by three `mail.smtp.timeout`s, see `mail::outbox`) may still be running.
+fn check_lease_outlives_smtp(store: &StoreConfig, mail: &MailConfig) -> Result<(), ConfigError> {
+    if let (StoreBackend::Postgres(pg), MailTransport::Smtp(smtp)) =
+        (&store.backend, &mail.transport)
+        && pg.lease <= smtp.timeout.saturating_mul(3)
+    {
+        return Err(invalid(
+            "store.lease",
+            format!(
+                "must be longer than three mail.smtp.timeout ({}s), the longest one SMTP attempt takes",
+                smtp.timeout.saturating_mul(3).as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds of `[store] lease`.
+const MIN_OUTBOX_LEASE: Duration = Duration::from_secs(5);
+const MAX_OUTBOX_LEASE: Duration = Duration::from_secs(3600);
+
 /// `[store] kind` and, for PostgreSQL, where the URL comes from (exactly
 /// one of `url`, `url_file`, `url_env`), the pool size and the CA.
 fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
@@ -92,6 +129,7 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
         ("store.url_env", raw.url_env.is_some()),
         ("store.pool_size", raw.pool_size.is_some()),
         ("store.ca_file", raw.ca_file.is_some()),
+        ("store.lease", raw.lease.is_some()),
     ];
     match raw.kind.as_deref().unwrap_or("redb") {
         "redb" => match postgres_keys.iter().find(|(_, set)| *set) {
@@ -139,6 +177,7 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
                 url: DatabaseUrl::new(url),
                 pool_size,
                 ca_file: raw.ca_file.clone(),
+                lease: check_outbox_lease(raw.lease.clone())?,
             }))
         }
         other => Err(invalid(

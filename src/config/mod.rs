@@ -322,6 +322,9 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// CA to verify the server with (TLS, verify-full) when set.
     pub ca_file: Option<PathBuf>,
+    /// How long a worker holds an outbox message it claimed (`[store] lease`);
+    /// a dead instance's mail is sent by another one after this.
+    pub lease: Duration,
 }
 
 /// A database URL; `Debug` never shows it, since it may carry a password.

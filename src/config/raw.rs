@@ -134,6 +134,7 @@ pub(super) struct RawStore {
     pub(super) url_env: Option<String>,
     pub(super) pool_size: Option<usize>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) lease: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -241,3 +241,37 @@ fn postgres_store_keys_parse_and_errors_name_the_key() {
     assert_eq!(pg.url.expose(), "postgres://gh@127.0.0.1/gh");
     assert_eq!(pg.pool_size, 16);
 }
+
+#[test]
+fn postgres_outbox_lease_is_configurable_and_bounded() {
+    let pg = |extra: &str| {
+        Config::parse(
+            &format!("[store]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\n{extra}"),
+            "t",
+        )
+    };
+    let lease = |c: Config| match c.store.backend {
+        StoreBackend::Postgres(pg) => pg.lease,
+        StoreBackend::Redb => panic!("postgres expected"),
+    };
+    assert_eq!(lease(pg("").unwrap()), Duration::from_secs(60));
+    assert_eq!(
+        lease(pg("lease = \"5m\"\n").unwrap()),
+        Duration::from_secs(300)
+    );
+    for bad in ["0s", "4s", "2h", "soon"] {
+        let e = pg(&format!("lease = \"{bad}\"\n")).unwrap_err().to_string();
+        assert!(e.contains("store.lease"), "{bad}: {e}");
+    }
+    // An SMTP attempt (three mail.smtp.timeout) must end within the lease.
+    let e = pg("lease = \"60s\"\n[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\ntimeout = \"20s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.lease") && e.contains("mail.smtp.timeout"),
+        "{e}"
+    );
+    assert!(pg("lease = \"61s\"\n[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"h\"\ntimeout = \"20s\"\n").is_ok());
+    // Only with PostgreSQL.
+    assert!(err("[store]\nlease = \"60s\"\n").contains("store.lease"));
+}

@@ -8,8 +8,9 @@
 //! create one account; send windows and code attempts count across
 //! instances). The outbox is leased instead: `outbox_due` claims due
 //! messages with `FOR UPDATE SKIP LOCKED` and pushes their next attempt
-//! [`LEASE_MS`] ahead, so each worker gets different mail and a dead
-//! instance's mail is picked up again once its lease runs out.
+//! one lease (`[store] lease`, 60 s by default) ahead, so each worker gets
+//! different mail and a dead instance's mail is picked up again once its
+//! lease runs out.
 //!
 //! The trait is blocking; the async driver runs on a small runtime owned by
 //! the store, and callers (blocking-pool threads) wait on it.
@@ -33,10 +34,6 @@ use super::{
 use super::{AccountStore, CodeStore, CounterStore, OutboxStore, SessionStore, UserStore};
 use crate::config::PostgresConfig;
 
-/// How long a claimed outbox message stays invisible to other workers: far
-/// longer than one SMTP dialogue, short enough that a dead instance's mail
-/// goes out soon after.
-pub(super) const LEASE_MS: u64 = 60_000;
 /// Serialization conflicts retried per call before giving up.
 const MAX_TRIES: u32 = 20;
 /// How long a request waits for a connection before answering 503.
@@ -64,6 +61,35 @@ pub struct PostgresStore {
     feed: Arc<RevocationFeed>,
     /// Names this process's outbox leases (random per start).
     instance: String,
+}
+
+impl PostgresStore {
+    /// How long a claimed outbox message stays invisible to other workers:
+    /// longer than one SMTP dialogue (checked with the config), short enough
+    /// that a dead instance's mail goes out soon after.
+    fn lease_ms(&self) -> u64 {
+        self.config.lease.as_millis() as u64
+    }
+}
+
+/// Polls `fut` on this thread, parking between polls until its waker
+/// fires (see [`PostgresStore::block`]).
+fn poll_until_ready<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
 
 impl Drop for PostgresStore {
@@ -144,23 +170,36 @@ impl PostgresStore {
     }
 
     /// Runs `fut` on the store's runtime and waits for it. Safe from a
-    /// blocking-pool thread, a plain thread, or (briefly) a worker thread of
-    /// a multi-threaded runtime.
+    /// blocking-pool thread, a plain thread, (briefly) a worker thread of a
+    /// multi-threaded runtime, or the thread of a current-thread runtime
+    /// (`[server] workers = 1`), where tokio forbids both `block_on` and
+    /// `block_in_place`: there the future is polled on this thread inside
+    /// the store runtime's context, whose own threads drive its I/O and
+    /// timers.
     fn block<F: Future>(&self, fut: F) -> F::Output {
         let handle = self.runtime_handle();
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| handle.block_on(fut))
             }
-            _ => handle.block_on(fut),
+            Ok(_) => {
+                let _context = handle.enter();
+                poll_until_ready(fut)
+            }
+            Err(_) => handle.block_on(fut),
         }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        self.pool.get().await.map_err(|e| match e {
+            // Keep the driver's cause (refused, TLS: "invalid peer
+            // certificate: UnknownIssuer") in the message an operator sees.
+            deadpool_postgres::PoolError::Backend(e) => match std::error::Error::source(&e) {
+                Some(cause) => StoreError::Unavailable(format!("{e}: {cause}").into()),
+                None => StoreError::Unavailable(Box::new(e)),
+            },
+            other => StoreError::Unavailable(Box::new(other)),
+        })
     }
 
     /// Runs `body` in one SERIALIZABLE transaction, committing when it
@@ -900,7 +939,12 @@ impl OutboxStore for PostgresStore {
                        SELECT id FROM gh_outbox WHERE next_attempt_at <= $1 \
                        ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
                      RETURNING record, next_attempt_at",
-                    &[&i(now), &(max as i64), &i(now + LEASE_MS), &self.instance],
+                    &[
+                        &i(now),
+                        &(max as i64),
+                        &i(now + self.lease_ms()),
+                        &self.instance,
+                    ],
                 )
                 .await?;
             let mut due = Vec::with_capacity(rows.len());
@@ -933,7 +977,7 @@ impl OutboxStore for PostgresStore {
     /// this renews the lease, and answers `None` if the lease ran out and
     /// another instance claimed the mail meanwhile (it sends it, not us).
     fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        let lease_end = i(super::now_millis() + LEASE_MS);
+        let lease_end = i(super::now_millis() + self.lease_ms());
         self.read(async |client| {
             match client
                 .query_opt(

@@ -149,6 +149,9 @@ pub struct Gatehouse {
     env: Vec<(String, String)>,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The database the harness created for this server
+    /// (`GATEHOUSE_TEST_STORE=postgres`), dropped with it.
+    own_database: Option<String>,
 }
 
 pub fn binary() -> &'static str {
@@ -194,13 +197,14 @@ impl Gatehouse {
         } else {
             String::new()
         };
-        let store_extra = if opts.store.is_empty() && pg::suite_on_postgres() {
-            format!(
-                "kind = \"postgres\"\nurl = \"{}\"\n",
-                pg::fresh_database().await
-            )
+        let own_database = if opts.store.is_empty() && pg::suite_on_postgres() {
+            Some(pg::fresh_database().await)
         } else {
-            opts.store.clone()
+            None
+        };
+        let store_extra = match &own_database {
+            Some(url) => format!("kind = \"postgres\"\nurl = \"{url}\"\n"),
+            None => opts.store.clone(),
         };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{extra}\n\
@@ -250,6 +254,7 @@ impl Gatehouse {
             env: opts.env.clone(),
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
+            own_database,
         };
         g.spawn();
         g
@@ -542,6 +547,9 @@ impl Drop for Gatehouse {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(url) = self.own_database.take() {
+            pg::drop_database(&url);
         }
     }
 }

@@ -46,6 +46,52 @@ pub async fn fresh_database() -> String {
     with_database(&server, &name)
 }
 
+/// Drops the database `url` names (a test's own, from [`fresh_database`]),
+/// closing what is still connected to it. Blocking, for `Drop`: runs on a
+/// thread of its own so it works inside and outside a runtime. Failures are
+/// ignored (the cluster is thrown away at the end anyway).
+pub fn drop_database(url: &str) {
+    let (Some(server), Some(name)) = (server_url(), url.rsplit('/').next()) else {
+        return;
+    };
+    let name = name.split('?').next().unwrap_or(name).to_string();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            let driver = tokio::spawn(connection);
+            let dropped = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            drop(client);
+            let _ = driver.await;
+            dropped.ok()
+        })
+    })
+    .join();
+}
+
+/// Whether this test is to be skipped because the suite runs on PostgreSQL
+/// and it checks something only the redb store has (its file, backups).
+/// Prints the reason to the test process's stderr directly (not captured by
+/// the test harness), so `.ci/postgres.sh` can count the skips.
+pub fn skip_on_postgres(test: &str, reason: &str) -> bool {
+    if !suite_on_postgres() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped on PostgreSQL: {test}: {reason}"
+    );
+    true
+}
+
 /// `url` with its database name replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
