@@ -252,13 +252,22 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 fn init_logging(cfg: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let ansi = colour_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour_wanted(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
+        .with_ansi(ansi)
         .with_writer(crate::ops::log_writer::Logs);
+    // Access lines skip tracing's field formatting (the same bytes, written
+    // directly); coloured lines for a terminal keep going through tracing.
+    if !ansi {
+        crate::ops::access_line::install(match cfg.format {
+            crate::config::LogFormat::Text => crate::ops::access_line::Style::Text,
+            crate::config::LogFormat::Json => crate::ops::access_line::Style::Json,
+        });
+    }
     crate::ops::log_writer::Logs::start_flusher();
     match cfg.format {
         crate::config::LogFormat::Text => builder.init(),
