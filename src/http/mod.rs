@@ -89,6 +89,8 @@ pub struct Peer {
     /// The peer's address as a header value, built once per connection for
     /// `X-Forwarded-For` / `X-Real-IP`.
     pub ip_header: HeaderValue,
+    /// The connection's last `Host`, parsed (see [`authority::LastHost`]).
+    pub last_host: std::sync::Arc<authority::LastHost>,
 }
 
 impl Peer {
@@ -98,6 +100,7 @@ impl Peer {
             addr,
             tls,
             ip_header: ip_header(ip),
+            last_host: Default::default(),
         }
     }
 }
@@ -153,7 +156,12 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     } else {
         ip_header(client_ip)
     };
-    let authority = authority::of_request(req.version(), req.uri(), req.headers());
+    let authority = authority::of_request_on(
+        req.version(),
+        req.uri(),
+        req.headers(),
+        Some(&peer.last_host),
+    );
     let ctx = RequestContext {
         site: app.origins.site(
             req.headers(),
