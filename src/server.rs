@@ -440,10 +440,13 @@ async fn serve_connection(
     let service = service_fn(move |req| {
         let in_flight = requests.request_started();
         let (app, peer) = (app.clone(), peer.clone());
-        async move {
+        // Boxed per request: hyper keeps a slot the size of this future for
+        // the connection's whole life, so unboxed, every idle keep-alive
+        // connection would carry a request's worth of state (KiBs).
+        Box::pin(async move {
             let resp = handle(&app, peer, req).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
-        }
+        })
     });
     let result = match &settings.tls {
         // Boxed: the TLS state (rustls, the handshake) and the HTTP/2 one
