@@ -237,7 +237,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         crate::server::serve(config, shutdown.recv()).await
     });
     // Buffered access lines go out before the process ends, either way.
-    crate::ops::log_writer::flush();
+    crate::log_writer::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -280,20 +280,29 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 
 /// Logs go to stderr (journald under systemd) as text or one JSON object
 /// per line, access lines buffered for up to 100 ms (see
-/// [`crate::ops::log_writer`]); `RUST_LOG` overrides `log.level`. Text is coloured only for a
+/// [`crate::log_writer`]); `RUST_LOG` overrides `log.level`. Text is coloured only for a
 /// person at a terminal: a file, a pipe or journald gets plain
 /// `status=403`, which `grep` finds.
 fn init_logging(cfg: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let ansi = colour_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour_wanted(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .with_writer(crate::ops::log_writer::Logs);
-    crate::ops::log_writer::Logs::start_flusher();
+        .with_ansi(ansi)
+        .with_writer(crate::log_writer::Logs);
+    // Access lines skip tracing's field formatting (the same bytes, written
+    // directly); coloured lines for a terminal keep going through tracing.
+    if !ansi {
+        crate::http::access_line::install(match cfg.format {
+            crate::config::LogFormat::Text => crate::http::access_line::Style::Text,
+            crate::config::LogFormat::Json => crate::http::access_line::Style::Json,
+        });
+    }
+    crate::log_writer::Logs::start_flusher();
     match cfg.format {
         crate::config::LogFormat::Text => builder.init(),
         crate::config::LogFormat::Json => builder

@@ -12,7 +12,7 @@
 //!          ↘ ops (health/metrics listener, signals, systemd) → http
 //!          ↘ admin, acme, tls, conn, preflight
 //! below everything: request, config, net, metrics, random, sync, tasks,
-//! private_file
+//! private_file, log_writer
 //! ```
 //!
 //! - `config`: TOML → checked configuration (`config::values`: the value
@@ -40,6 +40,8 @@
 //! - `random`: the CSRNG and base64url tokens;
 //! - `tasks`: the one accept loop (permit, back-off) every listener uses
 //!   and the background-task groups under one cancellation token;
+//! - `log_writer`: the buffered log output (flushed every 100 ms and at
+//!   shutdown) that log and access lines are written into;
 //! - `private_file`: owner-only (0600) files, created new or replaced
 //!   atomically;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
@@ -59,6 +61,7 @@ mod cli;
 mod config;
 mod conn;
 mod http;
+mod log_writer;
 mod mail;
 mod metrics;
 mod net;

@@ -514,43 +514,24 @@ async fn serve_connection(
     let service = service_fn(move |req| {
         let in_flight = requests.request_started();
         let (app, peer) = (app.clone(), peer.clone());
-        async move {
+        // Boxed per request: hyper keeps a slot the size of this future for
+        // the connection's whole life, so unboxed, every idle keep-alive
+        // connection would carry a request's worth of state (KiBs).
+        Box::pin(async move {
             let resp = handle(&app, peer, req).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
-        }
+        })
     });
     let result = match &settings.tls {
+        // Boxed: the TLS state (rustls, the handshake) and the HTTP/2 one
+        // are several KiB that a plain HTTP/1.1 connection's task would
+        // otherwise carry for its whole life.
         Some(acceptor) => {
-            let stream = Lingering::new(stream);
-            let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
-            let tls = tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%addr, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%addr, "tls handshake timed out");
-                        return;
-                    }
-                },
-                () = state.close_requested() => return,
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
-                // A TLS-ALPN-01 validation: the handshake itself was the answer.
-                return;
+            let tls = serve_tls(acceptor, stream, addr, service, &state, accepted, &settings);
+            match Box::pin(tls).await {
+                Some(result) => result,
+                None => return,
             }
-            let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(
-                TokioIo::new(tls),
-                is_h2,
-                service,
-                &state,
-                accepted,
-                &settings,
-            )
-            .await
         }
         None => {
             let sniffed = tokio::select! {
@@ -579,6 +560,53 @@ async fn serve_connection(
     drop(slot);
 }
 
+/// A TLS connection: the handshake (bounded by the first request's
+/// deadline, cut short if the slot is reclaimed), then HTTP. `None` when
+/// no HTTP was served (the handshake failed or timed out, or it was a
+/// TLS-ALPN-01 validation).
+async fn serve_tls<S>(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+    service: S,
+    state: &ConnState,
+    accepted: Instant,
+    settings: &ConnSettings,
+) -> Option<Result<(), hyper::Error>>
+where
+    S: hyper::service::HttpService<
+            hyper::body::Incoming,
+            ResBody = Tracked<crate::http::response::Body>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let first_request_by = accepted + settings.header_read_timeout;
+    let stream = Lingering::new(stream);
+    let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "tls handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "tls handshake timed out");
+                return None;
+            }
+        },
+        () = state.close_requested() => return None,
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake itself was the answer.
+        return None;
+    }
+    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    Some(serve_http(TokioIo::new(tls), is_h2, service, state, accepted, settings).await)
+}
+
 async fn serve_http<I, S>(
     io: I,
     is_h2: bool,
@@ -599,25 +627,47 @@ where
 {
     let deadlines = &settings.deadlines;
     if is_h2 {
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_H2_STREAMS)
-            // RFC 8441: WebSockets over HTTP/2 (see proxy::websocket).
-            .enable_connect_protocol()
-            .max_header_list_size(MAX_HEADER_BYTES as u32)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20));
-        crate::conn::drive(b.serve_connection(io, service), state, accepted, deadlines).await
-    } else {
-        let mut b = http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .max_headers(MAX_HEADERS);
-        // Upgrades on, for WebSocket pass-through (see proxy::websocket).
-        let conn = b.serve_connection(io, service).with_upgrades();
-        crate::conn::drive(conn, state, accepted, deadlines).await
+        // Boxed (see `serve_connection`): HTTP/2's connection state is
+        // larger than HTTP/1.1's.
+        return Box::pin(serve_h2(io, service, state, accepted, deadlines)).await;
     }
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    // Upgrades on, for WebSocket pass-through (see proxy::websocket).
+    let conn = b.serve_connection(io, service).with_upgrades();
+    crate::conn::drive(conn, state, accepted, deadlines).await
+}
+
+/// An HTTP/2 connection (prior knowledge or ALPN `h2`).
+async fn serve_h2<I, S>(
+    io: I,
+    service: S,
+    state: &ConnState,
+    accepted: Instant,
+    deadlines: &Deadlines,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<
+            hyper::body::Incoming,
+            ResBody = Tracked<crate::http::response::Body>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        // RFC 8441: WebSockets over HTTP/2 (see proxy::websocket).
+        .enable_connect_protocol()
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    crate::conn::drive(b.serve_connection(io, service), state, accepted, deadlines).await
 }
 
 /// For plain connections: whether the client opens with the HTTP/2 preface

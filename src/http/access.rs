@@ -107,6 +107,21 @@ struct Line {
 
 impl Line {
     fn write(&self, complete: bool) {
+        let duration_ms = self.at.elapsed().as_millis() as u64;
+        let request_id = self.request_id.to_str().unwrap_or("-");
+        let direct = crate::http::access_line::write(&crate::http::access_line::Fields {
+            method: self.method.as_str(),
+            path: &self.path,
+            status: self.status,
+            duration_ms,
+            bytes: self.bytes,
+            user: self.user,
+            request_id,
+            complete,
+        });
+        if direct {
+            return;
+        }
         let user = match self.user {
             Some(id) => id.to_string(),
             None => "-".to_string(),
@@ -116,10 +131,10 @@ impl Line {
             method = %self.method,
             path = %self.path,
             status = self.status,
-            duration_ms = self.at.elapsed().as_millis() as u64,
+            duration_ms,
             bytes = self.bytes,
             user = %user,
-            request_id = %self.request_id.to_str().unwrap_or("-"),
+            request_id = %request_id,
             complete,
             "request"
         );

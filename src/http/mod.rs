@@ -10,6 +10,7 @@
 //! error into a response.
 
 pub mod access;
+pub mod access_line;
 mod account;
 mod early;
 pub mod error;
@@ -120,7 +121,12 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     } else {
         ip_header(client_ip)
     };
-    let authority = authority::of_request(req.version(), req.uri(), req.headers());
+    let authority = authority::of_request_on(
+        req.version(),
+        req.uri(),
+        req.headers(),
+        Some(&peer.last_host),
+    );
     let ctx = RequestContext {
         site: app.origins.site(
             req.headers(),

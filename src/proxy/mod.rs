@@ -318,9 +318,17 @@ pub fn new_request_id() -> HeaderValue {
         buf: [0; RequestId::CAPACITY],
         len: 0,
     };
-    let mut out = &mut id.buf[..];
-    let _ = std::io::Write::write_fmt(&mut out, format_args!("{prefix}-{n:x}"));
-    id.len = RequestId::CAPACITY - out.len();
+    // `{prefix}-{n:x}`, written byte by byte (no formatting machinery).
+    let prefix = prefix.as_bytes();
+    id.buf[..prefix.len()].copy_from_slice(prefix);
+    id.buf[prefix.len()] = b'-';
+    let digits = (64 - (n | 1).leading_zeros()).div_ceil(4) as usize;
+    let start = prefix.len() + 1;
+    for i in 0..digits {
+        let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+        id.buf[start + i] = b"0123456789abcdef"[nibble as usize];
+    }
+    id.len = start + digits;
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
         .expect("base64url and hex are valid header characters")
 }
@@ -353,6 +361,14 @@ mod tests {
         let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
         assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
         assert_eq!(a.rsplit_once('-').unwrap().0.len(), 16, "{a}");
+        // The counter in lower-case hex, no leading zeros.
+        let (na, nb) = (a.rsplit_once('-').unwrap().1, b.rsplit_once('-').unwrap().1);
+        let (na, nb) = (
+            u64::from_str_radix(na, 16).unwrap(),
+            u64::from_str_radix(nb, 16).unwrap(),
+        );
+        assert!(nb > na);
+        assert_eq!(a.rsplit_once('-').unwrap().1, format!("{na:x}"));
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl Pool {
                 Err((e, None)) => return Err(e.into()),
             }
         }
-        let conn = self.connect().await?;
+        // Boxed: connecting (TCP, maybe a TLS handshake) is rare once the
+        // pool is warm, and its state is most of this future's size, which
+        // every request future (and every idle connection) would carry.
+        let conn = Box::pin(self.connect()).await?;
         match conn.send(req).await {
             Ok((resp, conn)) => Ok(self.stream(resp, conn)),
             Err((e, _)) => Err(e.into()),

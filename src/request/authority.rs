@@ -118,10 +118,49 @@ impl RequestAuthority {
 /// The authority `uri`, `headers` and `version` name, by the rules in the
 /// module header. `Ok(None)` when the request names none (HTTP/1.0 without
 /// `Host`, an HTTP/2 request with neither `:authority` nor `host`).
+/// The pipeline calls [`of_request_on`] with the connection's [`LastHost`];
+/// the tables below call this.
+#[cfg(test)]
 pub fn of_request(
     version: Version,
     uri: &Uri,
     headers: &HeaderMap,
+) -> Result<Option<RequestAuthority>, AuthorityError> {
+    of_request_on(version, uri, headers, None)
+}
+
+/// The last `Host` header a connection's requests carried, parsed: a
+/// client sends the same one on every request, and parsing and checking it
+/// again costs more than comparing its bytes. Only a valid authority is
+/// kept, and only a byte-identical header reuses it.
+#[derive(Debug, Default)]
+pub struct LastHost(std::sync::Mutex<Option<RequestAuthority>>);
+
+impl LastHost {
+    fn authority_of(&self, host: &HeaderValue) -> Result<RequestAuthority, AuthorityError> {
+        let mut last = crate::sync::lock(&self.0);
+        if let Some(known) = last.as_ref()
+            && known.header.as_ref() == Some(host)
+        {
+            return Ok(known.clone());
+        }
+        // A copy: the request's own header value shares the connection's
+        // read buffer, which a kept slice would hold on to (8 KiB per
+        // connection, idle or not).
+        let owned =
+            HeaderValue::from_bytes(host.as_bytes()).map_err(|_| AuthorityError::Invalid)?;
+        let parsed = RequestAuthority::from_header(&owned)?;
+        *last = Some(parsed.clone());
+        Ok(parsed)
+    }
+}
+
+/// `of_request`, reusing the connection's last `Host` when it is the same.
+pub fn of_request_on(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+    last_host: Option<&LastHost>,
 ) -> Result<Option<RequestAuthority>, AuthorityError> {
     let host = single_host(headers)?;
     let http2_or_later = version >= Version::HTTP_2;
@@ -143,7 +182,10 @@ pub fn of_request(
             Ok(Some(authority))
         }
         None => match host {
-            Some(host) => RequestAuthority::from_header(host).map(Some),
+            Some(host) => match last_host {
+                Some(last) => last.authority_of(host).map(Some),
+                None => RequestAuthority::from_header(host).map(Some),
+            },
             None if version == Version::HTTP_11 => Err(AuthorityError::Missing),
             None => Ok(None),
         },
@@ -164,6 +206,32 @@ fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, AuthorityErr
 mod tests {
     use super::*;
     use http::HeaderName;
+
+    #[test]
+    fn the_connections_last_host_is_reused_only_when_identical() {
+        let last = LastHost::default();
+        let uri: Uri = "/x".parse().unwrap();
+        let on = |host: &str| {
+            of_request_on(
+                Version::HTTP_11,
+                &uri,
+                &headers(&[("host", host)]),
+                Some(&last),
+            )
+        };
+        assert_eq!(
+            on("a.example:8443").unwrap().unwrap().as_str(),
+            "a.example:8443"
+        );
+        assert_eq!(
+            on("a.example:8443").unwrap().unwrap().as_str(),
+            "a.example:8443"
+        );
+        assert_eq!(on("b.example").unwrap().unwrap().as_str(), "b.example");
+        assert_eq!(on("user@b.example").unwrap_err(), AuthorityError::Invalid);
+        assert_eq!(on("b.example:99999").unwrap_err(), AuthorityError::Invalid);
+        assert_eq!(on("b.example").unwrap().unwrap().as_str(), "b.example");
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -22,6 +22,8 @@ pub struct Peer {
     /// The peer's address as a header value, built once per connection for
     /// `X-Forwarded-For` / `X-Real-IP`.
     pub ip_header: HeaderValue,
+    /// The connection's last `Host`, parsed (see [`authority::LastHost`]).
+    pub last_host: std::sync::Arc<authority::LastHost>,
 }
 
 impl Peer {
@@ -31,6 +33,7 @@ impl Peer {
             addr,
             tls,
             ip_header: ip_header(ip),
+            last_host: Default::default(),
         }
     }
 }

@@ -67,6 +67,16 @@ fn write_out(buffer: &mut Vec<u8>) {
     buffer.shrink_to(MAX_BUFFERED);
 }
 
+/// Appends one access line, written by `line` straight into the buffer
+/// (see [`crate::http::access_line`]): no intermediate string.
+pub fn append_access(line: impl FnOnce(&mut Vec<u8>)) {
+    let mut buffer = sync::lock(&BUFFER);
+    line(&mut buffer);
+    if buffer.len() >= MAX_BUFFERED {
+        write_out(&mut buffer);
+    }
+}
+
 /// One log line's destination.
 pub enum LogSink {
     /// An access line: appended to the buffer.
