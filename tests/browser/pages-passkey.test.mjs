@@ -5,6 +5,8 @@
 //   opens a protected page, is sent to sign-in, clicks the passkey button
 //   and lands on the page it asked for;
 // - after the password form, the passkey completes the second-factor page;
+// - the same without the browser's WebAuthn JSON helpers (the script's own
+//   base64url conversion);
 // - a failure is shown in the page's role="alert" region and the browser
 //   stays on the page;
 // - register/start lists the user's passkeys in excludeCredentials, so the
@@ -215,6 +217,23 @@ describe('passkey button on the built-in pages (Chromium, h2, virtual authentica
     assert.deepEqual((await call(t.page, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: true, email: EMAIL });
     const cookies = (await t.page.cookies()).map((c) => c.name);
     assert.ok(!cookies.includes('__Host-gatehouse_session_mfa'), `pending cookie cleared: ${cookies}`);
+  });
+
+  test('a browser without the WebAuthn JSON helpers: the script converts base64url itself', async () => {
+    assert.equal((await call(t.page, 'POST', '/api/v1/user/logout')).status, 200);
+    await t.page.goto(url(TARGET), { waitUntil: 'load' });
+    await t.page.waitForSelector('#passkey-button', { visible: true });
+    // As in browsers that predate parseRequestOptionsFromJSON and toJSON().
+    const removed = await t.page.evaluate(() => {
+      delete PublicKeyCredential.parseRequestOptionsFromJSON;
+      delete PublicKeyCredential.prototype.toJSON;
+      return typeof PublicKeyCredential.parseRequestOptionsFromJSON === 'undefined'
+        && typeof PublicKeyCredential.prototype.toJSON === 'undefined';
+    });
+    assert.equal(removed, true);
+    await click(t.page, '#passkey-button');
+    assert.equal(here(t.page), TARGET);
+    assert.deepEqual((await call(t.page, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: true, email: EMAIL });
   });
 
   test('a refused passkey is announced in the alert region and the page stays', async () => {
