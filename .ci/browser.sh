@@ -9,6 +9,8 @@
 # skips.
 # pages.test.mjs drives the built-in sign-in pages (issue 20) with and
 # without JavaScript and checks them with axe-core (pinned npm package).
+# pages-passkey.test.mjs clicks the pages' passkey button with the virtual
+# authenticator under the pages' own CSP (issues 19/20).
 # Screenshots and logs are kept under $BROWSER_ARTIFACTS (default: a
 # directory under /tmp, printed by the suite).
 set -euo pipefail

@@ -140,7 +140,7 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
     let resp = navigate(&g, &to, "").await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
-    let csp = h["content-security-policy"].to_str().unwrap();
+    let csp = h["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
@@ -156,7 +156,21 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("<label for=\"email\">") && html.contains("<label for=\"password\">"));
     assert!(html.contains("Acme wiki"));
-    assert!(!html.contains("<script"), "no script at all");
+    // One script, Gatehouse's own static file (the passkey button); none
+    // inline, and the CSP allows exactly that.
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the passkey script"
+    );
+    assert!(html.contains("<script src=\"/_gatehouse/passkey.js\" defer></script>"));
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-eval"), "{csp}");
+    // The button is there for browsers with WebAuthn, hidden until the
+    // script shows it; the alert region it reports into is present.
+    assert!(html.contains("<div id=\"passkey\" hidden>"), "{html}");
+    assert!(html.contains("id=\"passkey-button\""), "{html}");
+    assert!(html.contains("<div id=\"form-error\" class=\"error\" role=\"alert\" hidden></div>"));
     assert!(!html.contains("style=\""), "no inline style");
     let token = hidden(&html, "csrf");
     let rd = hidden(&html, "rd");
@@ -224,6 +238,36 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
     let last = g.upstream.last();
     assert_eq!(last.target, "/wiki/Main_Page?action=edit&x=1");
     assert_eq!(last.headers["x-auth-email"], "ann@example.com");
+
+    // Pages without the passkey button keep the CSP without script.
+    let resp = navigate(&g, "/_gatehouse/sign-up", "").await;
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert!(!resp.text().await.unwrap().contains("<script"));
+    // The passkey script is a static file, served as JavaScript.
+    let resp = g
+        .client()
+        .get(g.url("/_gatehouse/passkey.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("/api/v1/user/passkeys/login/start")
+    );
 
     // The stylesheet is Gatehouse's own.
     let resp = g

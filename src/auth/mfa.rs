@@ -82,6 +82,12 @@ pub enum MfaError {
     /// A passkey ceremony failed (the reason is logged, not told).
     #[error("Passkey verification failed")]
     PasskeyRefused,
+    /// `register/finish` with a credential the browser reports as not
+    /// discoverable (`credProps.rk` false): sign-in could never find it.
+    #[error(
+        "This authenticator did not save the passkey on the device (not discoverable), so it could not be used to sign in; use an authenticator that supports passkeys"
+    )]
+    PasskeyNotDiscoverable,
     /// A passkey id that is not one of the caller's.
     #[error("Passkey not found")]
     PasskeyNotFound,

@@ -23,12 +23,15 @@ use webauthn_rp::request::register::{
     CredProtect, PublicKeyCredentialUserEntity, RegistrationVerificationOptions,
     ResidentKeyRequirement, UserHandle16,
 };
-use webauthn_rp::request::{AsciiDomain, RpId, TimedCeremony, UserVerificationRequirement};
-use webauthn_rp::response::Backup;
+use webauthn_rp::request::{
+    AsciiDomain, ExtensionReq, PublicKeyCredentialDescriptor, RpId, TimedCeremony,
+    UserVerificationRequirement,
+};
 use webauthn_rp::response::auth::error::AuthCeremonyErr;
 use webauthn_rp::response::auth::ser_relaxed::DiscoverableAuthenticationRelaxed16;
 use webauthn_rp::response::register::ser_relaxed::RegistrationRelaxed;
 use webauthn_rp::response::register::{DynamicState, StaticState};
+use webauthn_rp::response::{AuthTransports, Backup, CredentialId};
 use webauthn_rp::{
     AuthenticatedCredential, DiscoverableAuthentication16, DiscoverableAuthenticationServerState,
     DiscoverableCredentialRequestOptions, PublicKeyCredentialCreationOptions,
@@ -167,6 +170,22 @@ impl Auth {
             .as_str()
             .try_into()
             .map_err(|e| refused(format!("user name: {e:?}")))?;
+        // excludeCredentials: the user's passkeys, so an authenticator that
+        // already holds one answers "already registered" instead of making
+        // a second credential. Transports are not stored: none are sent.
+        // (The empty set is `AuthTransports::NONE` behind the crate's
+        // `custom` feature; its binary form 0 is the same value.)
+        let no_transports =
+            AuthTransports::decode(0).map_err(|e| refused(format!("transports: {e:?}")))?;
+        let exclude = record
+            .passkeys
+            .iter()
+            .filter_map(|p| CredentialId::<Vec<u8>>::decode(p.credential_id.clone()).ok())
+            .map(|id| PublicKeyCredentialDescriptor {
+                id,
+                transports: no_transports,
+            })
+            .collect();
         let mut options = PublicKeyCredentialCreationOptions::passkey(
             &rp_id,
             PublicKeyCredentialUserEntity {
@@ -174,7 +193,7 @@ impl Auth {
                 id: &handle,
                 display_name: None,
             },
-            Vec::new(),
+            exclude,
         );
         // Discoverable and verified are asked for, not demanded, at
         // registration (the contract's "preferred"); a passwordless sign-in
@@ -184,6 +203,10 @@ impl Auth {
         options.authenticator_selection.resident_key = ResidentKeyRequirement::Preferred;
         options.authenticator_selection.user_verification = UserVerificationRequirement::Preferred;
         options.extensions.cred_protect = CredProtect::None;
+        // credProps: the browser says whether the credential is
+        // discoverable; `register/finish` refuses one that is not (sign-in
+        // is discoverable-only, so it could never be used).
+        options.extensions.cred_props = Some(ExtensionReq::Allow);
         let (server, client) = options
             .start_ceremony()
             .map_err(|e| refused(format!("creation options: {e:?}")))?;
@@ -220,6 +243,22 @@ impl Auth {
         let registration = serde_json::from_slice::<RegistrationRelaxed>(credential)
             .map_err(|e| refused(format!("registration JSON: {e}")))?
             .0;
+        // Sign-in offers no allowCredentials list (discoverable only): a
+        // credential the browser reports as not discoverable could be
+        // registered but never used. Clients that do not report credProps
+        // are trusted (residentKey "preferred" was asked for).
+        let discoverable = registration
+            .client_extension_results()
+            .cred_props
+            .and_then(|p| p.rk);
+        if discoverable == Some(false) {
+            tracing::info!(
+                target: "gatehouse::security",
+                user_id = user.id,
+                "passkey refused: the authenticator made a non-discoverable credential"
+            );
+            return Err(MfaError::PasskeyNotDiscoverable);
+        }
         let challenge = registration
             .challenge_relaxed()
             .map_err(|e| refused(format!("client data: {e}")))?;

@@ -291,6 +291,7 @@ fn mfa_status(e: &MfaError) -> StatusCode {
         | MfaError::NoFactor
         | MfaError::MissingAnswer
         | MfaError::PasskeyRefused
+        | MfaError::PasskeyNotDiscoverable
         | MfaError::TooManyPasskeys => StatusCode::BAD_REQUEST,
         MfaError::PasskeyNotFound => StatusCode::NOT_FOUND,
         MfaError::TotpAlreadyEnabled => StatusCode::CONFLICT,

@@ -281,6 +281,10 @@ describe('Passkeys in Chromium over h2 (DevTools virtual authenticator)', () => 
     assert.equal(saved.length, 1);
     await gotoOrigin(t, world.foreign.sameSite);
     const assertion = await getCredential(t, start.body.publicKey);
+    // register/start lists the registered passkey in excludeCredentials, so
+    // this authenticator would refuse: empty it first (put back below).
+    assert.equal(register.body.publicKey.excludeCredentials.length, 1);
+    await t.cdp.send('WebAuthn.clearCredentials', { authenticatorId: t.authenticatorId });
     const created = await createCredential(t, register.body.publicKey);
     await gotoOrigin(t, world.gatehouse.origin);
     const login = await call(t, 'POST', '/api/v1/user/passkeys/login/finish', { credential: assertion });

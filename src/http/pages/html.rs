@@ -96,6 +96,12 @@ pub const TEXTS: &[(&str, &str)] = &[
     ("second_factor_label", "Code"),
     ("recovery_label", "Recovery code"),
     ("continue_button", "Continue"),
+    ("passkey_button", "Sign in with a passkey"),
+    ("passkey_second_factor_button", "Use a passkey instead"),
+    (
+        "passkey_error",
+        "The passkey was not used. Try again, or sign in another way.",
+    ),
     ("signed_out_heading", "You are signed out"),
     ("signed_out_text", "You have been signed out."),
     ("sign_out_heading", "Sign out"),

@@ -5,11 +5,12 @@
 //!
 //! Server-rendered HTML that works without JavaScript: plain forms posted
 //! to the pages themselves, which call the same `auth` functions as the
-//! JSON API. Every page carries a strict CSP (no script at all, styles and
-//! images from Gatehouse only, no framing), `X-Frame-Options: DENY` and
-//! `no-store`; every form a CSRF token bound to a pre-session cookie
-//! ([`csrf`]). Where the browser returns after signing in is decided by
-//! [`return_to::safe_return_path`] alone.
+//! JSON API. Every page carries a strict CSP (styles and images from
+//! Gatehouse only, no framing, and no script except the one static file
+//! `passkey.js` on the two pages with the passkey button), `X-Frame-Options:
+//! DENY` and `no-store`; every form a CSRF token bound to a pre-session
+//! cookie ([`csrf`]). Where the browser returns after signing in is decided
+//! by [`return_to::safe_return_path`] alone.
 
 pub mod csrf;
 pub mod html;
@@ -32,6 +33,16 @@ use html::{Templates, esc};
 /// The pages' `Content-Security-Policy`: nothing runs, nothing frames them.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The CSP of the pages with the passkey button (sign-in, second factor):
+/// [`CSP`] plus Gatehouse's own static script and its calls to the JSON
+/// endpoints — still no inline script, no `eval`, nothing from elsewhere.
+const CSP_WITH_PASSKEY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                   style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The passkey button's script (progressive enhancement, see the file).
+const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
 
 /// Why the pages could not be set up at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +77,8 @@ pub enum Page {
     Oidc,
     Style,
     Logo,
+    /// `passkey.js`, the passkey button's script.
+    Script,
     Unknown,
 }
 
@@ -149,6 +162,7 @@ impl Pages {
             "/signed-out" => Page::SignedOut,
             "/style.css" => Page::Style,
             "/logo" => Page::Logo,
+            "/passkey.js" => Page::Script,
             other if other.starts_with("/oidc/") => Page::Oidc,
             _ => Page::Unknown,
         })
@@ -240,6 +254,10 @@ impl Pages {
             Page::Style if get => {
                 Ok(self.asset(self.stylesheet.clone(), "text/css; charset=utf-8"))
             }
+            Page::Script if get => Ok(self.asset(
+                Bytes::from_static(PASSKEY_SCRIPT.as_bytes()),
+                "text/javascript; charset=utf-8",
+            )),
             Page::Logo if get => match &self.logo {
                 Some((bytes, kind)) => Ok(self.asset(bytes.clone(), kind)),
                 None => Ok(self.not_found()),
@@ -278,7 +296,7 @@ impl Pages {
             {
                 self.submit(app, ctx, page, req, served).await
             }
-            Page::Style | Page::Logo | Page::SignedOut | Page::Oidc => {
+            Page::Style | Page::Logo | Page::Script | Page::SignedOut | Page::Oidc => {
                 Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
             }
             Page::SignUpVerify | Page::Reset => Err(ApiError::MethodNotAllowed { allow: "POST" }),
@@ -330,7 +348,29 @@ impl Pages {
         let binding = self.csrf.binding(req.headers());
         let token = self.csrf.token(&binding);
         let (heading, content) = self.form_content(page, &token, view);
-        self.html(status, heading, &content, binding.set_cookie.as_deref())
+        let mut resp = self.html(status, heading, &content, binding.set_cookie.as_deref());
+        if has_passkey_button(page) {
+            resp.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP_WITH_PASSKEY),
+            );
+        }
+        resp
+    }
+
+    /// The passkey button, hidden until `passkey.js` finds WebAuthn in the
+    /// browser (without JavaScript it never shows), and the script.
+    fn passkey_section(&self, c: &mut String, or: bool, label: &str) {
+        c.push_str("<div id=\"passkey\" hidden>\n");
+        if or {
+            c.push_str(&format!("<p class=\"or\">{}</p>\n", self.text("or")));
+        }
+        c.push_str(&format!(
+            "<p><button type=\"button\" id=\"passkey-button\" class=\"secondary\" data-error=\"{}\">{}</button></p>\n</div>\n<script src=\"{}\" defer></script>\n",
+            esc(&self.text("passkey_error")),
+            self.text(label),
+            esc(&self.url("passkey.js")),
+        ));
     }
 
     fn form_content(&self, page: Page, token: &str, view: &View<'_>) -> (&'static str, String) {
@@ -342,6 +382,10 @@ impl Pages {
             ));
             " aria-describedby=\"form-error\""
         } else {
+            if has_passkey_button(page) {
+                // Empty and hidden: where passkey.js announces a failure.
+                c.push_str("<div id=\"form-error\" class=\"error\" role=\"alert\" hidden></div>\n");
+            }
             ""
         };
         let open_form = |c: &mut String, action: &str| {
@@ -415,6 +459,7 @@ impl Pages {
                         self.templates.text("oidc_button", &[("provider", name)]),
                     ));
                 }
+                self.passkey_section(&mut c, self.oidc_providers.is_empty(), "passkey_button");
                 c.push_str("<p class=\"links\">");
                 c.push_str(&link("forgot", "forgot_link"));
                 if self.signup_mode != SignupMode::Closed {
@@ -517,6 +562,7 @@ impl Pages {
                     "",
                 );
                 button(&mut c, "continue_button");
+                self.passkey_section(&mut c, true, "passkey_second_factor_button");
                 "second_factor_heading"
             }
             Page::SignOut
@@ -524,6 +570,7 @@ impl Pages {
             | Page::Oidc
             | Page::Style
             | Page::Logo
+            | Page::Script
             | Page::Unknown => {
                 open_form(&mut c, "sign-out");
                 button(&mut c, "sign_out_button");
@@ -635,7 +682,12 @@ impl Pages {
                     }
                 }
             }
-            Page::SignedOut | Page::Oidc | Page::Style | Page::Logo | Page::Unknown => {
+            Page::SignedOut
+            | Page::Oidc
+            | Page::Style
+            | Page::Logo
+            | Page::Script
+            | Page::Unknown => {
                 return Ok(self.not_found());
             }
         };
@@ -735,6 +787,11 @@ impl Pages {
         );
         resp
     }
+}
+
+/// The pages that offer "Sign in with a passkey" (and so load its script).
+fn has_passkey_button(page: Page) -> bool {
+    matches!(page, Page::SignIn | Page::SecondFactor)
 }
 
 /// The code field, without the spaces people type into codes.
