@@ -12,7 +12,7 @@
 //!          ↘ ops (health/metrics listener, signals, systemd) → http
 //!          ↘ admin, acme, tls, conn, preflight
 //! below everything: request, config, net, metrics, random, sync, tasks,
-//! private_file, log_writer
+//! private_file, log_writer, clock
 //! ```
 //!
 //! - `config`: TOML → checked configuration (`config::values`: the value
@@ -46,6 +46,8 @@
 //!   atomically;
 //! - `acme`: automatic certificates (`[tls.acme]`) and their renewal;
 //! - `sync`: the lock-poisoning policy (recover and go on);
+//! - `clock`: the injected clock every expiry decision reads (the wall
+//!   clock in the binary; a manual one only for in-process tests);
 //! - `server`: listeners, connections, shutdown; `conn`: connection slots
 //!   and deadlines; `cli`: commands;
 //! - `preflight`: the start-up checks `serve` and `check-config` share;
@@ -58,6 +60,7 @@ mod acme;
 mod admin;
 mod auth;
 mod cli;
+mod clock;
 mod config;
 mod conn;
 mod http;
@@ -87,6 +90,13 @@ pub use cli::main;
 /// Loading and checking `config.toml`; running the server.
 pub use config::{Config, Route, RouteAuth};
 pub use server::serve;
+
+/// For the integration harness only: the server in-process on a clock the
+/// test moves (see the `clock` module). Not part of the supported surface.
+#[doc(hidden)]
+pub use clock::Clock;
+#[doc(hidden)]
+pub use server::serve_with_clock;
 
 /// Pure parsers that fuzz targets and property tests drive directly.
 pub mod parsers {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::auth::AuthError;
+use crate::clock::Clock;
 use crate::config::{CertSource, Config};
 use crate::conn::{ConnState, Deadlines, Lingering, Registry, Slot, Tracked};
 use crate::http::origin::OriginPolicy;
@@ -97,9 +98,23 @@ pub enum ServeError {
 /// cancellation token (`root`), whose child group (`upkeep`) stops before
 /// the drain and whose own tasks (the admin listeners) stop after it.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    serve_with_clock(config, shutdown, Clock::System, |_| {}).await
+}
+
+/// [`serve`] with every expiry decision on `clock`, telling `listening`
+/// the public listener's address once it is bound. Only for tests that run
+/// the server in-process and move a [`Clock::manual`] forward instead of
+/// sleeping (see `crate::clock`); the binary always runs [`serve`].
+#[doc(hidden)]
+pub async fn serve_with_clock(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    clock: Clock,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
     // 1. Build the app from the configuration: store, mail outbox worker,
     //    auth, OIDC, upstream pools.
-    let (app, mail_worker) = build_app(&config).await?;
+    let (app, mail_worker) = build_app(&config, clock).await?;
 
     // 2. TLS, if configured: a file certificate (reloaded on SIGHUP), a
     //    self-signed one, or `[tls.acme]` (whose manager swaps it).
@@ -108,6 +123,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // 3. Open the listeners: the admin socket for the CLI, the admin HTTP
     //    listener (health, readiness, metrics), the public listener.
     let listeners = open_listeners(&config).await?;
+    listening(listeners.public_addr);
 
     // 4. Spawn the background tasks under one cancellation token.
     let root = CancellationToken::new();
@@ -201,7 +217,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// and its migrations, done before serving anything) and builds the shared
 /// state every connection uses. Sessions ended on other instances (shared
 /// database) leave this instance's cache too.
-async fn build_app(config: &Config) -> Result<(Arc<App>, crate::mail::Worker), ServeError> {
+async fn build_app(
+    config: &Config,
+    clock: Clock,
+) -> Result<(Arc<App>, crate::mail::Worker), ServeError> {
     let store_path = config.store.path.clone();
     let store: Arc<dyn Store> = {
         let store_config = config.store.clone();
@@ -217,9 +236,9 @@ async fn build_app(config: &Config) -> Result<(Arc<App>, crate::mail::Worker), S
             source,
         })?
     };
-    let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone())?;
-    let oidc = crate::oidc::Oidc::new(config, store.clone()).map_err(ServeError::Oidc)?;
-    let auth = Auth::new(config, store.clone(), outbox)?;
+    let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone(), clock)?;
+    let oidc = crate::oidc::Oidc::new(config, store.clone(), clock).map_err(ServeError::Oidc)?;
+    let auth = Auth::new(config, store.clone(), outbox, clock)?;
     let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
     let named_upstreams = config
         .upstreams

@@ -119,9 +119,12 @@ struct Gate {
     _dir: tempfile::TempDir,
     config_path: PathBuf,
     port: u16,
-    child: Child,
+    child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     upstream: RecordingUpstream,
+    /// Set by [`Gate::start_in_process`]: the server runs in this process
+    /// on a manual clock the test moves.
+    in_process: Option<(common::InProcess, gatehouse::Clock)>,
 }
 
 fn free_port() -> u16 {
@@ -138,6 +141,44 @@ impl Gate {
     }
 
     async fn start(dir: tempfile::TempDir, ca: &TestCa, port: u16, oidc_toml: &str) -> Gate {
+        let mut gate = Gate::configure(dir, ca, port, oidc_toml, "").await;
+        let (child, logs) = spawn_gatehouse(&gate.config_path);
+        gate.child = Some(child);
+        gate.logs = logs;
+        gate
+    }
+
+    /// Like [`Gate::start`], but in-process on a manual clock (see
+    /// `common::InProcess`); move it with [`Gate::advance`]. Its log is empty.
+    async fn start_in_process(
+        dir: tempfile::TempDir,
+        ca: &TestCa,
+        port: u16,
+        oidc_toml: &str,
+    ) -> Gate {
+        // No sweep while the test runs: an expired state stays stored, so
+        // its callback is answered `expired_state`, not `invalid_state`.
+        let no_sweep = "sweep_interval = \"1h\"\n";
+        let mut gate = Gate::configure(dir, ca, port, oidc_toml, no_sweep).await;
+        let clock = gatehouse::Clock::manual();
+        let (server, _) = common::InProcess::start(&gate.config_path, clock);
+        gate.in_process = Some((server, clock));
+        gate
+    }
+
+    fn advance(&self, by: Duration) {
+        let (_, clock) = self.in_process.as_ref().expect("started in-process");
+        assert!(clock.advance(by));
+    }
+
+    /// Writes the configuration; nothing runs yet.
+    async fn configure(
+        dir: tempfile::TempDir,
+        ca: &TestCa,
+        port: u16,
+        oidc_toml: &str,
+        store_extra: &str,
+    ) -> Gate {
         let upstream = RecordingUpstream::start().await;
         let ca_file = dir.path().join("test-ca.pem");
         std::fs::write(&ca_file, &ca.ca_pem).unwrap();
@@ -145,7 +186,7 @@ impl Gate {
             "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 2\n\
              [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
              [upstream]\nurl = \"http://{up}\"\n\
-             [store]\npath = \"{store}\"\n\
+             [store]\npath = \"{store}\"\n{store_extra}\
              [mail]\ntransport = \"log\"\n\
              [session]\ncookie_name = \"sid\"\n\
              [limits]\nsignin_per_ip_per_minute = 1000\n\
@@ -162,14 +203,14 @@ impl Gate {
         );
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).unwrap();
-        let (child, logs) = spawn_gatehouse(&config_path);
         Gate {
             _dir: dir,
             config_path,
             port,
-            child,
-            logs,
+            child: None,
+            logs: Arc::default(),
             upstream,
+            in_process: None,
         }
     }
 
@@ -180,10 +221,11 @@ impl Gate {
     /// Kills the server (SIGKILL) and starts it again on the same store
     /// and port.
     fn kill_and_restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child.take().expect("a spawned server");
+        let _ = child.kill();
+        let _ = child.wait();
         let (child, logs) = spawn_gatehouse(&self.config_path);
-        self.child = child;
+        self.child = Some(child);
         self.logs = logs;
     }
 
@@ -231,8 +273,13 @@ fn spawn_gatehouse(config_path: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((server, _)) = self.in_process.take() {
+            server.stop();
+        }
     }
 }
 
@@ -878,15 +925,15 @@ async fn an_expired_state_is_refused_with_expired_state() {
     let op = NodeOp::start("fake-op.mjs", &ca);
     let port = free_port();
     let toml = format!(
-        "{}[oauth]\nstate_ttl = \"1s\"\n",
+        "{}[oauth]\nstate_ttl = \"10m\"\n",
         provider_toml("fake", &op.issuer, port, "")
     );
-    let gate = Gate::start(dir, &ca, port, &toml).await;
+    let gate = Gate::start_in_process(dir, &ca, port, &toml).await;
     let b = Browser::new(&ca);
     let (status, body) = b.connect(&gate, "fake", "").await;
     assert_eq!(status, 200, "{body}");
-    // Let the state's lifetime pass (no timing is asserted: only the code).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Move the server's clock past the state's lifetime.
+    gate.advance(Duration::from_secs(11 * 60));
     let resp = b
         .client
         .get(body["authUrl"].as_str().unwrap())

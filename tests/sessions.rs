@@ -135,39 +135,72 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
     }
 }
 
+// The expiry tests run the server in-process on a manual clock and move
+// it forward instead of sleeping (see `Options::manual_clock`).
+const MINUTE: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn sessions_expire_when_idle() {
     let g = Gatehouse::start_with(Options {
-        session: "idle_timeout = \"2s\"\nabsolute_timeout = \"1h\"".into(),
+        session: "idle_timeout = \"1h\"\nabsolute_timeout = \"30d\"".into(),
+        manual_clock: true,
         ..Options::default()
     })
     .await;
     let cookie = g.sign_up("olga@example.com", "password1").await;
-    // Used every 500 ms, it stays alive past the idle timeout ...
+    let other = g.sign_in("olga@example.com", "password1").await;
+    // Used every 40 minutes, it stays alive for hours past the idle
+    // timeout (each use is written back: the touch interval is 1 min) ...
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        g.advance(40 * MINUTE);
         assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
+        let resp = g
+            .client()
+            .get(g.url("/api/v2/tasks"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
     }
-    // ... and dies after 2 s without use.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // ... while the session left unused for those 4 hours is gone ...
+    assert_eq!(
+        g.auth_check(&other).await,
+        json!({ "isAuthenticated": false })
+    );
+    // ... and the used one dies after an hour without use.
+    g.advance(61 * MINUTE);
     assert_eq!(
         g.auth_check(&cookie).await,
         json!({ "isAuthenticated": false })
     );
+    let resp = g
+        .client()
+        .get(g.url("/api/v2/tasks"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
 }
 
 #[tokio::test]
 async fn sessions_expire_at_the_absolute_limit_even_when_used() {
     let g = Gatehouse::start_with(Options {
-        session: "idle_timeout = \"1h\"\nabsolute_timeout = \"2s\"".into(),
+        session: "idle_timeout = \"1h\"\nabsolute_timeout = \"2h\"".into(),
+        manual_clock: true,
         ..Options::default()
     })
     .await;
     let cookie = g.sign_up("pat@example.com", "password1").await;
     assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Used every 50 minutes (never idle for an hour) ...
+    for _ in 0..2 {
+        g.advance(50 * MINUTE);
+        assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
+    }
+    // ... it still ends two hours after sign-in.
+    g.advance(25 * MINUTE);
     assert_eq!(
         g.auth_check(&cookie).await,
         json!({ "isAuthenticated": false })

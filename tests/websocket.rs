@@ -36,6 +36,12 @@ struct Setup {
 /// `/ws/` (required) and `/open-ws/` (optional) → the echo server;
 /// everything else (optional) → a web backend with an endless `/events`.
 async fn setup(session: &str) -> Setup {
+    setup_on(session, false).await
+}
+
+/// [`setup`], in-process on a manual clock (`Options::manual_clock`) when
+/// `manual_clock`: expiry tests move it instead of waiting.
+async fn setup_on(session: &str, manual_clock: bool) -> Setup {
     let echo = WsEcho::start().await;
     let web = HttpBackend::start("web", None).await;
     let g = Gatehouse::start_with(Options {
@@ -50,6 +56,7 @@ async fn setup(session: &str) -> Setup {
                  [[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"web\"\n"
             .into(),
         session: session.into(),
+        manual_clock,
         ..Default::default()
     })
     .await;
@@ -407,24 +414,23 @@ async fn operator_revoke_from_the_cli_closes_only_that_sessions_socket() {
 #[tokio::test]
 async fn idle_expiry_closes_the_socket() {
     // The socket itself does not count as use of the session.
-    let s = setup("idle_timeout = \"2s\"\n").await;
+    let s = setup_on("idle_timeout = \"1h\"\n", true).await;
     let session = s.g.sign_up("ida@example.com", "password1").await;
     let mut ws = connect(&s.g, "/ws/chat", &[("cookie", &session)])
         .await
         .unwrap();
     assert_echoes(&mut ws).await;
-    // Expiry is at most 2 s after the handshake; the socket must be gone
-    // within 5 s of that.
-    let ended = tokio::time::timeout(Duration::from_secs(2) + CLOSE_BOUND, async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "socket outlived its session's idle expiry");
+    // Half an hour on (the server's clock), it is open and in use ...
+    s.g.advance(Duration::from_secs(30 * 60));
+    ws.send(Message::text("half an hour on")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("half an hour on")
+    );
+    // ... which did not count: an hour after the handshake the session has
+    // expired, and the socket is gone within the bound.
+    s.g.advance(Duration::from_secs(31 * 60));
+    assert_closed_within_bound(&mut ws, "after idle expiry").await;
     assert_eq!(
         status_of(connect(&s.g, "/ws/chat", &[("cookie", &session)]).await),
         401
@@ -576,8 +582,9 @@ async fn websocket_to_an_https_upstream_is_verified_and_echoes() {
 
 #[tokio::test]
 async fn logout_all_set_password_user_delete_and_absolute_expiry_close_sockets() {
-    // A short absolute lifetime for the last case; the others end sooner.
-    let s = setup("absolute_timeout = \"12s\"\n").await;
+    // In-process on a manual clock: the last case moves it past the
+    // absolute lifetime.
+    let s = setup_on("absolute_timeout = \"2h\"\n", true).await;
     let mut sockets = Vec::new();
     for who in ["all", "pw", "del", "old"] {
         let email = format!("{who}@example.com");
@@ -610,28 +617,19 @@ async fn logout_all_set_password_user_delete_and_absolute_expiry_close_sockets()
     assert!(ok, "{err}");
     assert_closed_within_bound(&mut sockets[2].2, "after user delete").await;
 
-    // The untouched session's socket is still open, and its session valid;
-    // the absolute lifetime ends both: within 12 s of sign-up plus the 5 s
-    // bound.
+    // The untouched session's socket is still open, and its session valid
+    // (used within the idle timeout) ...
+    s.g.advance(Duration::from_secs(110 * 60));
     old.2.send(Message::text("still open")).await.unwrap();
     assert_eq!(
         old.2.next().await.unwrap().unwrap(),
         Message::text("still open")
     );
     assert_eq!(s.g.auth_check(&old.1).await["isAuthenticated"], true);
-    let ended = tokio::time::timeout(Duration::from_secs(12) + CLOSE_BOUND, async {
-        loop {
-            match old.2.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
-    assert!(
-        ended.is_ok(),
-        "socket outlived its session's absolute expiry"
-    );
+    // ... until the absolute lifetime ends both, the socket within the bound.
+    s.g.advance(Duration::from_secs(11 * 60));
+    assert_closed_within_bound(&mut old.2, "after absolute expiry").await;
+    assert_eq!(s.g.auth_check(&old.1).await["isAuthenticated"], false);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::email;
 use crate::store::{
-    Invite, Session, Store, StoreError, TokenHash, User, now_millis, session_handle,
+    Invite, Session, Store, StoreError, TokenHash, UnixMillis, User, session_handle,
 };
 
 /// One command from the CLI.
@@ -222,8 +222,10 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-/// Carries out one command (blocking: call from the blocking pool).
-pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> {
+/// Carries out one command (blocking: call from the blocking pool) at
+/// time `now` (the server's clock, or the wall clock when the CLI opens the
+/// store itself).
+pub fn execute(store: &dyn Store, now: UnixMillis, req: Request) -> Result<Executed, AdminError> {
     let done = |data: serde_json::Value| Executed {
         data,
         ..Executed::default()
@@ -264,7 +266,7 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let mut value = to_value(&user_view(&user, sessions.len()));
             value["session_list"] = to_value(&sessions);
             // Whether codes are pending; the codes themselves are never shown.
-            value["pending_codes"] = to_value(&store.pending_codes(&user)?);
+            value["pending_codes"] = to_value(&store.pending_codes(&user, now)?);
             value["identities"] = to_value(&identities);
             value["has_password"] =
                 serde_json::Value::from(user.password_hash != crate::store::NO_PASSWORD);
@@ -281,7 +283,7 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let ended = store.delete_user_sessions(user.id)?;
             let had = removed != crate::store::MfaRecord::default();
             if had {
-                store.queue_notice(&user.email, now_millis(), reset_notice())?;
+                store.queue_notice(&user.email, now, reset_notice(now))?;
             }
             tracing::info!(
                 target: "gatehouse::security",
@@ -326,7 +328,7 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             let key = normalise(&email)?;
             check_hash(&password_hash)?;
             let user = store
-                .add_user(&key, &password_hash, now_millis())?
+                .add_user(&key, &password_hash, now)?
                 .ok_or(AdminError::EmailTaken(key))?;
             tracing::info!(user_id = user.id, "user added by operator");
             Ok(done(to_value(&user_view(&user, 0))))
@@ -434,7 +436,6 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             if store.user_by_email(&key)?.is_some() {
                 return Err(AdminError::HasAccount(key));
             }
-            let now = now_millis();
             let invite = Invite {
                 email: key,
                 created_at: now,
@@ -454,12 +455,15 @@ pub fn execute(store: &dyn Store, req: Request) -> Result<Executed, AdminError> 
             store.queue_notice(&invite.email, now, notice)?;
             tracing::info!("invite created by operator; invitation mail queued");
             Ok(Executed {
-                data: to_value(&invite),
+                data: invite_view(&invite, now),
                 queued_mail: true,
                 ..Executed::default()
             })
         }
-        Request::InviteList => Ok(done(to_value(&store.invite_list()?))),
+        Request::InviteList => {
+            let invites = store.invite_list()?;
+            Ok(done(invites.iter().map(|i| invite_view(i, now)).collect()))
+        }
         Request::InviteRevoke { email } => {
             let key = normalise(&email)?;
             if !store.invite_delete(&key)? {
@@ -533,16 +537,24 @@ fn factors_view(record: &crate::store::MfaRecord) -> serde_json::Value {
 
 /// The notice for an operator's reset; without the server's mail
 /// settings at hand, it may wait in the outbox for a day.
-fn reset_notice() -> crate::store::Notice {
+fn reset_notice(now: UnixMillis) -> crate::store::Notice {
     let mut token = [0u8; 16];
     crate::random::random_bytes(&mut token);
     crate::store::Notice {
         kind: crate::store::MailKind::SecondFactor {
             event: crate::store::MfaEvent::ResetByAdmin,
         },
-        deadline: now_millis() + 24 * 3600 * 1000,
+        deadline: now + 24 * 3600 * 1000,
         message_token: crate::random::base64url(&token),
     }
+}
+
+/// An invite with `live`: whether it still lets its address sign up, decided
+/// here on the server's clock (the CLI may run on another machine's).
+fn invite_view(invite: &Invite, now: UnixMillis) -> serde_json::Value {
+    let mut value = to_value(invite);
+    value["live"] = serde_json::Value::from(invite.is_live(now));
+    value
 }
 
 fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<Executed, AdminError> {
@@ -570,6 +582,7 @@ fn changed(user: &User, ended: usize, what: &str) -> Executed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::now_millis;
     use crate::store::traits::*;
 
     #[test]
@@ -594,10 +607,11 @@ mod tests {
             password_hash: hash.into(),
         };
         let user: UserView =
-            serde_json::from_value(execute(&store, add.clone()).unwrap().data).unwrap();
+            serde_json::from_value(execute(&store, now_millis(), add.clone()).unwrap().data)
+                .unwrap();
         assert_eq!(user.email, "ann@example.com");
         assert!(matches!(
-            execute(&store, add),
+            execute(&store, now_millis(), add),
             Err(AdminError::EmailTaken(_))
         ));
         let session = Session {
@@ -611,6 +625,7 @@ mod tests {
         store.insert_session(&[9; 32], &session).unwrap();
         let done = execute(
             &store,
+            now_millis(),
             Request::UserDisable {
                 email: "ann@example.com".into(),
             },
@@ -623,12 +638,17 @@ mod tests {
         store.insert_session(&[8; 32], &session).unwrap();
         assert!(store.session(&[8; 32]).unwrap().is_none());
         assert!(matches!(
-            execute(&store, Request::SessionRevoke { id: "xyz".into() }),
+            execute(
+                &store,
+                now_millis(),
+                Request::SessionRevoke { id: "xyz".into() }
+            ),
             Err(AdminError::MalformedSessionId(_))
         ));
         assert!(matches!(
             execute(
                 &store,
+                now_millis(),
                 Request::UserSetPassword {
                     email: "ann@example.com".into(),
                     password_hash: "plaintext".into()

@@ -112,7 +112,8 @@ async fn serve_one(handle: &AdminContext, stream: UnixStream) -> std::io::Result
         return stream_backup(handle, &mut write).await;
     }
     let store = handle.app.auth.store().clone();
-    let outcome = tokio::task::spawn_blocking(move || execute(store.as_ref(), request))
+    let now = handle.app.auth.clock.now_millis();
+    let outcome = tokio::task::spawn_blocking(move || execute(store.as_ref(), now, request))
         .await
         .map_err(std::io::Error::other)?;
     let reply = match outcome {

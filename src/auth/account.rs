@@ -21,7 +21,7 @@ use super::{
 use crate::store::run_blocking;
 use crate::store::{
     AccountCodeCheck, CodePurpose, EmailChangeMails, MailKind, Notice, OtpMail, SendOutcome,
-    TokenHash, User, now_millis, session_handle,
+    TokenHash, User, session_handle,
 };
 
 /// One of the caller's sessions as `GET /api/v1/user/sessions` shows it.
@@ -52,7 +52,7 @@ impl Auth {
     pub(super) fn notice(&self, kind: MailKind) -> Notice {
         Notice {
             kind,
-            deadline: now_millis() + self.outbox.deadline().as_millis() as u64,
+            deadline: self.clock.now_millis() + self.outbox.deadline().as_millis() as u64,
             message_token: message_token(),
         }
     }
@@ -121,7 +121,7 @@ impl Auth {
             .hit(Rate::AccountMailPerIp, &client.ip_key)
             .map_err(throttled)?;
         let email = email::normalise(raw_email).ok_or(AuthError::InvalidEmail)?;
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let ttl_ms = self.otp_ttl.as_millis() as u64;
         let code = otp::generate(now + ttl_ms);
         let mail = OtpMail {
@@ -171,8 +171,9 @@ impl Auth {
             code.to_string(),
             self.max_attempts,
         );
+        let now = self.clock.now_millis();
         let check = run_blocking(move || {
-            store.check_account_code(CodePurpose::PasswordReset, &key, now_millis(), max, &|p| {
+            store.check_account_code(CodePurpose::PasswordReset, &key, now, max, &|p| {
                 otp::matches(p, &submitted)
             })
         })
@@ -191,7 +192,7 @@ impl Auth {
         };
         let password_hash = self.passwords.hash(password.to_string()).await?;
         let token = super::sessions::Sessions::new_token();
-        let session = new_session(user_id, &email, &client.origin, now_millis());
+        let session = new_session(user_id, &email, &client.origin, self.clock.now_millis());
         let notice = self.notice(MailKind::PasswordChanged);
         let (store, key, token_hash) = (self.store.clone(), email.clone(), token.hash);
         let change = run_blocking(move || {
@@ -236,7 +237,12 @@ impl Auth {
         self.confirm_password(&user, current, client).await?;
         let new_hash = self.passwords.hash(new.to_string()).await?;
         let token = super::sessions::Sessions::new_token();
-        let session = new_session(user.id, &user.email, &client.origin, now_millis());
+        let session = new_session(
+            user.id,
+            &user.email,
+            &client.origin,
+            self.clock.now_millis(),
+        );
         let notice = self.notice(MailKind::PasswordChanged);
         let (store, old_hash, token_hash) =
             (self.store.clone(), user.password_hash.clone(), token.hash);
@@ -333,7 +339,7 @@ impl Auth {
         if new_email == user.email {
             return Err(AuthError::SameEmail);
         }
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let ttl_ms = self.otp_ttl.as_millis() as u64;
         let code = otp::generate(now + ttl_ms);
         let mails = EmailChangeMails {
@@ -385,11 +391,12 @@ impl Auth {
             code.to_string(),
             self.max_attempts,
         );
+        let now = self.clock.now_millis();
         let check = run_blocking(move || {
             store.check_account_code(
                 CodePurpose::EmailChange,
                 &user_id.to_string(),
-                now_millis(),
+                now,
                 max,
                 &|p| otp::matches(p, &submitted),
             )
@@ -403,10 +410,11 @@ impl Auth {
             AccountCodeCheck::Expired => return Err(AuthError::ExpiredCode),
             AccountCodeCheck::Exhausted => return Err(AuthError::TooManyAttempts),
         };
-        let (store, keep) = (self.store.clone(), who.token);
-        let changed = run_blocking(move || store.complete_email_change(user_id, &valid, &keep))
-            .await?
-            .ok_or(AuthError::InvalidCode)?;
+        let (store, keep, now) = (self.store.clone(), who.token, self.clock.now_millis());
+        let changed =
+            run_blocking(move || store.complete_email_change(user_id, &valid, &keep, now))
+                .await?
+                .ok_or(AuthError::InvalidCode)?;
         self.sessions_ended(&changed.ended_sessions);
         // The calling session stays; its cached copy still names the old address.
         self.sessions.refresh(&who.token);
@@ -452,7 +460,7 @@ impl Auth {
     /// Queues "New sign-in to your account". A failure is logged, not
     /// returned: the sign-in itself succeeded and is answered.
     pub(super) async fn notify_new_sign_in(&self, email: &str, client: &ClientInfo) {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let notice = self.notice(MailKind::NewSignIn {
             at: now,
             ip: client.origin.ip.clone().unwrap_or_default(),

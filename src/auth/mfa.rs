@@ -35,7 +35,6 @@ use crate::config::Config;
 use crate::store::run_blocking;
 use crate::store::{
     ChallengePurpose, MailKind, MfaChallenge, MfaEvent, MfaRecord, StoreError, TotpFactor, User,
-    now_millis,
 };
 
 /// How long a pending sign-in (and its cookie) lives.
@@ -375,10 +374,6 @@ fn totp_for(secret: &[u8], account: &str, issuer: &str) -> Option<totp_rs::Totp>
         .ok()
 }
 
-fn now_secs() -> u64 {
-    now_millis() / 1000
-}
-
 /// `xxxxx-xxxxx` from Crockford's base32 alphabet (no i, l, o, u): 50 bits.
 fn new_recovery_code() -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
@@ -440,15 +435,15 @@ impl Auth {
         let challenge = MfaChallenge {
             purpose: ChallengePurpose::PendingSignIn,
             user_id: Some(user.id),
-            expires_at: now_millis() + PENDING_TTL.as_millis() as u64,
+            expires_at: self.clock.now_millis() + PENDING_TTL.as_millis() as u64,
             attempts: 0,
             state: user.email.clone(),
         };
         let (store, key) = (self.store.clone(), hash_token(&pending_token));
-        let stored = run_blocking(move || {
-            store.mfa_challenge_put(&key, &challenge, now_millis(), MAX_CHALLENGES)
-        })
-        .await?;
+        let now = self.clock.now_millis();
+        let stored =
+            run_blocking(move || store.mfa_challenge_put(&key, &challenge, now, MAX_CHALLENGES))
+                .await?;
         if !stored {
             tracing::warn!("pending second-factor sign-ins are at their limit");
             return Err(AuthError::Busy);
@@ -476,7 +471,8 @@ impl Auth {
         let token = pending_token.ok_or(MfaError::PendingMissing)?;
         let key = hash_token(token);
         let store = self.store.clone();
-        let mut pending = run_blocking(move || store.mfa_challenge_take(&key, now_millis()))
+        let now = self.clock.now_millis();
+        let mut pending = run_blocking(move || store.mfa_challenge_take(&key, now))
             .await?
             .filter(|c| c.purpose == ChallengePurpose::PendingSignIn)
             .ok_or(MfaError::PendingMissing)?;
@@ -538,7 +534,8 @@ impl Auth {
         pending: MfaChallenge,
     ) -> Result<(), StoreError> {
         let store = self.store.clone();
-        run_blocking(move || store.mfa_challenge_put(&key, &pending, now_millis(), MAX_CHALLENGES))
+        let now = self.clock.now_millis();
+        run_blocking(move || store.mfa_challenge_put(&key, &pending, now, MAX_CHALLENGES))
             .await
             .map(|_| ())
     }
@@ -555,7 +552,7 @@ impl Auth {
             self.mfa.issuer.clone(),
         );
         let (user_id, email, code) = (user.id, user.email.clone(), code.to_string());
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let updated = run_blocking(move || {
             store.mfa_update(user_id, &move |r: &MfaRecord| {
                 let factor = r.totp.as_ref()?;
@@ -611,7 +608,8 @@ impl Auth {
     pub(super) async fn mfa_notice(&self, to: &str, event: MfaEvent) {
         let notice = self.notice(MailKind::SecondFactor { event });
         let (store, to) = (self.store.clone(), to.to_string());
-        match run_blocking(move || store.queue_notice(&to, now_millis(), notice)).await {
+        let now = self.clock.now_millis();
+        match run_blocking(move || store.queue_notice(&to, now, notice)).await {
             Ok(_) => self.outbox.queued(false),
             Err(e) => tracing::error!(error = %e, "second-factor notice could not be queued"),
         }
@@ -687,7 +685,7 @@ impl Auth {
             self.mfa.issuer.clone(),
         );
         let (user_id, email, code) = (user.id, user.email.clone(), code.to_string());
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let updated = run_blocking(move || {
             store.mfa_update(user_id, &move |r: &MfaRecord| {
                 // The setup must be the one checked (not replaced meanwhile).
@@ -802,7 +800,8 @@ impl Auth {
     /// Removes expired pending sign-ins and ceremonies.
     pub(super) async fn sweep_mfa(&self) -> Result<usize, StoreError> {
         let store = self.store.clone();
-        run_blocking(move || store.mfa_sweep(now_millis())).await
+        let now = self.clock.now_millis();
+        run_blocking(move || store.mfa_sweep(now)).await
     }
 }
 

@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use crate::random::{base64url, random_bytes};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::mail::Outbox;
 use crate::store::run_blocking;
 use crate::store::{
     AccountCreation, OtpCheck, OtpMail, SendLimit, SendOutcome, SessionOrigin, Store, StoreError,
-    TokenHash, now_millis,
+    TokenHash,
 };
 use devices::Devices;
 use passwords::{PasswordError, Passwords};
@@ -146,6 +147,8 @@ pub struct Auth {
     signup: Arc<crate::config::SignupConfig>,
     /// Second factors: the sealing key, the issuer, the pending cookie.
     pub mfa: mfa::MfaSettings,
+    /// Every expiry decision of the flows reads this (see `crate::clock`).
+    pub clock: Clock,
 }
 
 impl Auth {
@@ -153,10 +156,11 @@ impl Auth {
         cfg: &Config,
         store: Arc<dyn Store>,
         outbox: Arc<Outbox>,
+        clock: Clock,
     ) -> Result<Auth, AuthError> {
         Ok(Auth {
-            sessions: Sessions::new(store.clone(), &cfg.session, cfg.tls.is_some()),
-            throttle: Throttle::load(cfg.limits.clone(), store.clone())?,
+            sessions: Sessions::new(store.clone(), &cfg.session, cfg.tls.is_some(), clock),
+            throttle: Throttle::load(cfg.limits.clone(), store.clone(), clock)?,
             devices: Devices::new(store.server_secret("known-device")?),
             passwords: Passwords::new(&cfg.password, cfg.limits.max_queued_hashes)?,
             store,
@@ -171,6 +175,7 @@ impl Auth {
             notify_new_device: cfg.notify.new_device,
             signup: Arc::new(cfg.access.signup.clone()),
             mfa: mfa::MfaSettings::new(cfg)?,
+            clock,
         })
     }
 
@@ -198,15 +203,16 @@ impl Auth {
                 random_bytes(&mut token);
                 let notice = crate::store::Notice {
                     kind: crate::store::MailKind::SignupRefused,
-                    deadline: now_millis() + self.outbox.deadline().as_millis() as u64,
+                    deadline: self.clock.now_millis() + self.outbox.deadline().as_millis() as u64,
                     message_token: base64url(&token),
                 };
-                run_blocking(move || store.queue_notice(&email, now_millis(), notice)).await?;
+                let now = self.clock.now_millis();
+                run_blocking(move || store.queue_notice(&email, now, notice)).await?;
                 self.outbox.queued(false);
             }
             return Ok(());
         }
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let ttl_ms = self.otp_ttl.as_millis() as u64;
         let code = otp::generate(now + ttl_ms);
         let mut token = [0u8; 16];
@@ -241,11 +247,16 @@ impl Auth {
     pub async fn signup_permits(&self, email: &str) -> Result<bool, StoreError> {
         // Only `invite` reads the store; the others decide on the spot.
         if self.signup.mode != crate::config::SignupMode::Invite {
-            return signup_policy::permits(&self.signup, self.store.as_ref(), email, now_millis());
+            return signup_policy::permits(
+                &self.signup,
+                self.store.as_ref(),
+                email,
+                self.clock.now_millis(),
+            );
         }
         let (store, policy, key) = (self.store.clone(), self.signup.clone(), email.to_string());
-        run_blocking(move || signup_policy::permits(&policy, store.as_ref(), &key, now_millis()))
-            .await
+        let now = self.clock.now_millis();
+        run_blocking(move || signup_policy::permits(&policy, store.as_ref(), &key, now)).await
     }
 
     /// The mail outbox (its counters are the mail metrics).
@@ -276,10 +287,10 @@ impl Auth {
         }
         let store = self.store.clone();
         let (key, submitted, max) = (email.clone(), code.to_string(), self.max_attempts);
-        let check = run_blocking(move || {
-            store.check_otp(&key, now_millis(), max, &|p| otp::matches(p, &submitted))
-        })
-        .await?;
+        let now = self.clock.now_millis();
+        let check =
+            run_blocking(move || store.check_otp(&key, now, max, &|p| otp::matches(p, &submitted)))
+                .await?;
         let pending = match check {
             OtpCheck::Valid(p) => p,
             OtpCheck::Missing | OtpCheck::Wrong => return Err(AuthError::InvalidCode),
@@ -292,15 +303,9 @@ impl Auth {
         let token_hash = token.hash;
         let key = email.clone();
         let origin = client.origin.clone();
+        let now = self.clock.now_millis();
         let created = run_blocking(move || {
-            store.create_account(
-                &key,
-                &pending,
-                &password_hash,
-                now_millis(),
-                &token_hash,
-                &origin,
-            )
+            store.create_account(&key, &pending, &password_hash, now, &token_hash, &origin)
         })
         .await?;
         match created {
@@ -460,7 +465,8 @@ impl Auth {
     pub async fn sweep(&self) -> Result<(), StoreError> {
         let store = self.store.clone();
         let expiry = self.sessions.expiry();
-        let counts = run_blocking(move || store.sweep(now_millis(), expiry)).await?;
+        let now = self.clock.now_millis();
+        let counts = run_blocking(move || store.sweep(now, expiry)).await?;
         let challenges = self.sweep_mfa().await?;
         if challenges > 0 {
             tracing::debug!(challenges, "swept expired second-factor challenges");

@@ -45,7 +45,6 @@ use super::{Auth, AuthError, ClientInfo, SignedIn, random_bytes, throttled};
 use crate::store::run_blocking;
 use crate::store::{
     ChallengePurpose, MfaChallenge, MfaEvent, MfaRecord, PasskeyRecord, StoreError, TokenHash,
-    now_millis,
 };
 
 /// Unexpired ceremonies kept at most.
@@ -116,10 +115,10 @@ fn new_handle() -> String {
 impl Auth {
     async fn put_challenge(&self, key: TokenHash, challenge: MfaChallenge) -> Result<(), MfaError> {
         let store = self.store.clone();
-        let stored = run_blocking(move || {
-            store.mfa_challenge_put(&key, &challenge, now_millis(), MAX_CHALLENGES)
-        })
-        .await?;
+        let now = self.clock.now_millis();
+        let stored =
+            run_blocking(move || store.mfa_challenge_put(&key, &challenge, now, MAX_CHALLENGES))
+                .await?;
         if stored {
             Ok(())
         } else {
@@ -130,7 +129,8 @@ impl Auth {
 
     async fn take_challenge(&self, key: TokenHash) -> Result<Option<MfaChallenge>, StoreError> {
         let store = self.store.clone();
-        run_blocking(move || store.mfa_challenge_take(&key, now_millis())).await
+        let now = self.clock.now_millis();
+        run_blocking(move || store.mfa_challenge_take(&key, now)).await
     }
 
     /// `POST /api/v1/user/passkeys/register/start`: creation options for
@@ -219,7 +219,7 @@ impl Auth {
             MfaChallenge {
                 purpose: ChallengePurpose::PasskeyRegister,
                 user_id: Some(user.id),
-                expires_at: now_millis() + PENDING_TTL.as_millis() as u64,
+                expires_at: self.clock.now_millis() + PENDING_TTL.as_millis() as u64,
                 attempts: 0,
                 state: b64().encode(state),
             },
@@ -292,7 +292,7 @@ impl Auth {
             id: new_handle(),
             credential_id: credential_id.clone(),
             name: name.chars().take(64).collect(),
-            created_at: now_millis(),
+            created_at: self.clock.now_millis(),
             last_used_at: None,
             credential: encode_credential(&static_state, dynamic)?,
             sign_count: dynamic.sign_count,
@@ -402,7 +402,7 @@ impl Auth {
             MfaChallenge {
                 purpose: ChallengePurpose::PasskeyLogin,
                 user_id: None,
-                expires_at: now_millis() + PENDING_TTL.as_millis() as u64,
+                expires_at: self.clock.now_millis() + PENDING_TTL.as_millis() as u64,
                 attempts: 0,
                 state: match bound {
                     Some(h) => format!("{}.{h}", b64().encode(state)),
@@ -551,7 +551,7 @@ impl Auth {
         let (backup_eligible, backed_up) = flags(dynamic);
         let updated_credential = encode_credential(&static_bytes, dynamic)?;
         let store = self.store.clone();
-        let (id, now) = (stored.id.clone(), now_millis());
+        let (id, now) = (stored.id.clone(), self.clock.now_millis());
         run_blocking(move || {
             store.mfa_update(owner, &move |r: &MfaRecord| {
                 let mut next = r.clone();

@@ -22,10 +22,11 @@ use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::store::run_blocking;
 use crate::store::{
-    Session, SessionExpiry, SessionOrigin, Store, StoreError, TokenHash, UnixMillis, now_millis,
+    Session, SessionExpiry, SessionOrigin, Store, StoreError, TokenHash, UnixMillis,
 };
 use crate::sync;
 
@@ -216,10 +217,12 @@ pub struct Sessions {
     blind_since: AtomicU64,
     /// WebSockets and streams opened with a session, ended with it.
     pub live: Arc<super::live::LiveConnections>,
+    /// Idle and absolute expiry are measured on this (see `crate::clock`).
+    clock: Clock,
 }
 
 impl Sessions {
-    pub fn new(store: Arc<dyn Store>, cfg: &SessionConfig, tls: bool) -> Sessions {
+    pub fn new(store: Arc<dyn Store>, cfg: &SessionConfig, tls: bool, clock: Clock) -> Sessions {
         // `__Host-` binds the cookie to this exact origin so sibling
         // subdomains cannot plant or overwrite it; browsers allow it only
         // with Secure, Path=/ and no Domain.
@@ -247,6 +250,7 @@ impl Sessions {
             epoch: AtomicU64::new(0),
             blind_since: AtomicU64::new(0),
             live: Arc::default(),
+            clock,
         }
     }
 
@@ -280,7 +284,7 @@ impl Sessions {
             return Ok(None);
         };
         let key = self.keyer.key(token);
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let cached = {
             let mut cache = sync::lock(&self.cache);
             self.cached(&mut cache, key, now)
@@ -313,7 +317,7 @@ impl Sessions {
 
     /// Finds the live session with this token hash. Expired sessions are removed.
     pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Identity>, StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let cached = {
             let mut cache = sync::lock(&self.cache);
             cache
@@ -442,7 +446,7 @@ impl Sessions {
         origin: &SessionOrigin,
     ) -> Result<NewToken, StoreError> {
         let token = Sessions::new_token();
-        let session = new_session(user_id, email, origin, now_millis());
+        let session = new_session(user_id, email, origin, self.clock.now_millis());
         let store = self.store.clone();
         let hash = token.hash;
         run_blocking(move || store.insert_session(&hash, &session)).await?;
@@ -506,7 +510,7 @@ impl Sessions {
         if sessions.is_empty() {
             return Ok(());
         }
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let mut ended = Vec::new();
         let mut uncached = Vec::new();
         {
@@ -571,12 +575,13 @@ impl Sessions {
     /// Whether a stored session is past its idle or absolute limit, given
     /// its last use.
     pub fn is_expired(&self, session: &Session, last_seen: UnixMillis) -> bool {
-        self.expiry.is_expired(session, last_seen, now_millis())
+        self.expiry
+            .is_expired(session, last_seen, self.clock.now_millis())
     }
 
     /// Drops expired entries from the cache; the store is swept separately.
     pub fn prune_cache(&self) {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         sync::lock(&self.cache).retain(|c| !self.expiry.is_expired(&c.session, c.last_seen, now));
     }
 
@@ -819,6 +824,57 @@ mod tests {
             h.append(http::header::COOKIE, HeaderValue::from_str(c).unwrap());
         }
         h
+    }
+
+    #[tokio::test]
+    async fn cached_sessions_expire_on_the_injected_clock() {
+        use crate::store::traits::*;
+        const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let clock = Clock::manual();
+        let cfg = SessionConfig {
+            cookie_name: "sid".into(),
+            idle_timeout: 60 * MINUTE,
+            absolute_timeout: 180 * MINUTE,
+            same_site: SameSite::Lax,
+            domain: None,
+        };
+        let sessions = Sessions::new(store.clone(), &cfg, false, clock);
+        let live = |token: &NewToken| {
+            let cookie = format!("sid={}", token.token);
+            sessions
+                .authenticate(&headers(&[&cookie]))
+                .unwrap()
+                .is_some()
+        };
+        let user = store
+            .add_user("u@x.io", "$argon2id$unused", clock.now_millis())
+            .unwrap()
+            .unwrap();
+        let (used, unused) = (Sessions::new_token(), Sessions::new_token());
+        for t in [&used, &unused] {
+            let origin = SessionOrigin::default();
+            let session = new_session(user.id, "u@x.io", &origin, clock.now_millis());
+            store.insert_session(&t.hash, &session).unwrap();
+            // Read once: from here on both are served from the cache.
+            assert!(live(t));
+        }
+        // Used every 50 minutes, one stays; the other, idle for 100, is gone.
+        clock.advance(50 * MINUTE);
+        assert!(live(&used));
+        clock.advance(50 * MINUTE);
+        assert!(live(&used));
+        assert!(!live(&unused));
+        assert_eq!(sessions.last_seen(&unused.hash), None);
+        // Still in use, it ends at the absolute limit (180 minutes).
+        clock.advance(50 * MINUTE);
+        assert!(live(&used));
+        assert!(sessions.last_seen(&used.hash).is_some());
+        clock.advance(50 * MINUTE);
+        assert!(!live(&used));
+        assert_eq!(sessions.last_seen(&used.hash), None);
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::config::LimitsConfig;
-use crate::store::{Store, StoreError, ThrottleRecord, UnixMillis, now_millis};
+use crate::store::{Store, StoreError, ThrottleRecord, UnixMillis};
 use crate::sync;
 
 /// Keys kept in memory at most; beyond that the least recently used half
@@ -69,12 +70,18 @@ pub struct Throttle {
     /// Several instances share the store: count there, at once (see
     /// [`Throttle::update`]).
     shared: bool,
+    /// Windows and back-off are measured on this (see `crate::clock`).
+    clock: Clock,
 }
 
 impl Throttle {
     /// Loads the persisted counters.
-    pub fn load(limits: LimitsConfig, store: Arc<dyn Store>) -> Result<Throttle, StoreError> {
-        let now = now_millis();
+    pub fn load(
+        limits: LimitsConfig,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Throttle, StoreError> {
+        let now = clock.now_millis();
         let entries = store
             .load_throttles()?
             .into_iter()
@@ -95,6 +102,7 @@ impl Throttle {
             store,
             entries: Mutex::new(entries),
             removed: Mutex::new(Vec::new()),
+            clock,
         })
     }
 
@@ -139,7 +147,7 @@ impl Throttle {
     /// once the window's allowance is used up.
     pub fn hit(&self, rate: Rate, subject: &str) -> Result<(), Duration> {
         let (prefix, max, window) = self.rate_params(rate);
-        let now = now_millis();
+        let now = self.clock.now_millis();
         self.update(format!("{prefix}:{subject}"), now, |r| {
             if now.saturating_sub(r.window_start) >= window {
                 r.window_start = now;
@@ -156,7 +164,7 @@ impl Throttle {
     /// `Err(retry_after)` while `subject` is backing off after failures.
     pub fn check_backoff(&self, kind: Failures, subject: &str) -> Result<(), Duration> {
         let (prefix, _) = self.failure_params(kind);
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let key = format!("{prefix}:{subject}");
         if self.shared {
             match self.store.throttle_record(&key) {
@@ -178,7 +186,7 @@ impl Throttle {
     /// up to `max_backoff`.
     pub fn record_failure(&self, kind: Failures, subject: &str) {
         let (prefix, threshold) = self.failure_params(kind);
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let max = self.limits.max_backoff.as_millis() as u64;
         let first = self.limits.first_backoff.as_millis() as u64;
         self.update(format!("{prefix}:{subject}"), now, |r| {
@@ -274,7 +282,7 @@ impl Throttle {
 
     /// Writes changed counters to the store and forgets stale ones.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let cleared: Vec<String> = sync::lock(&self.removed).drain(..).collect();
         let mut stale = Vec::new();
         let mut changed = Vec::new();
@@ -419,7 +427,7 @@ mod tests {
 
     fn throttle(dir: &tempfile::TempDir) -> Throttle {
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
-        Throttle::load(limits(), store).unwrap()
+        Throttle::load(limits(), store, Clock::System).unwrap()
     }
 
     #[test]
@@ -470,6 +478,62 @@ mod tests {
         let t = throttle(&dir);
         assert!(t.check_backoff(Failures::SignInPerEmail, "b@x.io").is_err());
         assert!(t.hit(Rate::SendOtpPerIp, "9.9.9.9").is_err());
+    }
+
+    fn throttle_on(dir: &tempfile::TempDir, limits: LimitsConfig, clock: Clock) -> Throttle {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
+        Throttle::load(limits, store, clock).unwrap()
+    }
+
+    #[test]
+    fn a_rate_window_reopens_when_its_time_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual();
+        let t = throttle_on(&dir, limits(), clock);
+        t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap();
+        t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap();
+        // 50 s into the minute: still closed, for the rest of the minute.
+        clock.advance(Duration::from_secs(50));
+        let retry = t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap_err();
+        assert!(retry <= Duration::from_secs(10), "{retry:?}");
+        // Past the minute: open again, with a fresh count.
+        clock.advance(Duration::from_secs(11));
+        t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap();
+        t.hit(Rate::SignInPerIp, "1.2.3.4").unwrap();
+        assert!(t.hit(Rate::SignInPerIp, "1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn a_back_off_ends_when_its_time_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual();
+        let limits = LimitsConfig {
+            first_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(3600),
+            ..limits()
+        };
+        let t = throttle_on(&dir, limits, clock);
+        let kind = Failures::SignInPerEmail;
+        for _ in 0..3 {
+            t.record_failure(kind, "a@x.io");
+        }
+        let wait = t.check_backoff(kind, "a@x.io").unwrap_err();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        // Short of it: still blocked; past it: allowed.
+        clock.advance(Duration::from_secs(20));
+        assert!(t.check_backoff(kind, "a@x.io").is_err());
+        clock.advance(Duration::from_secs(11));
+        assert!(t.check_backoff(kind, "a@x.io").is_ok());
+        // The failures are remembered: the next one blocks again, longer.
+        t.record_failure(kind, "a@x.io");
+        assert!(t.check_backoff(kind, "a@x.io").unwrap_err() > wait);
+        // A day later they are forgotten: one failure blocks nothing.
+        clock.advance(Duration::from_secs(25 * 3600));
+        t.record_failure(kind, "a@x.io");
+        assert!(t.check_backoff(kind, "a@x.io").is_ok());
     }
 
     fn record(window_start: u64, count: u32, failures: u32, blocked_until: u64) -> ThrottleRecord {

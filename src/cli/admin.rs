@@ -379,7 +379,7 @@ fn run(common: &Common, request: Request) -> Result<serde_json::Value, CommandEr
         Some(stream) => client::call(&config.admin.socket, stream, &request)?.0,
         None => {
             let store = open_store(&config)?;
-            match execute(store.as_ref(), request) {
+            match execute(store.as_ref(), crate::store::now_millis(), request) {
                 Ok(done) => Reply::Ok { data: done.data },
                 Err(e) => Reply::Error {
                     message: e.to_string(),
@@ -507,20 +507,24 @@ fn render(data: &serde_json::Value, shape: Shape) -> String {
             out
         }
         Shape::Invite | Shape::Invites => {
-            let invites: Vec<crate::store::Invite> = match shape {
-                Shape::Invite => serde_json::from_value(data.clone()).into_iter().collect(),
-                _ => serde_json::from_value(data.clone()).unwrap_or_default(),
+            let values: Vec<serde_json::Value> = match shape {
+                Shape::Invite => vec![data.clone()],
+                _ => data.as_array().cloned().unwrap_or_default(),
             };
+            // `live` is the server's verdict (its clock); computed here only
+            // for a reply without it.
             let now = crate::store::now_millis();
-            let rows: Vec<Vec<String>> = invites
+            let rows: Vec<Vec<String>> = values
                 .iter()
-                .map(|i| {
-                    vec![
+                .filter_map(|v| {
+                    let i: crate::store::Invite = serde_json::from_value(v.clone()).ok()?;
+                    let live = v["live"].as_bool().unwrap_or_else(|| i.is_live(now));
+                    Some(vec![
                         i.email.clone(),
                         utc(i.created_at),
                         utc(i.expires_at),
-                        if i.is_live(now) { "live" } else { "expired" }.to_string(),
-                    ]
+                        if live { "live" } else { "expired" }.to_string(),
+                    ])
                 })
                 .collect();
             table(&["EMAIL", "CREATED", "EXPIRES", "STATE"], &rows)

@@ -181,11 +181,15 @@ pub fn check_setup(cfg: &MailConfig) -> Result<String, MailError> {
 
 /// Sets up mail for the server: checks templates and the transport, and
 /// starts the delivery worker on the store's outbox. Call inside the runtime.
-pub fn start(cfg: &MailConfig, store: Arc<dyn Store>) -> Result<(Arc<Outbox>, Worker), MailError> {
+pub fn start(
+    cfg: &MailConfig,
+    store: Arc<dyn Store>,
+    clock: crate::clock::Clock,
+) -> Result<(Arc<Outbox>, Worker), MailError> {
     let composer = Composer::from_config(cfg)?;
     let (transport, description) = transport(cfg)?;
     tracing::info!(transport = %description, "mail delivery worker starting");
     let outbox = Arc::new(Outbox::new(cfg.deadline));
-    let worker = outbox::spawn_worker(outbox.clone(), store, transport, composer, cfg);
+    let worker = outbox::spawn_worker(outbox.clone(), store, transport, composer, cfg, clock);
     Ok((outbox, worker))
 }

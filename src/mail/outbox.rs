@@ -23,9 +23,10 @@ use tokio::task::JoinHandle;
 
 use super::templates::{Composer, Content};
 use super::{Transport, TransportError};
+use crate::clock::Clock;
 use crate::config::{MailConfig, MailTransport};
 use crate::store::run_blocking;
-use crate::store::{MailKind, QueuedMail, Store, StoreError, now_millis};
+use crate::store::{MailKind, QueuedMail, Store, StoreError};
 
 /// Messages taken from the store per round.
 const BATCH: usize = 32;
@@ -162,6 +163,7 @@ pub fn spawn_worker(
     transport: Arc<dyn Transport>,
     composer: Composer,
     cfg: &MailConfig,
+    clock: Clock,
 ) -> Worker {
     let (stop, stop_rx) = watch::channel(false);
     // An SMTP attempt is bounded by its connect timeout plus a few commands.
@@ -178,6 +180,7 @@ pub fn spawn_worker(
             initial: cfg.retry_initial,
             max: cfg.retry_max,
         },
+        clock,
     };
     let task = tokio::spawn(delivery.run(stop_rx));
     Worker { stop, task, grace }
@@ -189,6 +192,9 @@ struct Delivery {
     transport: Arc<dyn Transport>,
     composer: Composer,
     backoff: Backoff,
+    /// Due times and deadlines are on this; the pauses between batches are
+    /// tokio sleeps (see `crate::clock`).
+    clock: Clock,
 }
 
 impl Delivery {
@@ -198,7 +204,8 @@ impl Delivery {
                 return;
             }
             let store = self.store.clone();
-            let pause = match run_blocking(move || store.outbox_due(now_millis(), BATCH)).await {
+            let now = self.clock.now_millis();
+            let pause = match run_blocking(move || store.outbox_due(now, BATCH)).await {
                 Ok(batch) => {
                     self.outbox
                         .stats
@@ -214,7 +221,7 @@ impl Delivery {
                         continue;
                     }
                     batch.next_due.map_or(IDLE, |at| {
-                        Duration::from_millis(at.saturating_sub(now_millis())).min(IDLE)
+                        Duration::from_millis(at.saturating_sub(self.clock.now_millis())).min(IDLE)
                     })
                 }
                 Err(e) => {
@@ -238,14 +245,14 @@ impl Delivery {
         // mail meanwhile. Re-read it right before the dialogue, so only a
         // send-otp arriving during the dialogue itself can still overlap.
         let store = self.store.clone();
-        let id = mail.id;
-        let mail = match run_blocking(move || store.outbox_get(id)).await {
+        let (id, now) = (mail.id, self.clock.now_millis());
+        let mail = match run_blocking(move || store.outbox_get(id, now)).await {
             Ok(Some(fresh)) => fresh,
             Ok(None) => return,
             Err(e) => return log_store_error(id, &e),
         };
         let attempt = mail.attempts + 1;
-        if now_millis() >= mail.deadline {
+        if self.clock.now_millis() >= mail.deadline {
             self.remove(id).await;
             MailStats::bump(&stats.dropped);
             tracing::warn!(
@@ -324,7 +331,10 @@ impl Delivery {
         let stats = &self.outbox.stats;
         let (id, attempt) = (mail.id, mail.attempts + 1);
         let delay = self.backoff.delay(attempt);
-        let next = now_millis().saturating_add(delay.as_millis() as u64);
+        let next = self
+            .clock
+            .now_millis()
+            .saturating_add(delay.as_millis() as u64);
         if next >= mail.deadline {
             self.remove(id).await;
             MailStats::bump(&stats.failed);

@@ -17,9 +17,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, OAuthConfig, is_local_path};
 use crate::random::{base64url, random_bytes};
-use crate::store::{OidcLink, OidcState, Store, StoreError, TokenHash, User, now_millis};
+use crate::store::{OidcLink, OidcState, Store, StoreError, TokenHash, User};
 use provider::{Provider, ProviderError};
 
 /// Name of the browser-binding cookie. `__Host-`: Secure, no Domain, Path=/,
@@ -121,12 +122,14 @@ pub struct Oidc {
     store: Arc<dyn Store>,
     /// `[signup]`: OIDC creates accounts only for addresses it permits.
     signup: crate::config::SignupConfig,
+    /// Decides when a started sign-in's state has expired.
+    clock: Clock,
 }
 
 impl Oidc {
     /// Reads each provider's client secret and CA file; nothing is fetched
     /// from the providers until the first sign-in.
-    pub fn new(cfg: &Config, store: Arc<dyn Store>) -> Result<Oidc, ConfigError> {
+    pub fn new(cfg: &Config, store: Arc<dyn Store>, clock: Clock) -> Result<Oidc, ConfigError> {
         let mut providers = Vec::with_capacity(cfg.oidc.len());
         for p in &cfg.oidc {
             let secret = p.read_client_secret()?;
@@ -141,6 +144,7 @@ impl Oidc {
             oauth: cfg.oauth.clone(),
             store,
             signup: cfg.access.signup.clone(),
+            clock,
         })
     }
 
@@ -174,7 +178,7 @@ impl Oidc {
             .map_or_else(secret, str::to_string);
         let (state, nonce) = (secret(), secret());
         let authorization = provider.authorize(&state, &nonce).await?;
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let record = OidcState {
             provider: name.to_string(),
             nonce,
@@ -290,7 +294,7 @@ impl Oidc {
                 &"state was issued for another provider",
             ));
         }
-        if now_millis() >= state.expires_at {
+        if self.clock.now_millis() >= state.expires_at {
             return Err(fail(CallbackError::ExpiredState, &"state expired"));
         }
         let claims = provider
@@ -314,6 +318,7 @@ impl Oidc {
         let create = provider.cfg.create_users;
         let link_claims = claims.clone();
         let signup = self.signup.clone();
+        let now = self.clock.now_millis();
         let link = crate::store::run_blocking(move || {
             // `[signup]` applies to accounts OIDC would create, too.
             let email = link_claims
@@ -322,13 +327,8 @@ impl Oidc {
                 .unwrap_or("")
                 .to_ascii_lowercase();
             let create = create
-                && crate::auth::signup_policy::permits(
-                    &signup,
-                    store.as_ref(),
-                    &email,
-                    now_millis(),
-                )?;
-            store.oidc_sign_in(&link_claims, create, now_millis())
+                && crate::auth::signup_policy::permits(&signup, store.as_ref(), &email, now)?;
+            store.oidc_sign_in(&link_claims, create, now)
         })
         .await
         .map_err(|e| fail(CallbackError::OauthFailed, &e))?;
@@ -376,7 +376,8 @@ impl Oidc {
     /// Removes expired started sign-ins.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let store = self.store.clone();
-        crate::store::run_blocking(move || store.oidc_sweep(now_millis())).await
+        let now = self.clock.now_millis();
+        crate::store::run_blocking(move || store.oidc_sweep(now)).await
     }
 }
 

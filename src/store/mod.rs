@@ -517,7 +517,8 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn outbox_due(&self, now: UnixMillis, max: usize) -> Result<OutboxBatch, StoreError>;
 
     /// The queued message `id`, if it is still queued.
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+    /// `now` starts a renewed lease (PostgreSQL).
+    fn outbox_get(&self, id: u64, now: UnixMillis) -> Result<Option<QueuedMail>, StoreError>;
 
     /// Records a failed attempt: `attempts` so far, next try at `next_attempt_at`.
     /// `false` if the message is gone (superseded meanwhile).
@@ -658,6 +659,7 @@ pub trait AccountStore: Send + Sync + 'static {
         user_id: u64,
         code: &AccountCode,
         keep: &TokenHash,
+        now: UnixMillis,
     ) -> Result<Option<EmailChanged>, StoreError>;
 
     /// The sessions of one user (expired ones not yet swept included), read
@@ -673,7 +675,8 @@ pub trait AccountStore: Send + Sync + 'static {
     fn queue_notice(&self, to: &str, now: UnixMillis, notice: Notice) -> Result<u64, StoreError>;
 
     /// Which account codes are pending for `user` (never the codes).
-    fn pending_codes(&self, user: &User) -> Result<PendingCodes, StoreError>;
+    /// Codes still live at `now`.
+    fn pending_codes(&self, user: &User, now: UnixMillis) -> Result<PendingCodes, StoreError>;
 
     /// What the store still holds that names `email` (or its account).
     fn traces(&self, email: &str) -> Result<Traces, StoreError>;
@@ -696,12 +699,11 @@ pub fn session_handle(hash: &TokenHash) -> String {
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The current time as stored.
+/// The wall clock as stored, for code outside the running server (the CLI
+/// on a stopped server's store, the bench seeder). The server's own
+/// decisions read its injected [`crate::clock::Clock`] instead.
 pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::Clock::System.now_millis()
 }
 
 // --- OpenID Connect (see `crate::oidc`) -----------------------------------

@@ -976,8 +976,8 @@ impl OutboxStore for PostgresStore {
     /// The worker re-reads a claimed mail right before its SMTP dialogue:
     /// this renews the lease, and answers `None` if the lease ran out and
     /// another instance claimed the mail meanwhile (it sends it, not us).
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
-        let lease_end = i(super::now_millis() + self.lease_ms());
+    fn outbox_get(&self, id: u64, now: UnixMillis) -> Result<Option<QueuedMail>, StoreError> {
+        let lease_end = i(now + self.lease_ms());
         self.read(async |client| {
             match client
                 .query_opt(
@@ -1322,9 +1322,9 @@ impl AccountStore for PostgresStore {
         user_id: u64,
         code: &AccountCode,
         keep: &TokenHash,
+        now: UnixMillis,
     ) -> Result<Option<EmailChanged>, StoreError> {
         let key = CodePurpose::EmailChange.key(&user_id.to_string());
-        let now = super::now_millis();
         self.serial(async |tx| {
             if !still_pending_in(tx, &key, code, now).await? {
                 return Ok(None);
@@ -1418,8 +1418,7 @@ impl AccountStore for PostgresStore {
         self.serial(async |tx| queue_notice_in(tx, to, now, notice.clone()).await)
     }
 
-    fn pending_codes(&self, user: &User) -> Result<PendingCodes, StoreError> {
-        let now = super::now_millis();
+    fn pending_codes(&self, user: &User, now: UnixMillis) -> Result<PendingCodes, StoreError> {
         self.serial(async |tx| {
             let live = async |key: String| -> Result<bool, StoreError> {
                 Ok(account_code_in(tx, &key)

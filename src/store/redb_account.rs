@@ -326,9 +326,9 @@ impl RedbStore {
         user_id: u64,
         code: &AccountCode,
         keep: &TokenHash,
+        now: UnixMillis,
     ) -> Result<Option<EmailChanged>, StoreError> {
         let key = CodePurpose::EmailChange.key(&user_id.to_string());
-        let now = super::now_millis();
         let txn = self.write_txn()?;
         if !still_pending_in(&txn, &key, code, now)? {
             return Ok(None);
@@ -453,8 +453,11 @@ impl RedbStore {
         Ok(id)
     }
 
-    pub(super) fn codes_pending(&self, user: &User) -> Result<PendingCodes, StoreError> {
-        let now = super::now_millis();
+    pub(super) fn codes_pending(
+        &self,
+        user: &User,
+        now: UnixMillis,
+    ) -> Result<PendingCodes, StoreError> {
         let txn = self.db.begin_read()?;
         let codes = txn.open_table(ACCOUNT_CODES)?;
         let live = |key: String| -> Result<bool, StoreError> {

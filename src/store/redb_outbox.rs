@@ -203,10 +203,10 @@ mod tests {
         let later = s.outbox_due(500, 10).unwrap();
         assert_eq!(later.due[1].id, 1);
         assert_eq!(later.due[1].attempts, 1);
-        assert_eq!(s.outbox_get(1).unwrap().unwrap().next_attempt_at, 500);
+        assert_eq!(s.outbox_get(1, 0).unwrap().unwrap().next_attempt_at, 500);
         assert!(s.outbox_remove(1).unwrap());
         assert!(!s.outbox_remove(1).unwrap());
-        assert_eq!(s.outbox_get(1).unwrap(), None);
+        assert_eq!(s.outbox_get(1, 0).unwrap(), None);
         assert!(!s.outbox_reschedule(1, 2, 900).unwrap());
         // The email's slot is free again: a new send supersedes nothing.
         assert!(matches!(

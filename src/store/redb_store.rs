@@ -466,7 +466,7 @@ impl OutboxStore for RedbStore {
         self.outbox_due_at(now, max)
     }
 
-    fn outbox_get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+    fn outbox_get(&self, id: u64, _now: UnixMillis) -> Result<Option<QueuedMail>, StoreError> {
         self.outbox_entry(id)
     }
 
@@ -584,8 +584,9 @@ impl AccountStore for RedbStore {
         user_id: u64,
         code: &AccountCode,
         keep: &TokenHash,
+        now: UnixMillis,
     ) -> Result<Option<EmailChanged>, StoreError> {
-        self.email_change_completed(user_id, code, keep)
+        self.email_change_completed(user_id, code, keep, now)
     }
 
     fn user_sessions(&self, user_id: u64) -> Result<Vec<(TokenHash, Session)>, StoreError> {
@@ -600,8 +601,8 @@ impl AccountStore for RedbStore {
         self.notice_queued(to, now, notice)
     }
 
-    fn pending_codes(&self, user: &User) -> Result<PendingCodes, StoreError> {
-        self.codes_pending(user)
+    fn pending_codes(&self, user: &User, now: UnixMillis) -> Result<PendingCodes, StoreError> {
+        self.codes_pending(user, now)
     }
 
     fn traces(&self, email: &str) -> Result<Traces, StoreError> {

@@ -101,6 +101,11 @@ pub struct Options {
     /// empty and `GATEHOUSE_TEST_STORE=postgres`, a fresh PostgreSQL
     /// database is used (see `pg`).
     pub store: String,
+    /// `store.sweep_interval` (how often expired records are removed).
+    pub sweep_interval: &'static str,
+    /// Runs the server in-process on a manual clock ([`Gatehouse::advance`])
+    /// instead of spawning the binary; see [`Gatehouse::spawn_in_process`].
+    pub manual_clock: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,6 +136,8 @@ impl Default for Options {
             admin: String::new(),
             env: Vec::new(),
             store: String::new(),
+            sweep_interval: "1s",
+            manual_clock: false,
         }
     }
 }
@@ -152,6 +159,15 @@ pub struct Gatehouse {
     /// The database the harness created for this server
     /// (`GATEHOUSE_TEST_STORE=postgres`), dropped with it.
     own_database: Option<String>,
+    /// The manual clock of an in-process server (`Options::manual_clock`).
+    clock: Option<gatehouse::Clock>,
+    in_process: Option<InProcess>,
+}
+
+/// A server running in-process on its own runtime and thread.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 pub fn binary() -> &'static str {
@@ -210,7 +226,7 @@ impl Gatehouse {
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{extra}\n\
              {tls}\n\
              [upstream]\nurl = \"http://{up}\"\ntimeout = \"{ut}\"\nconnect_timeout = \"1s\"\n\
-             [store]\npath = \"{store}\"\nsweep_interval = \"1s\"\n{store_extra}\n\
+             [store]\npath = \"{store}\"\nsweep_interval = \"{sweep}\"\n{store_extra}\n\
              [mail]\ntransport = \"{transport}\"\nfrom = \"Flowtask <no-reply@example.com>\"\n{mail}\n\
              [mail.smtp]\nhost = \"{smtp_host}\"\nport = {smtp}\nsecurity = \"{security}\"\ntimeout = \"5s\"\n{ca_line}{smtp_extra}\n\
              [session]\ncookie_name = \"sid\"\n{session}\n\
@@ -221,6 +237,7 @@ impl Gatehouse {
             up = upstream.addr,
             ut = opts.upstream_timeout,
             store = dir.path().join("data/gatehouse.redb").display(),
+            sweep = opts.sweep_interval,
             smtp = smtp.addr.port(),
             transport = opts.transport,
             mail = opts.mail,
@@ -255,12 +272,24 @@ impl Gatehouse {
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             own_database,
+            clock: opts.manual_clock.then(gatehouse::Clock::manual),
+            in_process: None,
         };
         g.spawn();
         g
     }
 
+    /// Moves the in-process server's clock forward: what expires after
+    /// `by` has expired now, without waiting for it.
+    pub fn advance(&self, by: Duration) {
+        let clock = self.clock.expect("started with Options::manual_clock");
+        assert!(clock.advance(by), "a manual clock moves");
+    }
+
     fn spawn(&mut self) {
+        if let Some(clock) = self.clock {
+            return self.spawn_in_process(clock);
+        }
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&self.config_path)
@@ -317,6 +346,7 @@ impl Gatehouse {
     }
 
     pub fn stop(&mut self) {
+        self.stop_in_process();
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -544,6 +574,7 @@ impl Gatehouse {
 
 impl Drop for Gatehouse {
     fn drop(&mut self) {
+        self.stop_in_process();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -628,5 +659,78 @@ pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) ->
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Gatehouse {
+    /// Runs the server in-process on `clock` (see [`InProcess`]). No log
+    /// lines are captured (the test process installs no subscriber), and
+    /// the admin HTTP address is not known: tests in this mode assert on
+    /// HTTP answers, mail and the CLI.
+    fn spawn_in_process(&mut self, clock: gatehouse::Clock) {
+        let (server, addr) = InProcess::start(&self.config_path, clock);
+        self.addr = addr;
+        self.admin_addr = None;
+        self.in_process = Some(server);
+    }
+
+    fn stop_in_process(&mut self) {
+        if let Some(server) = self.in_process.take() {
+            server.stop();
+        }
+    }
+}
+
+impl InProcess {
+    /// Runs the server through the library (`gatehouse::serve_with_clock`)
+    /// on its own multi-threaded runtime and thread, with the configuration
+    /// file the binary would read: the same real listener, TLS, upstream and
+    /// SMTP, but every expiry decision on `clock`, which the test moves.
+    /// Returns once the public listener is bound.
+    pub fn start(config_path: &Path, clock: gatehouse::Clock) -> (InProcess, SocketAddr) {
+        let config = gatehouse::Config::load(config_path)
+            .unwrap_or_else(|e| panic!("test config refused: {e}"));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            let listening = {
+                let addr_tx = addr_tx.clone();
+                move |addr| {
+                    let _ = addr_tx.send(Ok(addr));
+                }
+            };
+            let outcome = runtime.block_on(gatehouse::serve_with_clock(
+                config, shutdown, clock, listening,
+            ));
+            if let Err(e) = outcome {
+                let _ = addr_tx.send(Err(e.to_string()));
+            }
+        });
+        match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(addr)) => (InProcess { stop, thread }, addr),
+            Ok(Err(e)) => panic!("in-process gatehouse did not start: {e}"),
+            Err(_) => panic!("in-process gatehouse did not start within 20 s"),
+        }
+    }
+
+    /// Shuts the server down (drain included) and waits, at most 15 s, for
+    /// its thread, so a restart finds the store unlocked.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
     }
 }
