@@ -10,6 +10,7 @@ mod access;
 mod account;
 mod backup;
 mod blocking;
+mod ids;
 mod mfa;
 mod migrate;
 mod pg_access;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
+use super::ids::IdCounter;
 use super::pg_conn::{Connector, connector};
 use super::pg_revocations::{RevocationFeed, RevocationSink};
 use super::{
@@ -321,16 +322,20 @@ async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError
     Ok(())
 }
 
+/// Takes the next id of `counter` from its sequence (a rolled-back
+/// transaction leaves a gap, never a reused id).
+async fn next_id_in(tx: &Transaction<'_>, counter: IdCounter) -> Result<i64, StoreError> {
+    let sql = format!("SELECT nextval('{}')", counter.sequence());
+    Ok(tx.query_one(&sql, &[]).await?.get(0))
+}
+
 pub(super) async fn insert_user_in(
     tx: &Transaction<'_>,
     email: &str,
     password_hash: &str,
     now: UnixMillis,
 ) -> Result<User, StoreError> {
-    let id: i64 = tx
-        .query_one("SELECT nextval('gh_user_ids')", &[])
-        .await?
-        .get(0);
+    let id = next_id_in(tx, IdCounter::User).await?;
     tx.execute(
         "INSERT INTO gh_users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         &[&id, &email, &password_hash, &i(now)],
@@ -440,10 +445,7 @@ async fn queue_in(
         }
         None => false,
     };
-    let id: i64 = tx
-        .query_one("SELECT nextval('gh_outbox_ids')", &[])
-        .await?
-        .get(0);
+    let id = next_id_in(tx, IdCounter::Outbox).await?;
     let entry = QueuedMail {
         id: id as u64,
         to: to.to_string(),

@@ -4,7 +4,8 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode};
+use super::ids::IdCounter;
+use super::redb_tables::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode, next_id_in};
 use super::{MailKind, OtpMail, QueuedMail, StoreError, UnixMillis};
 
 /// Queues the send-otp mail inside the caller's transaction, dropping the
@@ -24,9 +25,7 @@ pub(super) fn queue_in(
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1)?;
+    let id = next_id_in(txn, IdCounter::Outbox)?;
     let kind = if account_exists {
         MailKind::AccountExists
     } else {
@@ -62,9 +61,7 @@ pub(super) fn queue_plain_in(
     deadline: UnixMillis,
     message_token: String,
 ) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1)?;
+    let id = next_id_in(txn, IdCounter::Outbox)?;
     let entry = QueuedMail {
         id,
         to: to.to_string(),

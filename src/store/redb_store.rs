@@ -11,6 +11,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction,
 };
 
+use super::ids::IdCounter;
 use super::redb_outbox;
 use super::redb_tables::*;
 use super::{
@@ -677,9 +678,7 @@ pub(super) fn insert_user_in(
     password_hash: &str,
     now: UnixMillis,
 ) -> Result<User, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_user_id", id + 1)?;
+    let id = next_id_in(txn, IdCounter::User)?;
     let user = User {
         id,
         email: email.to_string(),
