@@ -25,7 +25,6 @@ pub(super) fn queue_in(
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let id = next_id_in(txn, IdCounter::Outbox)?;
     let kind = if account_exists {
         MailKind::AccountExists
     } else {
@@ -34,19 +33,7 @@ pub(super) fn queue_in(
             ttl_ms: mail.ttl_ms,
         }
     };
-    let entry = QueuedMail {
-        id,
-        to: email.to_string(),
-        kind,
-        message_token: mail.message_token,
-        queued_at: now,
-        deadline: mail.deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
-    txn.open_table(OUTBOX)?
-        .insert(id, encode(&entry)?.as_slice())?;
-    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
+    let id = queue_plain_in(txn, email, now, kind, mail.deadline, mail.message_token)?;
     txn.open_table(OUTBOX_BY_EMAIL)?.insert(email, id)?;
     Ok((id, superseded))
 }
