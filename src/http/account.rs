@@ -13,8 +13,8 @@ use crate::http::access::Served;
 use crate::mail::templates::format_utc;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_code, set_cookie, signed_in_response};
-use super::response::{Body, json, json_ok};
+use super::handlers::{read_json, required_code, signed_in_response};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext, path};
 
 const SESSIONS_PREFIX: &str = "/api/v1/user/sessions/";
@@ -109,7 +109,7 @@ pub async fn change_password(
         .change_password(&who, current, new, &client)
         .await?;
     let mut resp = json_ok("Password changed successfully");
-    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
+    append_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
     Ok(resp)
 }
 
@@ -138,7 +138,7 @@ pub async fn end_own_session(
     let was_current = app.auth.end_own_session(&who, id).await?;
     let mut resp = json_ok("Session ended");
     if was_current {
-        set_cookie(&mut resp, &app.auth.sessions.clear_cookie());
+        append_cookie(&mut resp, &app.auth.sessions.clear_cookie());
     }
     Ok(resp)
 }
@@ -174,7 +174,7 @@ pub async fn email_verify(
     let code = required_code(&body)?;
     let done = app.auth.verify_email_change(&who, &code, &client).await?;
     let mut resp = json_ok("Email changed successfully");
-    set_cookie(
+    append_cookie(
         &mut resp,
         &app.auth.sessions.set_device_cookie(&done.device_mark),
     );
@@ -193,7 +193,7 @@ pub async fn delete_account(
     let password = super::required_str(&body, "password")?;
     app.auth.delete_own_account(&who, password, &client).await?;
     let mut resp = json_ok("Account deleted");
-    set_cookie(&mut resp, &app.auth.sessions.clear_cookie());
+    append_cookie(&mut resp, &app.auth.sessions.clear_cookie());
     Ok(resp)
 }
 

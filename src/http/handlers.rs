@@ -3,14 +3,14 @@
 
 use crate::request::body::RequestBody;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
 use crate::auth::SignedIn;
 
 use super::error::ApiError;
-use super::response::{Body, json, json_ok};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 use crate::http::access::Served;
 
@@ -60,11 +60,11 @@ pub async fn sign_in(
 
 pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
     let mut resp = json_ok(message);
-    set_cookie(
+    append_cookie(
         &mut resp,
         &app.auth.sessions.set_cookie(&signed_in.token.token),
     );
-    set_cookie(
+    append_cookie(
         &mut resp,
         &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
     );
@@ -98,7 +98,7 @@ pub async fn logout(
         Err(e) => ApiError::from(e).into_response(),
     };
     // The cookie is cleared whether or not a session was found.
-    set_cookie(&mut resp, &clear);
+    append_cookie(&mut resp, &clear);
     Ok(resp)
 }
 
@@ -117,7 +117,7 @@ pub async fn logout_all(
         ),
         Err(e) => ApiError::from(e).into_response(),
     };
-    set_cookie(&mut resp, &clear);
+    append_cookie(&mut resp, &clear);
     Ok(resp)
 }
 
@@ -125,12 +125,6 @@ pub async fn logout_all(
 fn session_user(app: &App, token: Option<&crate::store::TokenHash>) -> Option<u64> {
     let who = app.auth.sessions.authenticate_hash(token?).ok()??;
     Some(who.user_id)
-}
-
-pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// Reads a bounded JSON object body.
@@ -246,7 +240,7 @@ fn sign_in_answer(app: &App, step: crate::auth::mfa::SignInStep) -> Response<Bod
                     "methods": crate::auth::mfa::METHODS,
                 }),
             );
-            set_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
+            append_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
             resp
         }
     }

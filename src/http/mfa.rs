@@ -13,8 +13,8 @@ use crate::http::access::Served;
 use crate::request::body::RequestBody;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_str, set_cookie, signed_in_response};
-use super::response::{Body, json, json_ok};
+use super::handlers::{read_json, required_str, signed_in_response};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 
 /// One second-factor endpoint.
@@ -125,7 +125,7 @@ pub(super) async fn serve(
                 StatusCode::OK,
                 &serde_json::json!({ "recoveryCodes": enabled.recovery_codes }),
             );
-            set_cookie(
+            append_cookie(
                 &mut resp,
                 &app.auth.sessions.set_cookie(&enabled.token.token),
             );
@@ -283,7 +283,7 @@ async fn passkeys(
                 .await?;
             let mut resp = signed_in_response(app, "Signed in successfully", &signed_in);
             if pending.is_some() {
-                set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+                append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             }
             Ok(resp)
         }
@@ -320,12 +320,12 @@ async fn sign_in_2fa(
     {
         Ok(signed_in) => {
             let mut resp = signed_in_response(app, "Signed in successfully", &signed_in);
-            set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+            append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             Ok(resp)
         }
         Err(e @ MfaError::PendingMissing) => {
             let mut resp = ApiError::from(e).into_response();
-            set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+            append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             Ok(resp)
         }
         Err(e) => Err(e.into()),

@@ -8,7 +8,7 @@ use crate::request::body::RequestBody;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use super::error::ApiError;
-use super::response::{Body, full, json};
+use super::response::{self, Body, append_cookie, json};
 use super::{App, RequestContext};
 use crate::auth::AuthError;
 use crate::auth::throttle::Rate;
@@ -68,7 +68,7 @@ pub async fn connect(
     // The cookie outlives the state a little, so a late return is told
     // `expired_state` rather than `invalid_state`.
     let ttl = app.oidc.state_ttl().as_secs() + BINDING_GRACE_SECS;
-    set_cookie(
+    append_cookie(
         &mut resp,
         &format!(
             "{BINDING_COOKIE}={}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax",
@@ -99,17 +99,17 @@ pub async fn callback(
                     (None, false) => oauth.success_path.as_str(),
                 };
                 let mut resp = redirect(oauth.frontend_url.as_deref(), path);
-                set_cookie(
+                append_cookie(
                     &mut resp,
                     &app.auth.sessions.set_cookie(&signed_in.token.token),
                 );
-                set_cookie(
+                append_cookie(
                     &mut resp,
                     &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
                 );
                 // Signed in: the binding has done its job. (A failure keeps
                 // it, so a sign-in still pending in another tab can finish.)
-                set_cookie(
+                append_cookie(
                     &mut resp,
                     &format!(
                         "{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
@@ -141,24 +141,14 @@ fn error_redirect(app: &App, error: CallbackError) -> Response<Body> {
 /// A 302 to `frontend_url` + `path` (both checked: see `config::oidc`).
 fn redirect(frontend_url: Option<&str>, path: &str) -> Response<Body> {
     let location = format!("{}{path}", frontend_url.unwrap_or(""));
-    let mut resp = Response::new(full(""));
-    *resp.status_mut() = StatusCode::FOUND;
+    let mut resp = response::redirect(StatusCode::FOUND, &location);
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, v);
-    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     resp
-}
-
-fn set_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// The value of cookie `name` (first occurrence, across `Cookie` headers).

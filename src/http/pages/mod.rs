@@ -25,7 +25,7 @@ use crate::config::{Config, SignupMode};
 use crate::http::App;
 use crate::http::access::Served;
 use crate::http::error::ApiError;
-use crate::http::response::{Body, full};
+use crate::http::response::{self, Body, append_cookie, with_body};
 use crate::request::RequestContext;
 use crate::request::body::RequestBody;
 use html::{Templates, esc};
@@ -224,16 +224,10 @@ impl Pages {
             content,
             &logo,
         );
-        let mut resp = Response::new(full(page));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        secure_headers(h);
-        if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
-            h.append(header::SET_COOKIE, c);
+        let mut resp = with_body(status, "text/html; charset=utf-8", page);
+        secure_headers(resp.headers_mut());
+        if let Some(c) = set_cookie {
+            append_cookie(&mut resp, c);
         }
         resp
     }
@@ -309,9 +303,8 @@ impl Pages {
     }
 
     fn asset(&self, bytes: Bytes, kind: &'static str) -> Response<Body> {
-        let mut resp = Response::new(full(bytes));
+        let mut resp = with_body(StatusCode::OK, kind, bytes);
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
         h.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=3600"),
@@ -738,12 +731,7 @@ impl Pages {
             .oidc
             .connect(&name, (!rd.is_empty()).then_some(rd.as_str()), existing)
             .await?;
-        let mut resp = Response::new(full(Bytes::new()));
-        *resp.status_mut() = StatusCode::SEE_OTHER;
-        if let Ok(v) = HeaderValue::from_str(&started.auth_url) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        secure_headers(resp.headers_mut());
+        let mut resp = redirect(StatusCode::SEE_OTHER, &started.auth_url);
         let ttl = app.oidc.state_ttl().as_secs() + 600;
         append_cookie(
             &mut resp,
@@ -827,22 +815,12 @@ fn secure_headers(h: &mut http::HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+/// A redirect with the pages' headers. Every location is a checked
+/// same-origin path, a page URL or the provider's authorization URL.
 fn redirect(status: StatusCode, location: &str) -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    // Every location is a checked same-origin path or a page URL: ASCII.
-    if let Ok(v) = HeaderValue::from_str(location) {
-        h.insert(header::LOCATION, v);
-    }
-    secure_headers(h);
+    let mut resp = response::redirect(status, location);
+    secure_headers(resp.headers_mut());
     resp
-}
-
-fn append_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
