@@ -550,13 +550,7 @@ async fn passkey_endpoints_answer_clearly_without_an_authenticator() {
 
     // Signed in: an empty list, and someone else's (or no) id is 404.
     let cookie = g.sign_up("pk@example.com", PASSWORD).await;
-    let resp = g
-        .client()
-        .get(g.url("/api/v1/user/passkeys"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v1/user/passkeys", &cookie).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),

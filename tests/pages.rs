@@ -410,13 +410,7 @@ async fn sign_up_reset_sign_out_and_the_no_access_page() {
         html.contains("bea@example.com") && html.contains("No access"),
         "{html}"
     );
-    let resp = g
-        .client()
-        .get(g.url("/admin/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/admin/", &session).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
         resp.json::<serde_json::Value>().await.unwrap()["message"],

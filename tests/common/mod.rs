@@ -496,6 +496,16 @@ impl Gatehouse {
             .unwrap()
     }
 
+    /// `GET path` over HTTP/1.1 with the `Cookie` header `cookie`.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.client()
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sends a code to `email` and returns it, read from the SMTP sink.
     pub async fn request_code(&self, email: &str) -> String {
         let before = self.smtp.count_to(email);
@@ -530,13 +540,7 @@ impl Gatehouse {
 
     /// `GET /api/v1/auth-check` with `cookie`; returns the JSON body.
     pub async fn auth_check(&self, cookie: &str) -> serde_json::Value {
-        let resp = self
-            .client()
-            .get(self.url("/api/v1/auth-check"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.get_with_cookie("/api/v1/auth-check", cookie).await;
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
