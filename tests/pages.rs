@@ -566,34 +566,8 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     let g = Gatehouse::start_with(pages_options()).await;
     let email = "tom@example.com";
     let cookie = g.sign_up(email, "password1").await;
-    let resp = g
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            serde_json::json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let code_at = |steps: i64| app.generate((now + steps * 30) as u64).to_string();
-    let resp = g
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            serde_json::json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let enabled: serde_json::Value = resp.json().await.unwrap();
-    let recovery = enabled["recoveryCodes"][0].as_str().unwrap().to_string();
+    let totp = g.enrol_totp(&cookie, "password1").await;
+    let recovery = totp.recovery_codes[0].clone();
     let pending_name = format!("{}_mfa", g.cookie_name());
 
     let sign_in_with_password = || async {
@@ -630,7 +604,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     assert!(html.contains("<label for=\"code\">"), "{html}");
     let token = hidden(&html, "csrf");
     assert_eq!(hidden(&html, "rd"), "/wiki/Page");
-    let wrong = if code_at(0) == "000000" {
+    let wrong = if totp.code_at(0) == "000000" {
         "111111"
     } else {
         "000000"
@@ -654,7 +628,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
         &[
             ("csrf", &token),
             ("rd", "/wiki/Page"),
-            ("code", &code_at(0)),
+            ("code", &totp.code_at(0)),
         ],
     )
     .await;
@@ -684,7 +658,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
         &[
             ("csrf", &token),
             ("rd", "/wiki/Page"),
-            ("code", &code_at(1)),
+            ("code", &totp.code_at(1)),
         ],
     )
     .await;

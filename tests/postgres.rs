@@ -524,32 +524,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
         return;
     };
     let cookie = a.sign_up("tia@example.com", "password1").await;
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    let totp = a.enrol_totp(&cookie, "password1").await;
 
     // B asks for the second factor and accepts the code …
     let sign_in = || {
@@ -568,7 +543,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
     // … and the pending sign-in made on B completes on A.
     let resp = post(
         a.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;
@@ -580,7 +555,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
     let pending = session_cookie(&resp, "sid_mfa").unwrap();
     let resp = post(
         b.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;
@@ -602,31 +577,7 @@ async fn store_migrate_keeps_second_factors() {
     })
     .await;
     let cookie = a.sign_up("max@example.com", "password1").await;
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    let totp = a.enrol_totp(&cookie, "password1").await;
     a.stop();
 
     let db = pg::fresh_database().await;
@@ -664,7 +615,7 @@ async fn store_migrate_keeps_second_factors() {
     let pending = session_cookie(&resp, "sid_mfa").expect("second factor still required");
     let resp = post(
         on_pg.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;

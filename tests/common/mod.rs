@@ -8,6 +8,7 @@ pub mod peer;
 pub mod pg;
 pub mod raw;
 pub mod smtp;
+pub mod totp;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
