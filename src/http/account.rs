@@ -7,13 +7,12 @@
 use crate::request::body::RequestBody;
 use http::{Request, Response, StatusCode};
 
-use crate::auth::sessions::Identity;
 use crate::auth::{AuthError, SessionInfo};
 use crate::http::access::Served;
 use crate::mail::templates::format_utc;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_code, signed_in_response};
+use super::handlers::{JsonCall, required_code, signed_in, signed_in_response};
 use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext, path};
 
@@ -24,21 +23,6 @@ pub(super) fn session_id(canonical: &str) -> Option<&str> {
     canonical
         .strip_prefix(SESSIONS_PREFIX)
         .filter(|id| !id.is_empty() && !id.contains('/'))
-}
-
-/// The caller's identity; every endpoint here but forgot/reset needs one.
-fn signed_in(
-    app: &App,
-    headers: &http::HeaderMap,
-    served: &mut Served,
-) -> Result<Identity, ApiError> {
-    let who = app
-        .auth
-        .sessions
-        .authenticate(headers)?
-        .ok_or(AuthError::NotAuthenticated)?;
-    served.user = Some(who.user_id);
-    Ok(who)
 }
 
 /// `2026-11-28T18:30:05.123Z`, as JavaScript's `Date` reads and writes it.
@@ -63,8 +47,7 @@ pub async fn forgot_password(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = super::required_str(&body, "email")?;
     app.auth.forgot_password(email, &client).await?;
     Ok(json_ok(
@@ -77,8 +60,7 @@ pub async fn reset_password(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = super::required_str(&body, "email")?;
     let code = required_code(&body)?;
     let password = super::required_str(&body, "password")?;
@@ -99,9 +81,7 @@ pub async fn change_password(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let current = super::required_str(&body, "currentPassword")?;
     let new = super::required_str(&body, "newPassword")?;
     let token = app
@@ -149,9 +129,7 @@ pub async fn email_change(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let new_email = super::required_str(&body, "newEmail")?;
     let password = super::required_str(&body, "password")?;
     app.auth
@@ -168,9 +146,7 @@ pub async fn email_verify(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let code = required_code(&body)?;
     let done = app.auth.verify_email_change(&who, &code, &client).await?;
     let mut resp = json_ok("Email changed successfully");
@@ -187,9 +163,7 @@ pub async fn delete_account(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let password = super::required_str(&body, "password")?;
     app.auth.delete_own_account(&who, password, &client).await?;
     let mut resp = json_ok("Account deleted");

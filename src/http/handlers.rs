@@ -7,20 +7,66 @@ use http::{Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-use crate::auth::SignedIn;
+use crate::auth::sessions::Identity;
+use crate::auth::{AuthError, ClientInfo, SignedIn};
 
 use super::error::ApiError;
 use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 use crate::http::access::Served;
 
+/// What a JSON endpoint reads before its own work, in the order each one
+/// reads it: where the call comes from, then the bounded JSON body.
+pub(super) struct JsonCall {
+    pub client: ClientInfo,
+    pub body: Map<String, Value>,
+}
+
+impl JsonCall {
+    pub(super) async fn read(
+        app: &App,
+        ctx: &RequestContext,
+        req: Request<RequestBody>,
+    ) -> Result<JsonCall, ApiError> {
+        let client = ctx.client_info(app, req.headers());
+        let body = read_json(app, req).await?;
+        Ok(JsonCall { client, body })
+    }
+
+    /// The same for an endpoint that needs a session: the caller first, so
+    /// a call without one is answered 401 before its body is read.
+    pub(super) async fn signed_in(
+        app: &App,
+        ctx: &RequestContext,
+        req: Request<RequestBody>,
+        served: &mut Served,
+    ) -> Result<(Identity, JsonCall), ApiError> {
+        let who = signed_in(app, req.headers(), served)?;
+        Ok((who, JsonCall::read(app, ctx, req).await?))
+    }
+}
+
+/// The caller's identity (recorded for the access log), or 401.
+pub(super) fn signed_in(
+    app: &App,
+    headers: &http::HeaderMap,
+    served: &mut Served,
+) -> Result<Identity, ApiError> {
+    let who = app
+        .auth
+        .sessions
+        .authenticate(headers)?
+        .ok_or(AuthError::NotAuthenticated)?;
+    served.user = Some(who.user_id);
+    Ok(who)
+}
+
 pub async fn send_otp(
     app: &App,
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     app.auth.send_otp(email, &client).await?;
     Ok(json_ok("OTP sent successfully"))
@@ -31,8 +77,7 @@ pub async fn verify(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     let code = required_code(&body)?;
     let password = required_str(&body, "password")?;
@@ -49,9 +94,8 @@ pub async fn sign_in(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
     let previous = app.auth.sessions.token_hash_from(req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     let password = required_str(&body, "password")?;
     let step = app.auth.sign_in(email, password, previous, &client).await?;
@@ -60,15 +104,17 @@ pub async fn sign_in(
 
 pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
     let mut resp = json_ok(message);
+    append_session_cookies(&mut resp, app, signed_in);
+    resp
+}
+
+/// The cookies of a new session: the session itself and the device mark.
+pub(super) fn append_session_cookies(resp: &mut Response<Body>, app: &App, signed_in: &SignedIn) {
+    append_cookie(resp, &app.auth.sessions.set_cookie(&signed_in.token.token));
     append_cookie(
-        &mut resp,
-        &app.auth.sessions.set_cookie(&signed_in.token.token),
-    );
-    append_cookie(
-        &mut resp,
+        resp,
         &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
     );
-    resp
 }
 
 pub fn auth_check(

@@ -8,12 +8,11 @@ use serde_json::{Map, Value};
 
 use crate::auth::AuthError;
 use crate::auth::mfa::{MfaError, SecondFactor};
-use crate::auth::sessions::Identity;
 use crate::http::access::Served;
 use crate::request::body::RequestBody;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_str, signed_in_response};
+use super::handlers::{JsonCall, read_json, required_str, signed_in, signed_in_response};
 use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 
@@ -105,9 +104,8 @@ pub(super) async fn serve(
         | Step::PasskeyLoginStart
         | Step::PasskeyLoginFinish => passkeys(app, ctx, step, req, served).await,
         Step::TotpSetup => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let setup = app.auth.totp_setup(&who, password, &client).await?;
             Ok(json(
@@ -116,9 +114,8 @@ pub(super) async fn serve(
             ))
         }
         Step::TotpEnable => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let code = code_field(&body, "code")?;
             let enabled = app.auth.totp_enable(&who, &code, &client).await?;
             let mut resp = json(
@@ -132,9 +129,8 @@ pub(super) async fn serve(
             Ok(resp)
         }
         Step::TotpDisable => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let code = code_field(&body, "code")?;
             app.auth
@@ -143,9 +139,8 @@ pub(super) async fn serve(
             Ok(json_ok("TOTP disabled"))
         }
         Step::RecoveryCodes => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let codes = app
                 .auth
@@ -252,13 +247,7 @@ async fn passkeys(
             Ok(json_ok("Passkey deleted"))
         }
         Step::PasskeyLoginStart => {
-            let client = ctx.client_info(app, req.headers());
-            let pending = app
-                .auth
-                .mfa
-                .pending_token(req.headers())
-                .map(str::to_string);
-            let _ = read_json(app, req).await?;
+            let (pending, JsonCall { client, body: _ }) = pending_call(app, ctx, req).await?;
             let options = app
                 .auth
                 .passkey_login_start(&rp, pending.as_deref(), &client)
@@ -269,13 +258,7 @@ async fn passkeys(
             ))
         }
         _ => {
-            let client = ctx.client_info(app, req.headers());
-            let pending = app
-                .auth
-                .mfa
-                .pending_token(req.headers())
-                .map(str::to_string);
-            let body = read_json(app, req).await?;
+            let (pending, JsonCall { client, body }) = pending_call(app, ctx, req).await?;
             let credential = credential_field(&body)?;
             let signed_in = app
                 .auth
@@ -290,6 +273,21 @@ async fn passkeys(
     }
 }
 
+/// What the steps that finish a pending sign-in read first: the pending
+/// cookie's token (if the browser sent one), then the call.
+async fn pending_call(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<RequestBody>,
+) -> Result<(Option<String>, JsonCall), ApiError> {
+    let pending = app
+        .auth
+        .mfa
+        .pending_token(req.headers())
+        .map(str::to_string);
+    Ok((pending, JsonCall::read(app, ctx, req).await?))
+}
+
 /// `POST /api/v1/user/signin/2fa` with `{"code"}` or `{"recoveryCode"}`.
 /// The pending cookie is cleared once the step succeeds or is void.
 async fn sign_in_2fa(
@@ -297,13 +295,7 @@ async fn sign_in_2fa(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let pending = app
-        .auth
-        .mfa
-        .pending_token(req.headers())
-        .map(str::to_string);
-    let body = read_json(app, req).await?;
+    let (pending, JsonCall { client, body }) = pending_call(app, ctx, req).await?;
     let code;
     let answer = if body.get("recoveryCode").is_some_and(|v| !v.is_null()) {
         SecondFactor::RecoveryCode(required_str(&body, "recoveryCode")?)
@@ -330,20 +322,6 @@ async fn sign_in_2fa(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn signed_in(
-    app: &App,
-    headers: &http::HeaderMap,
-    served: &mut Served,
-) -> Result<Identity, ApiError> {
-    let who = app
-        .auth
-        .sessions
-        .authenticate(headers)?
-        .ok_or(AuthError::NotAuthenticated)?;
-    served.user = Some(who.user_id);
-    Ok(who)
 }
 
 /// A 6-digit code as a string, or as a number from lenient clients

@@ -25,6 +25,8 @@ use crate::config::{Config, SignupMode};
 use crate::http::App;
 use crate::http::access::Served;
 use crate::http::error::ApiError;
+use crate::http::handlers::append_session_cookies;
+use crate::http::oauth;
 use crate::http::response::{self, Body, append_cookie, with_body};
 use crate::request::RequestContext;
 use crate::request::body::RequestBody;
@@ -706,14 +708,7 @@ impl Pages {
         ctx: &RequestContext,
         req: &Request<B>,
     ) -> Result<Response<Body>, ApiError> {
-        let client = ctx.client_info(app, req.headers());
-        app.auth
-            .throttle
-            .hit(
-                crate::auth::throttle::Rate::OAuthConnectPerIp,
-                &client.ip_key,
-            )
-            .map_err(|retry_after| crate::auth::AuthError::Throttled { retry_after })?;
+        oauth::throttle_connect(app, &ctx.client_info(app, req.headers()))?;
         let name = req
             .uri()
             .path()
@@ -732,15 +727,7 @@ impl Pages {
             .connect(&name, (!rd.is_empty()).then_some(rd.as_str()), existing)
             .await?;
         let mut resp = redirect(StatusCode::SEE_OTHER, &started.auth_url);
-        let ttl = app.oidc.state_ttl().as_secs() + 600;
-        append_cookie(
-            &mut resp,
-            &format!(
-                "{}={}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax",
-                crate::oidc::BINDING_COOKIE,
-                started.binding
-            ),
-        );
+        append_cookie(&mut resp, &oauth::binding_cookie(app, &started.binding));
         Ok(resp)
     }
 
@@ -765,14 +752,7 @@ impl Pages {
         back: &str,
     ) -> Response<Body> {
         let mut resp = redirect(StatusCode::SEE_OTHER, back);
-        append_cookie(
-            &mut resp,
-            &app.auth.sessions.set_cookie(&signed_in.token.token),
-        );
-        append_cookie(
-            &mut resp,
-            &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
-        );
+        append_session_cookies(&mut resp, app, signed_in);
         resp
     }
 }
