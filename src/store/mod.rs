@@ -259,6 +259,30 @@ pub struct QueuedMail {
     pub next_attempt_at: UnixMillis,
 }
 
+impl QueuedMail {
+    /// A message queued at `now` under the new outbox `id`: due at once,
+    /// not tried yet (both backends queue through this).
+    fn queued(
+        id: u64,
+        to: &str,
+        kind: MailKind,
+        message_token: String,
+        now: UnixMillis,
+        deadline: UnixMillis,
+    ) -> QueuedMail {
+        QueuedMail {
+            id,
+            to: to.to_string(),
+            kind,
+            message_token,
+            queued_at: now,
+            deadline,
+            attempts: 0,
+            next_attempt_at: now,
+        }
+    }
+}
+
 /// The mail queued together with a send-otp request: the code mail, or the
 /// account notice when the store finds the email has an account.
 #[derive(Clone)]

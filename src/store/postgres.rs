@@ -446,16 +446,7 @@ async fn queue_in(
         None => false,
     };
     let id = next_id_in(tx, IdCounter::Outbox).await?;
-    let entry = QueuedMail {
-        id: id as u64,
-        to: to.to_string(),
-        kind,
-        message_token,
-        queued_at: now,
-        deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
+    let entry = QueuedMail::queued(id as u64, to, kind, message_token, now, deadline);
     tx.execute(
         "INSERT INTO gh_outbox (id, to_addr, slot, next_attempt_at, record) \
          VALUES ($1, $2, $3, $4, $5)",

@@ -49,16 +49,7 @@ pub(super) fn queue_plain_in(
     message_token: String,
 ) -> Result<u64, StoreError> {
     let id = next_id_in(txn, IdCounter::Outbox)?;
-    let entry = QueuedMail {
-        id,
-        to: to.to_string(),
-        kind,
-        message_token,
-        queued_at: now,
-        deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
+    let entry = QueuedMail::queued(id, to, kind, message_token, now, deadline);
     txn.open_table(OUTBOX)?
         .insert(id, encode(&entry)?.as_slice())?;
     txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
