@@ -373,6 +373,25 @@ pub struct SendLimit {
     pub window_ms: u64,
 }
 
+impl SendLimit {
+    /// Counts a send at `now` among the earlier `sends` of a rolling
+    /// window (dropping those that left it), or, when the window is full,
+    /// counts nothing and answers how long until its oldest send leaves
+    /// (ms, at least 1). Both backends keep `sends` per key this way.
+    fn admit(self, sends: &mut Vec<UnixMillis>, now: UnixMillis) -> Option<u64> {
+        let window_start = now.saturating_sub(self.window_ms);
+        sends.retain(|&t| t > window_start);
+        sends.sort_unstable();
+        if sends.len() >= self.max as usize {
+            let oldest_relevant = sends[sends.len() - self.max as usize];
+            let retry = (oldest_relevant + self.window_ms).saturating_sub(now);
+            return Some(retry.max(1));
+        }
+        sends.push(now);
+        None
+    }
+}
+
 /// Expiry rules for sessions, used by the sweep.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionExpiry {

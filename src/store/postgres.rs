@@ -408,15 +408,9 @@ async fn count_send_in(
         Some(row) => decode(row.get::<_, &str>(0))?,
         None => Vec::new(),
     };
-    let window_start = now.saturating_sub(limit.window_ms);
-    sends.retain(|&t| t > window_start);
-    sends.sort_unstable();
-    if sends.len() >= limit.max as usize {
-        let oldest_relevant = sends[sends.len() - limit.max as usize];
-        let retry = (oldest_relevant + limit.window_ms).saturating_sub(now);
-        return Ok(Some(retry.max(1)));
+    if let Some(retry) = limit.admit(&mut sends, now) {
+        return Ok(Some(retry));
     }
-    sends.push(now);
     tx.execute(
         "INSERT INTO gh_otp_sends (key, sends) VALUES ($1, $2) \
          ON CONFLICT (key) DO UPDATE SET sends = EXCLUDED.sends",
