@@ -474,33 +474,6 @@ impl Pages {
                 ));
                 "sign_up_heading"
             }
-            Page::SignUpVerify => {
-                c.push_str(&format!(
-                    "<p>{}</p>\n",
-                    self.templates
-                        .text("verify_intro", &[("email", view.email)])
-                ));
-                open_form(&mut c, "sign-up/verify");
-                c.push_str(&format!(
-                    "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
-                    esc(view.email)
-                ));
-                field(&mut c, "code", "code_label", "text", "one-time-code", "");
-                field(
-                    &mut c,
-                    "password",
-                    "new_password_label",
-                    "password",
-                    "new-password",
-                    "",
-                );
-                button(&mut c, "create_button");
-                c.push_str(&format!(
-                    "<p class=\"links\">{}</p>\n",
-                    link("sign-up", "sign_up_link")
-                ));
-                "verify_heading"
-            }
             Page::Forgot => {
                 c.push_str(&format!("<p>{}</p>\n", self.text("forgot_intro")));
                 open_form(&mut c, "forgot");
@@ -519,12 +492,31 @@ impl Pages {
                 ));
                 "forgot_heading"
             }
-            Page::Reset => {
+            Page::SignUpVerify | Page::Reset => {
+                // The step after an emailed code: the code and a new password.
+                let (intro, action, submit, back, back_label, heading) = match page {
+                    Page::Reset => (
+                        "reset_intro",
+                        "reset",
+                        "reset_button",
+                        "forgot",
+                        "forgot_link",
+                        "reset_heading",
+                    ),
+                    _ => (
+                        "verify_intro",
+                        "sign-up/verify",
+                        "create_button",
+                        "sign-up",
+                        "sign_up_link",
+                        "verify_heading",
+                    ),
+                };
                 c.push_str(&format!(
                     "<p>{}</p>\n",
-                    self.templates.text("reset_intro", &[("email", view.email)])
+                    self.templates.text(intro, &[("email", view.email)])
                 ));
-                open_form(&mut c, "reset");
+                open_form(&mut c, action);
                 c.push_str(&format!(
                     "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
                     esc(view.email)
@@ -538,12 +530,12 @@ impl Pages {
                     "new-password",
                     "",
                 );
-                button(&mut c, "reset_button");
+                button(&mut c, submit);
                 c.push_str(&format!(
                     "<p class=\"links\">{}</p>\n",
-                    link("forgot", "forgot_link")
+                    link(back, back_label)
                 ));
-                "reset_heading"
+                heading
             }
             Page::SecondFactor => {
                 c.push_str(&format!("<p>{}</p>\n", self.text("second_factor_intro")));
