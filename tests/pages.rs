@@ -82,6 +82,24 @@ async fn post_form(
         .unwrap()
 }
 
+/// Posts the sign-in form (`cookie` and `token` from [`open_form`]).
+async fn post_sign_in(
+    g: &Gatehouse,
+    cookie: &str,
+    token: &str,
+    rd: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let fields = [
+        ("csrf", token),
+        ("rd", rd),
+        ("email", email),
+        ("password", password),
+    ];
+    post_form(g, "/_gatehouse/sign-in", cookie, &fields).await
+}
+
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -177,16 +195,13 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
     assert_eq!(rd, "/wiki/Main_Page?action=edit&x=1");
 
     // A wrong password: the form again, with an announced error.
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &form_cookie,
-        &[
-            ("csrf", &token),
-            ("rd", &rd),
-            ("email", "ann@example.com"),
-            ("password", "wrong-password"),
-        ],
+        &token,
+        &rd,
+        "ann@example.com",
+        "wrong-password",
     )
     .await;
     assert_eq!(resp.status(), 400);
@@ -200,34 +215,20 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
 
     // Without the form cookie, or with another token: refused, nothing signed in.
     for (cookie, tok) in [("", token.as_str()), (form_cookie.as_str(), "AAAA")] {
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            cookie,
-            &[
-                ("csrf", tok),
-                ("rd", &rd),
-                ("email", "ann@example.com"),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, cookie, tok, &rd, "ann@example.com", "password1").await;
         assert_eq!(resp.status(), 403);
         assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
         assert!(resp.text().await.unwrap().contains("role=\"alert\""));
     }
 
     // The valid form signs in and returns to the original page.
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &form_cookie,
-        &[
-            ("csrf", &token),
-            ("rd", &rd),
-            ("email", "ann@example.com"),
-            ("password", "password1"),
-        ],
+        &token,
+        &rd,
+        "ann@example.com",
+        "password1",
     )
     .await;
     assert_eq!(resp.status(), 303);
@@ -323,33 +324,19 @@ async fn open_redirect_spellings_all_land_on_the_root() {
         assert_eq!(hidden(&html, "rd"), "", "{rd:?}");
         // …and a posted one is ignored: the browser lands on "/".
         let (cookie, token, _) = open_form(&g, "/_gatehouse/sign-in").await;
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            &cookie,
-            &[
-                ("csrf", &token),
-                ("rd", rd),
-                ("email", "ann@example.com"),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, &cookie, &token, rd, "ann@example.com", "password1").await;
         assert_eq!(resp.status(), 303, "{rd:?}");
         assert_eq!(location(&resp), "/", "{rd:?}");
     }
     // The accepted form round-trips.
     let (cookie, token, _) = open_form(&g, "/_gatehouse/sign-in").await;
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &cookie,
-        &[
-            ("csrf", &token),
-            ("rd", "/wiki/a%20b?q=1"),
-            ("email", "ann@example.com"),
-            ("password", "password1"),
-        ],
+        &token,
+        "/wiki/a%20b?q=1",
+        "ann@example.com",
+        "password1",
     )
     .await;
     assert_eq!(location(&resp), "/wiki/a%20b?q=1");
@@ -572,18 +559,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
 
     let sign_in_with_password = || async {
         let (form_cookie, token, _) = open_form(&g, "/_gatehouse/sign-in?rd=/wiki/Page").await;
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            &form_cookie,
-            &[
-                ("csrf", &token),
-                ("rd", "/wiki/Page"),
-                ("email", email),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, &form_cookie, &token, "/wiki/Page", email, "password1").await;
         assert_eq!(resp.status(), 303);
         assert!(
             common::session_cookie(&resp, g.cookie_name()).is_none(),
