@@ -219,12 +219,7 @@ async fn a_reset_ends_every_session_signs_in_anew_and_says_so() {
     );
     assert_eq!(extract_code(&notice), None, "{notice}");
 
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     for line in [
         "gatehouse_account_events_total{event=\"reset_requested\"} 1",
         "gatehouse_account_events_total{event=\"reset_completed\"} 1",
@@ -666,12 +661,7 @@ async fn deleting_the_account_leaves_nothing_behind() {
             .contains("Max-Age=0")
     );
     assert!(!signed_in(&g, &here).await && !signed_in(&g, &there).await);
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(metrics.contains("gatehouse_account_events_total{event=\"account_deleted\"} 1"));
 
     // After a clean stop (throttles flushed), the store itself is checked.

@@ -134,12 +134,7 @@ async fn callback_refusals_redirect_with_the_flowtask_codes() {
         "/signin?error=oauth_failed"
     );
     // Counted by provider and outcome; unknown names are not labels.
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     for line in [
         "gatehouse_oidc_signins_total{provider=\"down\",outcome=\"access_denied\"} 1",
         "gatehouse_oidc_signins_total{provider=\"down\",outcome=\"invalid_state\"} 2",

@@ -392,6 +392,18 @@ impl Gatehouse {
         format!("http://{addr}{path}")
     }
 
+    /// The text of `/metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     /// Waits (up to 10 s) for a log line containing every one of `needles`.
     pub async fn wait_for_log(&self, needles: &[&str]) -> String {
         self.wait_for_log_within(needles, Duration::from_secs(10))
