@@ -179,18 +179,8 @@ async fn connect_is_rate_limited_per_address() {
 fn configuration_errors_name_the_key_in_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let check = |toml: &str| {
-        let path = dir.path().join("g.toml");
-        std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(common::binary())
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        let (ok, stdout, stderr) = common::run_cli_on(toml, &["check-config"]);
+        (ok, stdout + &stderr)
     };
     let provider = |secret: &str| {
         format!(

@@ -328,27 +328,18 @@ async fn a_database_with_a_newer_schema_is_refused_and_check_config_reports_it()
     )
     .unwrap();
     // A fresh database: check-config connects and says it will be migrated.
-    let out = std::process::Command::new(common::binary())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0"));
+    let (ok, stdout, stderr) = common::run_cli(&config, &["check-config"], "");
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("schema version 0"), "{stdout}");
     // Written by a newer gatehouse: refused by both.
     pg::query(&db, "CREATE TABLE gh_schema (version bigint NOT NULL)").await;
     pg::query(&db, "INSERT INTO gh_schema VALUES (99)").await;
-    for args in [["check-config", "--config"], ["serve", "--config"]] {
-        let out = std::process::Command::new(common::binary())
-            .args(args)
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} accepted a newer schema");
+    for command in ["check-config", "serve"] {
+        let (ok, _, stderr) = common::run_cli(&config, &[command], "");
+        assert!(!ok, "{command} accepted a newer schema");
         assert!(
             stderr.contains("schema version 99") && stderr.contains("understands up to 3"),
-            "{args:?}: {stderr}"
+            "{command}: {stderr}"
         );
     }
     // Nothing was changed.

@@ -214,18 +214,8 @@ async fn preserve_host_forwards_the_clients_host() {
 
 /// `check-config` on `text`; returns (success, stderr).
 fn check_config(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(common::binary())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::run_cli_on(text, &["check-config"]);
+    (ok, stderr)
 }
 
 #[test]

@@ -634,6 +634,14 @@ pub fn run_cli(config: &Path, args: &[&str], stdin: &str) -> (bool, String, Stri
     )
 }
 
+/// Writes `toml` to a fresh file and runs the CLI on it (as [`run_cli`]).
+pub fn run_cli_on(toml: &str, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, toml).unwrap();
+    run_cli(&path, args, "")
+}
+
 /// Polls `f` until it returns `Some`, for at most `limit`.
 pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
