@@ -196,10 +196,16 @@ pub(super) async fn read_json(
     if declared_too_large {
         return Err(ApiError::BodyTooLarge);
     }
-    // A total deadline: a small body that trickles in must not hold the
-    // connection (and a hashing slot's worth of attention) for long.
-    let collect = Limited::new(req.into_body(), app.max_body_bytes).collect();
-    let bytes: Bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
+    let bytes = read_bounded(app, req.into_body()).await?;
+    parse_object(&bytes)
+}
+
+/// Reads a request body of at most `max_body_bytes` under a total
+/// deadline: a small body that trickles in must not hold the connection
+/// (and a hashing slot's worth of attention) for long.
+pub(super) async fn read_bounded(app: &App, body: RequestBody) -> Result<Bytes, ApiError> {
+    let collect = Limited::new(body, app.max_body_bytes).collect();
+    Ok(tokio::time::timeout(app.hygiene.body_read_timeout, collect)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|e| {
@@ -211,8 +217,7 @@ pub(super) async fn read_json(
                 ApiError::BodyRead
             }
         })?
-        .to_bytes();
-    parse_object(&bytes)
+        .to_bytes())
 }
 
 /// Parses a request body that must be one JSON object.

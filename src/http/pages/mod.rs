@@ -18,14 +18,13 @@ pub mod return_to;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 
 use crate::auth::mfa::{SecondFactor, SignInStep};
 use crate::config::{Config, SignupMode};
 use crate::http::App;
 use crate::http::access::Served;
 use crate::http::error::ApiError;
-use crate::http::handlers::append_session_cookies;
+use crate::http::handlers::{append_session_cookies, read_bounded};
 use crate::http::oauth;
 use crate::http::response::{self, Body, append_cookie, with_body};
 use crate::request::RequestContext;
@@ -824,18 +823,7 @@ async fn read_form(app: &App, req: &Request<()>, body: RequestBody) -> Result<Fo
             "Content-Type must be application/x-www-form-urlencoded".into(),
         ));
     }
-    let collect = Limited::new(body, app.max_body_bytes).collect();
-    let bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::BodyTooLarge
-            } else {
-                ApiError::BodyRead
-            }
-        })?
-        .to_bytes();
+    let bytes = read_bounded(app, body).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::BadBody("The form is not UTF-8".into()))?;
     Ok(Form(crate::oidc::form_pairs(text).take(32).collect()))
