@@ -293,6 +293,21 @@ pub struct OtpMail {
     pub message_token: String,
 }
 
+impl OtpMail {
+    /// What is queued: the code mail, or the account notice when the
+    /// email already has an account (the code is then never sent).
+    fn kind(&self, account_exists: bool) -> MailKind {
+        if account_exists {
+            MailKind::AccountExists
+        } else {
+            MailKind::SignupCode {
+                code: self.code.clone(),
+                ttl_ms: self.ttl_ms,
+            }
+        }
+    }
+}
+
 /// Due outbox messages, and when the next one falls due.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxBatch {

@@ -827,23 +827,14 @@ impl CodeStore for PostgresStore {
             } else {
                 put_otp_in(tx, email, &otp).await?;
             }
-            let mail = mail.clone();
-            let kind = if account_exists {
-                MailKind::AccountExists
-            } else {
-                MailKind::SignupCode {
-                    code: mail.code,
-                    ttl_ms: mail.ttl_ms,
-                }
-            };
             let (queued, superseded) = queue_in(
                 tx,
                 email,
                 Some(email),
                 now,
-                kind,
+                mail.kind(account_exists),
                 mail.deadline,
-                mail.message_token,
+                mail.message_token.clone(),
             )
             .await?;
             Ok(SendOutcome::Accepted {

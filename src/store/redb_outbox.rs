@@ -25,14 +25,7 @@ pub(super) fn queue_in(
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let kind = if account_exists {
-        MailKind::AccountExists
-    } else {
-        MailKind::SignupCode {
-            code: mail.code,
-            ttl_ms: mail.ttl_ms,
-        }
-    };
+    let kind = mail.kind(account_exists);
     let id = queue_plain_in(txn, email, now, kind, mail.deadline, mail.message_token)?;
     txn.open_table(OUTBOX_BY_EMAIL)?.insert(email, id)?;
     Ok((id, superseded))
