@@ -183,10 +183,7 @@ fn check_mail(path: &std::path::Path, to: Option<&str>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(1) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -214,19 +211,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n,
     };
-    // One worker: tokio's single-threaded scheduler does the same job without
-    // work-stealing bookkeeping, and runs tasks in FIFO order (no LIFO slot
-    // letting a busy connection jump the queue), which keeps tail latency
-    // even. argon2 and store writes still run on their own threads.
-    let mut runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    runtime.enable_all();
-    let runtime = match runtime.build() {
+    let runtime = match runtime(workers) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -242,6 +227,22 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// The runtime a command runs on, with timers and I/O. One worker:
+/// tokio's single-threaded scheduler does the same job without
+/// work-stealing bookkeeping, and runs tasks in FIFO order (no LIFO slot
+/// letting a busy connection jump the queue), which keeps tail latency
+/// even. argon2 and store writes still run on their own threads.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build()
 }
 
 /// For a PostgreSQL store: connects and compares the schema version with

@@ -109,6 +109,19 @@ async fn send(
     req.send().await.unwrap()
 }
 
+/// Asks to move the account signed in with `cookie` (password
+/// `password1`) to `new_email`.
+async fn change_email(g: &Gatehouse, cookie: &str, new_email: &str) -> reqwest::Response {
+    send(
+        g,
+        reqwest::Method::POST,
+        EMAIL_CHANGE,
+        cookie,
+        Some(json!({ "newEmail": new_email, "password": "password1" })),
+    )
+    .await
+}
+
 async fn delete_account(g: &Gatehouse, cookie: &str, password: &str) -> reqwest::Response {
     send(
         g,
@@ -206,12 +219,7 @@ async fn a_reset_ends_every_session_signs_in_anew_and_says_so() {
     );
     assert_eq!(extract_code(&notice), None, "{notice}");
 
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     for line in [
         "gatehouse_account_events_total{event=\"reset_requested\"} 1",
         "gatehouse_account_events_total{event=\"reset_completed\"} 1",
@@ -319,14 +327,7 @@ async fn codes_of_one_purpose_are_refused_by_every_other() {
     .await;
     assert_eq!(resp.status(), 400);
     // An email-change code is no reset code and no sign-up code.
-    let resp = send(
-        &g,
-        reqwest::Method::POST,
-        EMAIL_CHANGE,
-        &dee,
-        Some(json!({ "newEmail": "dee2@example.com", "password": "password1" })),
-    )
-    .await;
+    let resp = change_email(&g, &dee, "dee2@example.com").await;
     assert_eq!(resp.status(), 200);
     let change_code = extract_code(&g.smtp.wait_for_nth("dee2@example.com", 1).await).unwrap();
     let resp = reset(&g, "dee@example.com", &change_code, "password2").await;
@@ -532,18 +533,7 @@ async fn an_email_change_moves_the_account_and_ends_other_sessions() {
     let there = g.sign_in("ivy@example.com", "password1").await;
     let change = |body: Value| send(&g, reqwest::Method::POST, EMAIL_CHANGE, &here, Some(body));
 
-    assert_eq!(
-        send(
-            &g,
-            reqwest::Method::POST,
-            EMAIL_CHANGE,
-            "",
-            Some(json!({ "newEmail": "ivy2@example.com", "password": "password1" }))
-        )
-        .await
-        .status(),
-        401
-    );
+    assert_eq!(change_email(&g, "", "ivy2@example.com").await.status(), 401);
     let resp = change(json!({ "newEmail": "ivy2@example.com", "password": "wrong-pw" })).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(message(resp).await, "Password is incorrect");
@@ -600,15 +590,7 @@ async fn an_email_change_to_an_address_in_use_reveals_nothing() {
     let g = start().await;
     let jo = g.sign_up("jo@example.com", "password1").await;
     g.sign_up("kai@example.com", "password1").await;
-    let change = |to: &'static str| {
-        send(
-            &g,
-            reqwest::Method::POST,
-            EMAIL_CHANGE,
-            &jo,
-            Some(json!({ "newEmail": to, "password": "password1" })),
-        )
-    };
+    let change = |to: &'static str| change_email(&g, &jo, to);
     let taken = seen(change("kai@example.com").await).await;
     let free = seen(change("new-jo@example.com").await).await;
     assert_eq!(taken.0, 200);
@@ -643,14 +625,7 @@ async fn deleting_the_account_leaves_nothing_behind() {
     g.sign_up("max@example.com", "password1").await;
     // Pending codes of both kinds, and mail about them.
     reset_code(&g, "lou@example.com").await;
-    let resp = send(
-        &g,
-        reqwest::Method::POST,
-        EMAIL_CHANGE,
-        &here,
-        Some(json!({ "newEmail": "lou-new@example.com", "password": "password1" })),
-    )
-    .await;
+    let resp = change_email(&g, &here, "lou-new@example.com").await;
     assert_eq!(resp.status(), 200);
     let (ok, out, err) = g.cli(&["user", "show", "lou@example.com", "--json"], "");
     assert!(ok, "{err}");
@@ -686,12 +661,7 @@ async fn deleting_the_account_leaves_nothing_behind() {
             .contains("Max-Age=0")
     );
     assert!(!signed_in(&g, &here).await && !signed_in(&g, &there).await);
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(metrics.contains("gatehouse_account_events_total{event=\"account_deleted\"} 1"));
 
     // After a clean stop (throttles flushed), the store itself is checked.

@@ -311,16 +311,8 @@ async fn systemd_hears_ready_only_once_a_certificate_serves() {
 }
 
 fn run(args: &[&str], config: &Path) -> (bool, String) {
-    let out = Command::new(common::binary())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::run_cli(config, args, "");
+    (ok, stderr)
 }
 
 #[test]

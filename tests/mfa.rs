@@ -6,8 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::totp::{authenticator, code};
 use common::{Gatehouse, Options, session_cookie, set_cookie_header};
 use serde_json::{Value, json};
 
@@ -28,27 +29,6 @@ async fn start(limits: &str) -> Gatehouse {
     .await
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// The app's view of the secret `totp/setup` returned.
-fn authenticator(secret_b32: &str) -> totp_rs::Totp {
-    let secret = totp_rs::Secret::try_from_base32(secret_b32).expect("base32 secret");
-    totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .expect("RFC 6238 parameters")
-}
-
-/// The code `steps` 30-second steps from now (negative: a slow phone).
-fn code(app: &totp_rs::Totp, steps: i64) -> String {
-    app.generate((now() as i64 + steps * 30) as u64).to_string()
-}
-
 fn pending_name(g: &Gatehouse) -> String {
     format!("{}_mfa", g.cookie_name())
 }
@@ -62,26 +42,8 @@ async fn body(resp: reqwest::Response) -> (u16, Value) {
 /// Returns the authenticator, the recovery codes and the new session.
 async fn enrolled(g: &Gatehouse, email: &str) -> (totp_rs::Totp, Vec<String>, String) {
     let cookie = g.sign_up(email, PASSWORD).await;
-    let (status, setup) = body(
-        g.post_json_with_cookie(SETUP, json!({ "password": PASSWORD }), &cookie)
-            .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{setup}");
-    let app = authenticator(setup["secret"].as_str().unwrap());
-    let resp = g
-        .post_json_with_cookie(ENABLE, json!({ "code": code(&app, -1) }), &cookie)
-        .await;
-    assert_eq!(resp.status(), 200);
-    let session = session_cookie(&resp, g.cookie_name()).expect("enable renews the session");
-    let (_, enabled) = body(resp).await;
-    let codes: Vec<String> = enabled["recoveryCodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
-    (app, codes, session)
+    let totp = g.enrol_totp(&cookie, PASSWORD).await;
+    (totp.app, totp.recovery_codes, totp.session)
 }
 
 /// Password sign-in of an enrolled user: `mfaRequired` and the pending
@@ -550,13 +512,7 @@ async fn passkey_endpoints_answer_clearly_without_an_authenticator() {
 
     // Signed in: an empty list, and someone else's (or no) id is 404.
     let cookie = g.sign_up("pk@example.com", PASSWORD).await;
-    let resp = g
-        .client()
-        .get(g.url("/api/v1/user/passkeys"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v1/user/passkeys", &cookie).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),

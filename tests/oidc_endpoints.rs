@@ -134,12 +134,7 @@ async fn callback_refusals_redirect_with_the_flowtask_codes() {
         "/signin?error=oauth_failed"
     );
     // Counted by provider and outcome; unknown names are not labels.
-    let metrics = reqwest::get(g.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     for line in [
         "gatehouse_oidc_signins_total{provider=\"down\",outcome=\"access_denied\"} 1",
         "gatehouse_oidc_signins_total{provider=\"down\",outcome=\"invalid_state\"} 2",
@@ -184,18 +179,8 @@ async fn connect_is_rate_limited_per_address() {
 fn configuration_errors_name_the_key_in_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let check = |toml: &str| {
-        let path = dir.path().join("g.toml");
-        std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(common::binary())
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        let (ok, stdout, stderr) = common::run_cli_on(toml, &["check-config"]);
+        (ok, stdout + &stderr)
     };
     let provider = |secret: &str| {
         format!(

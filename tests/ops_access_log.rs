@@ -23,12 +23,8 @@ async fn one_text_line_per_request_and_no_secrets() {
     let token = cookie.split_once('=').unwrap().1.to_string();
 
     let resp = g
-        .client()
-        .get(g.url("/api/v2/tasks?api_key=SECRET-QUERY"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .get_with_cookie("/api/v2/tasks?api_key=SECRET-QUERY", &cookie)
+        .await;
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let body_len = resp.bytes().await.unwrap().len();

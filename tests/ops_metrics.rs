@@ -110,13 +110,7 @@ async fn metrics_parse_and_count_what_the_test_did() {
     }
     g.sign_in("mia@example.com", "password1").await;
     for _ in 0..3 {
-        let resp = g
-            .client()
-            .get(g.url("/api/v2/tasks"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let resp = g.get_with_cookie("/api/v2/tasks", &cookie).await;
         assert_eq!(resp.status(), 200);
     }
     let resp = g.client().get(g.url("/api/v2/tasks")).send().await.unwrap();

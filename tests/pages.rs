@@ -82,6 +82,24 @@ async fn post_form(
         .unwrap()
 }
 
+/// Posts the sign-in form (`cookie` and `token` from [`open_form`]).
+async fn post_sign_in(
+    g: &Gatehouse,
+    cookie: &str,
+    token: &str,
+    rd: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let fields = [
+        ("csrf", token),
+        ("rd", rd),
+        ("email", email),
+        ("password", password),
+    ];
+    post_form(g, "/_gatehouse/sign-in", cookie, &fields).await
+}
+
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -177,16 +195,13 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
     assert_eq!(rd, "/wiki/Main_Page?action=edit&x=1");
 
     // A wrong password: the form again, with an announced error.
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &form_cookie,
-        &[
-            ("csrf", &token),
-            ("rd", &rd),
-            ("email", "ann@example.com"),
-            ("password", "wrong-password"),
-        ],
+        &token,
+        &rd,
+        "ann@example.com",
+        "wrong-password",
     )
     .await;
     assert_eq!(resp.status(), 400);
@@ -200,34 +215,20 @@ async fn a_browser_is_sent_to_sign_in_and_back_and_api_clients_get_json() {
 
     // Without the form cookie, or with another token: refused, nothing signed in.
     for (cookie, tok) in [("", token.as_str()), (form_cookie.as_str(), "AAAA")] {
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            cookie,
-            &[
-                ("csrf", tok),
-                ("rd", &rd),
-                ("email", "ann@example.com"),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, cookie, tok, &rd, "ann@example.com", "password1").await;
         assert_eq!(resp.status(), 403);
         assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
         assert!(resp.text().await.unwrap().contains("role=\"alert\""));
     }
 
     // The valid form signs in and returns to the original page.
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &form_cookie,
-        &[
-            ("csrf", &token),
-            ("rd", &rd),
-            ("email", "ann@example.com"),
-            ("password", "password1"),
-        ],
+        &token,
+        &rd,
+        "ann@example.com",
+        "password1",
     )
     .await;
     assert_eq!(resp.status(), 303);
@@ -323,33 +324,19 @@ async fn open_redirect_spellings_all_land_on_the_root() {
         assert_eq!(hidden(&html, "rd"), "", "{rd:?}");
         // …and a posted one is ignored: the browser lands on "/".
         let (cookie, token, _) = open_form(&g, "/_gatehouse/sign-in").await;
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            &cookie,
-            &[
-                ("csrf", &token),
-                ("rd", rd),
-                ("email", "ann@example.com"),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, &cookie, &token, rd, "ann@example.com", "password1").await;
         assert_eq!(resp.status(), 303, "{rd:?}");
         assert_eq!(location(&resp), "/", "{rd:?}");
     }
     // The accepted form round-trips.
     let (cookie, token, _) = open_form(&g, "/_gatehouse/sign-in").await;
-    let resp = post_form(
+    let resp = post_sign_in(
         &g,
-        "/_gatehouse/sign-in",
         &cookie,
-        &[
-            ("csrf", &token),
-            ("rd", "/wiki/a%20b?q=1"),
-            ("email", "ann@example.com"),
-            ("password", "password1"),
-        ],
+        &token,
+        "/wiki/a%20b?q=1",
+        "ann@example.com",
+        "password1",
     )
     .await;
     assert_eq!(location(&resp), "/wiki/a%20b?q=1");
@@ -410,13 +397,7 @@ async fn sign_up_reset_sign_out_and_the_no_access_page() {
         html.contains("bea@example.com") && html.contains("No access"),
         "{html}"
     );
-    let resp = g
-        .client()
-        .get(g.url("/admin/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/admin/", &session).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
         resp.json::<serde_json::Value>().await.unwrap()["message"],
@@ -572,50 +553,13 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     let g = Gatehouse::start_with(pages_options()).await;
     let email = "tom@example.com";
     let cookie = g.sign_up(email, "password1").await;
-    let resp = g
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            serde_json::json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let code_at = |steps: i64| app.generate((now + steps * 30) as u64).to_string();
-    let resp = g
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            serde_json::json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let enabled: serde_json::Value = resp.json().await.unwrap();
-    let recovery = enabled["recoveryCodes"][0].as_str().unwrap().to_string();
+    let totp = g.enrol_totp(&cookie, "password1").await;
+    let recovery = totp.recovery_codes[0].clone();
     let pending_name = format!("{}_mfa", g.cookie_name());
 
     let sign_in_with_password = || async {
         let (form_cookie, token, _) = open_form(&g, "/_gatehouse/sign-in?rd=/wiki/Page").await;
-        let resp = post_form(
-            &g,
-            "/_gatehouse/sign-in",
-            &form_cookie,
-            &[
-                ("csrf", &token),
-                ("rd", "/wiki/Page"),
-                ("email", email),
-                ("password", "password1"),
-            ],
-        )
-        .await;
+        let resp = post_sign_in(&g, &form_cookie, &token, "/wiki/Page", email, "password1").await;
         assert_eq!(resp.status(), 303);
         assert!(
             common::session_cookie(&resp, g.cookie_name()).is_none(),
@@ -636,7 +580,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     assert!(html.contains("<label for=\"code\">"), "{html}");
     let token = hidden(&html, "csrf");
     assert_eq!(hidden(&html, "rd"), "/wiki/Page");
-    let wrong = if code_at(0) == "000000" {
+    let wrong = if totp.code_at(0) == "000000" {
         "111111"
     } else {
         "000000"
@@ -660,7 +604,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
         &[
             ("csrf", &token),
             ("rd", "/wiki/Page"),
-            ("code", &code_at(0)),
+            ("code", &totp.code_at(0)),
         ],
     )
     .await;
@@ -690,7 +634,7 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
         &[
             ("csrf", &token),
             ("rd", "/wiki/Page"),
-            ("code", &code_at(1)),
+            ("code", &totp.code_at(1)),
         ],
     )
     .await;

@@ -328,27 +328,18 @@ async fn a_database_with_a_newer_schema_is_refused_and_check_config_reports_it()
     )
     .unwrap();
     // A fresh database: check-config connects and says it will be migrated.
-    let out = std::process::Command::new(common::binary())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0"));
+    let (ok, stdout, stderr) = common::run_cli(&config, &["check-config"], "");
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("schema version 0"), "{stdout}");
     // Written by a newer gatehouse: refused by both.
     pg::query(&db, "CREATE TABLE gh_schema (version bigint NOT NULL)").await;
     pg::query(&db, "INSERT INTO gh_schema VALUES (99)").await;
-    for args in [["check-config", "--config"], ["serve", "--config"]] {
-        let out = std::process::Command::new(common::binary())
-            .args(args)
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} accepted a newer schema");
+    for command in ["check-config", "serve"] {
+        let (ok, _, stderr) = common::run_cli(&config, &[command], "");
+        assert!(!ok, "{command} accepted a newer schema");
         assert!(
             stderr.contains("schema version 99") && stderr.contains("understands up to 3"),
-            "{args:?}: {stderr}"
+            "{command}: {stderr}"
         );
     }
     // Nothing was changed.
@@ -524,32 +515,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
         return;
     };
     let cookie = a.sign_up("tia@example.com", "password1").await;
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    let totp = a.enrol_totp(&cookie, "password1").await;
 
     // B asks for the second factor and accepts the code …
     let sign_in = || {
@@ -568,7 +534,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
     // … and the pending sign-in made on B completes on A.
     let resp = post(
         a.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;
@@ -580,7 +546,7 @@ async fn totp_enrolled_on_a_is_required_on_b_and_a_code_works_once_across_both()
     let pending = session_cookie(&resp, "sid_mfa").unwrap();
     let resp = post(
         b.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;
@@ -602,31 +568,7 @@ async fn store_migrate_keeps_second_factors() {
     })
     .await;
     let cookie = a.sign_up("max@example.com", "password1").await;
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/setup",
-            json!({"password": "password1"}),
-            &cookie,
-        )
-        .await;
-    let setup: serde_json::Value = resp.json().await.unwrap();
-    let app = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code_at = |steps: i64| app.generate((now as i64 + steps * 30) as u64).to_string();
-    let resp = a
-        .post_json_with_cookie(
-            "/api/v1/user/2fa/totp/enable",
-            json!({"code": code_at(-1)}),
-            &cookie,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    let totp = a.enrol_totp(&cookie, "password1").await;
     a.stop();
 
     let db = pg::fresh_database().await;
@@ -664,7 +606,7 @@ async fn store_migrate_keeps_second_factors() {
     let pending = session_cookie(&resp, "sid_mfa").expect("second factor still required");
     let resp = post(
         on_pg.url("/api/v1/user/signin/2fa"),
-        json!({"code": code_at(0)}),
+        json!({"code": totp.code_at(0)}),
         Some(&pending),
     )
     .await;

@@ -93,21 +93,10 @@ async fn optional_and_none_routes() {
     assert_eq!(resp.status(), 200);
     assert!(g.upstream.last().headers.get("x-auth-user-id").is_none());
     // optional, signed in: identity attached.
-    g.client()
-        .get(g.url("/dashboard"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    g.get_with_cookie("/dashboard", &session).await;
     assert_eq!(g.upstream.last().headers["x-auth-email"], "vic@example.com");
     // none: forwarded without identity even with a session, cookie still stripped.
-    let resp = g
-        .client()
-        .get(g.url("/api/v2/public/status"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v2/public/status", &session).await;
     assert_eq!(resp.status(), 200);
     let last = g.upstream.last();
     assert_eq!(last.target, "/api/v2/public/status");
@@ -289,13 +278,7 @@ async fn http2_clients_are_served_and_forwarded() {
 async fn server_sent_events_stream_through_event_by_event() {
     let g = Gatehouse::start().await;
     let session = g.sign_up("yan@example.com", "password1").await;
-    let mut resp = g
-        .client()
-        .get(g.url("/api/v2/sse"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = g.get_with_cookie("/api/v2/sse", &session).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers().get("x-hop").is_none(),

@@ -4,19 +4,10 @@ mod common;
 
 use std::process::Command;
 
+/// `serve` on `config`; returns (success, stderr).
 fn check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(common::binary())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::run_cli_on(config, &["serve"]);
+    (ok, stderr)
 }
 
 #[test]
@@ -66,16 +57,9 @@ fn unreadable_file_and_missing_certificate_are_reported() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let out = Command::new(common::binary())
-        .args(["check-config", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let (ok, _, stderr) = common::run_cli(example.as_ref(), &["check-config"], "");
+    assert!(ok, "{stderr}");
 }
 
 /// Password hashing must never compete with proxied traffic: its threads run

@@ -136,15 +136,7 @@ async fn routes_reach_their_upstreams_and_https_is_verified_and_pooled() {
     assert_eq!(ready["upstreams"]["web"], "failing", "{ready}");
     assert_eq!(ready["upstreams"]["api"], "ok", "{ready}");
 
-    let metrics = g
-        .client()
-        .get(g.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(
         metrics.contains("gatehouse_upstream_requests_total{upstream=\"api\",outcome=\"ok\"} 3"),
         "{metrics}"
@@ -185,15 +177,7 @@ async fn untrusted_and_wrong_name_certificates_are_502_with_a_clear_log_line() {
     let session = g.sign_up("bo@example.com", "password1").await;
     assert_eq!(get(g, "/api/ok", Some(&session)).await.0, 200);
 
-    let metrics = g
-        .client()
-        .get(g.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     for upstream in ["wrongname", "untrusted"] {
         let series = format!(
             "gatehouse_upstream_requests_total{{upstream=\"{upstream}\",outcome=\"tls_error\"}} 1"
@@ -230,18 +214,8 @@ async fn preserve_host_forwards_the_clients_host() {
 
 /// `check-config` on `text`; returns (success, stderr).
 fn check_config(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(common::binary())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::run_cli_on(text, &["check-config"]);
+    (ok, stderr)
 }
 
 #[test]

@@ -279,15 +279,7 @@ async fn echo_both_ways_with_identity_headers_and_without_the_session_cookie() {
     assert!(seen.contains_key("sec-websocket-key"));
 
     // The gauge counts the open socket.
-    let metrics =
-        s.g.client()
-            .get(s.g.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = s.g.metrics().await;
     assert!(
         metrics.contains("gatehouse_websocket_connections 1"),
         "{metrics}"

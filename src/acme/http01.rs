@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::resolver::AcmeResolver;
-use crate::http::response::{Body, full, json_message};
+use crate::http::response::{Body, json_message, with_body};
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Connections served at once.
@@ -76,14 +76,11 @@ fn answer_parts(
 ) -> Response<Body> {
     if let Some(token) = uri.path().strip_prefix(CHALLENGE_PREFIX) {
         return match resolver.http01_answer(token) {
-            Some(key_authorization) => {
-                let mut resp = Response::new(full(key_authorization));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                resp
-            }
+            Some(key_authorization) => with_body(
+                StatusCode::OK,
+                "application/octet-stream",
+                key_authorization,
+            ),
             None => json_message(StatusCode::NOT_FOUND, "No such ACME challenge"),
         };
     }

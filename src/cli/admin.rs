@@ -224,30 +224,16 @@ pub fn user(cmd: UserCommand) -> ExitCode {
             });
             (common, request, Shape::Summary)
         }
-        UserCommand::Traces { common, email } => {
-            (common, Ok(Request::UserTraces { email }), Shape::Summary)
-        }
-        UserCommand::Delete { common, email } => {
-            (common, Ok(Request::UserDelete { email }), Shape::Summary)
-        }
-        UserCommand::Disable { common, email } => {
-            (common, Ok(Request::UserDisable { email }), Shape::Summary)
-        }
-        UserCommand::Reset2fa { common, email } => {
-            (common, Ok(Request::UserReset2fa { email }), Shape::Summary)
-        }
-        UserCommand::Enable { common, email } => {
-            (common, Ok(Request::UserEnable { email }), Shape::Summary)
-        }
+        UserCommand::Traces { common, email } => summary(common, Request::UserTraces { email }),
+        UserCommand::Delete { common, email } => summary(common, Request::UserDelete { email }),
+        UserCommand::Disable { common, email } => summary(common, Request::UserDisable { email }),
+        UserCommand::Reset2fa { common, email } => summary(common, Request::UserReset2fa { email }),
+        UserCommand::Enable { common, email } => summary(common, Request::UserEnable { email }),
         UserCommand::Unlink {
             common,
             email,
             provider,
-        } => (
-            common,
-            Ok(Request::UserUnlink { email, provider }),
-            Shape::Summary,
-        ),
+        } => summary(common, Request::UserUnlink { email, provider }),
         UserCommand::SetPassword {
             common,
             email,
@@ -265,13 +251,9 @@ pub fn user(cmd: UserCommand) -> ExitCode {
             email,
             set,
             clear: _,
-        } => (
-            common,
-            Ok(Request::UserGroups { email, groups: set }),
-            Shape::Summary,
-        ),
+        } => summary(common, Request::UserGroups { email, groups: set }),
     };
-    finish(&common, request.and_then(|r| run(&common, r)), shape)
+    run_and_print(&common, request, shape)
 }
 
 pub fn invite(cmd: InviteCommand) -> ExitCode {
@@ -295,29 +277,39 @@ pub fn invite(cmd: InviteCommand) -> ExitCode {
             (common, request, Shape::Invite)
         }
         InviteCommand::List { common } => (common, Ok(Request::InviteList), Shape::Invites),
-        InviteCommand::Revoke { common, email } => {
-            (common, Ok(Request::InviteRevoke { email }), Shape::Summary)
-        }
+        InviteCommand::Revoke { common, email } => summary(common, Request::InviteRevoke { email }),
     };
-    finish(&common, request.and_then(|r| run(&common, r)), shape)
+    run_and_print(&common, request, shape)
 }
 
 pub fn session(cmd: SessionCommand) -> ExitCode {
     let (common, request, shape) = match cmd {
         SessionCommand::List { common, user } => (
             common,
-            Request::SessionList { email: user },
+            Ok(Request::SessionList { email: user }),
             Shape::Sessions,
         ),
-        SessionCommand::Revoke { common, id } => {
-            (common, Request::SessionRevoke { id }, Shape::Summary)
-        }
+        SessionCommand::Revoke { common, id } => summary(common, Request::SessionRevoke { id }),
         SessionCommand::RevokeAll { common, email } => {
-            (common, Request::SessionRevokeAll { email }, Shape::Summary)
+            summary(common, Request::SessionRevokeAll { email })
         }
     };
-    let outcome = run(&common, request);
-    finish(&common, outcome, shape)
+    run_and_print(&common, request, shape)
+}
+
+/// A command whose reply is printed as `key: value` lines.
+fn summary(common: Common, request: Request) -> (Common, Result<Request, CommandError>, Shape) {
+    (common, Ok(request), Shape::Summary)
+}
+
+/// Runs a user, invite or session command (unless building its request
+/// failed already) and prints the reply as `shape` or JSON.
+fn run_and_print(
+    common: &Common,
+    request: Result<Request, CommandError>,
+    shape: Shape,
+) -> ExitCode {
+    finish(common, request.and_then(|r| run(common, r)), shape)
 }
 
 pub fn backup(common: &Common, file: &Path) -> ExitCode {
@@ -430,10 +422,7 @@ fn hash_password(config_path: &Path, input: &PasswordInput) -> Result<String, Co
             "the password must be {min} to {max} characters long"
         )));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::Password(e.to_string()))?;
+    let runtime = super::runtime(1).map_err(|e| CommandError::Password(e.to_string()))?;
     runtime
         .block_on(async {
             let hasher = crate::auth::passwords::Passwords::new(

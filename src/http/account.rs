@@ -7,14 +7,13 @@
 use crate::request::body::RequestBody;
 use http::{Request, Response, StatusCode};
 
-use crate::auth::sessions::Identity;
 use crate::auth::{AuthError, SessionInfo};
 use crate::http::access::Served;
 use crate::mail::templates::format_utc;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_code, set_cookie, signed_in_response};
-use super::response::{Body, json, json_ok};
+use super::handlers::{JsonCall, required_code, signed_in, signed_in_response};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext, path};
 
 const SESSIONS_PREFIX: &str = "/api/v1/user/sessions/";
@@ -24,21 +23,6 @@ pub(super) fn session_id(canonical: &str) -> Option<&str> {
     canonical
         .strip_prefix(SESSIONS_PREFIX)
         .filter(|id| !id.is_empty() && !id.contains('/'))
-}
-
-/// The caller's identity; every endpoint here but forgot/reset needs one.
-fn signed_in(
-    app: &App,
-    headers: &http::HeaderMap,
-    served: &mut Served,
-) -> Result<Identity, ApiError> {
-    let who = app
-        .auth
-        .sessions
-        .authenticate(headers)?
-        .ok_or(AuthError::NotAuthenticated)?;
-    served.user = Some(who.user_id);
-    Ok(who)
 }
 
 /// `2026-11-28T18:30:05.123Z`, as JavaScript's `Date` reads and writes it.
@@ -63,8 +47,7 @@ pub async fn forgot_password(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = super::required_str(&body, "email")?;
     app.auth.forgot_password(email, &client).await?;
     Ok(json_ok(
@@ -77,8 +60,7 @@ pub async fn reset_password(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = super::required_str(&body, "email")?;
     let code = required_code(&body)?;
     let password = super::required_str(&body, "password")?;
@@ -99,9 +81,7 @@ pub async fn change_password(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let current = super::required_str(&body, "currentPassword")?;
     let new = super::required_str(&body, "newPassword")?;
     let token = app
@@ -109,7 +89,7 @@ pub async fn change_password(
         .change_password(&who, current, new, &client)
         .await?;
     let mut resp = json_ok("Password changed successfully");
-    set_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
+    append_cookie(&mut resp, &app.auth.sessions.set_cookie(&token.token));
     Ok(resp)
 }
 
@@ -138,7 +118,7 @@ pub async fn end_own_session(
     let was_current = app.auth.end_own_session(&who, id).await?;
     let mut resp = json_ok("Session ended");
     if was_current {
-        set_cookie(&mut resp, &app.auth.sessions.clear_cookie());
+        append_cookie(&mut resp, &app.auth.sessions.clear_cookie());
     }
     Ok(resp)
 }
@@ -149,9 +129,7 @@ pub async fn email_change(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let new_email = super::required_str(&body, "newEmail")?;
     let password = super::required_str(&body, "password")?;
     app.auth
@@ -168,13 +146,11 @@ pub async fn email_verify(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let code = required_code(&body)?;
     let done = app.auth.verify_email_change(&who, &code, &client).await?;
     let mut resp = json_ok("Email changed successfully");
-    set_cookie(
+    append_cookie(
         &mut resp,
         &app.auth.sessions.set_device_cookie(&done.device_mark),
     );
@@ -187,13 +163,11 @@ pub async fn delete_account(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
-    let who = signed_in(app, req.headers(), served)?;
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let (who, JsonCall { client, body }) = JsonCall::signed_in(app, ctx, req, served).await?;
     let password = super::required_str(&body, "password")?;
     app.auth.delete_own_account(&who, password, &client).await?;
     let mut resp = json_ok("Account deleted");
-    set_cookie(&mut resp, &app.auth.sessions.clear_cookie());
+    append_cookie(&mut resp, &app.auth.sessions.clear_cookie());
     Ok(resp)
 }
 

@@ -3,24 +3,70 @@
 
 use crate::request::body::RequestBody;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-use crate::auth::SignedIn;
+use crate::auth::sessions::Identity;
+use crate::auth::{AuthError, ClientInfo, SignedIn};
 
 use super::error::ApiError;
-use super::response::{Body, json, json_ok};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 use crate::http::access::Served;
+
+/// What a JSON endpoint reads before its own work, in the order each one
+/// reads it: where the call comes from, then the bounded JSON body.
+pub(super) struct JsonCall {
+    pub client: ClientInfo,
+    pub body: Map<String, Value>,
+}
+
+impl JsonCall {
+    pub(super) async fn read(
+        app: &App,
+        ctx: &RequestContext,
+        req: Request<RequestBody>,
+    ) -> Result<JsonCall, ApiError> {
+        let client = ctx.client_info(app, req.headers());
+        let body = read_json(app, req).await?;
+        Ok(JsonCall { client, body })
+    }
+
+    /// The same for an endpoint that needs a session: the caller first, so
+    /// a call without one is answered 401 before its body is read.
+    pub(super) async fn signed_in(
+        app: &App,
+        ctx: &RequestContext,
+        req: Request<RequestBody>,
+        served: &mut Served,
+    ) -> Result<(Identity, JsonCall), ApiError> {
+        let who = signed_in(app, req.headers(), served)?;
+        Ok((who, JsonCall::read(app, ctx, req).await?))
+    }
+}
+
+/// The caller's identity (recorded for the access log), or 401.
+pub(super) fn signed_in(
+    app: &App,
+    headers: &http::HeaderMap,
+    served: &mut Served,
+) -> Result<Identity, ApiError> {
+    let who = app
+        .auth
+        .sessions
+        .authenticate(headers)?
+        .ok_or(AuthError::NotAuthenticated)?;
+    served.user = Some(who.user_id);
+    Ok(who)
+}
 
 pub async fn send_otp(
     app: &App,
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     app.auth.send_otp(email, &client).await?;
     Ok(json_ok("OTP sent successfully"))
@@ -31,8 +77,7 @@ pub async fn verify(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     let code = required_code(&body)?;
     let password = required_str(&body, "password")?;
@@ -49,9 +94,8 @@ pub async fn sign_in(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
     let previous = app.auth.sessions.token_hash_from(req.headers());
-    let body = read_json(app, req).await?;
+    let JsonCall { client, body } = JsonCall::read(app, ctx, req).await?;
     let email = required_str(&body, "email")?;
     let password = required_str(&body, "password")?;
     let step = app.auth.sign_in(email, password, previous, &client).await?;
@@ -60,15 +104,17 @@ pub async fn sign_in(
 
 pub(super) fn signed_in_response(app: &App, message: &str, signed_in: &SignedIn) -> Response<Body> {
     let mut resp = json_ok(message);
-    set_cookie(
-        &mut resp,
-        &app.auth.sessions.set_cookie(&signed_in.token.token),
-    );
-    set_cookie(
-        &mut resp,
+    append_session_cookies(&mut resp, app, signed_in);
+    resp
+}
+
+/// The cookies of a new session: the session itself and the device mark.
+pub(super) fn append_session_cookies(resp: &mut Response<Body>, app: &App, signed_in: &SignedIn) {
+    append_cookie(resp, &app.auth.sessions.set_cookie(&signed_in.token.token));
+    append_cookie(
+        resp,
         &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
     );
-    resp
 }
 
 pub fn auth_check(
@@ -98,7 +144,7 @@ pub async fn logout(
         Err(e) => ApiError::from(e).into_response(),
     };
     // The cookie is cleared whether or not a session was found.
-    set_cookie(&mut resp, &clear);
+    append_cookie(&mut resp, &clear);
     Ok(resp)
 }
 
@@ -117,7 +163,7 @@ pub async fn logout_all(
         ),
         Err(e) => ApiError::from(e).into_response(),
     };
-    set_cookie(&mut resp, &clear);
+    append_cookie(&mut resp, &clear);
     Ok(resp)
 }
 
@@ -125,12 +171,6 @@ pub async fn logout_all(
 fn session_user(app: &App, token: Option<&crate::store::TokenHash>) -> Option<u64> {
     let who = app.auth.sessions.authenticate_hash(token?).ok()??;
     Some(who.user_id)
-}
-
-pub(super) fn set_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// Reads a bounded JSON object body.
@@ -156,10 +196,16 @@ pub(super) async fn read_json(
     if declared_too_large {
         return Err(ApiError::BodyTooLarge);
     }
-    // A total deadline: a small body that trickles in must not hold the
-    // connection (and a hashing slot's worth of attention) for long.
-    let collect = Limited::new(req.into_body(), app.max_body_bytes).collect();
-    let bytes: Bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
+    let bytes = read_bounded(app, req.into_body()).await?;
+    parse_object(&bytes)
+}
+
+/// Reads a request body of at most `max_body_bytes` under a total
+/// deadline: a small body that trickles in must not hold the connection
+/// (and a hashing slot's worth of attention) for long.
+pub(super) async fn read_bounded(app: &App, body: RequestBody) -> Result<Bytes, ApiError> {
+    let collect = Limited::new(body, app.max_body_bytes).collect();
+    Ok(tokio::time::timeout(app.hygiene.body_read_timeout, collect)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|e| {
@@ -171,8 +217,7 @@ pub(super) async fn read_json(
                 ApiError::BodyRead
             }
         })?
-        .to_bytes();
-    parse_object(&bytes)
+        .to_bytes())
 }
 
 /// Parses a request body that must be one JSON object.
@@ -246,7 +291,7 @@ fn sign_in_answer(app: &App, step: crate::auth::mfa::SignInStep) -> Response<Bod
                     "methods": crate::auth::mfa::METHODS,
                 }),
             );
-            set_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
+            append_cookie(&mut resp, &app.auth.mfa.set_pending_cookie(&pending_token));
             resp
         }
     }

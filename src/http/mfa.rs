@@ -8,13 +8,12 @@ use serde_json::{Map, Value};
 
 use crate::auth::AuthError;
 use crate::auth::mfa::{MfaError, SecondFactor};
-use crate::auth::sessions::Identity;
 use crate::http::access::Served;
 use crate::request::body::RequestBody;
 
 use super::error::ApiError;
-use super::handlers::{read_json, required_str, set_cookie, signed_in_response};
-use super::response::{Body, json, json_ok};
+use super::handlers::{JsonCall, read_json, required_str, signed_in, signed_in_response};
+use super::response::{Body, append_cookie, json, json_ok};
 use super::{App, RequestContext};
 
 /// One second-factor endpoint.
@@ -105,9 +104,8 @@ pub(super) async fn serve(
         | Step::PasskeyLoginStart
         | Step::PasskeyLoginFinish => passkeys(app, ctx, step, req, served).await,
         Step::TotpSetup => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let setup = app.auth.totp_setup(&who, password, &client).await?;
             Ok(json(
@@ -116,25 +114,23 @@ pub(super) async fn serve(
             ))
         }
         Step::TotpEnable => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let code = code_field(&body, "code")?;
             let enabled = app.auth.totp_enable(&who, &code, &client).await?;
             let mut resp = json(
                 StatusCode::OK,
                 &serde_json::json!({ "recoveryCodes": enabled.recovery_codes }),
             );
-            set_cookie(
+            append_cookie(
                 &mut resp,
                 &app.auth.sessions.set_cookie(&enabled.token.token),
             );
             Ok(resp)
         }
         Step::TotpDisable => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let code = code_field(&body, "code")?;
             app.auth
@@ -143,9 +139,8 @@ pub(super) async fn serve(
             Ok(json_ok("TOTP disabled"))
         }
         Step::RecoveryCodes => {
-            let who = signed_in(app, req.headers(), served)?;
-            let client = ctx.client_info(app, req.headers());
-            let body = read_json(app, req).await?;
+            let (who, JsonCall { client, body }) =
+                JsonCall::signed_in(app, ctx, req, served).await?;
             let password = required_str(&body, "password")?;
             let codes = app
                 .auth
@@ -252,13 +247,7 @@ async fn passkeys(
             Ok(json_ok("Passkey deleted"))
         }
         Step::PasskeyLoginStart => {
-            let client = ctx.client_info(app, req.headers());
-            let pending = app
-                .auth
-                .mfa
-                .pending_token(req.headers())
-                .map(str::to_string);
-            let _ = read_json(app, req).await?;
+            let (pending, JsonCall { client, body: _ }) = pending_call(app, ctx, req).await?;
             let options = app
                 .auth
                 .passkey_login_start(&rp, pending.as_deref(), &client)
@@ -269,13 +258,7 @@ async fn passkeys(
             ))
         }
         _ => {
-            let client = ctx.client_info(app, req.headers());
-            let pending = app
-                .auth
-                .mfa
-                .pending_token(req.headers())
-                .map(str::to_string);
-            let body = read_json(app, req).await?;
+            let (pending, JsonCall { client, body }) = pending_call(app, ctx, req).await?;
             let credential = credential_field(&body)?;
             let signed_in = app
                 .auth
@@ -283,11 +266,26 @@ async fn passkeys(
                 .await?;
             let mut resp = signed_in_response(app, "Signed in successfully", &signed_in);
             if pending.is_some() {
-                set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+                append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             }
             Ok(resp)
         }
     }
+}
+
+/// What the steps that finish a pending sign-in read first: the pending
+/// cookie's token (if the browser sent one), then the call.
+async fn pending_call(
+    app: &App,
+    ctx: &RequestContext,
+    req: Request<RequestBody>,
+) -> Result<(Option<String>, JsonCall), ApiError> {
+    let pending = app
+        .auth
+        .mfa
+        .pending_token(req.headers())
+        .map(str::to_string);
+    Ok((pending, JsonCall::read(app, ctx, req).await?))
 }
 
 /// `POST /api/v1/user/signin/2fa` with `{"code"}` or `{"recoveryCode"}`.
@@ -297,13 +295,7 @@ async fn sign_in_2fa(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let client = ctx.client_info(app, req.headers());
-    let pending = app
-        .auth
-        .mfa
-        .pending_token(req.headers())
-        .map(str::to_string);
-    let body = read_json(app, req).await?;
+    let (pending, JsonCall { client, body }) = pending_call(app, ctx, req).await?;
     let code;
     let answer = if body.get("recoveryCode").is_some_and(|v| !v.is_null()) {
         SecondFactor::RecoveryCode(required_str(&body, "recoveryCode")?)
@@ -320,30 +312,16 @@ async fn sign_in_2fa(
     {
         Ok(signed_in) => {
             let mut resp = signed_in_response(app, "Signed in successfully", &signed_in);
-            set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+            append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             Ok(resp)
         }
         Err(e @ MfaError::PendingMissing) => {
             let mut resp = ApiError::from(e).into_response();
-            set_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
+            append_cookie(&mut resp, &app.auth.mfa.clear_pending_cookie());
             Ok(resp)
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn signed_in(
-    app: &App,
-    headers: &http::HeaderMap,
-    served: &mut Served,
-) -> Result<Identity, ApiError> {
-    let who = app
-        .auth
-        .sessions
-        .authenticate(headers)?
-        .ok_or(AuthError::NotAuthenticated)?;
-    served.user = Some(who.user_id);
-    Ok(who)
 }
 
 /// A 6-digit code as a string, or as a number from lenient clients

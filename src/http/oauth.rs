@@ -8,10 +8,11 @@ use crate::request::body::RequestBody;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use super::error::ApiError;
-use super::response::{Body, full, json};
+use super::handlers::append_session_cookies;
+use super::response::{self, Body, append_cookie, json};
 use super::{App, RequestContext};
-use crate::auth::AuthError;
 use crate::auth::throttle::Rate;
+use crate::auth::{AuthError, ClientInfo};
 use crate::oidc::{BINDING_COOKIE, CallbackError, CallbackQuery, form_pairs};
 
 /// How much longer than the state the binding cookie lives.
@@ -46,12 +47,7 @@ pub async fn connect(
     ctx: &RequestContext,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    // Each connect stores a pending sign-in: limited per client address.
-    let client = ctx.client_info(app, req.headers());
-    app.auth
-        .throttle
-        .hit(Rate::OAuthConnectPerIp, &client.ip_key)
-        .map_err(|retry_after| AuthError::Throttled { retry_after })?;
+    throttle_connect(app, &ctx.client_info(app, req.headers()))?;
     let name = provider_name(&req).unwrap_or_default();
     let callback_url = form_pairs(req.uri().query().unwrap_or(""))
         .find(|(k, _)| k == "callbackUrl")
@@ -65,17 +61,25 @@ pub async fn connect(
         StatusCode::OK,
         &serde_json::json!({ "authUrl": started.auth_url, "state": started.state }),
     );
-    // The cookie outlives the state a little, so a late return is told
-    // `expired_state` rather than `invalid_state`.
-    let ttl = app.oidc.state_ttl().as_secs() + BINDING_GRACE_SECS;
-    set_cookie(
-        &mut resp,
-        &format!(
-            "{BINDING_COOKIE}={}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax",
-            started.binding
-        ),
-    );
+    append_cookie(&mut resp, &binding_cookie(app, &started.binding));
     Ok(resp)
+}
+
+/// Each connect stores a pending sign-in: limited per client address
+/// (the JSON endpoint and the pages' "Sign in with" buttons alike).
+pub(super) fn throttle_connect(app: &App, client: &ClientInfo) -> Result<(), ApiError> {
+    app.auth
+        .throttle
+        .hit(Rate::OAuthConnectPerIp, &client.ip_key)
+        .map_err(|retry_after| AuthError::Throttled { retry_after }.into())
+}
+
+/// The `Set-Cookie` value binding a started sign-in to this browser. The
+/// cookie outlives the state a little, so a late return is told
+/// `expired_state` rather than `invalid_state`.
+pub(super) fn binding_cookie(app: &App, binding: &str) -> String {
+    let ttl = app.oidc.state_ttl().as_secs() + BINDING_GRACE_SECS;
+    format!("{BINDING_COOKIE}={binding}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax")
 }
 
 pub async fn callback(
@@ -99,17 +103,10 @@ pub async fn callback(
                     (None, false) => oauth.success_path.as_str(),
                 };
                 let mut resp = redirect(oauth.frontend_url.as_deref(), path);
-                set_cookie(
-                    &mut resp,
-                    &app.auth.sessions.set_cookie(&signed_in.token.token),
-                );
-                set_cookie(
-                    &mut resp,
-                    &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
-                );
+                append_session_cookies(&mut resp, app, &signed_in);
                 // Signed in: the binding has done its job. (A failure keeps
                 // it, so a sign-in still pending in another tab can finish.)
-                set_cookie(
+                append_cookie(
                     &mut resp,
                     &format!(
                         "{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
@@ -141,24 +138,14 @@ fn error_redirect(app: &App, error: CallbackError) -> Response<Body> {
 /// A 302 to `frontend_url` + `path` (both checked: see `config::oidc`).
 fn redirect(frontend_url: Option<&str>, path: &str) -> Response<Body> {
     let location = format!("{}{path}", frontend_url.unwrap_or(""));
-    let mut resp = Response::new(full(""));
-    *resp.status_mut() = StatusCode::FOUND;
+    let mut resp = response::redirect(StatusCode::FOUND, &location);
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, v);
-    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     resp
-}
-
-fn set_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// The value of cookie `name` (first occurrence, across `Cookie` headers).

@@ -1,6 +1,7 @@
 //! Response bodies and the JSON responses Gatehouse writes itself, all with
 //! the same protective headers.
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 // The body type every response carries is defined next to the upstream
@@ -8,15 +9,45 @@ use http::{HeaderValue, Response, StatusCode, header};
 // answer Gatehouse writes itself is built from it.
 pub use crate::proxy::body::{Body, BoxError, full};
 
+/// A response of `status` carrying `body` as `content_type`; callers add
+/// the headers their kind of answer needs.
+pub fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A redirect (or any bodiless answer naming a `Location`). A location
+/// that is not a valid header value is left out rather than answered
+/// with an error: every caller passes a checked path or URL.
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Adds a `Set-Cookie` header (several may be set on one answer). A value
+/// that is not a valid header value is dropped: cookies are built here
+/// from ASCII tokens.
+pub fn append_cookie(resp: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
 /// A JSON response with `Cache-Control: no-store` and `nosniff`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(full(value.to_string()));
-    *resp.status_mut() = status;
+    let mut resp = with_body(status, "application/json; charset=utf-8", value.to_string());
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert(

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::http::App;
-use crate::http::response::{Body, full, json};
+use crate::http::response::{Body, json, with_body};
 
 /// Bound on each readiness probe (store read, upstream connect).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -150,10 +150,10 @@ async fn metrics(ready: &Readiness) -> Response<Body> {
             ("dropped", mail.dropped),
         ],
     );
-    let mut resp = Response::new(full(crate::metrics::get().render()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    let mut resp = with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::get().render(),
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -10,6 +10,7 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
+use super::ids::IdCounter;
 use super::redb_tables::{
     ACCOUNT_CODES, IDENTITIES, META, OTP_SENDS, OTPS, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, SECRETS,
     SESSIONS, THROTTLES, USER_SESSIONS, USERS, USERS_BY_EMAIL, decode, encode,
@@ -142,11 +143,11 @@ impl RedbStore {
             snap.mfa.push((k.value(), decode(v.value())?));
         }
         let meta = txn.open_table(META)?;
-        let counter = |name: &str| -> Result<u64, StoreError> {
-            Ok(meta.get(name)?.map_or(1, |v| v.value()))
+        let counter = |c: IdCounter| -> Result<u64, StoreError> {
+            Ok(meta.get(c.meta_key())?.map_or(1, |v| v.value()))
         };
-        snap.next_user_id = counter("next_user_id")?;
-        snap.next_outbox_id = counter("next_outbox_id")?;
+        snap.next_user_id = counter(IdCounter::User)?;
+        snap.next_outbox_id = counter(IdCounter::Outbox)?;
         Ok(snap)
     }
 
@@ -223,8 +224,8 @@ impl RedbStore {
                 }
             }
             let mut meta = txn.open_table(META)?;
-            meta.insert("next_user_id", snap.next_user_id)?;
-            meta.insert("next_outbox_id", snap.next_outbox_id)?;
+            meta.insert(IdCounter::User.meta_key(), snap.next_user_id)?;
+            meta.insert(IdCounter::Outbox.meta_key(), snap.next_outbox_id)?;
         }
         Ok(txn.commit()?)
     }
@@ -317,12 +318,12 @@ impl PostgresStore {
             for r in tx.query("SELECT user_id, record FROM gh_mfa", &[]).await? {
                 snap.mfa.push((r.get::<_, i64>(0) as u64, text(&r, 1)?));
             }
-            let next = async |seq: &str| -> Result<u64, StoreError> {
-                let sql = format!("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq}");
+            let next = async |c: IdCounter| -> Result<u64, StoreError> {
+                let sql = format!("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}", c.sequence());
                 Ok(tx.query_one(&sql, &[]).await?.get::<_, i64>(0) as u64)
             };
-            snap.next_user_id = next("gh_user_ids").await?;
-            snap.next_outbox_id = next("gh_outbox_ids").await?;
+            snap.next_user_id = next(IdCounter::User).await?;
+            snap.next_outbox_id = next(IdCounter::Outbox).await?;
             Ok(snap)
         })
     }
@@ -428,12 +429,13 @@ impl PostgresStore {
                     .await?;
                 }
             }
-            tx.execute("SELECT setval('gh_user_ids', $1, false)", &[&i(snap.next_user_id.max(1))])
-                .await
-                ?;
-            tx.execute("SELECT setval('gh_outbox_ids', $1, false)", &[&i(snap.next_outbox_id.max(1))])
-                .await
-                ?;
+            for (counter, next) in [
+                (IdCounter::User, snap.next_user_id),
+                (IdCounter::Outbox, snap.next_outbox_id),
+            ] {
+                let sql = format!("SELECT setval('{}', $1, false)", counter.sequence());
+                tx.execute(&sql, &[&i(next.max(1))]).await?;
+            }
             Ok(())
         })
     }

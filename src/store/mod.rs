@@ -10,6 +10,7 @@ mod access;
 mod account;
 mod backup;
 mod blocking;
+mod ids;
 mod mfa;
 mod migrate;
 mod pg_access;
@@ -258,6 +259,30 @@ pub struct QueuedMail {
     pub next_attempt_at: UnixMillis,
 }
 
+impl QueuedMail {
+    /// A message queued at `now` under the new outbox `id`: due at once,
+    /// not tried yet (both backends queue through this).
+    fn queued(
+        id: u64,
+        to: &str,
+        kind: MailKind,
+        message_token: String,
+        now: UnixMillis,
+        deadline: UnixMillis,
+    ) -> QueuedMail {
+        QueuedMail {
+            id,
+            to: to.to_string(),
+            kind,
+            message_token,
+            queued_at: now,
+            deadline,
+            attempts: 0,
+            next_attempt_at: now,
+        }
+    }
+}
+
 /// The mail queued together with a send-otp request: the code mail, or the
 /// account notice when the store finds the email has an account.
 #[derive(Clone)]
@@ -266,6 +291,21 @@ pub struct OtpMail {
     pub ttl_ms: u64,
     pub deadline: UnixMillis,
     pub message_token: String,
+}
+
+impl OtpMail {
+    /// What is queued: the code mail, or the account notice when the
+    /// email already has an account (the code is then never sent).
+    fn kind(&self, account_exists: bool) -> MailKind {
+        if account_exists {
+            MailKind::AccountExists
+        } else {
+            MailKind::SignupCode {
+                code: self.code.clone(),
+                ttl_ms: self.ttl_ms,
+            }
+        }
+    }
 }
 
 /// Due outbox messages, and when the next one falls due.
@@ -346,6 +386,25 @@ pub struct SweepCounts {
 pub struct SendLimit {
     pub max: u32,
     pub window_ms: u64,
+}
+
+impl SendLimit {
+    /// Counts a send at `now` among the earlier `sends` of a rolling
+    /// window (dropping those that left it), or, when the window is full,
+    /// counts nothing and answers how long until its oldest send leaves
+    /// (ms, at least 1). Both backends keep `sends` per key this way.
+    fn admit(self, sends: &mut Vec<UnixMillis>, now: UnixMillis) -> Option<u64> {
+        let window_start = now.saturating_sub(self.window_ms);
+        sends.retain(|&t| t > window_start);
+        sends.sort_unstable();
+        if sends.len() >= self.max as usize {
+            let oldest_relevant = sends[sends.len() - self.max as usize];
+            let retry = (oldest_relevant + self.window_ms).saturating_sub(now);
+            return Some(retry.max(1));
+        }
+        sends.push(now);
+        None
+    }
 }
 
 /// Expiry rules for sessions, used by the sweep.

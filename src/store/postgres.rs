@@ -23,6 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
+use super::ids::IdCounter;
 use super::pg_conn::{Connector, connector};
 use super::pg_revocations::{RevocationFeed, RevocationSink};
 use super::{
@@ -321,16 +322,20 @@ async fn put_user_in(tx: &Transaction<'_>, user: &User) -> Result<(), StoreError
     Ok(())
 }
 
+/// Takes the next id of `counter` from its sequence (a rolled-back
+/// transaction leaves a gap, never a reused id).
+async fn next_id_in(tx: &Transaction<'_>, counter: IdCounter) -> Result<i64, StoreError> {
+    let sql = format!("SELECT nextval('{}')", counter.sequence());
+    Ok(tx.query_one(&sql, &[]).await?.get(0))
+}
+
 pub(super) async fn insert_user_in(
     tx: &Transaction<'_>,
     email: &str,
     password_hash: &str,
     now: UnixMillis,
 ) -> Result<User, StoreError> {
-    let id: i64 = tx
-        .query_one("SELECT nextval('gh_user_ids')", &[])
-        .await?
-        .get(0);
+    let id = next_id_in(tx, IdCounter::User).await?;
     tx.execute(
         "INSERT INTO gh_users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         &[&id, &email, &password_hash, &i(now)],
@@ -403,15 +408,9 @@ async fn count_send_in(
         Some(row) => decode(row.get::<_, &str>(0))?,
         None => Vec::new(),
     };
-    let window_start = now.saturating_sub(limit.window_ms);
-    sends.retain(|&t| t > window_start);
-    sends.sort_unstable();
-    if sends.len() >= limit.max as usize {
-        let oldest_relevant = sends[sends.len() - limit.max as usize];
-        let retry = (oldest_relevant + limit.window_ms).saturating_sub(now);
-        return Ok(Some(retry.max(1)));
+    if let Some(retry) = limit.admit(&mut sends, now) {
+        return Ok(Some(retry));
     }
-    sends.push(now);
     tx.execute(
         "INSERT INTO gh_otp_sends (key, sends) VALUES ($1, $2) \
          ON CONFLICT (key) DO UPDATE SET sends = EXCLUDED.sends",
@@ -440,20 +439,8 @@ async fn queue_in(
         }
         None => false,
     };
-    let id: i64 = tx
-        .query_one("SELECT nextval('gh_outbox_ids')", &[])
-        .await?
-        .get(0);
-    let entry = QueuedMail {
-        id: id as u64,
-        to: to.to_string(),
-        kind,
-        message_token,
-        queued_at: now,
-        deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
+    let id = next_id_in(tx, IdCounter::Outbox).await?;
+    let entry = QueuedMail::queued(id as u64, to, kind, message_token, now, deadline);
     tx.execute(
         "INSERT INTO gh_outbox (id, to_addr, slot, next_attempt_at, record) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -840,23 +827,14 @@ impl CodeStore for PostgresStore {
             } else {
                 put_otp_in(tx, email, &otp).await?;
             }
-            let mail = mail.clone();
-            let kind = if account_exists {
-                MailKind::AccountExists
-            } else {
-                MailKind::SignupCode {
-                    code: mail.code,
-                    ttl_ms: mail.ttl_ms,
-                }
-            };
             let (queued, superseded) = queue_in(
                 tx,
                 email,
                 Some(email),
                 now,
-                kind,
+                mail.kind(account_exists),
                 mail.deadline,
-                mail.message_token,
+                mail.message_token.clone(),
             )
             .await?;
             Ok(SendOutcome::Accepted {

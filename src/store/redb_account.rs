@@ -39,15 +39,9 @@ fn count_send_in(
         Some(v) => decode(v.value())?,
         None => Vec::new(),
     };
-    let window_start = now.saturating_sub(limit.window_ms);
-    sends.retain(|&t| t > window_start);
-    sends.sort_unstable();
-    if sends.len() >= limit.max as usize {
-        let oldest_relevant = sends[sends.len() - limit.max as usize];
-        let retry = (oldest_relevant + limit.window_ms).saturating_sub(now);
-        return Ok(Some(retry.max(1)));
+    if let Some(retry) = limit.admit(&mut sends, now) {
+        return Ok(Some(retry));
     }
-    sends.push(now);
     table.insert(key, encode(&sends)?.as_slice())?;
     Ok(None)
 }

@@ -4,7 +4,8 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_tables::{META, OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode};
+use super::ids::IdCounter;
+use super::redb_tables::{OUTBOX, OUTBOX_BY_EMAIL, OUTBOX_DUE, decode, encode, next_id_in};
 use super::{MailKind, OtpMail, QueuedMail, StoreError, UnixMillis};
 
 /// Queues the send-otp mail inside the caller's transaction, dropping the
@@ -24,30 +25,8 @@ pub(super) fn queue_in(
         Some(old) => delete_in(txn, old)?,
         None => false,
     };
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1)?;
-    let kind = if account_exists {
-        MailKind::AccountExists
-    } else {
-        MailKind::SignupCode {
-            code: mail.code,
-            ttl_ms: mail.ttl_ms,
-        }
-    };
-    let entry = QueuedMail {
-        id,
-        to: email.to_string(),
-        kind,
-        message_token: mail.message_token,
-        queued_at: now,
-        deadline: mail.deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
-    txn.open_table(OUTBOX)?
-        .insert(id, encode(&entry)?.as_slice())?;
-    txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;
+    let kind = mail.kind(account_exists);
+    let id = queue_plain_in(txn, email, now, kind, mail.deadline, mail.message_token)?;
     txn.open_table(OUTBOX_BY_EMAIL)?.insert(email, id)?;
     Ok((id, superseded))
 }
@@ -62,19 +41,8 @@ pub(super) fn queue_plain_in(
     deadline: UnixMillis,
     message_token: String,
 ) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_outbox_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_outbox_id", id + 1)?;
-    let entry = QueuedMail {
-        id,
-        to: to.to_string(),
-        kind,
-        message_token,
-        queued_at: now,
-        deadline,
-        attempts: 0,
-        next_attempt_at: now,
-    };
+    let id = next_id_in(txn, IdCounter::Outbox)?;
+    let entry = QueuedMail::queued(id, to, kind, message_token, now, deadline);
     txn.open_table(OUTBOX)?
         .insert(id, encode(&entry)?.as_slice())?;
     txn.open_table(OUTBOX_DUE)?.insert((now, id), ())?;

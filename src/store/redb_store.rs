@@ -11,6 +11,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction,
 };
 
+use super::ids::IdCounter;
 use super::redb_outbox;
 use super::redb_tables::*;
 use super::{
@@ -340,17 +341,9 @@ impl CodeStore for RedbStore {
                 Some(v) => decode(v.value())?,
                 None => Vec::new(),
             };
-            let window_start = now.saturating_sub(limit.window_ms);
-            sends.retain(|&t| t > window_start);
-            sends.sort_unstable();
-            if sends.len() >= limit.max as usize {
-                let oldest_relevant = sends[sends.len() - limit.max as usize];
-                let retry_after_ms = (oldest_relevant + limit.window_ms).saturating_sub(now);
-                return Ok(SendOutcome::Limited {
-                    retry_after_ms: retry_after_ms.max(1),
-                });
+            if let Some(retry_after_ms) = limit.admit(&mut sends, now) {
+                return Ok(SendOutcome::Limited { retry_after_ms });
             }
-            sends.push(now);
             sends_table.insert(email, encode(&sends)?.as_slice())?;
 
             let account_exists = txn.open_table(USERS_BY_EMAIL)?.get(email)?.is_some();
@@ -678,9 +671,7 @@ pub(super) fn insert_user_in(
     password_hash: &str,
     now: UnixMillis,
 ) -> Result<User, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
-    meta.insert("next_user_id", id + 1)?;
+    let id = next_id_in(txn, IdCounter::User)?;
     let user = User {
         id,
         email: email.to_string(),

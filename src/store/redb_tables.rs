@@ -3,9 +3,10 @@
 //! backend: the store, its outbox, account and OIDC halves, the backup and
 //! the migration all name tables from here and nothing else.
 
-use redb::{MultimapTableDefinition, TableDefinition, WriteTransaction};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
+use super::ids::IdCounter;
 
 /// Names of every table, for the backup's completeness check.
 pub(super) const TABLE_NAMES: [&str; 20] = [
@@ -31,7 +32,7 @@ pub(super) const TABLE_NAMES: [&str; 20] = [
     "mfa_challenges",
 ];
 
-/// Small counters: `schema_version`, `next_user_id`, `next_outbox_id`.
+/// Small counters: `schema_version` and the id counters (see [`next_id_in`]).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// user id → JSON [`User`].
 pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -107,6 +108,15 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(PASSKEY_OWNERS)?;
     txn.open_table(MFA_CHALLENGES)?;
     Ok(())
+}
+
+/// Takes the next id of `counter` inside the caller's transaction (the
+/// first is 1).
+pub(super) fn next_id_in(txn: &WriteTransaction, counter: IdCounter) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let id = meta.get(counter.meta_key())?.map_or(1, |v| v.value());
+    meta.insert(counter.meta_key(), id + 1)?;
+    Ok(id)
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {

@@ -61,12 +61,6 @@ async fn malformed_duplicated_and_oversized_cookies_do_not_authenticate() {
     assert_eq!(g.upstream.count(), 0);
 
     // The valid cookie, sent properly, still works.
-    let resp = g
-        .client()
-        .get(g.url("/api/v2/secret"))
-        .header("cookie", &valid)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v2/secret", &valid).await;
     assert_eq!(resp.status(), 200);
 }

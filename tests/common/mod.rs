@@ -8,6 +8,7 @@ pub mod peer;
 pub mod pg;
 pub mod raw;
 pub mod smtp;
+pub mod totp;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -421,6 +422,18 @@ impl Gatehouse {
         format!("http://{addr}{path}")
     }
 
+    /// The text of `/metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     /// Waits (up to 10 s) for a log line containing every one of `needles`.
     pub async fn wait_for_log(&self, needles: &[&str]) -> String {
         self.wait_for_log_within(needles, Duration::from_secs(10))
@@ -526,6 +539,16 @@ impl Gatehouse {
             .unwrap()
     }
 
+    /// `GET path` over HTTP/1.1 with the `Cookie` header `cookie`.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.client()
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sends a code to `email` and returns it, read from the SMTP sink.
     pub async fn request_code(&self, email: &str) -> String {
         let before = self.smtp.count_to(email);
@@ -560,13 +583,7 @@ impl Gatehouse {
 
     /// `GET /api/v1/auth-check` with `cookie`; returns the JSON body.
     pub async fn auth_check(&self, cookie: &str) -> serde_json::Value {
-        let resp = self
-            .client()
-            .get(self.url("/api/v1/auth-check"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.get_with_cookie("/api/v1/auth-check", cookie).await;
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
@@ -646,6 +663,14 @@ pub fn run_cli(config: &Path, args: &[&str], stdin: &str) -> (bool, String, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Writes `toml` to a fresh file and runs the CLI on it (as [`run_cli`]).
+pub fn run_cli_on(toml: &str, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, toml).unwrap();
+    run_cli(&path, args, "")
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`.

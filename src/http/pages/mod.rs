@@ -18,14 +18,15 @@ pub mod return_to;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 
 use crate::auth::mfa::{SecondFactor, SignInStep};
 use crate::config::{Config, SignupMode};
 use crate::http::App;
 use crate::http::access::Served;
 use crate::http::error::ApiError;
-use crate::http::response::{Body, full};
+use crate::http::handlers::{append_session_cookies, read_bounded};
+use crate::http::oauth;
+use crate::http::response::{self, Body, append_cookie, with_body};
 use crate::request::RequestContext;
 use crate::request::body::RequestBody;
 use html::{Templates, esc};
@@ -224,16 +225,10 @@ impl Pages {
             content,
             &logo,
         );
-        let mut resp = Response::new(full(page));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        secure_headers(h);
-        if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
-            h.append(header::SET_COOKIE, c);
+        let mut resp = with_body(status, "text/html; charset=utf-8", page);
+        secure_headers(resp.headers_mut());
+        if let Some(c) = set_cookie {
+            append_cookie(&mut resp, c);
         }
         resp
     }
@@ -309,9 +304,8 @@ impl Pages {
     }
 
     fn asset(&self, bytes: Bytes, kind: &'static str) -> Response<Body> {
-        let mut resp = Response::new(full(bytes));
+        let mut resp = with_body(StatusCode::OK, kind, bytes);
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
         h.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=3600"),
@@ -479,33 +473,6 @@ impl Pages {
                 ));
                 "sign_up_heading"
             }
-            Page::SignUpVerify => {
-                c.push_str(&format!(
-                    "<p>{}</p>\n",
-                    self.templates
-                        .text("verify_intro", &[("email", view.email)])
-                ));
-                open_form(&mut c, "sign-up/verify");
-                c.push_str(&format!(
-                    "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
-                    esc(view.email)
-                ));
-                field(&mut c, "code", "code_label", "text", "one-time-code", "");
-                field(
-                    &mut c,
-                    "password",
-                    "new_password_label",
-                    "password",
-                    "new-password",
-                    "",
-                );
-                button(&mut c, "create_button");
-                c.push_str(&format!(
-                    "<p class=\"links\">{}</p>\n",
-                    link("sign-up", "sign_up_link")
-                ));
-                "verify_heading"
-            }
             Page::Forgot => {
                 c.push_str(&format!("<p>{}</p>\n", self.text("forgot_intro")));
                 open_form(&mut c, "forgot");
@@ -524,12 +491,31 @@ impl Pages {
                 ));
                 "forgot_heading"
             }
-            Page::Reset => {
+            Page::SignUpVerify | Page::Reset => {
+                // The step after an emailed code: the code and a new password.
+                let (intro, action, submit, back, back_label, heading) = match page {
+                    Page::Reset => (
+                        "reset_intro",
+                        "reset",
+                        "reset_button",
+                        "forgot",
+                        "forgot_link",
+                        "reset_heading",
+                    ),
+                    _ => (
+                        "verify_intro",
+                        "sign-up/verify",
+                        "create_button",
+                        "sign-up",
+                        "sign_up_link",
+                        "verify_heading",
+                    ),
+                };
                 c.push_str(&format!(
                     "<p>{}</p>\n",
-                    self.templates.text("reset_intro", &[("email", view.email)])
+                    self.templates.text(intro, &[("email", view.email)])
                 ));
-                open_form(&mut c, "reset");
+                open_form(&mut c, action);
                 c.push_str(&format!(
                     "<input type=\"hidden\" name=\"email\" value=\"{}\">\n",
                     esc(view.email)
@@ -543,12 +529,12 @@ impl Pages {
                     "new-password",
                     "",
                 );
-                button(&mut c, "reset_button");
+                button(&mut c, submit);
                 c.push_str(&format!(
                     "<p class=\"links\">{}</p>\n",
-                    link("forgot", "forgot_link")
+                    link(back, back_label)
                 ));
-                "reset_heading"
+                heading
             }
             Page::SecondFactor => {
                 c.push_str(&format!("<p>{}</p>\n", self.text("second_factor_intro")));
@@ -713,14 +699,7 @@ impl Pages {
         ctx: &RequestContext,
         req: &Request<B>,
     ) -> Result<Response<Body>, ApiError> {
-        let client = ctx.client_info(app, req.headers());
-        app.auth
-            .throttle
-            .hit(
-                crate::auth::throttle::Rate::OAuthConnectPerIp,
-                &client.ip_key,
-            )
-            .map_err(|retry_after| crate::auth::AuthError::Throttled { retry_after })?;
+        oauth::throttle_connect(app, &ctx.client_info(app, req.headers()))?;
         let name = req
             .uri()
             .path()
@@ -738,21 +717,8 @@ impl Pages {
             .oidc
             .connect(&name, (!rd.is_empty()).then_some(rd.as_str()), existing)
             .await?;
-        let mut resp = Response::new(full(Bytes::new()));
-        *resp.status_mut() = StatusCode::SEE_OTHER;
-        if let Ok(v) = HeaderValue::from_str(&started.auth_url) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        secure_headers(resp.headers_mut());
-        let ttl = app.oidc.state_ttl().as_secs() + 600;
-        append_cookie(
-            &mut resp,
-            &format!(
-                "{}={}; Path=/; Max-Age={ttl}; Secure; HttpOnly; SameSite=Lax",
-                crate::oidc::BINDING_COOKIE,
-                started.binding
-            ),
-        );
+        let mut resp = redirect(StatusCode::SEE_OTHER, &started.auth_url);
+        append_cookie(&mut resp, &oauth::binding_cookie(app, &started.binding));
         Ok(resp)
     }
 
@@ -777,14 +743,7 @@ impl Pages {
         back: &str,
     ) -> Response<Body> {
         let mut resp = redirect(StatusCode::SEE_OTHER, back);
-        append_cookie(
-            &mut resp,
-            &app.auth.sessions.set_cookie(&signed_in.token.token),
-        );
-        append_cookie(
-            &mut resp,
-            &app.auth.sessions.set_device_cookie(&signed_in.device_mark),
-        );
+        append_session_cookies(&mut resp, app, signed_in);
         resp
     }
 }
@@ -827,22 +786,12 @@ fn secure_headers(h: &mut http::HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+/// A redirect with the pages' headers. Every location is a checked
+/// same-origin path, a page URL or the provider's authorization URL.
 fn redirect(status: StatusCode, location: &str) -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    // Every location is a checked same-origin path or a page URL: ASCII.
-    if let Ok(v) = HeaderValue::from_str(location) {
-        h.insert(header::LOCATION, v);
-    }
-    secure_headers(h);
+    let mut resp = response::redirect(status, location);
+    secure_headers(resp.headers_mut());
     resp
-}
-
-fn append_cookie(resp: &mut Response<Body>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
@@ -874,18 +823,7 @@ async fn read_form(app: &App, req: &Request<()>, body: RequestBody) -> Result<Fo
             "Content-Type must be application/x-www-form-urlencoded".into(),
         ));
     }
-    let collect = Limited::new(body, app.max_body_bytes).collect();
-    let bytes = tokio::time::timeout(app.hygiene.body_read_timeout, collect)
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::BodyTooLarge
-            } else {
-                ApiError::BodyRead
-            }
-        })?
-        .to_bytes();
+    let bytes = read_bounded(app, body).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::BadBody("The form is not UTF-8".into()))?;
     Ok(Form(crate::oidc::form_pairs(text).take(32).collect()))
