@@ -72,7 +72,8 @@ pub fn place_of(text: &str, dotted_key: &str) -> Place {
     }
 }
 
-fn line_at(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
