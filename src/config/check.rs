@@ -671,40 +671,53 @@ fn check_routes(
         ]
     });
     let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
-    for r in raw {
-        let (RoutePrefix(prefix), auth) = (r.prefix, r.auth);
-        if routes.iter().any(|existing| existing.prefix == prefix) {
-            return Err(invalid(
-                "route.prefix",
-                format!("\"{prefix}\" is listed twice"),
-            ));
-        }
-        if let Some(name) = &r.upstream
-            && !upstreams.contains_key(name)
-        {
-            return Err(invalid(
-                "route.upstream",
-                format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
-            ));
-        }
-        let access = super::access::check_route_access(
-            super::access::RawRouteAccess {
-                prefix: &prefix,
-                auth,
-                methods: r.methods,
-                allow_emails: r.allow_emails,
-                allow_domains: r.allow_domains,
-                allow_groups: r.allow_groups,
-                on_unauthenticated: r.on_unauthenticated,
-            },
-            pages_enabled,
-        )?;
-        routes.push(Route {
-            prefix,
-            auth,
-            upstream: r.upstream,
-            access,
-        });
+    for (index, r) in raw.into_iter().enumerate() {
+        let route =
+            check_route(r, &routes, upstreams, pages_enabled).map_err(|e| e.in_entry(index))?;
+        routes.push(route);
     }
     Ok(routes)
+}
+
+/// One `[[route]]`, given the routes before it; errors name `route.KEY`
+/// (the caller adds the entry's index).
+fn check_route(
+    r: RawRoute,
+    earlier: &[Route],
+    upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
+    pages_enabled: bool,
+) -> Result<Route, ConfigError> {
+    let (RoutePrefix(prefix), auth) = (r.prefix, r.auth);
+    if earlier.iter().any(|existing| existing.prefix == prefix) {
+        return Err(invalid(
+            "route.prefix",
+            format!("\"{prefix}\" is listed twice"),
+        ));
+    }
+    if let Some(name) = &r.upstream
+        && !upstreams.contains_key(name)
+    {
+        return Err(invalid(
+            "route.upstream",
+            format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
+        ));
+    }
+    let access = super::access::check_route_access(
+        super::access::RawRouteAccess {
+            prefix: &prefix,
+            auth,
+            methods: r.methods,
+            allow_emails: r.allow_emails,
+            allow_domains: r.allow_domains,
+            allow_groups: r.allow_groups,
+            on_unauthenticated: r.on_unauthenticated,
+        },
+        pages_enabled,
+    )?;
+    Ok(Route {
+        prefix,
+        auth,
+        upstream: r.upstream,
+        access,
+    })
 }

@@ -46,6 +46,28 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The error of one `[[table]]` entry (`index`, 0-based) names the
+    /// key the way serde does: `route.methods` becomes `route[2].methods`.
+    pub(crate) fn in_entry(self, index: usize) -> ConfigError {
+        let key = match &self {
+            ConfigError::Invalid { key, .. } => key.to_string(),
+            ConfigError::InvalidKey { key, .. } => key.clone(),
+            _ => return self,
+        };
+        let Some((table, rest)) = key.split_once('.') else {
+            return self;
+        };
+        match self {
+            ConfigError::Invalid { message, .. } | ConfigError::InvalidKey { message, .. } => {
+                ConfigError::InvalidKey {
+                    key: format!("{table}[{index}].{rest}"),
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Names the file and line of an `Invalid` key; other errors already
     /// say where they are.
     pub fn located(self, text: &str, origin: &str) -> ConfigError {

@@ -95,6 +95,39 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn a_mistake_in_a_later_route_names_that_route_and_its_line() {
+    let routes = "[[route]]\nprefix = \"/a/\"\nauth = \"required\"\nmethods = [\"GET\"]\n\
+                  [[route]]\nprefix = \"/b/\"\nauth = \"required\"\n";
+    // The valid form is accepted…
+    assert!(Config::parse(routes, "t").is_ok());
+    for (later, want) in [
+        (
+            "methods = [\"GE T\"]\n",
+            "test.toml, line 8: key `route[1].methods`: \"GE T\" is not an HTTP method",
+        ),
+        (
+            "upstream = \"nope\"\n",
+            "test.toml, line 8: key `route[1].upstream`: \"nope\"",
+        ),
+        (
+            "on_unauthenticated = \"redirect\"\n",
+            "test.toml, line 8: key `route[1].on_unauthenticated`",
+        ),
+    ] {
+        let e = err(&format!("{routes}{later}"));
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+    // A prefix listed twice is the later route's mistake.
+    let e = err(&format!(
+        "{routes}[[route]]\nprefix = \"/A/\"\nauth = \"none\"\n"
+    ));
+    assert!(
+        e.contains("test.toml, line 9: key `route[2].prefix`: \"/a/\" is listed twice"),
+        "{e}"
+    );
+}
+
+#[test]
 fn operations_keys_have_defaults_and_are_checked() {
     let c = Config::parse("[store]\npath = \"/var/lib/g/s.redb\"", "t").unwrap();
     assert_eq!(c.admin.listen, Some("127.0.0.1:8449".parse().unwrap()));
@@ -187,7 +220,10 @@ fn named_upstreams_and_routes_that_use_them() {
 #[test]
 fn upstream_mistakes_name_their_key() {
     let e = err("[[route]]\nprefix = \"/\"\nauth = \"none\"\nupstream = \"api\"");
-    assert!(e.contains("route.upstream") && e.contains("\"api\""), "{e}");
+    assert!(
+        e.contains("route[0].upstream") && e.contains("\"api\""),
+        "{e}"
+    );
     let e = err("[upstreams.api]\nurl = \"htp://x\"");
     assert!(e.contains("upstreams.api.url"), "{e}");
     let e = err("[upstreams.api]\ntimeout = \"1s\"");
