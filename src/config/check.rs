@@ -178,7 +178,7 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
                 url: DatabaseUrl::new(url),
                 pool_size,
                 ca_file: raw.ca_file.clone(),
-                lease: check_outbox_lease(raw.lease.clone())?,
+                lease: check_outbox_lease(raw.lease)?,
             }))
         }
         other => Err(invalid(
