@@ -48,7 +48,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// The error of one `[[table]]` entry (`index`, 0-based) names the
     /// key the way serde does: `route.methods` becomes `route[2].methods`.
-    pub(crate) fn in_entry(self, index: usize) -> ConfigError {
+    fn in_entry(self, index: usize) -> ConfigError {
         let key = match &self {
             ConfigError::Invalid { key, .. } => key.to_string(),
             ConfigError::InvalidKey { key, .. } => key.clone(),
