@@ -3,7 +3,7 @@
 //! `X-Forwarded-For`). Networks are `ipnet`'s; this module adds only our
 //! accepted spellings and the IPv4-mapped rule.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use http::HeaderMap;
 use ipnet::{IpNet, Ipv6Net};
@@ -68,12 +68,17 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|network| contains(network, ip))
 }
 
+/// The /64 an IPv6 address belongs to (`2001:db8:1:2::/64`).
+pub fn network_64(v6: Ipv6Addr) -> Ipv6Net {
+    Ipv6Net::new_assert(v6, 64).trunc()
+}
+
 /// The key an address is throttled under: IPv4 as is, IPv6 by its /64,
 /// since one client usually holds a whole /64.
 pub fn throttle_key(ip: IpAddr) -> String {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => Ipv6Net::new_assert(v6, 64).trunc().to_string(),
+        IpAddr::V6(v6) => network_64(v6).to_string(),
     }
 }
 
