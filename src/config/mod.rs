@@ -117,7 +117,7 @@ pub use access::{
     is_group_name, logo_type,
 };
 pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
-pub use values::parse_duration;
+pub use values::{parse_duration, show_duration};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
