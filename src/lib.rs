@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - `config`: TOML → checked configuration (`config::values`: the value
-//!   parsers every section shares);
+//!   parsers every section shares, on humantime and ipnet; serde names the
+//!   key path of a refused value);
 //! - `store`: the persistence traits; redb (`redb_tables` holds every table,
 //!   the codec and the `From` conversions of redb errors; `redb_snapshot` writes backups, `backup`
 //!   restores) and PostgreSQL (`pg_conn` connects); `store::run_blocking`

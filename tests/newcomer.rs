@@ -158,7 +158,7 @@ fn every_config_error_names_file_line_and_key() {
             "session.idle_timeout",
             "idle_timeout",
         ),
-        ("[otp]\nttl = \"5 weeks\"\n", "otp.ttl", "ttl ="),
+        ("[otp]\nttl = \"5 fortnights\"\n", "otp.ttl", "ttl ="),
         (
             "[limits]\nfirst_backoff = \"10\"\n",
             "limits.first_backoff",
@@ -177,7 +177,7 @@ fn every_config_error_names_file_line_and_key() {
         ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url", "url ="),
         (
             "[[route]]\nprefix = \"/a/\"\nauth = \"maybe\"\n",
-            "route.auth",
+            "route[0].auth",
             "auth =",
         ),
         (
@@ -199,14 +199,17 @@ fn every_config_error_names_file_line_and_key() {
     let case = config("[server]\nworkers = 2\n");
     let err = stderr(&run(&["check-config"], &case.path, &[]));
     assert!(
-        err.contains(&format!("config {}, line 7: `server`", case.path.display())),
+        err.contains(&format!(
+            "config {}, line 7: duplicate key `server`",
+            case.path.display()
+        )),
         "{err}"
     );
     let case = config("[otp]\nmax_attempts = \"five\"\n");
     let err = stderr(&run(&["check-config"], &case.path, &[]));
     assert!(
         err.contains(&format!(
-            "config {}, line 8: `otp.max_attempts`",
+            "config {}, line 8: key `otp.max_attempts`",
             case.path.display()
         )),
         "{err}"

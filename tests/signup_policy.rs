@@ -128,6 +128,29 @@ async fn invite_mode_mails_only_invited_addresses_and_invites_expire_and_are_rev
             .iter()
             .all(|m| common::extract_code(&m.data).is_none())
     );
+
+    // `--expires` takes humantime's forms, and refuses what is no duration
+    // without creating an invite.
+    let (ok, _, err) = g.cli(
+        &["invite", "create", "dee@example.com", "--expires", "soon"],
+        "",
+    );
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("--expires \"soon\" is not a duration"),
+        "{err}"
+    );
+    let (_, out, _) = g.cli(&["invite", "list"], "");
+    assert!(!out.contains("dee@example.com"), "{out}");
+    let (ok, out, err) = g.cli(
+        &["invite", "create", "dee@example.com", "--expires", "1h 30m"],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("dee@example.com") && out.contains("live"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

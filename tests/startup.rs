@@ -23,7 +23,7 @@ fn bad_configs_fail_with_one_line_naming_the_key() {
         ("[tls]\ncert = \"/nonexistent.pem\"\n", "tls.key"),
         (
             "[[route]]\nprefix = \"api\"\nauth = \"required\"\n",
-            "route.prefix",
+            "route[0].prefix",
         ),
         ("this is not toml", "line 1"),
     ] {

@@ -239,7 +239,7 @@ fn upstream_mistakes_stop_check_config_with_one_line_naming_the_key() {
     for (text, key) in [
         (
             "[[route]]\nprefix = \"/\"\nauth = \"optional\"\nupstream = \"nope\"\n",
-            "route.upstream",
+            "route[0].upstream",
         ),
         (junk_ca.as_str(), "upstreams.api.ca_file"),
         ("[upstreams.api]\nurl = \"https//x\"\n", "upstreams.api.url"),

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::order::{RetryAfter, blocking, challenge_name, obtain};
 use super::resolver::{AcmeResolver, certified_key_from_pem};
 use super::state::{AcmeDir, ChallengeKind, Plan, StoredCert, plan, unix_seconds};
-use crate::config::AcmeConfig;
+use crate::config::{AcmeConfig, show_duration};
 
 /// How often the certificate file is re-read while nothing is due (another
 /// instance may have renewed it).
@@ -215,7 +215,7 @@ impl Manager {
                 }
                 Err(_) => {
                     failures += 1;
-                    let message = format!("no answer within {}s", ORDER_DEADLINE.as_secs());
+                    let message = format!("no answer within {}", show_duration(ORDER_DEADLINE));
                     self.failed(&message, failures, retry_after.take()).await;
                 }
             }

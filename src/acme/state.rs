@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest;
 
 use super::AcmeError;
+use crate::config::show_duration;
 
 /// The ACME files of one store directory.
 #[derive(Debug, Clone)]
@@ -359,9 +360,9 @@ pub fn plan(
             "the stored certificate has expired".into()
         } else {
             format!(
-                "the stored certificate expires in {}s (renew_before {}s)",
-                left.as_secs(),
-                margin.as_secs()
+                "the stored certificate expires in {} (renew_before {})",
+                show_duration(left),
+                show_duration(margin)
             )
         });
     }
@@ -450,7 +451,7 @@ mod tests {
         // 61 days later it is inside the 30-day margin.
         let later = now + Duration::from_secs(61 * 86_400);
         assert!(
-            matches!(plan(Some(&cert), &want, thirty, later), Plan::Order(r) if r.contains("expires in"))
+            matches!(plan(Some(&cert), &want, thirty, later), Plan::Order(r) if r.contains("expires in") && r.contains("(renew_before 30days)"))
         );
         let expired = now + Duration::from_secs(81 * 86_400);
         assert!(

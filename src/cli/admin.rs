@@ -11,6 +11,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
 use crate::admin::client::{self, ClientError};
 use crate::admin::{IdentityView, Reply, Request, SessionView, UserView, execute};
 use crate::config::Config;
@@ -133,7 +137,7 @@ pub enum InviteCommand {
         #[command(flatten)]
         common: Common,
         email: String,
-        /// How long the invite is valid, e.g. 7d, 12h.
+        /// How long the invite is valid, e.g. 7d, 12h, "1h 30m".
         #[arg(long, default_value = "7d")]
         expires: String,
     },
@@ -264,16 +268,11 @@ pub fn invite(cmd: InviteCommand) -> ExitCode {
             expires,
         } => {
             let request = crate::config::parse_duration(&expires)
-                .filter(|d| !d.is_zero())
                 .map(|d| Request::InviteCreate {
                     email,
-                    expires_in_ms: d.as_millis() as u64,
+                    expires_in_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
                 })
-                .ok_or_else(|| {
-                    CommandError::Refused(format!(
-                        "--expires \"{expires}\" is not a duration like 7d or 12h"
-                    ))
-                });
+                .map_err(|why| CommandError::Refused(format!("--expires {why}")));
             (common, request, Shape::Invite)
         }
         InviteCommand::List { common } => (common, Ok(Request::InviteList), Shape::Invites),
@@ -644,24 +643,16 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `2026-11-26 09:30:00Z` for Unix milliseconds.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil-from-days, for days since 1970-01-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const LAYOUT: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    let at = i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+    match at.and_then(|at| at.format(LAYOUT).ok()) {
+        Some(text) => text,
+        // Beyond the year 9999: not a time the store writes.
+        None => format!("@{ms}ms"),
+    }
 }
 
 #[cfg(test)]
@@ -673,6 +664,7 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
         assert_eq!(utc(1_795_000_000_123), "2026-11-18 11:06:40Z");
+        assert_eq!(utc(u64::MAX), format!("@{}ms", u64::MAX));
     }
 
     #[test]

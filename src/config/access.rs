@@ -467,19 +467,19 @@ mod tests {
         for (text, key) in [
             (
                 "[[route]]\nprefix = \"/\"\nauth = \"required\"\nmethods = [\"GE T\"]\n",
-                "route.methods",
+                "route[0].methods",
             ),
             (
                 "[[route]]\nprefix = \"/\"\nauth = \"required\"\nallow_groups = [\"Ops\"]\n",
-                "route.allow_groups",
+                "route[0].allow_groups",
             ),
             (
                 "[[route]]\nprefix = \"/\"\nauth = \"none\"\nallow_emails = [\"a@b.co\"]\n",
-                "route.auth",
+                "route[0].auth",
             ),
             (
                 "[[route]]\nprefix = \"/\"\nauth = \"required\"\non_unauthenticated = \"redirect\"\n",
-                "route.on_unauthenticated",
+                "route[0].on_unauthenticated",
             ),
             ("[signup]\nmode = \"domains\"\n", "signup.allowed_domains"),
             ("[signup]\nmode = \"invite-only\"\n", "signup.mode"),

@@ -81,11 +81,7 @@ pub(super) fn check_acme(raw: RawAcme, other_source: bool) -> Result<CertSource,
     {
         return Err(invalid("tls.acme.ca_file", "must not be empty"));
     }
-    let renew_before = duration_or(
-        "tls.acme.renew_before",
-        raw.renew_before,
-        Duration::from_secs(30 * 86_400),
-    )?;
+    let renew_before = duration_or(raw.renew_before, Duration::from_secs(30 * 86_400));
     Ok(CertSource::Acme(AcmeConfig {
         domains,
         email,

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::mail::check_mail;
 use super::raw::*;
-use super::values::{duration_or, positive};
+use super::values::{
+    ConfigCidr, ConfigDuration, RoutePrefix, duration_or, duration_or_zero, positive, show_duration,
+};
 use super::*;
-use crate::net::Cidr;
 
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
@@ -27,11 +28,7 @@ impl TryFrom<RawConfig> for Config {
                 .store
                 .path
                 .unwrap_or_else(|| PathBuf::from("data/gatehouse.redb")),
-            sweep_interval: duration_or(
-                "store.sweep_interval",
-                raw.store.sweep_interval,
-                Duration::from_secs(60),
-            )?,
+            sweep_interval: duration_or(raw.store.sweep_interval, Duration::from_secs(60)),
             backend,
         };
         if store.path.as_os_str().is_empty() {
@@ -39,7 +36,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let session = check_session(raw.session)?;
         let otp = OtpConfig {
-            ttl: duration_or("otp.ttl", raw.otp.ttl, Duration::from_secs(300))?,
+            ttl: duration_or(raw.otp.ttl, Duration::from_secs(300)),
             max_sends_per_day: positive("otp.max_sends_per_day", raw.otp.max_sends_per_day, 5)?,
             max_attempts: positive("otp.max_attempts", raw.otp.max_attempts, 5)?,
         };
@@ -87,12 +84,16 @@ impl TryFrom<RawConfig> for Config {
 /// `[store] lease`: how long an instance holds an outbox message it is
 /// sending. Too short and a slow SMTP dialogue outlives it (another instance
 /// may send the mail again); too long and the mail of a dead instance waits.
-fn check_outbox_lease(value: Option<String>) -> Result<Duration, ConfigError> {
-    let lease = duration_or("store.lease", value, Duration::from_secs(60))?;
+fn check_outbox_lease(value: Option<ConfigDuration>) -> Result<Duration, ConfigError> {
+    let lease = duration_or(value, Duration::from_secs(60));
     if !(MIN_OUTBOX_LEASE..=MAX_OUTBOX_LEASE).contains(&lease) {
         return Err(invalid(
             "store.lease",
-            "must be between 5s (longer than one SMTP dialogue) and 1h (a dead instance's mail waits that long)",
+            format!(
+                "must be between {} (longer than one SMTP dialogue) and {} (a dead instance's mail waits that long)",
+                show_duration(MIN_OUTBOX_LEASE),
+                show_duration(MAX_OUTBOX_LEASE)
+            ),
         ));
     }
     Ok(lease)
@@ -108,8 +109,8 @@ fn check_lease_outlives_smtp(store: &StoreConfig, mail: &MailConfig) -> Result<(
         return Err(invalid(
             "store.lease",
             format!(
-                "must be longer than three mail.smtp.timeout ({}s), the longest one SMTP attempt takes",
-                smtp.timeout.saturating_mul(3).as_secs()
+                "must be longer than three mail.smtp.timeout ({}), the longest one SMTP attempt takes",
+                show_duration(smtp.timeout.saturating_mul(3))
             ),
         ));
     }
@@ -177,7 +178,7 @@ fn check_store_backend(raw: &RawStore) -> Result<StoreBackend, ConfigError> {
                 url: DatabaseUrl::new(url),
                 pool_size,
                 ca_file: raw.ca_file.clone(),
-                lease: check_outbox_lease(raw.lease.clone())?,
+                lease: check_outbox_lease(raw.lease)?,
             }))
         }
         other => Err(invalid(
@@ -241,20 +242,6 @@ fn check_log(raw: RawLog) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig { format, level })
 }
 
-fn check_trusted_proxies(raw: Option<Vec<String>>) -> Result<Vec<Cidr>, ConfigError> {
-    raw.unwrap_or_default()
-        .iter()
-        .map(|text| {
-            Cidr::parse(text).ok_or_else(|| {
-                invalid(
-                    "server.trusted_proxies",
-                    format!("\"{text}\" is not an address or CIDR like \"10.0.0.0/8\""),
-                )
-            })
-        })
-        .collect()
-}
-
 fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8443");
     let listen: SocketAddr = listen.parse().map_err(|_| {
@@ -278,18 +265,15 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
         listen,
         workers: raw.workers.unwrap_or(0),
         max_connections,
-        header_read_timeout: duration_or(
-            "server.header_read_timeout",
-            raw.header_read_timeout,
-            Duration::from_secs(10),
-        )?,
+        header_read_timeout: duration_or(raw.header_read_timeout, Duration::from_secs(10)),
         max_body_bytes,
-        drain_timeout: duration_or(
-            "server.drain_timeout",
-            raw.drain_timeout,
-            Duration::from_secs(30),
-        )?,
-        trusted_proxies: check_trusted_proxies(raw.trusted_proxies)?,
+        drain_timeout: duration_or(raw.drain_timeout, Duration::from_secs(30)),
+        trusted_proxies: raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ConfigCidr(network)| network)
+            .collect(),
         hygiene: check_hygiene(HygieneKeys {
             max_connections_per_ip: raw.max_connections_per_ip,
             keep_alive_timeout: raw.keep_alive_timeout,
@@ -305,10 +289,10 @@ fn check_server(raw: RawServer) -> Result<ServerConfig, ConfigError> {
 /// The `[server]` keys of [`HygieneConfig`], moved out of `RawServer`.
 struct HygieneKeys {
     max_connections_per_ip: Option<usize>,
-    keep_alive_timeout: Option<String>,
-    body_read_timeout: Option<String>,
+    keep_alive_timeout: Option<ConfigDuration>,
+    body_read_timeout: Option<ConfigDuration>,
     min_body_rate: Option<u64>,
-    min_body_rate_grace: Option<String>,
+    min_body_rate_grace: Option<ConfigDuration>,
     underscores_in_headers: Option<String>,
     strip_response_headers: Option<Vec<String>>,
 }
@@ -346,22 +330,10 @@ fn check_hygiene(raw: HygieneKeys) -> Result<HygieneConfig, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HygieneConfig {
         max_connections_per_ip,
-        keep_alive_timeout: duration_or(
-            "server.keep_alive_timeout",
-            raw.keep_alive_timeout,
-            Duration::from_secs(10),
-        )?,
-        body_read_timeout: duration_or(
-            "server.body_read_timeout",
-            raw.body_read_timeout,
-            Duration::from_secs(10),
-        )?,
+        keep_alive_timeout: duration_or(raw.keep_alive_timeout, Duration::from_secs(10)),
+        body_read_timeout: duration_or(raw.body_read_timeout, Duration::from_secs(10)),
         min_body_rate: raw.min_body_rate.unwrap_or(1024),
-        min_body_rate_grace: duration_or(
-            "server.min_body_rate_grace",
-            raw.min_body_rate_grace,
-            Duration::from_secs(10),
-        )?,
+        min_body_rate_grace: duration_or(raw.min_body_rate_grace, Duration::from_secs(10)),
         underscores_in_headers,
         strip_response_headers,
     })
@@ -378,14 +350,8 @@ fn check_tls(raw: RawTls) -> Result<TlsConfig, ConfigError> {
         (Some(acme), ..) => super::acme::check_acme(acme, other_source)?,
         (None, cert, key, self_signed) => check_cert_files(cert, key, self_signed)?,
     };
-    let hsts_max_age = match raw.hsts_max_age.as_deref().map(str::trim) {
-        Some("0" | "0s") => Duration::ZERO,
-        _ => duration_or(
-            "tls.hsts_max_age",
-            raw.hsts_max_age,
-            Duration::from_secs(365 * 86_400),
-        )?,
-    };
+    // Zero (`"0"`, `"0s"`) switches the header off.
+    let hsts_max_age = duration_or_zero(raw.hsts_max_age, Duration::from_secs(365 * 86_400));
     Ok(TlsConfig {
         source,
         hsts_max_age,
@@ -435,7 +401,7 @@ fn check_cors(raw: RawCors) -> Result<CorsConfig, ConfigError> {
     }
     Ok(CorsConfig {
         allowed_origins,
-        max_age: duration_or("cors.max_age", raw.max_age, Duration::from_secs(600))?,
+        max_age: duration_or(raw.max_age, Duration::from_secs(600)),
     })
 }
 
@@ -466,16 +432,8 @@ fn check_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.signin_failures_per_ip,
             20,
         )?,
-        first_backoff: duration_or(
-            "limits.first_backoff",
-            raw.first_backoff,
-            Duration::from_secs(1),
-        )?,
-        max_backoff: duration_or(
-            "limits.max_backoff",
-            raw.max_backoff,
-            Duration::from_secs(15 * 60),
-        )?,
+        first_backoff: duration_or(raw.first_backoff, Duration::from_secs(1)),
+        max_backoff: duration_or(raw.max_backoff, Duration::from_secs(15 * 60)),
         max_queued_hashes: match raw.max_queued_hashes.unwrap_or(64) {
             0 => return Err(invalid("limits.max_queued_hashes", "must be at least 1")),
             n => n,
@@ -554,23 +512,9 @@ fn check_upstream(prefix: &str, raw: RawUpstream) -> Result<UpstreamConfig, Conf
         }
         None
     };
-    let duration = |field: &str, value: Option<String>, default: Duration| match value {
-        None => Ok(default),
-        Some(text) => match parse_duration(&text) {
-            Some(d) if !d.is_zero() => Ok(d),
-            _ => Err(bad(
-                field,
-                format!("\"{text}\" is not a duration like \"30s\", \"5m\", \"24h\" or \"7d\""),
-            )),
-        },
-    };
     Ok(UpstreamConfig {
-        timeout: duration("timeout", raw.timeout, Duration::from_secs(30))?,
-        connect_timeout: duration(
-            "connect_timeout",
-            raw.connect_timeout,
-            Duration::from_secs(5),
-        )?,
+        timeout: duration_or(raw.timeout, Duration::from_secs(30)),
+        connect_timeout: duration_or(raw.connect_timeout, Duration::from_secs(5)),
         url,
         tls,
         preserve_host: raw.preserve_host.unwrap_or(false),
@@ -629,16 +573,8 @@ fn check_session(raw: RawSession) -> Result<SessionConfig, ConfigError> {
             "use letters, digits, '_', '-' or '.' only",
         ));
     }
-    let idle_timeout = duration_or(
-        "session.idle_timeout",
-        raw.idle_timeout,
-        Duration::from_secs(24 * 3600),
-    )?;
-    let absolute_timeout = duration_or(
-        "session.absolute_timeout",
-        raw.absolute_timeout,
-        Duration::from_secs(7 * 24 * 3600),
-    )?;
+    let idle_timeout = duration_or(raw.idle_timeout, Duration::from_secs(24 * 3600));
+    let absolute_timeout = duration_or(raw.absolute_timeout, Duration::from_secs(7 * 24 * 3600));
     let same_site = match raw
         .same_site
         .as_deref()
@@ -713,8 +649,8 @@ fn check_routes(
     let raw = raw.unwrap_or_else(|| {
         vec![
             RawRoute {
-                prefix: "/api/v2/".into(),
-                auth: "required".into(),
+                prefix: RoutePrefix("/api/v2/".into()),
+                auth: RouteAuth::Required,
                 upstream: None,
                 methods: None,
                 allow_emails: None,
@@ -723,8 +659,8 @@ fn check_routes(
                 on_unauthenticated: None,
             },
             RawRoute {
-                prefix: "/".into(),
-                auth: "optional".into(),
+                prefix: RoutePrefix("/".into()),
+                auth: RouteAuth::Optional,
                 upstream: None,
                 methods: None,
                 allow_emails: None,
@@ -735,61 +671,53 @@ fn check_routes(
         ]
     });
     let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
-    for r in raw {
-        if !r.prefix.starts_with('/')
-            || r.prefix.contains(['?', '#', '%', '\\', ';'])
-            || r.prefix.split('/').any(|s| s == "." || s == "..")
-            || r.prefix.contains("//")
-        {
-            return Err(invalid(
-                "route.prefix",
-                format!("\"{}\" must be a plain path starting with '/'", r.prefix),
-            ));
-        }
-        let auth = match r.auth.as_str() {
-            "required" => RouteAuth::Required,
-            "optional" => RouteAuth::Optional,
-            "none" => RouteAuth::None,
-            other => {
-                return Err(invalid(
-                    "route.auth",
-                    format!("\"{other}\" is not one of \"required\", \"optional\", \"none\""),
-                ));
-            }
-        };
-        let prefix = r.prefix.to_ascii_lowercase();
-        if routes.iter().any(|existing| existing.prefix == prefix) {
-            return Err(invalid(
-                "route.prefix",
-                format!("\"{prefix}\" is listed twice"),
-            ));
-        }
-        if let Some(name) = &r.upstream
-            && !upstreams.contains_key(name)
-        {
-            return Err(invalid(
-                "route.upstream",
-                format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
-            ));
-        }
-        let access = super::access::check_route_access(
-            super::access::RawRouteAccess {
-                prefix: &prefix,
-                auth,
-                methods: r.methods,
-                allow_emails: r.allow_emails,
-                allow_domains: r.allow_domains,
-                allow_groups: r.allow_groups,
-                on_unauthenticated: r.on_unauthenticated,
-            },
-            pages_enabled,
-        )?;
-        routes.push(Route {
-            prefix,
-            auth,
-            upstream: r.upstream,
-            access,
-        });
+    for (index, r) in raw.into_iter().enumerate() {
+        let route =
+            check_route(r, &routes, upstreams, pages_enabled).map_err(|e| e.in_entry(index))?;
+        routes.push(route);
     }
     Ok(routes)
+}
+
+/// One `[[route]]`, given the routes before it; errors name `route.KEY`
+/// (the caller adds the entry's index).
+fn check_route(
+    r: RawRoute,
+    earlier: &[Route],
+    upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
+    pages_enabled: bool,
+) -> Result<Route, ConfigError> {
+    let (RoutePrefix(prefix), auth) = (r.prefix, r.auth);
+    if earlier.iter().any(|existing| existing.prefix == prefix) {
+        return Err(invalid(
+            "route.prefix",
+            format!("\"{prefix}\" is listed twice"),
+        ));
+    }
+    if let Some(name) = &r.upstream
+        && !upstreams.contains_key(name)
+    {
+        return Err(invalid(
+            "route.upstream",
+            format!("\"{name}\" (route \"{prefix}\") is not defined; add [upstreams.{name}]"),
+        ));
+    }
+    let access = super::access::check_route_access(
+        super::access::RawRouteAccess {
+            prefix: &prefix,
+            auth,
+            methods: r.methods,
+            allow_emails: r.allow_emails,
+            allow_domains: r.allow_domains,
+            allow_groups: r.allow_groups,
+            on_unauthenticated: r.on_unauthenticated,
+        },
+        pages_enabled,
+    )?;
+    Ok(Route {
+        prefix,
+        auth,
+        upstream: r.upstream,
+        access,
+    })
 }

@@ -25,45 +25,52 @@ impl std::fmt::Display for Place {
     }
 }
 
-/// Finds `dotted_key` in `text`. For an array of tables (`[[route]]`), the
-/// first element that sets the key counts.
+/// Finds `dotted_key` in `text`. A segment may pick one table of an array
+/// of tables the way serde names it (`route[2].methods`); without an index
+/// the first table that sets the key counts.
 pub fn place_of(text: &str, dotted_key: &str) -> Place {
     let Ok(root) = DeTable::parse(text) else {
         return Place::NotInFile;
     };
     let mut section: Option<usize> = None;
     let mut table: &DeTable<'_> = root.get_ref();
-    let parts: Vec<&str> = dotted_key.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
+    let parts: Vec<(&str, Option<usize>)> = dotted_key.split('.').map(indexed).collect();
+    for (i, (part, index)) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let Some((key, value)) = table.get_key_value(*part) else {
             break;
         };
-        if last {
+        if last && index.is_none() {
             return Place::Line(line_at(text, key.span().start));
         }
+        // The table to descend into, and the line of its header.
         let next = match value.get_ref() {
-            DeValue::Table(t) => Some(t),
+            DeValue::Table(t) => Some((t, key.span().start)),
             DeValue::Array(items) => {
-                let rest = parts[i + 1];
-                let tables = items.iter().filter_map(|item| match item.get_ref() {
-                    DeValue::Table(t) => Some(t),
+                let mut tables = items.iter().filter_map(|item| match item.get_ref() {
+                    DeValue::Table(t) => Some((t, item.span().start)),
                     _ => None,
                 });
-                let mut first = None;
-                let mut with_key = None;
-                for t in tables {
-                    first.get_or_insert(t);
-                    if with_key.is_none() && t.contains_key(rest) {
-                        with_key = Some(t);
+                match index {
+                    Some(n) => tables.nth(*n),
+                    None => {
+                        let rest = parts.get(i + 1).map_or("", |(k, _)| *k);
+                        let mut first = None;
+                        let mut with_key = None;
+                        for (t, at) in tables {
+                            first.get_or_insert((t, key.span().start));
+                            if with_key.is_none() && t.contains_key(rest) {
+                                with_key = Some((t, at));
+                            }
+                        }
+                        with_key.or(first)
                     }
                 }
-                with_key.or(first)
             }
             _ => None,
         };
-        let Some(next) = next else { break };
-        section = Some(line_at(text, key.span().start));
+        let Some((next, header)) = next else { break };
+        section = Some(line_at(text, header));
         table = next;
     }
     match section {
@@ -72,7 +79,17 @@ pub fn place_of(text: &str, dotted_key: &str) -> Place {
     }
 }
 
-fn line_at(text: &str, offset: usize) -> usize {
+/// `route[2]` → (`route`, Some(2)); `server` → (`server`, None).
+fn indexed(segment: &str) -> (&str, Option<usize>) {
+    segment
+        .strip_suffix(']')
+        .and_then(|s| s.split_once('['))
+        .and_then(|(name, n)| Some((name, Some(n.parse().ok()?))))
+        .unwrap_or((segment, None))
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
@@ -101,6 +118,16 @@ mod tests {
         assert_eq!(place_of(TEXT, "mail.smtp.port"), Place::Line(8));
         assert_eq!(place_of(TEXT, "route.prefix"), Place::Line(10));
         assert_eq!(place_of(TEXT, "route.auth"), Place::Line(13));
+    }
+
+    #[test]
+    fn an_index_picks_its_own_table() {
+        assert_eq!(place_of(TEXT, "route[0].prefix"), Place::Line(10));
+        assert_eq!(place_of(TEXT, "route[1].prefix"), Place::Line(12));
+        assert_eq!(place_of(TEXT, "route[1].auth"), Place::Line(13));
+        // Not set in the first route: that route's header, not another's key.
+        assert_eq!(place_of(TEXT, "route[0].auth"), Place::SectionLine(9));
+        assert_eq!(place_of(TEXT, "route[5].auth"), Place::NotInFile);
     }
 
     #[test]

@@ -39,19 +39,15 @@ pub(super) fn check_mail(raw: RawMail, otp_ttl: Duration) -> Result<MailConfig, 
             ));
         }
     };
-    let deadline = duration_or("mail.deadline", raw.deadline, otp_ttl)?;
+    let deadline = duration_or(raw.deadline, otp_ttl);
     if deadline > otp_ttl {
         return Err(invalid(
             "mail.deadline",
             "must not be longer than otp.ttl (a code that expired is not worth sending)",
         ));
     }
-    let retry_initial = duration_or(
-        "mail.retry_initial",
-        raw.retry_initial,
-        Duration::from_secs(1),
-    )?;
-    let retry_max = duration_or("mail.retry_max", raw.retry_max, Duration::from_secs(10))?;
+    let retry_initial = duration_or(raw.retry_initial, Duration::from_secs(1));
+    let retry_max = duration_or(raw.retry_max, Duration::from_secs(10));
     if retry_max < retry_initial {
         return Err(invalid(
             "mail.retry_max",
@@ -160,6 +156,6 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         username: raw.username,
         password,
         ca_file: raw.ca_file,
-        timeout: duration_or("mail.smtp.timeout", raw.timeout, Duration::from_secs(30))?,
+        timeout: duration_or(raw.timeout, Duration::from_secs(30)),
     })
 }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use crate::net::Cidr;
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,6 +46,28 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The error of one `[[table]]` entry (`index`, 0-based) names the
+    /// key the way serde does: `route.methods` becomes `route[2].methods`.
+    fn in_entry(self, index: usize) -> ConfigError {
+        let key = match &self {
+            ConfigError::Invalid { key, .. } => key.to_string(),
+            ConfigError::InvalidKey { key, .. } => key.clone(),
+            _ => return self,
+        };
+        let Some((table, rest)) = key.split_once('.') else {
+            return self;
+        };
+        match self {
+            ConfigError::Invalid { message, .. } | ConfigError::InvalidKey { message, .. } => {
+                ConfigError::InvalidKey {
+                    key: format!("{table}[{index}].{rest}"),
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Names the file and line of an `Invalid` key; other errors already
     /// say where they are.
     pub fn located(self, text: &str, origin: &str) -> ConfigError {
@@ -95,7 +117,7 @@ pub use access::{
     is_group_name, logo_type,
 };
 pub use oidc::{OAuthConfig, OidcProviderConfig, is_local_path};
-pub use values::parse_duration;
+pub use values::{parse_duration, show_duration};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -189,7 +211,7 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Peers whose `X-Forwarded-Uri` / `X-Original-URI` are believed
     /// (forward-auth); everyone else's are ignored.
-    pub trusted_proxies: Vec<Cidr>,
+    pub trusted_proxies: Vec<IpNet>,
     /// Connection hygiene: per-address caps, idle and body deadlines,
     /// header-name rules (see `[server]` in config.example.toml).
     pub hygiene: HygieneConfig,
@@ -541,45 +563,58 @@ impl Config {
 
     /// Parses and checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start.min(text.len()));
-            let line = text[..offset].matches('\n').count() + 1;
-            let mut message = e.message().trim().replace('\n', " ");
-            if let Some(key) = key_at(text, line).filter(|k| !message.contains(k.as_str())) {
-                message = format!("`{key}`: {message}");
-            }
-            ConfigError::Syntax {
-                origin: origin.to_string(),
-                line,
-                message,
-            }
-        })?;
+        let raw = toml::de::Deserializer::parse(text)
+            .map_err(|e| syntax_error(text, origin, &e))
+            .and_then(|document| {
+                serde_path_to_error::deserialize::<_, raw::RawConfig>(document)
+                    .map_err(|e| value_error(text, origin, e))
+            })?;
         Config::try_from(raw).map_err(|e| e.located(text, origin))
     }
 }
 
-/// The dotted key assigned on `line` (1-based), qualified by its `[section]`.
-fn key_at(text: &str, line: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let this = lines.get(line.checked_sub(1)?)?.trim();
-    if this.starts_with('[') {
-        // A section header (`[server]`, `[[route]]`) is its own key.
-        return Some(
-            this.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
+/// Malformed TOML: the parser's message, its line, and the text it points
+/// at when that is a short piece of one line (`duplicate key `server``).
+fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    let span = e.span().unwrap_or(0..0);
+    let mut message = e.message().trim().replace('\n', " ");
+    if let Some(quoted) = text
+        .get(span.clone())
+        .filter(|q| !q.trim().is_empty() && q.len() <= 64 && !q.contains('\n'))
+        .filter(|q| !message.contains(*q))
+    {
+        message = format!("{message} `{}`", quoted.trim());
     }
-    let (key, _) = this.split_once('=')?;
-    let key = key.trim();
-    let section = lines[..line - 1]
-        .iter()
-        .rev()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
-    Some(match section {
-        Some(s) => format!("{s}.{key}"),
-        None => key.to_string(),
-    })
+    ConfigError::Syntax {
+        origin: origin.to_string(),
+        line: locate::line_at(text, span.start),
+        message,
+    }
+}
+
+/// Well-formed TOML that does not fit the configuration (an unknown key, a
+/// value of the wrong type, a bad duration): serde's path to the value and
+/// the TOML parser's position of it.
+fn value_error(
+    text: &str,
+    origin: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let key = e.path().to_string();
+    let inner = e.into_inner();
+    let line = locate::line_at(text, inner.span().map_or(0, |s| s.start));
+    let message = inner.message().trim().replace('\n', " ");
+    if key == "." {
+        return ConfigError::Syntax {
+            origin: origin.to_string(),
+            line,
+            message,
+        };
+    }
+    ConfigError::Located {
+        origin: origin.to_string(),
+        place: locate::Place::Line(line),
+        key,
+        message,
+    }
 }

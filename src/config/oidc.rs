@@ -364,7 +364,7 @@ pub(super) fn check_oauth(raw: RawOAuth) -> Result<OAuthConfig, ConfigError> {
             ))
         }
     };
-    let state_ttl = duration_or("oauth.state_ttl", raw.state_ttl, Duration::from_secs(600))?;
+    let state_ttl = duration_or(raw.state_ttl, Duration::from_secs(600));
     if state_ttl > MAX_STATE_TTL {
         return Err(invalid("oauth.state_ttl", "must be at most 1h"));
     }

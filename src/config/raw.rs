@@ -1,9 +1,12 @@
 //! The configuration file's raw shape: serde structs that refuse unknown
-//! keys. Values are checked and turned into [`super::Config`] in `check`.
+//! keys. Values are checked and turned into [`super::Config`] in `check`;
+//! durations are parsed here already (see `super::values`).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::values::{ConfigCidr, ConfigDuration, ConfigDurationOrZero, RoutePrefix};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -72,16 +75,16 @@ pub(super) struct RawServer {
     pub(super) listen: Option<String>,
     pub(super) workers: Option<usize>,
     pub(super) max_connections: Option<usize>,
-    pub(super) header_read_timeout: Option<String>,
+    pub(super) header_read_timeout: Option<ConfigDuration>,
     pub(super) max_body_bytes: Option<usize>,
-    pub(super) drain_timeout: Option<String>,
-    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) drain_timeout: Option<ConfigDuration>,
+    pub(super) trusted_proxies: Option<Vec<ConfigCidr>>,
     // Connection hygiene (issue 18).
     pub(super) max_connections_per_ip: Option<usize>,
-    pub(super) keep_alive_timeout: Option<String>,
-    pub(super) body_read_timeout: Option<String>,
+    pub(super) keep_alive_timeout: Option<ConfigDuration>,
+    pub(super) body_read_timeout: Option<ConfigDuration>,
     pub(super) min_body_rate: Option<u64>,
-    pub(super) min_body_rate_grace: Option<String>,
+    pub(super) min_body_rate_grace: Option<ConfigDuration>,
     pub(super) underscores_in_headers: Option<String>,
     pub(super) strip_response_headers: Option<Vec<String>>,
     // Deny by default (issue 20).
@@ -94,7 +97,7 @@ pub(super) struct RawTls {
     pub(super) cert: Option<PathBuf>,
     pub(super) key: Option<PathBuf>,
     pub(super) self_signed: Option<bool>,
-    pub(super) hsts_max_age: Option<String>,
+    pub(super) hsts_max_age: Option<ConfigDurationOrZero>,
     pub(super) acme: Option<RawAcme>,
 }
 
@@ -108,15 +111,15 @@ pub(super) struct RawAcme {
     pub(super) challenge: Option<String>,
     pub(super) http_listen: Option<String>,
     pub(super) ca_file: Option<PathBuf>,
-    pub(super) renew_before: Option<String>,
+    pub(super) renew_before: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) url: Option<String>,
-    pub(super) timeout: Option<String>,
-    pub(super) connect_timeout: Option<String>,
+    pub(super) timeout: Option<ConfigDuration>,
+    pub(super) connect_timeout: Option<ConfigDuration>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) server_name: Option<String>,
     pub(super) preserve_host: Option<bool>,
@@ -126,7 +129,7 @@ pub(super) struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub(super) path: Option<PathBuf>,
-    pub(super) sweep_interval: Option<String>,
+    pub(super) sweep_interval: Option<ConfigDuration>,
     // PostgreSQL backend (`kind = "postgres"`).
     pub(super) kind: Option<String>,
     pub(super) url: Option<String>,
@@ -134,7 +137,7 @@ pub(super) struct RawStore {
     pub(super) url_env: Option<String>,
     pub(super) pool_size: Option<usize>,
     pub(super) ca_file: Option<PathBuf>,
-    pub(super) lease: Option<String>,
+    pub(super) lease: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -145,9 +148,9 @@ pub(super) struct RawMail {
     pub(super) product_name: Option<String>,
     pub(super) dir: Option<PathBuf>,
     pub(super) code_in_subject: Option<bool>,
-    pub(super) deadline: Option<String>,
-    pub(super) retry_initial: Option<String>,
-    pub(super) retry_max: Option<String>,
+    pub(super) deadline: Option<ConfigDuration>,
+    pub(super) retry_initial: Option<ConfigDuration>,
+    pub(super) retry_max: Option<ConfigDuration>,
     pub(super) smtp: Option<RawSmtp>,
     pub(super) templates: Option<RawTemplates>,
 }
@@ -194,15 +197,15 @@ pub(super) struct RawSmtp {
     pub(super) password_env: Option<String>,
     pub(super) password_file: Option<PathBuf>,
     pub(super) ca_file: Option<PathBuf>,
-    pub(super) timeout: Option<String>,
+    pub(super) timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSession {
     pub(super) cookie_name: Option<String>,
-    pub(super) idle_timeout: Option<String>,
-    pub(super) absolute_timeout: Option<String>,
+    pub(super) idle_timeout: Option<ConfigDuration>,
+    pub(super) absolute_timeout: Option<ConfigDuration>,
     pub(super) same_site: Option<String>,
     pub(super) domain: Option<String>,
 }
@@ -210,7 +213,7 @@ pub(super) struct RawSession {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOtp {
-    pub(super) ttl: Option<String>,
+    pub(super) ttl: Option<ConfigDuration>,
     pub(super) max_sends_per_day: Option<u32>,
     pub(super) max_attempts: Option<u32>,
 }
@@ -230,7 +233,7 @@ pub(super) struct RawPassword {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCors {
     pub(super) allowed_origins: Option<Vec<String>>,
-    pub(super) max_age: Option<String>,
+    pub(super) max_age: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -241,16 +244,16 @@ pub(super) struct RawLimits {
     pub(super) signin_per_ip_per_minute: Option<u32>,
     pub(super) signin_failures_per_email: Option<u32>,
     pub(super) signin_failures_per_ip: Option<u32>,
-    pub(super) first_backoff: Option<String>,
-    pub(super) max_backoff: Option<String>,
+    pub(super) first_backoff: Option<ConfigDuration>,
+    pub(super) max_backoff: Option<ConfigDuration>,
     pub(super) max_queued_hashes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
-    pub(super) prefix: String,
-    pub(super) auth: String,
+    pub(super) prefix: RoutePrefix,
+    pub(super) auth: super::RouteAuth,
     #[serde(default)]
     pub(super) upstream: Option<String>,
     // Access rules (issue 20, see `super::access`).
@@ -291,5 +294,5 @@ pub(super) struct RawOAuth {
     pub(super) success_path: Option<String>,
     pub(super) new_user_path: Option<String>,
     pub(super) error_path: Option<String>,
-    pub(super) state_ttl: Option<String>,
+    pub(super) state_ttl: Option<ConfigDuration>,
 }

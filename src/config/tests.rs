@@ -19,14 +19,53 @@ fn empty_file_gives_documented_defaults() {
 
 #[test]
 fn durations_parse() {
-    assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-    assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-    assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-    assert_eq!(parse_duration("5"), None);
-    assert_eq!(parse_duration("m"), None);
-    assert_eq!(parse_duration("5 weeks"), None);
+    assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+    assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(172_800)));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("m").is_err());
+    assert!(parse_duration("5 fortnights").is_err());
+}
+
+#[test]
+fn duration_keys_take_humantime_forms_and_refusals_name_path_and_line() {
+    let c = Config::parse(
+        "[session]\nidle_timeout = \"1h 30m\"\nabsolute_timeout = \"2days\"\n\
+         [upstreams.api]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"1min 5s\"\n\
+         [tls]\nself_signed = true\nhsts_max_age = \"0\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(5400));
+    assert_eq!(c.session.absolute_timeout, Duration::from_secs(2 * 86_400));
+    assert_eq!(c.upstreams["api"].timeout, Duration::from_secs(65));
+    assert_eq!(c.tls.unwrap().hsts_max_age, Duration::ZERO);
+    for (text, want) in [
+        (
+            "[session]\nidle_timeout = \"soon\"\n",
+            "test.toml, line 2: key `session.idle_timeout`: \"soon\" is not a duration",
+        ),
+        (
+            "[upstream]\n\n[upstreams.api]\nurl = \"http://x\"\nconnect_timeout = \"0s\"\n",
+            "test.toml, line 5: key `upstreams.api.connect_timeout`: \"0s\" is zero",
+        ),
+        (
+            "[limits]\nfirst_backoff = \"10\"\n",
+            "test.toml, line 2: key `limits.first_backoff`: \"10\" is not a duration like \"30s\", \"5m\", \"1h 30m\" or \"7d\" (time unit needed",
+        ),
+        (
+            "[tls]\nself_signed = true\nhsts_max_age = \"never\"\n",
+            "test.toml, line 3: key `tls.hsts_max_age`: \"never\" is not a duration",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+        assert!(!e.contains('\n'), "{e}");
+    }
 }
 
 #[test]
@@ -45,12 +84,45 @@ fn bad_values_name_their_key() {
     assert!(err("[mail]\ntransport = \"smtp\"").contains("mail.smtp"));
     assert!(err("[upstream]\nurl = \"ftp://x\"").contains("upstream.url"));
     assert!(err("[tls]\ncert = \"a.pem\"").contains("tls.key"));
-    assert!(err("[[route]]\nprefix = \"/a\"\nauth = \"maybe\"").contains("route.auth"));
-    assert!(err("[[route]]\nprefix = \"/a/../b\"\nauth = \"none\"").contains("route.prefix"));
+    assert!(err("[[route]]\nprefix = \"/a\"\nauth = \"maybe\"").contains("route[0].auth"));
+    assert!(err("[[route]]\nprefix = \"/a/../b\"\nauth = \"none\"").contains("route[0].prefix"));
     assert!(err("[otp]\nmax_attempts = 0").contains("otp.max_attempts"));
     let e = err("[otp]\nmax_attempts = \"five\"");
     assert!(
         e.contains("line 2") && e.contains("otp.max_attempts"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_mistake_in_a_later_route_names_that_route_and_its_line() {
+    let routes = "[[route]]\nprefix = \"/a/\"\nauth = \"required\"\nmethods = [\"GET\"]\n\
+                  [[route]]\nprefix = \"/b/\"\nauth = \"required\"\n";
+    // The valid form is accepted…
+    assert!(Config::parse(routes, "t").is_ok());
+    for (later, want) in [
+        (
+            "methods = [\"GE T\"]\n",
+            "test.toml, line 8: key `route[1].methods`: \"GE T\" is not an HTTP method",
+        ),
+        (
+            "upstream = \"nope\"\n",
+            "test.toml, line 8: key `route[1].upstream`: \"nope\"",
+        ),
+        (
+            "on_unauthenticated = \"redirect\"\n",
+            "test.toml, line 8: key `route[1].on_unauthenticated`",
+        ),
+    ] {
+        let e = err(&format!("{routes}{later}"));
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+    // A prefix listed twice is the later route's mistake.
+    let e = err(&format!(
+        "{routes}[[route]]\nprefix = \"/A/\"\nauth = \"none\"\n"
+    ));
+    assert!(
+        e.contains("test.toml, line 9: key `route[2].prefix`: \"/a/\" is listed twice"),
         "{e}"
     );
 }
@@ -148,7 +220,10 @@ fn named_upstreams_and_routes_that_use_them() {
 #[test]
 fn upstream_mistakes_name_their_key() {
     let e = err("[[route]]\nprefix = \"/\"\nauth = \"none\"\nupstream = \"api\"");
-    assert!(e.contains("route.upstream") && e.contains("\"api\""), "{e}");
+    assert!(
+        e.contains("route[0].upstream") && e.contains("\"api\""),
+        "{e}"
+    );
     let e = err("[upstreams.api]\nurl = \"htp://x\"");
     assert!(e.contains("upstreams.api.url"), "{e}");
     let e = err("[upstreams.api]\ntimeout = \"1s\"");

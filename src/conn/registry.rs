@@ -26,7 +26,7 @@ pub enum Refused {
 /// too), IPv6 by its /64, since one client usually holds a whole /64.
 pub fn address_key(ip: IpAddr) -> IpAddr {
     match crate::net::canonical_ip(ip) {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
+        IpAddr::V6(v6) => IpAddr::V6(crate::net::network_64(v6).network()),
         v4 => v4,
     }
 }

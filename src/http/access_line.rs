@@ -13,6 +13,10 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
 /// The layout of the lines written directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -179,40 +183,21 @@ fn timestamp(out: &mut Vec<u8>, secs: u64, micros: u32) {
     out.push(b'Z');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` for seconds since the Unix epoch (UTC).
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the Unix epoch (UTC). Called
+/// once a second per thread (see [`timestamp`]), so the `time` crate's
+/// formatter costs nothing per request.
 fn date_time(secs: u64) -> [u8; 19] {
-    let days = secs / 86_400;
-    let in_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, in_day / 3600);
-    put(14, 2, in_day / 60 % 60);
-    put(17, 2, in_day % 60);
+    const LAYOUT: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    // Past the year 9999 (out of `time`'s range) the epoch is written.
+    let at = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut out = *b"1970-01-01T00:00:00";
+    // Cannot fail: every year in range has four digits, so 19 bytes fit.
+    let _ = at.format_into(&mut &mut out[..], LAYOUT);
     out
-}
-
-/// Year, month, day of the proleptic Gregorian calendar for days since
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`, for dates after 1970).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -281,6 +266,7 @@ mod tests {
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59");
         assert_eq!(at(1_735_689_600), "2025-01-01T00:00:00");
         assert_eq!(at(SECS), "2026-11-28T21:24:20");
+        assert_eq!(at(253_402_300_799), "9999-12-31T23:59:59");
     }
 
     #[test]

@@ -31,13 +31,13 @@ use crate::auth::{Auth, ClientInfo, rules};
 use crate::config::{OnUnauthenticated, Route, RouteAuth};
 use crate::http::access::Served;
 use crate::metrics::RouteLabel;
-use crate::net::Cidr;
 use crate::proxy::Upstream;
 use crate::request::authority;
 use crate::request::body::{self, RequestBody};
 use crate::request::header_names;
 use crate::request::{Peer, RequestContext, Site, ip_header};
 use error::ApiError;
+use ipnet::IpNet;
 use origin::OriginPolicy;
 use response::Body;
 
@@ -56,7 +56,7 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` (client address) and forwarded-URI
     /// headers (forward-auth) are believed.
-    pub trusted_proxies: Vec<Cidr>,
+    pub trusted_proxies: Vec<IpNet>,
     pub origins: OriginPolicy,
     /// `Strict-Transport-Security` value, when TLS is on and HSTS enabled.
     pub hsts: Option<HeaderValue>,

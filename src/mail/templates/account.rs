@@ -9,6 +9,10 @@
 
 use std::path::Path;
 
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
 use super::{Content, MailError, Set, escape_html};
 use crate::config::{TemplatePaths, TemplateSetPaths};
 
@@ -362,24 +366,14 @@ fn html_from_text(text: &str) -> String {
 
 /// `2026-11-28 18:30:05 UTC` from Unix milliseconds.
 pub fn format_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const LAYOUT: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    let at = i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        // Beyond the year 9999: not a time the server produces.
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.format(LAYOUT).unwrap_or_default()
 }
 
 #[cfg(test)]
