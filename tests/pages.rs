@@ -576,8 +576,16 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     let both = format!("{form_cookie}; {pending}");
     let resp = navigate(&g, &to, &both).await;
     assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let html = resp.text().await.unwrap();
     assert!(html.contains("<label for=\"code\">"), "{html}");
+    // TOTP only: no passkey button, no script, and the CSP without one.
+    assert!(!html.contains("passkey"), "{html}");
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!csp.contains("script-src"), "{csp}");
     let token = hidden(&html, "csrf");
     assert_eq!(hidden(&html, "rd"), "/wiki/Page");
     let wrong = if totp.code_at(0) == "000000" {
@@ -640,4 +648,26 @@ async fn a_user_with_totp_passes_the_second_factor_page_and_returns_to_rd() {
     .await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
     assert!(common::session_cookie(&resp, g.cookie_name()).is_none());
+}
+
+/// The second-factor page without a pending sign-in (none, or used up)
+/// offers no field and no passkey button: it says the step has expired and
+/// links back to sign-in, keeping `rd`.
+#[tokio::test]
+async fn the_second_factor_page_without_a_pending_sign_in_leads_back_to_sign_in() {
+    let g = Gatehouse::start_with(pages_options()).await;
+    let pending_name = format!("{}_mfa", g.cookie_name());
+    for cookie in ["".to_string(), format!("{pending_name}=unknown")] {
+        let resp = navigate(&g, "/_gatehouse/second-factor?rd=/wiki/Page", &cookie).await;
+        assert_eq!(resp.status(), 200);
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("role=\"alert\""), "{html}");
+        assert!(html.contains("has expired"), "{html}");
+        assert!(!html.contains("name=\"code\""), "{html}");
+        assert!(!html.contains("passkey"), "{html}");
+        assert!(
+            html.contains("href=\"/_gatehouse/sign-in?rd=/wiki/Page\""),
+            "{html}"
+        );
+    }
 }

@@ -333,6 +333,16 @@ pub enum SignInStep {
     SecondFactor { pending_token: String },
 }
 
+/// Which answers a pending sign-in's user can give: what the page for the
+/// second step offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingFactors {
+    /// TOTP is enrolled (and so recovery codes may be used).
+    pub totp: bool,
+    /// At least one passkey is registered.
+    pub passkey: bool,
+}
+
 /// The answer to a pending sign-in.
 #[derive(Debug, Clone, Copy)]
 pub enum SecondFactor<'a> {
@@ -449,6 +459,32 @@ impl Auth {
             return Err(AuthError::Busy);
         }
         Ok(SignInStep::SecondFactor { pending_token })
+    }
+
+    /// The factors of the user a pending sign-in belongs to, without
+    /// using it up; `None` when there is no such pending sign-in (missing,
+    /// used, expired or void).
+    pub async fn pending_factors(
+        &self,
+        pending_token: Option<&str>,
+    ) -> Result<Option<PendingFactors>, AuthError> {
+        let Some(token) = pending_token else {
+            return Ok(None);
+        };
+        let (store, key) = (self.store.clone(), hash_token(token));
+        let now = self.clock.now_millis();
+        let pending = run_blocking(move || store.mfa_challenge_peek(&key, now)).await?;
+        let Some(user_id) = pending
+            .filter(|c| c.purpose == ChallengePurpose::PendingSignIn)
+            .and_then(|c| c.user_id)
+        else {
+            return Ok(None);
+        };
+        let factors = self.factors_of(user_id).await?;
+        Ok(Some(PendingFactors {
+            totp: factors.totp.is_some(),
+            passkey: !factors.passkeys.is_empty(),
+        }))
     }
 
     /// Completes a pending sign-in with a TOTP or recovery code: the one

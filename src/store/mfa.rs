@@ -137,6 +137,14 @@ pub trait MfaStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<Option<MfaChallenge>, StoreError>;
 
+    /// A challenge without removing it (`None` when absent or expired):
+    /// what a page needs to know about a pending sign-in it shows.
+    fn mfa_challenge_peek(
+        &self,
+        key: &TokenHash,
+        now: UnixMillis,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+
     /// Removes expired challenges; returns how many.
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
 }

@@ -159,6 +159,28 @@ impl MfaStore for PostgresStore {
         Ok(taken.filter(|c| c.expires_at > now))
     }
 
+    fn mfa_challenge_peek(
+        &self,
+        key: &TokenHash,
+        now: UnixMillis,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let found = self.serial(async |tx| {
+            match tx
+                .query_opt(
+                    "SELECT record FROM gh_mfa_challenges WHERE key = $1",
+                    &[&key.as_slice()],
+                )
+                .await?
+            {
+                Some(r) => Ok(Some(serde_json::from_str::<MfaChallenge>(
+                    r.get::<_, &str>(0),
+                )?)),
+                None => Ok(None),
+            }
+        })?;
+        Ok(found.filter(|c| c.expires_at > now))
+    }
+
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
         self.serial(async |tx| {
             Ok(tx

@@ -138,6 +138,20 @@ impl MfaStore for RedbStore {
         Ok(taken.filter(|c| c.expires_at > now))
     }
 
+    fn mfa_challenge_peek(
+        &self,
+        key: &TokenHash,
+        now: UnixMillis,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let found = txn
+            .open_table(MFA_CHALLENGES)?
+            .get(key.as_slice())?
+            .map(|v| decode::<MfaChallenge>(v.value()))
+            .transpose()?;
+        Ok(found.filter(|c| c.expires_at > now))
+    }
+
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
         let txn = self.write_txn()?;
         let n = drop_expired(&txn, now)?;

@@ -4,7 +4,8 @@
 // - a passkey registered through the JSON API; signed out, the browser
 //   opens a protected page, is sent to sign-in, clicks the passkey button
 //   and lands on the page it asked for;
-// - after the password form, the passkey completes the second-factor page;
+// - after the password form, the passkey completes the second-factor page,
+//   which offers the passkey button and no code field (the user has no TOTP);
 // - the same without the browser's WebAuthn JSON helpers (the script's own
 //   base64url conversion);
 // - a failure is shown in the page's role="alert" region and the browser
@@ -210,6 +211,8 @@ describe('passkey button on the built-in pages (Chromium, h2, virtual authentica
     assert.ok(here(t.page).startsWith('/_gatehouse/second-factor?rd='), here(t.page));
     assert.equal(await t.page.$eval('h1', (h) => h.textContent), 'Second step');
     await t.page.waitForSelector('#passkey-button', { visible: true });
+    // A passkey and no TOTP: the button, and no code field to fill in.
+    assert.equal(await t.page.$('#code'), null, 'no code field for a passkey-only user');
     assert.deepEqual((await call(t.page, 'GET', '/api/v1/auth-check')).body, { isAuthenticated: false });
     await accessible(t.page, 'second-factor');
     await click(t.page, '#passkey-button');

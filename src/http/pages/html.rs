@@ -94,6 +94,10 @@ pub const TEXTS: &[(&str, &str)] = &[
         "Enter the code from your authenticator app, or one of your recovery codes.",
     ),
     ("second_factor_label", "Code"),
+    (
+        "second_factor_passkey_intro",
+        "Confirm it is you with one of your passkeys.",
+    ),
     ("recovery_label", "Recovery code"),
     ("continue_button", "Continue"),
     ("passkey_button", "Sign in with a passkey"),

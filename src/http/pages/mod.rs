@@ -19,7 +19,7 @@ pub mod return_to;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use crate::auth::mfa::{SecondFactor, SignInStep};
+use crate::auth::mfa::{MfaError, PendingFactors, SecondFactor, SignInStep};
 use crate::config::{Config, SignupMode};
 use crate::http::App;
 use crate::http::access::Served;
@@ -113,6 +113,9 @@ struct View<'a> {
     error: Option<String>,
     email: &'a str,
     rd: &'a str,
+    /// The second-factor page: what the pending sign-in's user can answer
+    /// with (`None`: no pending sign-in, so nothing to answer).
+    factors: Option<PendingFactors>,
 }
 
 impl Pages {
@@ -274,8 +277,13 @@ impl Pages {
                 if get =>
             {
                 let rd = query_rd(&req);
+                let factors = match page {
+                    Page::SecondFactor => self.pending_factors(app, &req).await?,
+                    _ => None,
+                };
                 let view = View {
                     rd: &rd,
+                    factors,
                     ..View::default()
                 };
                 Ok(self.form_page(page, &req, StatusCode::OK, &view))
@@ -343,7 +351,7 @@ impl Pages {
         let token = self.csrf.token(&binding);
         let (heading, content) = self.form_content(page, &token, view);
         let mut resp = self.html(status, heading, &content, binding.set_cookie.as_deref());
-        if has_passkey_button(page) {
+        if has_passkey_button(page, view) {
             resp.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CSP_WITH_PASSKEY),
@@ -376,7 +384,7 @@ impl Pages {
             ));
             " aria-describedby=\"form-error\""
         } else {
-            if has_passkey_button(page) {
+            if has_passkey_button(page, view) {
                 // Empty and hidden: where passkey.js announces a failure.
                 c.push_str("<div id=\"form-error\" class=\"error\" role=\"alert\" hidden></div>\n");
             }
@@ -537,18 +545,51 @@ impl Pages {
                 heading
             }
             Page::SecondFactor => {
-                c.push_str(&format!("<p>{}</p>\n", self.text("second_factor_intro")));
-                open_form(&mut c, "second-factor");
-                field(
-                    &mut c,
-                    "code",
-                    "second_factor_label",
-                    "text",
-                    "one-time-code",
-                    "",
-                );
-                button(&mut c, "continue_button");
-                self.passkey_section(&mut c, true, "passkey_second_factor_button");
+                // Only the answers this user has: the code field (TOTP or
+                // a recovery code) with TOTP, the button with a passkey.
+                match view.factors {
+                    Some(f) if f.totp => {
+                        c.push_str(&format!("<p>{}</p>\n", self.text("second_factor_intro")));
+                        open_form(&mut c, "second-factor");
+                        field(
+                            &mut c,
+                            "code",
+                            "second_factor_label",
+                            "text",
+                            "one-time-code",
+                            "",
+                        );
+                        button(&mut c, "continue_button");
+                        if f.passkey {
+                            self.passkey_section(&mut c, true, "passkey_second_factor_button");
+                        }
+                    }
+                    Some(f) if f.passkey => {
+                        c.push_str(&format!(
+                            "<p>{}</p>\n",
+                            self.text("second_factor_passkey_intro")
+                        ));
+                        // No field to fill in; the form only carries the
+                        // checked rd that passkey.js returns to.
+                        open_form(&mut c, "second-factor");
+                        c.push_str("</form>\n");
+                        self.passkey_section(&mut c, false, "passkey_button");
+                    }
+                    _ => {
+                        if view.error.is_none() {
+                            c.push_str(&format!(
+                                "<div id=\"form-error\" class=\"error\" role=\"alert\">{}</div>\n",
+                                esc(&MfaError::PendingMissing.to_string())
+                            ));
+                        }
+                        c.push_str(&format!(
+                            "<p><a class=\"button\" href=\"{}{}\">{}</a></p>\n",
+                            esc(&self.url("sign-in")),
+                            esc(&rd_query),
+                            self.text("sign_in_link")
+                        ));
+                    }
+                }
                 "second_factor_heading"
             }
             Page::SignOut
@@ -581,8 +622,17 @@ impl Pages {
         let form = read_form(app, &req, body).await?;
         let rd = return_to::safe_return_path(form.get("rd")).unwrap_or("");
         let email = form.get("email");
+        let factors = match page {
+            Page::SecondFactor => self.pending_factors(app, &req).await?,
+            _ => None,
+        };
         let shown = |page: Page, error: Option<String>, status: StatusCode| {
-            let view = View { error, email, rd };
+            let view = View {
+                error,
+                email,
+                rd,
+                factors,
+            };
             self.form_page(page, &req, status, &view)
         };
         if ctx.site == crate::request::Site::Foreign
@@ -664,7 +714,15 @@ impl Pages {
                     }
                     Err(e) => {
                         let (status, message) = ApiError::from(e).status_and_message();
-                        return Ok(shown(page, Some(message), status));
+                        // Asked again with what is left: a void sign-in
+                        // offers only the way back to the password.
+                        let view = View {
+                            error: Some(message),
+                            email,
+                            rd,
+                            factors: self.pending_factors(app, &req).await?,
+                        };
+                        return Ok(self.form_page(page, &req, status, &view));
                     }
                 }
             }
@@ -722,6 +780,16 @@ impl Pages {
         Ok(resp)
     }
 
+    /// What the request's pending sign-in can be completed with.
+    async fn pending_factors<B>(
+        &self,
+        app: &App,
+        req: &Request<B>,
+    ) -> Result<Option<PendingFactors>, ApiError> {
+        let pending = app.auth.mfa.pending_token(req.headers());
+        Ok(app.auth.pending_factors(pending).await?)
+    }
+
     /// A right password of a user with a second factor: the pending
     /// cookie, and on to the step that asks for the code (keeping `rd`).
     fn to_second_factor(&self, app: &App, pending_token: &str, back: &str) -> Response<Body> {
@@ -748,9 +816,14 @@ impl Pages {
     }
 }
 
-/// The pages that offer "Sign in with a passkey" (and so load its script).
-fn has_passkey_button(page: Page) -> bool {
-    matches!(page, Page::SignIn | Page::SecondFactor)
+/// Whether the page offers "Sign in with a passkey" (and so loads its
+/// script): always on sign-in, on the second step to users with a passkey.
+fn has_passkey_button(page: Page, view: &View<'_>) -> bool {
+    match page {
+        Page::SignIn => true,
+        Page::SecondFactor => view.factors.is_some_and(|f| f.passkey),
+        _ => false,
+    }
 }
 
 /// The code field, without the spaces people type into codes.
