@@ -23,7 +23,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{RecordingUpstream, TestCa, run_cli};
+use common::{RecordingUpstream, SmtpSink, TestCa, run_cli};
 use reqwest::cookie::{CookieStore, Jar};
 
 fn enabled() -> bool {
@@ -122,6 +122,8 @@ struct Gate {
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     upstream: RecordingUpstream,
+    /// What Gatehouse mailed (sign-in notices).
+    smtp: SmtpSink,
     /// Set by [`Gate::start_in_process`]: the server runs in this process
     /// on a manual clock the test moves.
     in_process: Option<(common::InProcess, gatehouse::Clock)>,
@@ -180,6 +182,7 @@ impl Gate {
         store_extra: &str,
     ) -> Gate {
         let upstream = RecordingUpstream::start().await;
+        let smtp = SmtpSink::start().await;
         let ca_file = dir.path().join("test-ca.pem");
         std::fs::write(&ca_file, &ca.ca_pem).unwrap();
         let config = format!(
@@ -187,7 +190,8 @@ impl Gate {
              [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
              [upstream]\nurl = \"http://{up}\"\n\
              [store]\npath = \"{store}\"\n{store_extra}\
-             [mail]\ntransport = \"log\"\n\
+             [mail]\ntransport = \"smtp\"\nfrom = \"Flowtask <no-reply@example.com>\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\ntimeout = \"5s\"\n\
              [session]\ncookie_name = \"sid\"\n\
              [limits]\nsignin_per_ip_per_minute = 1000\n\
              [admin]\nlisten = \"off\"\nsocket = \"{sock}\"\n\
@@ -197,6 +201,7 @@ impl Gate {
             cert = ca.cert_path.display(),
             key = ca.key_path.display(),
             up = upstream.addr,
+            smtp = smtp.addr.port(),
             store = dir.path().join("data/gatehouse.redb").display(),
             sock = dir.path().join("admin.sock").display(),
             oidc = oidc_toml.replace("CA_FILE", &ca_file.display().to_string()),
@@ -210,6 +215,7 @@ impl Gate {
             child: None,
             logs: Arc::default(),
             upstream,
+            smtp,
             in_process: None,
         }
     }
@@ -293,8 +299,14 @@ struct Browser {
 
 impl Browser {
     fn new(ca: &TestCa) -> Browser {
+        Browser::with_agent(ca, "OidcFlowTest/1.0")
+    }
+
+    /// A browser that names itself `user_agent` (as sign-in notices show).
+    fn with_agent(ca: &TestCa, user_agent: &str) -> Browser {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
+            .user_agent(user_agent)
             .tls_backend_preconfigured(ca.client_config(&[b"h2", b"http/1.1"]))
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::limited(20))
@@ -374,6 +386,13 @@ impl Browser {
             .split("; ")
             .find_map(|c| c.strip_prefix(&format!("{name}=")).map(str::to_string))
     }
+}
+
+fn subject(mail: &str) -> String {
+    mail.lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn landed(resp: &reqwest::Response) -> String {
@@ -530,7 +549,7 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
 
     // 2. An existing password account with the same verified email: linked,
     // success_path; the CLI shows the link; later sign-ins find it by subject.
-    let fresh = Browser::new(&ca);
+    let fresh = Browser::with_agent(&ca, "FreshBrowser/2.0");
     assert_eq!(
         fresh.sign_in(&gate, "op", "pw.user@example.com").await,
         "/app/today"
@@ -538,6 +557,19 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
     assert_eq!(
         fresh.auth_check(&gate).await["email"],
         "pw.user@example.com"
+    );
+    // A browser this account never used: the new-sign-in notice, through
+    // the outbox, as a password sign-in sends it (the account was added by
+    // the CLI, so this is its first mail).
+    let notice = gate.smtp.wait_for_nth("pw.user@example.com", 1).await;
+    assert!(subject(&notice).contains("New sign-in"), "{notice}");
+    assert!(notice.contains("FreshBrowser/2.0"), "{notice}");
+    assert!(notice.contains("127.0.0.1"), "{notice}");
+    // The same browser again (its device cookie is known): no notice. The
+    // password sign-in from another browser below is mail #2, and only it.
+    assert_eq!(
+        fresh.sign_in(&gate, "op", "pw.user@example.com").await,
+        "/app/today"
     );
     let (ok, shown, err) = gate.cli(&["user", "show", "pw.user@example.com", "--json"]);
     assert!(ok, "{err}");
@@ -554,6 +586,10 @@ async fn certified_provider_sign_in_link_refusals_and_logout() {
         .await
         .unwrap();
     assert_eq!(with_pw.status(), 200);
+    let second = gate.smtp.wait_for_nth("pw.user@example.com", 2).await;
+    assert!(subject(&second).contains("New sign-in"), "{second}");
+    assert!(!second.contains("FreshBrowser/2.0"), "{second}");
+    assert_eq!(gate.smtp.count_to("pw.user@example.com"), 2);
     assert_eq!(
         Browser::new(&ca)
             .sign_in(&gate, "op", "pw.user@example.com")

@@ -418,6 +418,28 @@ impl Auth {
         })
     }
 
+    /// A session for a user an identity provider vouched for (OIDC), with
+    /// the new-sign-in notice a password sign-in sends: from a browser
+    /// without this account's device cookie, when `[notify] new_device`
+    /// is on. An account the sign-in just created gets no notice.
+    pub async fn start_external_session(
+        &self,
+        user: &crate::store::User,
+        created: bool,
+        previous: Option<TokenHash>,
+        client: &ClientInfo,
+    ) -> Result<SignedIn, AuthError> {
+        let known_device = client
+            .device
+            .as_deref()
+            .is_some_and(|mark| self.devices.is_known(&user.email, mark));
+        let signed_in = self.start_session(user, previous, &client.origin).await?;
+        if !created && !known_device && self.notify_new_device {
+            self.notify_new_sign_in(&user.email, client).await;
+        }
+        Ok(signed_in)
+    }
+
     /// Ends every session of the user signed in with `token`.
     pub async fn logout_all(&self, token: Option<TokenHash>) -> Result<usize, AuthError> {
         let token = token.ok_or(AuthError::NotAuthenticated)?;

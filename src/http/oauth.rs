@@ -91,11 +91,15 @@ pub async fn callback(
     let query = CallbackQuery::parse(req.uri().query());
     let binding = cookie_value(req.headers(), BINDING_COOKIE);
     let previous = app.auth.sessions.token_hash_from(req.headers());
-    let origin = crate::auth::sessions::origin_of(ctx.client_ip, req.headers());
+    let client = ctx.client_info(app, req.headers());
     let oauth = &app.oidc.oauth;
     let outcome = app.oidc.callback(&name, query, binding.as_deref()).await;
     let resp = match outcome {
-        Ok(done) => match app.auth.start_session(&done.user, previous, &origin).await {
+        Ok(done) => match app
+            .auth
+            .start_external_session(&done.user, done.created, previous, &client)
+            .await
+        {
             Ok(signed_in) => {
                 let path = match (&done.callback_path, done.created) {
                     (Some(path), _) => path.as_str(),
