@@ -177,12 +177,16 @@ impl ApiError {
         }
     }
 
-    /// The JSON error response (`{"message": …, "msg": …}`).
-    pub fn into_response(self) -> http::Response<Body> {
+    /// What every error answer does besides its body, whichever form the
+    /// answer takes (this JSON one, or a page of `http::pages`): counts it
+    /// and logs a failure of ours with the internal error and a fresh
+    /// request id, which the answer must carry ([`Reported::stamp`]) so the
+    /// log line, the access line and the user's report meet.
+    pub(crate) fn report(&self) -> Reported {
         let (status, message) = self.status_and_message();
-        record_metrics(&self, status);
+        record_metrics(self, status);
         // Upstream failures are logged where they happen; these are ours.
-        if status == StatusCode::INTERNAL_SERVER_ERROR
+        let ours = status == StatusCode::INTERNAL_SERVER_ERROR
             || matches!(
                 self,
                 ApiError::OAuthConnect(crate::oidc::ConnectError::Provider(_))
@@ -191,11 +195,29 @@ impl ApiError {
                 && !matches!(
                     self,
                     ApiError::Auth(AuthError::Busy) | ApiError::WebSocketsFull
-                ))
-        {
-            tracing::error!(error = %self, status = status.as_u16(), "request failed");
+                ));
+        let request_id = ours.then(|| {
+            let id = crate::proxy::new_request_id();
+            tracing::error!(
+                error = %self,
+                status = status.as_u16(),
+                request_id = id.to_str().unwrap_or("-"),
+                "request failed"
+            );
+            id
+        });
+        Reported {
+            status,
+            message,
+            request_id,
         }
-        let mut resp = json_message(status, &message);
+    }
+
+    /// The JSON error response (`{"message": …, "msg": …}`).
+    pub fn into_response(self) -> http::Response<Body> {
+        let reported = self.report();
+        let mut resp = json_message(reported.status, &reported.message);
+        reported.stamp(&mut resp);
         let headers = resp.headers_mut();
         match &self {
             ApiError::Auth(
@@ -219,6 +241,25 @@ impl ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+/// An error as answered: status, client-facing message, and the request
+/// id of its log line when it was logged (see [`ApiError::report`]).
+pub(crate) struct Reported {
+    pub status: StatusCode,
+    pub message: String,
+    request_id: Option<HeaderValue>,
+}
+
+impl Reported {
+    /// Gives the answer the logged request id (`X-Request-Id`); the access
+    /// log keeps an id a response already has.
+    pub(crate) fn stamp(&self, resp: &mut http::Response<Body>) {
+        if let Some(id) = &self.request_id {
+            resp.headers_mut()
+                .insert(crate::proxy::X_REQUEST_ID, id.clone());
+        }
     }
 }
 
@@ -298,5 +339,72 @@ fn mfa_status(e: &MfaError) -> StatusCode {
         MfaError::PendingMissing => StatusCode::UNAUTHORIZED,
         // Converted to `ApiError::Auth` before it gets here.
         MfaError::Auth(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::store::StoreError;
+
+    /// Log output collected in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `error.report()` under a subscriber; the answer and what was logged.
+    fn reported(error: &ApiError) -> (Reported, String) {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let reported = tracing::subscriber::with_default(subscriber, || error.report());
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (reported, log)
+    }
+
+    fn response() -> http::Response<Body> {
+        json_message(StatusCode::OK, "x")
+    }
+
+    #[test]
+    fn a_failure_of_ours_is_logged_with_the_request_id_the_answer_carries() {
+        let error = ApiError::Store(StoreError::UnknownTable("secret_table".into()));
+        let (reported, log) = reported(&error);
+        assert_eq!(reported.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reported.message, "Internal server error");
+        let mut resp = response();
+        reported.stamp(&mut resp);
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(id.len() >= 16, "{id}");
+        assert!(log.contains("request failed"), "{log}");
+        assert!(log.contains(&format!("request_id=\"{id}\"")), "{log}");
+        // The internal detail is in the log, not in the answer.
+        assert!(log.contains("secret_table"), "{log}");
+        assert!(!reported.message.contains("secret_table"));
+    }
+
+    #[test]
+    fn a_client_error_is_answered_without_a_log_line_or_an_id() {
+        let (reported, log) = reported(&ApiError::Auth(AuthError::InvalidCredentials));
+        assert_eq!(reported.status, StatusCode::BAD_REQUEST);
+        assert_eq!(log, "");
+        let mut resp = response();
+        reported.stamp(&mut resp);
+        assert!(resp.headers().get("x-request-id").is_none());
     }
 }

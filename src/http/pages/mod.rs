@@ -713,16 +713,18 @@ impl Pages {
                         return Ok(resp);
                     }
                     Err(e) => {
-                        let (status, message) = ApiError::from(e).status_and_message();
+                        let reported = ApiError::from(e).report();
                         // Asked again with what is left: a void sign-in
                         // offers only the way back to the password.
                         let view = View {
-                            error: Some(message),
+                            error: Some(reported.message.clone()),
                             email,
                             rd,
                             factors: self.pending_factors(app, &req).await?,
                         };
-                        return Ok(self.form_page(page, &req, status, &view));
+                        let mut resp = self.form_page(page, &req, reported.status, &view);
+                        reported.stamp(&mut resp);
+                        return Ok(resp);
                     }
                 }
             }
@@ -738,12 +740,12 @@ impl Pages {
         match outcome {
             Ok(resp) => Ok(resp),
             Err(e) => {
-                let (status, message) = ApiError::from(e).status_and_message();
-                if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), "page form failed: {message}");
-                }
+                // Logged and counted as the JSON answer would be.
+                let reported = ApiError::from(e).report();
                 // A wrong code keeps the user on the step that asks for it.
-                Ok(shown(page, Some(message), status))
+                let mut resp = shown(page, Some(reported.message.clone()), reported.status);
+                reported.stamp(&mut resp);
+                Ok(resp)
             }
         }
     }
