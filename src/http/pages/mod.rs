@@ -824,7 +824,17 @@ fn has_passkey_button(page: Page, view: &View<'_>) -> bool {
     match page {
         Page::SignIn => true,
         Page::SecondFactor => view.factors.is_some_and(|f| f.passkey),
-        _ => false,
+        Page::SignUp
+        | Page::SignUpVerify
+        | Page::Forgot
+        | Page::Reset
+        | Page::SignOut
+        | Page::SignedOut
+        | Page::Oidc
+        | Page::Style
+        | Page::Logo
+        | Page::Script
+        | Page::Unknown => false,
     }
 }
 
