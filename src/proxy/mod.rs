@@ -171,18 +171,18 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
         let upstream_req = Request::from_parts(parts, body);
-        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
-            Err(_) => {
+        let resp = match self.pool.send(upstream_req, self.timeout).await {
+            Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);
             }
-            Ok(Err(e)) if e.is_client_too_slow() => return Err(ProxyError::BodyTimeout),
-            Ok(Err(e)) if e.is_client_body() => return Err(ProxyError::BodyRead),
-            Ok(Err(e)) => {
+            Err(e) if e.is_client_too_slow() => return Err(ProxyError::BodyTimeout),
+            Err(e) if e.is_client_body() => return Err(ProxyError::BodyRead),
+            Err(e) => {
                 self.failed(&e);
                 return Err(ProxyError::UpstreamUnavailable(e));
             }
-            Ok(Ok(resp)) => resp,
+            Ok(resp) => resp,
         };
         self.outcomes.ok.inc();
         let (mut parts, body) = resp.into_parts();
