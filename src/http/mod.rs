@@ -428,7 +428,10 @@ async fn proxy(
     // Cross-site WebSocket hijacking: browsers send the cookie with a
     // handshake from any site, and the CSRF rule above only covers state
     // changes; a handshake is a GET.
-    if websocket && ctx.site == Site::Foreign && app.auth.sessions.carries_cookie(req.headers()) {
+    // One scan of the cookies: the session token, and what stripping ours
+    // before forwarding will take.
+    let cookies = app.auth.sessions.scan_cookies(req.headers());
+    if websocket && ctx.site == Site::Foreign && cookies.token.is_some() {
         return Err(ApiError::CrossSite);
     }
     let access = &route.access;
@@ -450,9 +453,9 @@ async fn proxy(
     };
     let identity = match route.auth {
         RouteAuth::None => None,
-        RouteAuth::Optional if !restricted => app.auth.sessions.authenticate(req.headers())?,
+        RouteAuth::Optional if !restricted => app.auth.sessions.authenticate_scanned(&cookies)?,
         RouteAuth::Optional | RouteAuth::Required => {
-            match app.auth.sessions.authenticate(req.headers())? {
+            match app.auth.sessions.authenticate_scanned(&cookies)? {
                 Some(who) => Some(who),
                 None => {
                     return match page_for_browser() {
@@ -474,6 +477,9 @@ async fn proxy(
         };
     }
     served.user = identity.as_ref().map(|who| who.user_id);
+    let cookies = cookies.strip;
+    let request_id = crate::proxy::new_request_id();
+    served.request_id = Some(request_id.clone());
     if websocket {
         let Some(slot) = app.websockets.slot() else {
             tracing::warn!("WebSocket refused: server.max_connections WebSockets are open");
@@ -487,14 +493,59 @@ async fn proxy(
             ctx,
             &app.auth.sessions,
             slot,
+            request_id,
         ))
         .await?);
     }
     let mut resp = upstream
-        .forward(req, identity.as_ref(), ctx, &app.auth.sessions)
+        .forward(
+            req,
+            identity.as_ref(),
+            ctx,
+            &app.auth.sessions,
+            cookies,
+            request_id,
+        )
         .await?;
-    for name in &app.hygiene.strip_response_headers {
-        resp.headers_mut().remove(name);
-    }
+    crate::proxy::remove_present(resp.headers_mut(), &app.hygiene.strip_response_headers);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Sizes of the proxied path's futures. hyper moves each request's
+    //! future into place, and every `.await` of an `async fn` moves the
+    //! callee's future into its caller's: what these hold is copied several
+    //! times per request (and the request future is boxed per request).
+    //! Found from the functions' types alone, no request needed.
+
+    use super::*;
+
+    /// The size of what `f` returns, for three or more arguments.
+    fn returned_size<A, B, C, R>(_f: impl FnOnce(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    fn returned_size5<A, B, C, D, E, R>(_f: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn the_proxied_paths_futures_stay_small() {
+        let handle = returned_size::<&'static App, Peer, Request<Incoming>, _>(handle);
+        let proxy = returned_size5::<
+            &'static App,
+            &'static RequestContext,
+            Option<(&'static Route, &'static Upstream)>,
+            Request<RequestBody>,
+            &'static mut Served,
+            _,
+        >(proxy);
+        eprintln!("future sizes: handle {handle} B, proxy {proxy} B");
+        assert!(proxy > 0 && proxy <= handle, "handle holds proxy's future");
+        // The bound (debug build; release futures are smaller) guards
+        // against a large state slipping back into every request (an
+        // endpoint's, a connect's): such states are boxed.
+        assert!(handle <= 6 * 1024, "handle's future is {handle} bytes");
+    }
 }

@@ -128,6 +128,7 @@ impl Upstream {
         ctx: &RequestContext,
         sessions: &Sessions,
         slot: TunnelSlot,
+        request_id: HeaderValue,
     ) -> Result<Response<Body>, ProxyError> {
         let over_h2 = is_extended_connect(&req);
         let client_upgrade = hyper::upgrade::on(&mut req);
@@ -138,7 +139,14 @@ impl Upstream {
             true => Some(HeaderValue::from_static("websocket")),
             false => parts.headers.get(header::UPGRADE).cloned(),
         };
-        let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
+        let cookies = sessions.scan_cookies(&parts.headers).strip;
+        self.prepare(
+            &mut parts,
+            identity,
+            ctx,
+            (sessions, cookies),
+            request_id.clone(),
+        )?;
         parts.headers.remove(header::CONTENT_LENGTH);
         if over_h2 {
             // RFC 8441 §5: the HTTP/1.1 equivalent is a GET upgrade, whose
