@@ -164,7 +164,7 @@ impl Upstream {
     /// upstream as `X-Request-Id` (the caller puts it on the response).
     pub async fn forward(
         &self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
@@ -172,10 +172,10 @@ impl Upstream {
         request_id: HeaderValue,
     ) -> Result<Response<Body>, ProxyError> {
         let method = req.method().clone();
-        let (mut parts, body) = req.into_parts();
-        self.prepare(&mut parts, identity, ctx, (sessions, cookies), request_id)?;
-        let upstream_req = Request::from_parts(parts, body);
-        let resp = match self.pool.send(upstream_req, self.timeout).await {
+        // Rewritten in place: taking the request apart and putting it back
+        // together would move its head twice.
+        self.prepare(&mut req, identity, ctx, (sessions, cookies), request_id)?;
+        let resp = match self.pool.send(req, self.timeout).await {
             Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);
@@ -189,9 +189,8 @@ impl Upstream {
             Ok(resp) => resp,
         };
         self.outcomes.ok.inc();
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let resp = Response::from_parts(parts, Body::Upstream(body));
+        let mut resp = resp.map(Body::Upstream);
+        strip_hop_by_hop(resp.headers_mut());
         Ok(match identity {
             Some(who) if streams::is_streaming(&method, &resp) => {
                 streams::end_with_session(resp, sessions, who)
@@ -205,9 +204,9 @@ impl Upstream {
     /// `X-Forwarded-*`, `X-Request-Id` and identity headers in; origin-form
     /// target; HTTP/1.1. `cookies`: the sessions and what their
     /// [`Sessions::scan_cookies`] found in these headers.
-    fn prepare(
+    fn prepare<B>(
         &self,
-        parts: &mut http::request::Parts,
+        req: &mut Request<B>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         (sessions, cookies): (&Sessions, CookieStrip),
@@ -220,7 +219,7 @@ impl Upstream {
             Ok(None) | Err(_) => None,
         };
 
-        let headers = &mut parts.headers;
+        let headers = req.headers_mut();
         strip_request_headers(headers);
         sessions.strip_scanned_cookies(headers, cookies);
         // Room for everything added below in one step instead of two or
@@ -248,13 +247,13 @@ impl Upstream {
         }
 
         // Origin form (`/path?query`) on the wire, as a client sends it.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             let mut uri = http::uri::Parts::default();
-            uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri).map_err(ProxyError::UpstreamUri)?;
+            uri.path_and_query = req.uri().path_and_query().cloned();
+            *req.uri_mut() = Uri::from_parts(uri).map_err(ProxyError::UpstreamUri)?;
         }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
-        parts.version = Version::HTTP_11;
+        *req.version_mut() = Version::HTTP_11;
 
         Ok(())
     }
@@ -298,7 +297,8 @@ fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
         }
         previous = Some(name);
     }
-    for name in doomed.into_iter().flatten().chain(overflow) {
+    // By reference: moving the array out would copy all eight slots.
+    for name in doomed[..count].iter().flatten().chain(&overflow) {
         headers.remove(name);
     }
 }
