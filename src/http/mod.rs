@@ -109,9 +109,12 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
     };
     let unread = early::slot_for(req.body());
     let version = req.version();
-    let mut req = req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone()));
+    // Boxed once here: every `async fn` level below (route, proxy,
+    // forward) would otherwise hold the request by value in its future,
+    // and hyper's request future is moved and copied whole.
+    let mut req = Box::new(req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone())));
     // Size is judged on the head as received, underscored names included.
-    let head_checked = head::check(&mut req);
+    let head_checked = head::check(&mut *req);
     if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
         header_names::drop_underscored(req.headers_mut());
     }
@@ -163,7 +166,7 @@ pub async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Response<B
 async fn route(
     app: &App,
     ctx: &RequestContext,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let canonical = path::canonical(req.uri().path())?;
@@ -203,7 +206,7 @@ async fn route(
         && let Some(page) = pages.page_for(&canonical)
     {
         served.route = RouteLabel::Endpoint("pages");
-        return Box::pin(pages.serve(app, ctx, page, req, served)).await;
+        return Box::pin(pages.serve(app, ctx, page, *req, served)).await;
     }
     drop(canonical);
     match endpoint {
@@ -212,7 +215,7 @@ async fn route(
             // Boxed: the endpoints' futures (sign-in, OIDC, account pages)
             // are many times the size of the proxied path's, and hyper
             // moves the whole request future into place on every request.
-            Box::pin(serve_endpoint(app, ctx, endpoint, req, served)).await
+            Box::pin(serve_endpoint(app, ctx, endpoint, *req, served)).await
         }
         None => {
             served.route = RouteLabel::Proxy;
@@ -413,11 +416,11 @@ async fn proxy(
     app: &App,
     ctx: &RequestContext,
     target: Option<(&Route, &Upstream)>,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     served: &mut Served,
 ) -> Result<Response<Body>, ApiError> {
     let (route, upstream) = target.ok_or(ApiError::NoRoute)?;
-    let websocket = crate::proxy::websocket::is_handshake(&req);
+    let websocket = crate::proxy::websocket::is_handshake(&*req);
     // CONNECT only ever opens a WebSocket (RFC 8441); Gatehouse tunnels
     // nothing else.
     if req.method() == Method::CONNECT && !websocket {
@@ -488,7 +491,7 @@ async fn proxy(
         // Boxed, like the endpoints: rare, and kept out of the size of
         // every proxied request's future.
         return Ok(Box::pin(upstream.tunnel(
-            req,
+            *req,
             identity.as_ref(),
             ctx,
             &app.auth.sessions,
@@ -537,7 +540,7 @@ mod tests {
             &'static App,
             &'static RequestContext,
             Option<(&'static Route, &'static Upstream)>,
-            Request<RequestBody>,
+            Box<Request<RequestBody>>,
             &'static mut Served,
             _,
         >(proxy);

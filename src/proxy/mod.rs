@@ -164,7 +164,7 @@ impl Upstream {
     /// upstream as `X-Request-Id` (the caller puts it on the response).
     pub async fn forward(
         &self,
-        mut req: Request<RequestBody>,
+        mut req: Box<Request<RequestBody>>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
@@ -174,8 +174,8 @@ impl Upstream {
         let method = req.method().clone();
         // Rewritten in place: taking the request apart and putting it back
         // together would move its head twice.
-        self.prepare(&mut req, identity, ctx, (sessions, cookies), request_id)?;
-        let resp = match self.pool.send(req, self.timeout).await {
+        self.prepare(&mut *req, identity, ctx, (sessions, cookies), request_id)?;
+        let resp = match self.pool.send(*req, self.timeout).await {
             Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);
