@@ -546,9 +546,10 @@ mod tests {
         >(proxy);
         eprintln!("future sizes: handle {handle} B, proxy {proxy} B");
         assert!(proxy > 0 && proxy <= handle, "handle holds proxy's future");
-        // The bound (debug build; release futures are smaller) guards
-        // against a large state slipping back into every request (an
-        // endpoint's, a connect's): such states are boxed.
-        assert!(handle <= 6 * 1024, "handle's future is {handle} bytes");
+        // The bound (debug build: 3,008 bytes when written; release
+        // futures are smaller) guards against a large state slipping back
+        // into every request (an endpoint's, a connect's, the request by
+        // value): such states are boxed.
+        assert!(handle <= 4 * 1024, "handle's future is {handle} bytes");
     }
 }

@@ -110,8 +110,9 @@ struct Conn {
 /// Why [`Conn::send`] got no response head.
 enum SendFailed {
     /// hyper failed; the request comes back if it was not written, so it
-    /// can be retried elsewhere.
-    Http(hyper::Error, Option<Request<RequestBody>>),
+    /// can be retried elsewhere (boxed: a rare path, kept out of the size
+    /// of every request's future).
+    Http(hyper::Error, Option<Box<Request<RequestBody>>>),
     /// The deadline passed first.
     TimedOut,
 }
@@ -157,7 +158,7 @@ impl Conn {
         match result {
             Some(Ok(resp)) => Ok((resp, self)),
             Some(Err(mut e)) => {
-                let req = e.take_message();
+                let req = e.take_message().map(Box::new);
                 Err(SendFailed::Http(e.into_error(), req))
             }
             // The request may be half written: the connection goes.
@@ -199,7 +200,7 @@ impl Pool {
                 Ok((resp, conn)) => return Ok(self.stream(resp, conn)),
                 Err(SendFailed::Http(e, Some(unsent))) => {
                     tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
-                    req = unsent;
+                    req = *unsent;
                 }
                 Err(SendFailed::Http(e, None)) => return Err(e.into()),
                 Err(SendFailed::TimedOut) => return Err(UpstreamError::TimedOut),
