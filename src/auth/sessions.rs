@@ -72,6 +72,24 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Adds `X-Auth-User-Id`, `X-Auth-Email` and `X-Auth-Groups` to a
+    /// request's headers from which every `X-Auth-*` header has already
+    /// been stripped (see `proxy::strip_request_headers`): appended, as
+    /// there is nothing to replace.
+    pub fn append_to_stripped(&self, headers: &mut HeaderMap) {
+        headers.append(USER_ID_HEADER, self.user_id_header.clone());
+        headers.append(EMAIL_HEADER, self.email_header.clone());
+        if let Some(groups) = &self.groups_header {
+            headers.append(GROUPS_HEADER, groups.clone());
+        }
+    }
+}
+
+const USER_ID_HEADER: http::HeaderName = http::HeaderName::from_static("x-auth-user-id");
+const EMAIL_HEADER: http::HeaderName = http::HeaderName::from_static("x-auth-email");
+const GROUPS_HEADER: http::HeaderName = http::HeaderName::from_static("x-auth-groups");
+
 /// A token handed to the client once; only its hash is kept.
 pub struct NewToken {
     pub token: String,
@@ -280,7 +298,20 @@ impl Sessions {
     /// Expired sessions are removed. A cached session costs a keyed SipHash
     /// of the token; SHA-256 runs only when the cache does not have it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, StoreError> {
-        let Some(token) = self.token_from(headers) else {
+        self.authenticate_token(self.token_from(headers))
+    }
+
+    /// [`Sessions::authenticate`] with the cookie already found by
+    /// [`Sessions::scan_cookies`].
+    pub fn authenticate_scanned(
+        &self,
+        cookies: &CookieScan<'_>,
+    ) -> Result<Option<Identity>, StoreError> {
+        self.authenticate_token(cookies.token.and_then(well_formed_token))
+    }
+
+    fn authenticate_token(&self, token: Option<&str>) -> Result<Option<Identity>, StoreError> {
+        let Some(token) = token else {
             return Ok(None);
         };
         let key = self.keyer.key(token);
@@ -302,12 +333,15 @@ impl Sessions {
 
     /// The session token carried by the request's cookie, if well formed.
     fn token_from<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        let token = find_cookie(headers, &self.cookie_name)?;
-        let well_formed = token.len() == TOKEN_LEN
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        well_formed.then_some(token)
+        well_formed_token(find_cookie(headers, &self.cookie_name)?)
+    }
+
+    /// One pass over the request's `Cookie` headers for the proxied path:
+    /// the session cookie's value (as [`find_cookie`] finds it) and what
+    /// removing Gatehouse's cookies before forwarding will take (see
+    /// [`CookieScan::strip`]).
+    pub fn scan_cookies<'a>(&self, headers: &'a HeaderMap) -> CookieScan<'a> {
+        scan_cookies(headers, &self.cookie_name, &self.device_cookie_name)
     }
 
     /// The token hash carried by the request's session cookie, if well formed.
@@ -630,6 +664,19 @@ impl Sessions {
         strip_named_cookies(headers, &[&self.cookie_name, &self.device_cookie_name]);
     }
 
+    /// [`Sessions::strip_cookie`], told by [`Sessions::scan_cookies`] (of
+    /// the same, unchanged headers) what is there: nothing to do when none
+    /// of the cookies is ours and there is one header, and the header just
+    /// goes when all of them are ours (the usual request: the session
+    /// cookie alone). Anything else is rebuilt as `strip_cookie` does.
+    pub fn strip_scanned_cookies(&self, headers: &mut HeaderMap, scan: CookieStrip) {
+        strip_scanned_cookies(
+            headers,
+            scan,
+            &[&self.cookie_name, &self.device_cookie_name],
+        );
+    }
+
     fn touch_in_background(&self, hash: TokenHash, now: UnixMillis) {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -715,6 +762,81 @@ fn shrink(cache: &mut Cache, expiry: &SessionExpiry, now: UnixMillis) {
     }
 }
 
+/// `token` if it has the shape of a session token (43 base64url
+/// characters); anything else cannot name a session.
+fn well_formed_token(token: &str) -> Option<&str> {
+    let well_formed = token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then_some(token)
+}
+
+/// What [`Sessions::scan_cookies`] found in a request's `Cookie` headers.
+pub struct CookieScan<'a> {
+    /// The session cookie's value, well formed or not.
+    pub token: Option<&'a str>,
+    /// What removing Gatehouse's cookies takes.
+    pub strip: CookieStrip,
+}
+
+/// Counts from [`Sessions::scan_cookies`] for
+/// [`Sessions::strip_scanned_cookies`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CookieStrip {
+    /// `Cookie` headers.
+    headers: u32,
+    /// Pairs named as Gatehouse's session or device cookie.
+    ours: u32,
+    /// Every other pair.
+    others: u32,
+}
+
+/// One pass over the `Cookie` headers: the first value of cookie `session`
+/// (exactly what [`find_cookie`] returns), and how many pairs are named
+/// `session` or `device` and how many are not.
+fn scan_cookies<'a>(headers: &'a HeaderMap, session: &str, device: &str) -> CookieScan<'a> {
+    let (session, device) = (session.as_bytes(), device.as_bytes());
+    let mut scan = CookieScan {
+        token: None,
+        strip: CookieStrip::default(),
+    };
+    let mut token_seen = false;
+    for value in headers.get_all(http::header::COOKIE) {
+        scan.strip.headers += 1;
+        for pair in CookiePairs::of(value.as_bytes()) {
+            let (name, value) = split_pair(pair);
+            if name == session {
+                scan.strip.ours += 1;
+                // The first `name=value` decides, as in `find_cookie`.
+                if let (false, Some(value)) = (token_seen, value) {
+                    token_seen = true;
+                    scan.token = std::str::from_utf8(value).ok().map(|v| v.trim_matches('"'));
+                }
+            } else if name == device {
+                scan.strip.ours += 1;
+            } else {
+                scan.strip.others += 1;
+            }
+        }
+    }
+    scan
+}
+
+/// [`strip_named_cookies`] for headers [`scan_cookies`] counted (with
+/// `names` = its `session` and `device`): the two common cases take no
+/// rebuilding.
+fn strip_scanned_cookies(headers: &mut HeaderMap, scan: CookieStrip, names: &[&str]) {
+    if scan.ours == 0 && scan.headers <= 1 {
+        return;
+    }
+    if scan.others == 0 {
+        headers.remove(http::header::COOKIE);
+        return;
+    }
+    strip_named_cookies(headers, names);
+}
+
 /// SHA-256 of a token: enough for 256-bit random secrets (no stretching needed).
 pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
@@ -725,7 +847,7 @@ pub fn hash_token(token: &str) -> TokenHash {
 /// neither hide Gatehouse's cookie nor keep it from being stripped.
 fn cookie_pairs(headers: &HeaderMap) -> CookiePairs<'_> {
     CookiePairs {
-        headers: headers.get_all(http::header::COOKIE).iter(),
+        headers: Some(headers.get_all(http::header::COOKIE).iter()),
         rest: &[],
     }
 }
@@ -733,8 +855,19 @@ fn cookie_pairs(headers: &HeaderMap) -> CookiePairs<'_> {
 /// A plain loop rather than a `flat_map` of `split`s: this runs up to three
 /// times on every proxied request.
 struct CookiePairs<'a> {
-    headers: http::header::ValueIter<'a, http::HeaderValue>,
+    /// `None`: the pairs of one value only.
+    headers: Option<http::header::ValueIter<'a, http::HeaderValue>>,
     rest: &'a [u8],
+}
+
+impl<'a> CookiePairs<'a> {
+    /// The pairs of one header value.
+    fn of(value: &'a [u8]) -> CookiePairs<'a> {
+        CookiePairs {
+            headers: None,
+            rest: value,
+        }
+    }
 }
 
 impl<'a> Iterator for CookiePairs<'a> {
@@ -743,7 +876,7 @@ impl<'a> Iterator for CookiePairs<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
             if self.rest.is_empty() {
-                self.rest = self.headers.next()?.as_bytes();
+                self.rest = self.headers.as_mut()?.next()?.as_bytes();
                 continue;
             }
             let (pair, rest) = match self.rest.iter().position(|&b| b == b';') {
@@ -875,6 +1008,51 @@ mod tests {
         clock.advance(50 * MINUTE);
         assert!(!live(&used));
         assert_eq!(sessions.last_seen(&used.hash), None);
+    }
+
+    #[test]
+    fn one_scan_finds_and_strips_as_the_separate_steps_do() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &["sid=tok"],
+            &["sid=tok; a=1"],
+            &["a=1"],
+            &["a=1", "b=2"],
+            &["a=1; sid=first", "sid=second; sid_device=d"],
+            &["sid_device=d"],
+            &["sid", "sid=late"],
+            &["sid=\"quoted\""],
+            &["sid=tok", "sid=again"],
+            &[" ; sid=tok ;; "],
+        ];
+        let mut stripped_some = 0;
+        for &cookies in cases {
+            let before = headers(cookies);
+            let scan = scan_cookies(&before, "sid", "sid_device");
+            assert_eq!(scan.token, find_cookie(&before, "sid"), "{cookies:?}");
+            let strip = scan.strip;
+            let mut expected = before.clone();
+            strip_named_cookies(&mut expected, &["sid", "sid_device"]);
+            let mut got = before.clone();
+            strip_scanned_cookies(&mut got, strip, &["sid", "sid_device"]);
+            assert_eq!(got, expected, "{cookies:?}");
+            if got != before {
+                stripped_some += 1;
+            }
+        }
+        assert!(stripped_some >= 5, "the cases include real stripping");
+        // A non-UTF-8 value is found as `find_cookie` finds it (not at all),
+        // and still stripped.
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"sid=\xff; a=1").unwrap(),
+        );
+        let scan = scan_cookies(&h, "sid", "sid_device");
+        assert_eq!(scan.token, None);
+        let strip = scan.strip;
+        strip_scanned_cookies(&mut h, strip, &["sid", "sid_device"]);
+        assert_eq!(h[http::header::COOKIE], "a=1");
     }
 
     #[test]

@@ -20,12 +20,15 @@ use crate::metrics::RouteLabel;
 /// What the pipeline learned while serving a request, for metrics and the
 /// access log. Filled in as the request is routed and authenticated; kept
 /// out of the response (no extension map to allocate per request).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Served {
     /// Metric label: an own endpoint, `proxy`, or `refused` before routing.
     pub route: RouteLabel,
     /// The user the request was served for, if it carried a valid session.
     pub user: Option<u64>,
+    /// The `X-Request-Id` sent upstream, if the request was forwarded: the
+    /// response carries the same one (unless the upstream set its own).
+    pub request_id: Option<HeaderValue>,
 }
 
 impl Default for Served {
@@ -33,6 +36,7 @@ impl Default for Served {
         Served {
             route: RouteLabel::Refused,
             user: None,
+            request_id: None,
         }
     }
 }
@@ -56,7 +60,7 @@ impl Started {
     /// Counts the response, gives it a request id if it has none, and (when
     /// the access log is on) wraps its body so the access line is written
     /// when the body ends.
-    pub fn finish(self, served: Served, mut resp: Response<Body>) -> Response<Body> {
+    pub fn finish(self, mut served: Served, mut resp: Response<Body>) -> Response<Body> {
         let status = resp.status().as_u16();
         let metrics = crate::metrics::get();
         metrics.request(served.route, status);
@@ -72,7 +76,12 @@ impl Started {
         let request_id = resp
             .headers_mut()
             .entry(crate::proxy::X_REQUEST_ID)
-            .or_insert_with(crate::proxy::new_request_id);
+            .or_insert_with(|| {
+                served
+                    .request_id
+                    .take()
+                    .unwrap_or_else(crate::proxy::new_request_id)
+            });
         let Some((method, path)) = self.logged else {
             return resp;
         };

@@ -9,11 +9,10 @@ use http::{Request, Response, StatusCode};
 
 use crate::auth::{AuthError, SessionInfo};
 use crate::http::access::Served;
-use crate::mail::templates::format_utc;
 
 use super::error::ApiError;
 use super::handlers::{JsonCall, required_code, signed_in, signed_in_response};
-use super::response::{Body, append_cookie, json, json_ok};
+use super::response::{Body, append_cookie, json, json_ok, json_time};
 use super::{App, RequestContext, path};
 
 const SESSIONS_PREFIX: &str = "/api/v1/user/sessions/";
@@ -25,17 +24,11 @@ pub(super) fn session_id(canonical: &str) -> Option<&str> {
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// `2026-11-28T18:30:05.123Z`, as JavaScript's `Date` reads and writes it.
-fn iso8601(ms: u64) -> String {
-    let base = format_utc(ms);
-    format!("{}T{}.{:03}Z", &base[..10], &base[11..19], ms % 1000)
-}
-
 fn session_json(s: &SessionInfo) -> serde_json::Value {
     serde_json::json!({
         "id": s.id,
-        "createdAt": iso8601(s.created_at),
-        "lastSeenAt": iso8601(s.last_seen_at),
+        "createdAt": json_time(s.created_at),
+        "lastSeenAt": json_time(s.last_seen_at),
         "ip": s.ip,
         "userAgent": s.user_agent,
         "current": s.current,
@@ -181,10 +174,5 @@ mod tests {
         assert_eq!(session_id("/api/v1/user/sessions/"), None);
         assert_eq!(session_id("/api/v1/user/sessions/a/b"), None);
         assert_eq!(session_id("/api/v1/user/sessionsx"), None);
-    }
-
-    #[test]
-    fn times_are_javascript_dates() {
-        assert_eq!(iso8601(1_795_890_605_042), "2026-11-28T18:30:05.042Z");
     }
 }

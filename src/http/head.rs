@@ -20,14 +20,26 @@ pub const MAX_HEADER_LINE_BYTES: usize = 32 * 1024;
 
 /// Applies the rules above; may rewrite `Content-Length`.
 pub fn check<B>(req: &mut Request<B>) -> Result<(), ApiError> {
-    check_size(req)?;
-    check_transfer_coding(req)?;
-    canonical_content_length(req);
+    let framing = check_size(req)?;
+    if framing.transfer_encoding {
+        check_transfer_coding(req)?;
+    }
+    if framing.content_length {
+        canonical_content_length(req);
+    }
     Ok(())
 }
 
-/// The head's size as an HTTP/1.1 client writes it.
-pub fn head_size<B>(req: &Request<B>) -> usize {
+/// The head's size as an HTTP/1.1 client writes it (what `check_size`
+/// counts in its pass).
+#[cfg(test)]
+fn head_size<B>(req: &Request<B>) -> usize {
+    let headers: usize = req.headers().iter().map(|(n, v)| line_size(n, v)).sum();
+    request_line_size(req) + headers + 2
+}
+
+/// The request line's size, `\r\n` included.
+fn request_line_size<B>(req: &Request<B>) -> usize {
     let uri = req.uri();
     let path = uri.path_and_query().map_or(1, |p| p.as_str().len());
     // HTTP/2 carries the authority in `:authority`, not in the target;
@@ -38,25 +50,39 @@ pub fn head_size<B>(req: &Request<B>) -> usize {
         (_, None, Some(authority)) => authority.as_str().len(), // CONNECT
         _ => path,
     };
-    // "METHOD target HTTP/1.1\r\n" ... "\r\n"
-    let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
-    let headers: usize = req.headers().iter().map(|(n, v)| line_size(n, v)).sum();
-    line + headers + 2
+    // "METHOD target HTTP/1.1\r\n"
+    req.method().as_str().len() + 1 + target + 1 + 8 + 2
 }
 
 fn line_size(name: &http::HeaderName, value: &HeaderValue) -> usize {
     name.as_str().len() + 2 + value.len() + 2
 }
 
-fn check_size<B>(req: &Request<B>) -> Result<(), ApiError> {
-    let too_long_line = req
-        .headers()
-        .iter()
-        .any(|(n, v)| line_size(n, v) > MAX_HEADER_LINE_BYTES);
-    if too_long_line || head_size(req) > MAX_HEAD_BYTES {
+/// Which framing headers a head carries, noticed while its size is
+/// counted, so a head without them costs no lookups for them.
+struct Framing {
+    transfer_encoding: bool,
+    content_length: bool,
+}
+
+/// The size rules, in one pass over the headers.
+fn check_size<B>(req: &Request<B>) -> Result<Framing, ApiError> {
+    let mut framing = Framing {
+        transfer_encoding: false,
+        content_length: false,
+    };
+    let (mut total, mut too_long_line) = (request_line_size(req) + 2, false);
+    for (name, value) in req.headers() {
+        let line = line_size(name, value);
+        too_long_line |= line > MAX_HEADER_LINE_BYTES;
+        total += line;
+        framing.transfer_encoding |= name == header::TRANSFER_ENCODING;
+        framing.content_length |= name == header::CONTENT_LENGTH;
+    }
+    if too_long_line || total > MAX_HEAD_BYTES {
         return Err(ApiError::HeadTooLarge);
     }
-    Ok(())
+    Ok(framing)
 }
 
 fn check_transfer_coding<B>(req: &Request<B>) -> Result<(), ApiError> {
@@ -117,6 +143,40 @@ mod tests {
             head_size(&r),
             "POST /x HTTP/1.1\r\nhost: localhost\r\n\r\n".len()
         );
+    }
+
+    #[test]
+    fn the_size_limit_is_the_head_size_and_framing_checks_still_run() {
+        // Many lines just under the line limit, filled to exactly the limit.
+        let filler = "a".repeat(MAX_HEADER_LINE_BYTES - 100);
+        let mut r = req(&[]);
+        for i in 0.. {
+            let name = http::HeaderName::try_from(format!("x-fill-{i}")).unwrap();
+            r.headers_mut()
+                .insert(name, HeaderValue::from_str(&filler).unwrap());
+            if head_size(&r) + MAX_HEADER_LINE_BYTES > MAX_HEAD_BYTES {
+                break;
+            }
+        }
+        let room = MAX_HEAD_BYTES - head_size(&r) - "x-last: \r\n".len();
+        r.headers_mut()
+            .insert("x-last", HeaderValue::from_str(&"b".repeat(room)).unwrap());
+        assert_eq!(head_size(&r), MAX_HEAD_BYTES);
+        assert!(check(&mut r).is_ok(), "exactly the limit is accepted");
+        r.headers_mut().insert(
+            "x-last",
+            HeaderValue::from_str(&"b".repeat(room + 1)).unwrap(),
+        );
+        assert!(matches!(check(&mut r), Err(ApiError::HeadTooLarge)));
+        // The framing rules still apply to a head within the limit.
+        let mut bad = req(&[("transfer-encoding", "gzip")]);
+        assert!(matches!(
+            check(&mut bad),
+            Err(ApiError::UnsupportedTransferCoding)
+        ));
+        let mut padded = req(&[("content-length", "007")]);
+        assert!(check(&mut padded).is_ok());
+        assert_eq!(padded.headers()["content-length"], "7");
     }
 
     #[test]

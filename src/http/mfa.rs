@@ -13,7 +13,7 @@ use crate::request::body::RequestBody;
 
 use super::error::ApiError;
 use super::handlers::{JsonCall, read_json, required_str, signed_in, signed_in_response};
-use super::response::{Body, append_cookie, json, json_ok};
+use super::response::{Body, append_cookie, json, json_ok, json_time};
 use super::{App, RequestContext};
 
 /// One second-factor endpoint.
@@ -169,15 +169,11 @@ fn relying_party(
 }
 
 fn passkey_json(p: &crate::auth::passkeys::PasskeyInfo) -> Value {
-    let iso = |ms: u64| {
-        let base = crate::mail::templates::format_utc(ms);
-        format!("{}T{}.{:03}Z", &base[..10], &base[11..19], ms % 1000)
-    };
     serde_json::json!({
         "id": p.id,
         "name": p.name,
-        "createdAt": iso(p.created_at),
-        "lastUsedAt": p.last_used_at.map(iso),
+        "createdAt": json_time(p.created_at),
+        "lastUsedAt": p.last_used_at.map(json_time),
     })
 }
 

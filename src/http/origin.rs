@@ -12,6 +12,9 @@ use crate::request::authority::RequestAuthority;
 
 /// Longest `Access-Control-Request-Headers` echoed back.
 const MAX_REQUEST_HEADERS_LEN: usize = 1024;
+/// Looked up on every request without an `Origin`: a constant, not parsed
+/// from a string each time.
+const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
 pub struct OriginPolicy {
     allowed: Vec<String>,
@@ -36,7 +39,7 @@ impl OriginPolicy {
         authority: Option<&RequestAuthority>,
     ) -> Site {
         let Some(origin) = headers.get(header::ORIGIN) else {
-            return match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+            return match headers.get(SEC_FETCH_SITE).map(HeaderValue::as_bytes) {
                 Some(b"cross-site" | b"same-site") => Site::Foreign,
                 _ => Site::Unknown,
             };

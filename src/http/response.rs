@@ -70,3 +70,31 @@ pub fn json_message(status: StatusCode, message: &str) -> Response<Body> {
 pub fn json_ok(message: &str) -> Response<Body> {
     json(StatusCode::OK, &serde_json::json!({ "msg": message }))
 }
+
+/// A stored time as the JSON API writes it: `2026-11-28T18:30:05.123Z`, the
+/// form JavaScript's `Date` reads and `toISOString()` writes (UTC, always
+/// three fractional digits).
+pub(crate) fn json_time(ms: u64) -> String {
+    const JS_DATE: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| t.format(JS_DATE).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
+}
+
+#[cfg(test)]
+mod json_time_tests {
+    use super::json_time;
+
+    #[test]
+    fn times_are_javascript_dates() {
+        assert_eq!(json_time(1_795_890_605_042), "2026-11-28T18:30:05.042Z");
+        assert_eq!(json_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(json_time(1_000), "1970-01-01T00:00:01.000Z");
+    }
+}

@@ -18,7 +18,6 @@ use crate::config::MailConfig;
 
 mod account;
 mod mfa;
-pub use account::format_utc;
 
 const CODE_SUBJECT: &str = "Your {{product}} sign-up code";
 const CODE_SUBJECT_WITH_CODE: &str = "{{code}} is your {{product}} sign-up code";

@@ -25,7 +25,7 @@ pub use error::ProxyError;
 use pool::Pool;
 pub use pool::{UpstreamBody, UpstreamError};
 
-use crate::auth::sessions::{Identity, Sessions};
+use crate::auth::sessions::{CookieStrip, Identity, Sessions};
 use crate::config::UpstreamConfig;
 use crate::proxy::body::Body;
 use crate::request::RequestContext;
@@ -159,36 +159,38 @@ impl Upstream {
         self.pool.close_stale();
     }
 
-    /// Sends `req` upstream and streams the answer back.
+    /// Sends `req` upstream and streams the answer back. `cookies` is what
+    /// [`Sessions::scan_cookies`] found in `req`; `request_id` goes
+    /// upstream as `X-Request-Id` (the caller puts it on the response).
     pub async fn forward(
         &self,
-        req: Request<RequestBody>,
+        mut req: Box<Request<RequestBody>>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
         sessions: &Sessions,
+        cookies: CookieStrip,
+        request_id: HeaderValue,
     ) -> Result<Response<Body>, ProxyError> {
         let method = req.method().clone();
-        let (mut parts, body) = req.into_parts();
-        let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
-        let upstream_req = Request::from_parts(parts, body);
-        let resp = match tokio::time::timeout(self.timeout, self.pool.send(upstream_req)).await {
-            Err(_) => {
+        // Rewritten in place: taking the request apart and putting it back
+        // together would move its head twice.
+        self.prepare(&mut *req, identity, ctx, (sessions, cookies), request_id)?;
+        let resp = match self.pool.send(*req, self.timeout).await {
+            Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);
             }
-            Ok(Err(e)) if e.is_client_too_slow() => return Err(ProxyError::BodyTimeout),
-            Ok(Err(e)) if e.is_client_body() => return Err(ProxyError::BodyRead),
-            Ok(Err(e)) => {
+            Err(e) if e.is_client_too_slow() => return Err(ProxyError::BodyTimeout),
+            Err(e) if e.is_client_body() => return Err(ProxyError::BodyRead),
+            Err(e) => {
                 self.failed(&e);
                 return Err(ProxyError::UpstreamUnavailable(e));
             }
-            Ok(Ok(resp)) => resp,
+            Ok(resp) => resp,
         };
         self.outcomes.ok.inc();
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
-        let resp = Response::from_parts(parts, Body::Upstream(body));
+        let mut resp = resp.map(Body::Upstream);
+        strip_hop_by_hop(resp.headers_mut());
         Ok(match identity {
             Some(who) if streams::is_streaming(&method, &resp) => {
                 streams::end_with_session(resp, sessions, who)
@@ -200,14 +202,16 @@ impl Upstream {
     /// Rewrites a request head for the upstream: hop-by-hop, forged and
     /// override headers and Gatehouse's cookies out; `Host`,
     /// `X-Forwarded-*`, `X-Request-Id` and identity headers in; origin-form
-    /// target; HTTP/1.1. Returns the request id.
-    fn prepare(
+    /// target; HTTP/1.1. `cookies`: the sessions and what their
+    /// [`Sessions::scan_cookies`] found in these headers.
+    fn prepare<B>(
         &self,
-        parts: &mut http::request::Parts,
+        req: &mut Request<B>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
-        sessions: &Sessions,
-    ) -> Result<HeaderValue, ProxyError> {
+        (sessions, cookies): (&Sessions, CookieStrip),
+        request_id: HeaderValue,
+    ) -> Result<(), ProxyError> {
         // The authority the client asked for, whatever the protocol (`Host`
         // over HTTP/1.1, `:authority` over HTTP/2).
         let original_host = match &ctx.authority {
@@ -215,9 +219,9 @@ impl Upstream {
             Ok(None) | Err(_) => None,
         };
 
-        let headers = &mut parts.headers;
+        let headers = req.headers_mut();
         strip_request_headers(headers);
-        sessions.strip_cookie(headers);
+        sessions.strip_scanned_cookies(headers, cookies);
         // Room for everything added below in one step instead of two or
         // three doublings of a map sized for the client's few headers.
         headers.reserve(ADDED_REQUEST_HEADERS);
@@ -226,39 +230,41 @@ impl Upstream {
         } else if let Some(host) = &original_host {
             headers.insert(header::HOST, host.clone());
         }
-        headers.insert(X_FORWARDED_FOR, ctx.client_ip_header.clone());
-        headers.insert(X_REAL_IP, ctx.client_ip_header.clone());
-        headers.insert(
+        // `append` from here on: every one of these names was just
+        // stripped, so there is no old value to replace.
+        headers.append(X_FORWARDED_FOR, ctx.client_ip_header.clone());
+        headers.append(X_REAL_IP, ctx.client_ip_header.clone());
+        headers.append(
             X_FORWARDED_PROTO,
             HeaderValue::from_static(if ctx.peer.tls { "https" } else { "http" }),
         );
         if let Some(host) = original_host {
-            headers.insert(X_FORWARDED_HOST, host);
+            headers.append(X_FORWARDED_HOST, host);
         }
-        let request_id = new_request_id();
-        headers.insert(X_REQUEST_ID, request_id.clone());
+        headers.append(X_REQUEST_ID, request_id);
         if let Some(who) = identity {
-            who.insert_headers(headers);
+            who.append_to_stripped(headers);
         }
 
         // Origin form (`/path?query`) on the wire, as a client sends it.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             let mut uri = http::uri::Parts::default();
-            uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri).map_err(ProxyError::UpstreamUri)?;
+            uri.path_and_query = req.uri().path_and_query().cloned();
+            *req.uri_mut() = Uri::from_parts(uri).map_err(ProxyError::UpstreamUri)?;
         }
         // HTTP/2 clients are forwarded over HTTP/1.1 to the upstream.
-        parts.version = Version::HTTP_11;
+        *req.version_mut() = Version::HTTP_11;
 
-        Ok(request_id)
+        Ok(())
     }
 }
 
 /// Removes the headers `strip` selects, plus every header named in
-/// `Connection`. One pass over the names; the names to remove are collected
-/// on the stack (a heap `Vec` only past eight of them), so the common cases —
+/// `Connection`. One pass over the headers, `Connection`'s values read as
+/// they go by (no second lookup); the names to remove are collected on the
+/// stack (a heap `Vec` only past eight of them), so the common cases —
 /// nothing to remove, or an upstream's `Connection: keep-alive` — allocate
-/// nothing.
+/// nothing and hash only what is removed.
 fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
     let mut doomed: [Option<HeaderName>; 8] = Default::default();
     let mut count = 0;
@@ -270,23 +276,40 @@ fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
         }
         None => overflow.push(name),
     };
-    for name in headers.keys() {
-        if strip(name.as_str()) {
+    let mut previous: Option<&HeaderName> = None;
+    for (name, value) in headers.iter() {
+        if *name == header::CONNECTION {
+            let Ok(text) = value.to_str() else { continue };
+            text.split(',')
+                .map(str::trim)
+                // `close` names no header, and `keep-alive` (the usual
+                // token) is hop-by-hop anyway: no need to build a name for
+                // either.
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .for_each(&mut doom);
+        }
+        // A name with several values comes by once per value, in a row.
+        if previous != Some(name) && strip(name.as_str()) {
             doom(name.clone());
         }
+        previous = Some(name);
     }
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(text) = value.to_str() else { continue };
-        text.split(',')
-            .map(str::trim)
-            // `close` names no header, and `keep-alive` (the usual token) is
-            // hop-by-hop anyway: no need to build a name for either.
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .for_each(&mut doom);
-    }
-    for name in doomed.into_iter().flatten().chain(overflow) {
+    // By reference: moving the array out would copy all eight slots.
+    for name in doomed[..count].iter().flatten().chain(&overflow) {
         headers.remove(name);
+    }
+}
+
+/// Removes those of `names` the headers have: each absent one costs a
+/// comparison per header instead of a hashed lookup.
+pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        if headers.keys().any(|present| present == name) {
+            headers.remove(name);
+        }
     }
 }
 

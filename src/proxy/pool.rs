@@ -65,6 +65,9 @@ pub enum UpstreamError {
     },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// No response head within the upstream timeout (connecting included).
+    #[error("no response within the upstream timeout")]
+    TimedOut,
 }
 
 impl UpstreamError {
@@ -97,6 +100,21 @@ struct Conn {
     /// Boxed: the state machine is several hundred bytes, and a `Conn`
     /// moves in and out of the pool and futures on every request.
     driver: Option<Pin<Box<Driver>>>,
+    /// The upstream timeout of the request in flight: one timer per
+    /// connection, moved to each request's deadline (pushing a registered
+    /// deadline later costs no timer-wheel work), instead of a timer
+    /// registered and cancelled per request.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Why [`Conn::send`] got no response head.
+enum SendFailed {
+    /// hyper failed; the request comes back if it was not written, so it
+    /// can be retried elsewhere (boxed: a rare path, kept out of the size
+    /// of every request's future).
+    Http(hyper::Error, Option<Box<Request<RequestBody>>>),
+    /// The deadline passed first.
+    TimedOut,
 }
 
 impl Conn {
@@ -121,24 +139,30 @@ impl Conn {
     }
 
     /// Sends `req` and drives the connection until the response head
-    /// arrives. On a failure before the request was written, the request
-    /// comes back with the error so it can be retried elsewhere.
+    /// arrives, or `deadline` passes.
     async fn send(
         mut self,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Conn), (hyper::Error, Option<Request<RequestBody>>)> {
+        deadline: Instant,
+    ) -> Result<(Response<Incoming>, Conn), SendFailed> {
+        self.deadline.as_mut().reset(deadline.into());
         let mut answer = std::pin::pin!(self.sender.try_send_request(req));
         let result = std::future::poll_fn(|cx| {
             self.poll_driver(cx);
-            answer.as_mut().poll(cx)
+            match answer.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending => self.deadline.as_mut().poll(cx).map(|()| None),
+            }
         })
         .await;
         match result {
-            Ok(resp) => Ok((resp, self)),
-            Err(mut e) => {
-                let req = e.take_message();
-                Err((e.into_error(), req))
+            Some(Ok(resp)) => Ok((resp, self)),
+            Some(Err(mut e)) => {
+                let req = e.take_message().map(Box::new);
+                Err(SendFailed::Http(e.into_error(), req))
             }
+            // The request may be half written: the connection goes.
+            None => Err(SendFailed::TimedOut),
         }
     }
 }
@@ -160,29 +184,37 @@ impl Pool {
     /// Sends `req` on a pooled connection, or a new one, and returns the
     /// response with its body still streaming. A pooled connection the
     /// upstream closed in the meantime costs a retry on a new connection,
-    /// but only while the request has not been written.
+    /// but only while the request has not been written. The response head
+    /// must arrive within `timeout` of the call, connecting and any retry
+    /// included ([`UpstreamError::TimedOut`] otherwise).
     pub async fn send(
         self: &Arc<Pool>,
         req: Request<RequestBody>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let now = Instant::now();
+        let deadline = now + timeout;
         let mut req = req;
-        if let Some(conn) = self.checkout() {
-            match conn.send(req).await {
+        if let Some(conn) = self.checkout(now) {
+            match conn.send(req, deadline).await {
                 Ok((resp, conn)) => return Ok(self.stream(resp, conn)),
-                Err((e, Some(unsent))) => {
+                Err(SendFailed::Http(e, Some(unsent))) => {
                     tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
-                    req = unsent;
+                    req = *unsent;
                 }
-                Err((e, None)) => return Err(e.into()),
+                Err(SendFailed::Http(e, None)) => return Err(e.into()),
+                Err(SendFailed::TimedOut) => return Err(UpstreamError::TimedOut),
             }
         }
         // Boxed: connecting (TCP, maybe a TLS handshake) is rare once the
         // pool is warm, and its state is most of this future's size, which
         // every request future (and every idle connection) would carry.
-        let conn = Box::pin(self.connect()).await?;
-        match conn.send(req).await {
+        let connecting = tokio::time::timeout_at(deadline.into(), Box::pin(self.connect()));
+        let conn = connecting.await.map_err(|_| UpstreamError::TimedOut)??;
+        match conn.send(req, deadline).await {
             Ok((resp, conn)) => Ok(self.stream(resp, conn)),
-            Err((e, _)) => Err(e.into()),
+            Err(SendFailed::Http(e, _)) => Err(e.into()),
+            Err(SendFailed::TimedOut) => Err(UpstreamError::TimedOut),
         }
     }
 
@@ -195,10 +227,10 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = sync::lock(&self.idle);
         while let Some((mut conn, since)) = idle.pop_back() {
-            if since.elapsed() > IDLE_TIMEOUT {
+            if now.saturating_duration_since(since) > IDLE_TIMEOUT {
                 // Everything below is older still.
                 idle.clear();
                 return None;
@@ -242,6 +274,8 @@ impl Pool {
         Ok(Conn {
             sender,
             driver: Some(Box::pin(driver)),
+            // Reset to each request's deadline before it is polled.
+            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         })
     }
 
@@ -470,6 +504,10 @@ mod tests {
         client_request(b"GET /api/v2/x HTTP/1.1\r\nhost: a\r\n\r\n", false).await
     }
 
+    /// The upstream timeout the tests send with; only the timeout tests wait
+    /// for it to pass.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
     fn idle_count(pool: &Pool) -> usize {
         sync::lock(&pool.idle).len()
     }
@@ -482,7 +520,7 @@ mod tests {
     async fn a_connection_is_reused_once_its_body_is_read() {
         let (pool, up) = upstream(|_| Reply::Ok);
         for _ in 0..3 {
-            let resp = pool.send(get().await).await.unwrap();
+            let resp = pool.send(get().await, TIMEOUT).await.unwrap();
             assert_eq!(read_all(resp).await.unwrap(), "hello");
             assert_eq!(idle_count(&pool), 1, "read to its end, it goes back");
         }
@@ -497,7 +535,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_past_its_time_is_not_reused() {
         let (pool, up) = upstream(|_| Reply::Ok);
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         read_all(resp).await.unwrap();
         // Age the pooled connection past the idle timeout.
         {
@@ -505,7 +543,7 @@ mod tests {
             let (_, since) = idle.back_mut().unwrap();
             *since -= IDLE_TIMEOUT + Duration::from_secs(1);
         }
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(read_all(resp).await.unwrap(), "hello");
         assert_eq!(
             up.connections.load(Ordering::SeqCst),
@@ -526,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn a_close_while_idle_is_noticed_at_checkout_and_costs_a_new_connection() {
         let (pool, up) = upstream(|_| Reply::OkThenClose);
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(read_all(resp).await.unwrap(), "hello");
         // Let the upstream's close reach our end of the pipe.
         while up.requests.load(Ordering::SeqCst) < 1 {
@@ -534,7 +572,7 @@ mod tests {
         }
         tokio::task::yield_now().await;
         // The next request must not fail: the closed connection is skipped.
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(read_all(resp).await.unwrap(), "hello");
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
         assert_eq!(
@@ -547,13 +585,13 @@ mod tests {
     #[tokio::test]
     async fn a_response_cut_short_fails_the_body_and_drops_the_connection() {
         let (pool, up) = upstream(|_| Reply::CutShort);
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(resp.status(), 200, "the head arrived");
         let err = read_all(resp).await.expect_err("the body ends early");
         assert!(err.to_string().contains("body"), "{err}");
         assert_eq!(idle_count(&pool), 0, "a broken connection is not pooled");
         // The next request gets a connection of its own.
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert!(read_all(resp).await.is_err());
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
     }
@@ -561,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_early_closes_its_connection() {
         let (pool, up) = upstream(|n| if n == 1 { Reply::Large } else { Reply::Ok });
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
@@ -571,7 +609,7 @@ mod tests {
             0,
             "half-read, the connection cannot be reused"
         );
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert!(read_all(resp).await.unwrap() == "hello");
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
     }
@@ -581,7 +619,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         drop(rx); // nobody listens: connections are refused
         let pool = Pool::new(Connector::in_memory(tx));
-        let Err(err) = pool.send(get().await).await else {
+        let Err(err) = pool.send(get().await, TIMEOUT).await else {
             panic!("a refused connection must fail the request");
         };
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");
@@ -597,15 +635,49 @@ mod tests {
             true,
         )
         .await;
-        let Err(err) = pool.send(req).await else {
+        let Err(err) = pool.send(req, TIMEOUT).await else {
             panic!("a body cut short must fail the request");
         };
         assert!(err.is_client_body(), "blamed on the client: {err:?}");
         assert!(!err.is_client_too_slow());
         assert_eq!(idle_count(&pool), 0);
         // The valid form goes through on the same pool.
-        let resp = pool.send(get().await).await.unwrap();
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(read_all(resp).await.unwrap(), "hello");
         assert_eq!(up.requests.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_head_before_the_deadline_is_a_timeout_and_drops_the_connection() {
+        let (pool, up) = upstream(|n| if n == 1 { Reply::Silent } else { Reply::Ok });
+        let Err(err) = pool.send(get().await, Duration::from_millis(100)).await else {
+            panic!("a silent upstream must time out");
+        };
+        assert!(matches!(err, UpstreamError::TimedOut), "{err:?}");
+        assert_eq!(idle_count(&pool), 0, "a timed-out connection is not pooled");
+        // The valid form: the next request gets a new connection and its answer.
+        let resp = pool.send(get().await, TIMEOUT).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_passed_while_the_connection_idled_does_not_fail_the_next_request() {
+        let (pool, up) = upstream(|_| Reply::Ok);
+        let short = Duration::from_millis(50);
+        let resp = pool.send(get().await, short).await.unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        // The first request's deadline passes (and its timer fires) while
+        // the connection sits in the pool.
+        tokio::time::sleep(short * 4).await;
+        for _ in 0..2 {
+            let resp = pool.send(get().await, TIMEOUT).await.unwrap();
+            assert_eq!(read_all(resp).await.unwrap(), "hello");
+        }
+        assert_eq!(
+            up.connections.load(Ordering::SeqCst),
+            1,
+            "the same connection served all three"
+        );
     }
 }

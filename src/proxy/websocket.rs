@@ -128,32 +128,40 @@ impl Upstream {
         ctx: &RequestContext,
         sessions: &Sessions,
         slot: TunnelSlot,
+        request_id: HeaderValue,
     ) -> Result<Response<Body>, ProxyError> {
         let over_h2 = is_extended_connect(&req);
         let client_upgrade = hyper::upgrade::on(&mut req);
         // The handshake has no body (over HTTP/2 the request body is the
         // tunnel itself).
-        let (mut parts, _) = req.into_parts();
+        let (parts, _) = req.into_parts();
+        let mut upstream_req = Request::from_parts(parts, Empty::<Bytes>::new());
         let protocol = match over_h2 {
             true => Some(HeaderValue::from_static("websocket")),
-            false => parts.headers.get(header::UPGRADE).cloned(),
+            false => upstream_req.headers().get(header::UPGRADE).cloned(),
         };
-        let request_id = self.prepare(&mut parts, identity, ctx, sessions)?;
-        parts.headers.remove(header::CONTENT_LENGTH);
+        let cookies = sessions.scan_cookies(upstream_req.headers()).strip;
+        self.prepare(
+            &mut upstream_req,
+            identity,
+            ctx,
+            (sessions, cookies),
+            request_id.clone(),
+        )?;
+        let headers = upstream_req.headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
         if over_h2 {
             // RFC 8441 §5: the HTTP/1.1 equivalent is a GET upgrade, whose
             // key only the hop that speaks HTTP/1.1 can make.
-            parts.method = Method::GET;
-            parts.headers.insert(header::SEC_WEBSOCKET_KEY, new_key());
-            parts.extensions = http::Extensions::new();
+            headers.insert(header::SEC_WEBSOCKET_KEY, new_key());
+            *upstream_req.method_mut() = Method::GET;
+            *upstream_req.extensions_mut() = http::Extensions::new();
         }
         if let Some(protocol) = protocol {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
+            let headers = upstream_req.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
         }
-        let upstream_req = Request::from_parts(parts, Empty::<Bytes>::new());
         let exchange = async {
             let mut sender = self.pool.connect_for_upgrade().await?;
             Ok::<_, UpstreamError>(sender.send_request(upstream_req).await?)
