@@ -154,13 +154,7 @@ async fn sessions_expire_when_idle() {
     for _ in 0..6 {
         g.advance(40 * MINUTE);
         assert_eq!(g.auth_check(&cookie).await["isAuthenticated"], true);
-        let resp = g
-            .client()
-            .get(g.url("/api/v2/tasks"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let resp = g.get_with_cookie("/api/v2/tasks", &cookie).await;
         assert_eq!(resp.status(), 200);
     }
     // ... while the session left unused for those 4 hours is gone ...
@@ -174,13 +168,7 @@ async fn sessions_expire_when_idle() {
         g.auth_check(&cookie).await,
         json!({ "isAuthenticated": false })
     );
-    let resp = g
-        .client()
-        .get(g.url("/api/v2/tasks"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v2/tasks", &cookie).await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -205,13 +193,7 @@ async fn sessions_expire_at_the_absolute_limit_even_when_used() {
         g.auth_check(&cookie).await,
         json!({ "isAuthenticated": false })
     );
-    let resp = g
-        .client()
-        .get(g.url("/api/v2/tasks"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = g.get_with_cookie("/api/v2/tasks", &cookie).await;
     assert_eq!(resp.status(), 401);
 }
 

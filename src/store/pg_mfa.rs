@@ -60,6 +60,28 @@ async fn put_in(
     Ok(())
 }
 
+impl PostgresStore {
+    /// The challenge `statement` returns for `key` (`SELECT` to look,
+    /// `DELETE … RETURNING` to use it up), if it has not expired by `now`.
+    fn challenge_record(
+        &self,
+        statement: &str,
+        key: &TokenHash,
+        now: UnixMillis,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let found =
+            self.serial(
+                async |tx| match tx.query_opt(statement, &[&key.as_slice()]).await? {
+                    Some(r) => Ok(Some(serde_json::from_str::<MfaChallenge>(
+                        r.get::<_, &str>(0),
+                    )?)),
+                    None => Ok(None),
+                },
+            )?;
+        Ok(found.filter(|c| c.expires_at > now))
+    }
+}
+
 impl MfaStore for PostgresStore {
     fn mfa_get(&self, user_id: u64) -> Result<MfaRecord, StoreError> {
         self.serial(async |tx| record_in(tx, user_id).await)
@@ -142,21 +164,11 @@ impl MfaStore for PostgresStore {
         key: &TokenHash,
         now: UnixMillis,
     ) -> Result<Option<MfaChallenge>, StoreError> {
-        let taken = self.serial(async |tx| {
-            match tx
-                .query_opt(
-                    "DELETE FROM gh_mfa_challenges WHERE key = $1 RETURNING record",
-                    &[&key.as_slice()],
-                )
-                .await?
-            {
-                Some(r) => Ok(Some(serde_json::from_str::<MfaChallenge>(
-                    r.get::<_, &str>(0),
-                )?)),
-                None => Ok(None),
-            }
-        })?;
-        Ok(taken.filter(|c| c.expires_at > now))
+        self.challenge_record(
+            "DELETE FROM gh_mfa_challenges WHERE key = $1 RETURNING record",
+            key,
+            now,
+        )
     }
 
     fn mfa_challenge_peek(
@@ -164,21 +176,11 @@ impl MfaStore for PostgresStore {
         key: &TokenHash,
         now: UnixMillis,
     ) -> Result<Option<MfaChallenge>, StoreError> {
-        let found = self.serial(async |tx| {
-            match tx
-                .query_opt(
-                    "SELECT record FROM gh_mfa_challenges WHERE key = $1",
-                    &[&key.as_slice()],
-                )
-                .await?
-            {
-                Some(r) => Ok(Some(serde_json::from_str::<MfaChallenge>(
-                    r.get::<_, &str>(0),
-                )?)),
-                None => Ok(None),
-            }
-        })?;
-        Ok(found.filter(|c| c.expires_at > now))
+        self.challenge_record(
+            "SELECT record FROM gh_mfa_challenges WHERE key = $1",
+            key,
+            now,
+        )
     }
 
     fn mfa_sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
