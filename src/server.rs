@@ -650,14 +650,20 @@ where
         // larger than HTTP/1.1's.
         return Box::pin(serve_h2(io, service, state, accepted, deadlines)).await;
     }
+    // No hyper timer: hyper's own header-read timeout would register (and
+    // allocate) a timer for every request head. The connection's deadline
+    // in `conn::drive` gives the same bound — an HTTP/1.1 head must arrive
+    // within `header_read_timeout` of the previous response (or of the
+    // accept) — from the one timer the connection has anyway.
     let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+    b.max_buf_size(MAX_HEADER_BYTES).max_headers(MAX_HEADERS);
+    let deadlines = Deadlines {
+        keep_alive: deadlines.keep_alive.min(settings.header_read_timeout),
+        ..*deadlines
+    };
     // Upgrades on, for WebSocket pass-through (see proxy::websocket).
     let conn = b.serve_connection(io, service).with_upgrades();
-    crate::conn::drive(conn, state, accepted, deadlines).await
+    crate::conn::drive(conn, state, accepted, &deadlines).await
 }
 
 /// An HTTP/2 connection (prior knowledge or ALPN `h2`).

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -115,17 +116,20 @@ pub async fn drive<C: Closable>(
     d: &Deadlines,
 ) -> Result<(), hyper::Error> {
     let mut conn = pin!(conn);
-    let reason = loop {
-        let next = deadline(state, accepted, d);
-        tokio::select! {
-            result = conn.as_mut() => return result,
-            () = state.close_requested() => break CloseReason::Asked,
-            () = tokio::time::sleep_until(next) => {
-                if let Some(reason) = expired(state, accepted, d) {
-                    break reason;
-                }
-            }
-        }
+    let timer = pin!(tokio::time::sleep_until(deadline(state, accepted, d)));
+    let close = pin!(state.close_signal());
+    let watched = Watched {
+        conn: conn.as_mut(),
+        state,
+        accepted,
+        deadlines: d,
+        timer,
+        close,
+        armed: None,
+    };
+    let reason = match watched.await {
+        Ok(result) => return result,
+        Err(reason) => reason,
     };
     tracing::debug!(?reason, "closing connection");
     if !state.seen_request() {
@@ -143,5 +147,62 @@ pub async fn drive<C: Closable>(
                 }
             }
         }
+    }
+}
+
+/// A connection and what may end it early: its phase's deadline and the
+/// registry's request to close. Ready with the connection's own result, or
+/// with why it must close.
+///
+/// Hand-written rather than a `select!` because the connection task wakes
+/// several times per request (request head, upstream answer, response
+/// written) and only the connection can have made progress on most of those
+/// wakes: the timer and the close signal are polled once to register the
+/// task's waker and then only looked at (an elapsed flag, an atomic) until
+/// the timer fires or the waker changes, instead of being re-polled (and
+/// re-registered) on every wake.
+struct Watched<'c, 's, C> {
+    conn: Pin<&'c mut C>,
+    state: &'s ConnState,
+    accepted: Instant,
+    deadlines: &'s Deadlines,
+    timer: Pin<&'c mut tokio::time::Sleep>,
+    close: Pin<&'c mut tokio::sync::futures::Notified<'s>>,
+    /// The waker the timer and the close signal hold, once polled.
+    armed: Option<Waker>,
+}
+
+impl<C: Closable> Future for Watched<'_, '_, C> {
+    type Output = Result<Result<(), hyper::Error>, CloseReason>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        if this.state.is_closing() {
+            return Poll::Ready(Err(CloseReason::Asked));
+        }
+        let still_armed = this
+            .armed
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if still_armed && !this.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        // First poll, a new waker, or the timer fired: has the phase ended,
+        // or does it end later now (a request came and went)?
+        while this.timer.as_mut().poll(cx).is_ready() {
+            if let Some(reason) = expired(this.state, this.accepted, this.deadlines) {
+                return Poll::Ready(Err(reason));
+            }
+            let next = deadline(this.state, this.accepted, this.deadlines);
+            this.timer.as_mut().reset(next);
+        }
+        if this.close.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(CloseReason::Asked));
+        }
+        this.armed = Some(cx.waker().clone());
+        Poll::Pending
     }
 }

@@ -89,6 +89,17 @@ impl ConnState {
         self.close.notify_one();
     }
 
+    /// Whether the connection has been asked to close.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// A future that resolves when the connection is asked to close (see
+    /// [`ConnState::is_closing`]: the flag is set before the signal).
+    pub fn close_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.close.notified()
+    }
+
     /// Resolves once the connection has been asked to close.
     pub async fn close_requested(&self) {
         loop {

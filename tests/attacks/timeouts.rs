@@ -98,6 +98,72 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(closed_within(&mut conn, Duration::from_secs(10)).await);
 }
 
+/// One whole HTTP/1.1 response with a `Content-Length` body.
+async fn read_response(conn: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_off() {
+    // keep_alive_timeout far above header_read_timeout: only the head's own
+    // deadline can end this connection in time.
+    let g = Gatehouse::start_with(Options {
+        tls: false,
+        extra_toml: "header_read_timeout = \"1s\"\nkeep_alive_timeout = \"60s\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(g.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    // Prompt requests on the connection are served ...
+    for _ in 0..2 {
+        conn.write_all(b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let response = read_response(&mut conn).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    // ... one whose head drips in (a byte every 200 ms) is not.
+    conn.write_all(b"GET /public HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let cut_off = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        if conn.write_all(b"X").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => panic!("answered a head that never ended: {:?}", &buf[..n]),
+            Err(_) => {}
+        }
+    };
+    assert!(cut_off, "the dripping head was never cut off");
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_while_every_slot_is_busy() {
     // Idle connections make room for new ones (see `slots.rs`); busy ones
