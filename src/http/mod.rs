@@ -286,6 +286,12 @@ enum Endpoint {
 
 impl Endpoint {
     fn for_path(canonical: &str) -> Option<Endpoint> {
+        /// Every endpoint lives under it: the proxied paths (nearly every
+        /// request) are told apart with one comparison.
+        const API: &str = "/api/v1/";
+        if !canonical.starts_with(API) {
+            return None;
+        }
         Some(match canonical.trim_end_matches('/') {
             "/api/v1/user/signup/send-otp" => Endpoint::SendOtp,
             "/api/v1/user/signup/verify" => Endpoint::Verify,

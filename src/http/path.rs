@@ -80,9 +80,18 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// The common case — lower-case letters, digits, `_`, `-` and single
 /// slashes — reads the same to every server, so it is used as is.
 fn is_already_canonical(path: &str) -> bool {
+    // One pass, the `//` check included (a substring search would set up a
+    // searcher per request for a two-byte pattern).
+    let mut previous = 0u8;
     path.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'/' || b == b'_' || b == b'-'
-    }) && !path.contains("//")
+        let plain = b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || b == b'_'
+            || b == b'-'
+            || (b == b'/' && previous != b'/');
+        previous = b;
+        plain
+    })
 }
 
 fn trim_end<'a>(mut s: &'a [u8], chars: &[u8]) -> &'a [u8] {

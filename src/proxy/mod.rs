@@ -175,7 +175,7 @@ impl Upstream {
         // Rewritten in place: taking the request apart and putting it back
         // together would move its head twice.
         self.prepare(&mut *req, identity, ctx, (sessions, cookies), request_id)?;
-        let resp = match self.pool.send(*req, self.timeout).await {
+        let resp = match self.pool.send(req, self.timeout).await {
             Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);

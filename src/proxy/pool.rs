@@ -139,14 +139,16 @@ impl Conn {
     }
 
     /// Sends `req` and drives the connection until the response head
-    /// arrives, or `deadline` passes.
+    /// arrives, or `deadline` passes. By reference, and the request boxed
+    /// until hyper takes it: the connection and the request are not copied
+    /// into this future's state and back out on every request.
     async fn send(
-        mut self,
-        req: Request<RequestBody>,
+        &mut self,
+        req: Box<Request<RequestBody>>,
         deadline: Instant,
-    ) -> Result<(Response<Incoming>, Conn), SendFailed> {
+    ) -> Result<Response<Incoming>, SendFailed> {
         self.deadline.as_mut().reset(deadline.into());
-        let mut answer = std::pin::pin!(self.sender.try_send_request(req));
+        let mut answer = std::pin::pin!(self.sender.try_send_request(*req));
         let result = std::future::poll_fn(|cx| {
             self.poll_driver(cx);
             match answer.as_mut().poll(cx) {
@@ -156,7 +158,7 @@ impl Conn {
         })
         .await;
         match result {
-            Some(Ok(resp)) => Ok((resp, self)),
+            Some(Ok(resp)) => Ok(resp),
             Some(Err(mut e)) => {
                 let req = e.take_message().map(Box::new);
                 Err(SendFailed::Http(e.into_error(), req))
@@ -189,18 +191,18 @@ impl Pool {
     /// included ([`UpstreamError::TimedOut`] otherwise).
     pub async fn send(
         self: &Arc<Pool>,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let now = Instant::now();
         let deadline = now + timeout;
         let mut req = req;
-        if let Some(conn) = self.checkout(now) {
+        if let Some(mut conn) = self.checkout(now) {
             match conn.send(req, deadline).await {
-                Ok((resp, conn)) => return Ok(self.stream(resp, conn)),
+                Ok(resp) => return Ok(self.stream(resp, conn)),
                 Err(SendFailed::Http(e, Some(unsent))) => {
                     tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
-                    req = *unsent;
+                    req = unsent;
                 }
                 Err(SendFailed::Http(e, None)) => return Err(e.into()),
                 Err(SendFailed::TimedOut) => return Err(UpstreamError::TimedOut),
@@ -210,9 +212,9 @@ impl Pool {
         // pool is warm, and its state is most of this future's size, which
         // every request future (and every idle connection) would carry.
         let connecting = tokio::time::timeout_at(deadline.into(), Box::pin(self.connect()));
-        let conn = connecting.await.map_err(|_| UpstreamError::TimedOut)??;
+        let mut conn = connecting.await.map_err(|_| UpstreamError::TimedOut)??;
         match conn.send(req, deadline).await {
-            Ok((resp, conn)) => Ok(self.stream(resp, conn)),
+            Ok(resp) => Ok(self.stream(resp, conn)),
             Err(SendFailed::Http(e, _)) => Err(e.into()),
             Err(SendFailed::TimedOut) => Err(UpstreamError::TimedOut),
         }
@@ -474,7 +476,7 @@ mod tests {
     /// A request as the pipeline hands it to the proxy: its body is the
     /// client's (`Incoming` from a real hyper server over a pipe). `raw` is
     /// what the client sends; `hang_up` closes the client's side after it.
-    async fn client_request(raw: &'static [u8], hang_up: bool) -> Request<RequestBody> {
+    async fn client_request(raw: &'static [u8], hang_up: bool) -> Box<Request<RequestBody>> {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -497,10 +499,10 @@ mod tests {
                 std::future::pending::<()>().await
             });
         }
-        rx.recv().await.expect("the server parsed the request")
+        Box::new(rx.recv().await.expect("the server parsed the request"))
     }
 
-    async fn get() -> Request<RequestBody> {
+    async fn get() -> Box<Request<RequestBody>> {
         client_request(b"GET /api/v2/x HTTP/1.1\r\nhost: a\r\n\r\n", false).await
     }
 
