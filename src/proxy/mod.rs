@@ -13,17 +13,20 @@ mod pool;
 mod streams;
 pub mod websocket;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::request::body::RequestBody;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 
 pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
 pub use error::ProxyError;
-use pool::Pool;
-pub use pool::{UpstreamBody, UpstreamError};
+pub use pool::{Answer, UpstreamBody, UpstreamError};
+use pool::{Pool, Sending};
 
 use crate::auth::sessions::{CookieStrip, Identity, Sessions};
 use crate::config::UpstreamConfig;
@@ -159,23 +162,43 @@ impl Upstream {
         self.pool.close_stale();
     }
 
-    /// Sends `req` upstream and streams the answer back. `cookies` is what
-    /// [`Sessions::scan_cookies`] found in `req`; `request_id` goes
-    /// upstream as `X-Request-Id` (the caller puts it on the response).
-    pub async fn forward(
-        &self,
+    /// Sends `req` upstream; the returned future streams the answer back.
+    /// `cookies` is what [`Sessions::scan_cookies`] found in `req`;
+    /// `request_id` goes upstream as `X-Request-Id` (the caller puts it on
+    /// the response). The head is rewritten and, when a pooled connection
+    /// is ready, handed to it before this returns.
+    pub fn forward<'a>(
+        &'a self,
         mut req: Box<Request<RequestBody>>,
         identity: Option<&Identity>,
         ctx: &RequestContext,
-        sessions: &Sessions,
+        sessions: &'a Sessions,
         cookies: CookieStrip,
         request_id: HeaderValue,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Forwarding<'a, impl Future<Output = Answer> + Send + use<>>, ProxyError> {
         let method = req.method().clone();
         // Rewritten in place: taking the request apart and putting it back
         // together would move its head twice.
         self.prepare(&mut *req, identity, ctx, (sessions, cookies), request_id)?;
-        let resp = match self.pool.send(req, self.timeout).await {
+        Ok(Forwarding {
+            sending: self.pool.send(req, self.timeout),
+            upstream: self,
+            method,
+            owner: identity.map(streams::StreamOwner::of),
+            sessions,
+        })
+    }
+
+    /// The response head from the upstream, or why there is none: counted,
+    /// and readied for the client.
+    fn answered(
+        &self,
+        sent: Result<Response<UpstreamBody>, UpstreamError>,
+        method: &Method,
+        owner: Option<&streams::StreamOwner>,
+        sessions: &Sessions,
+    ) -> Result<Response<Body>, ProxyError> {
+        let resp = match sent {
             Err(UpstreamError::TimedOut) => {
                 self.outcomes.timeout.inc();
                 return Err(ProxyError::UpstreamTimeout);
@@ -191,8 +214,8 @@ impl Upstream {
         self.outcomes.ok.inc();
         let mut resp = resp.map(Body::Upstream);
         strip_hop_by_hop(resp.headers_mut());
-        Ok(match identity {
-            Some(who) if streams::is_streaming(&method, &resp) => {
+        Ok(match owner {
+            Some(who) if streams::is_streaming(method, &resp) => {
                 streams::end_with_session(resp, sessions, who)
             }
             _ => resp,
@@ -256,6 +279,34 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
 
         Ok(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request forwarded upstream, from [`Upstream::forward`]: waits in
+    /// place for the answer (see [`Sending`]) and readies it for the client.
+    pub struct Forwarding<'a, F> {
+        #[pin]
+        sending: Sending<'a, F>,
+        upstream: &'a Upstream,
+        method: Method,
+        // Whose session the request was sent for: a streamed answer ends
+        // with it.
+        owner: Option<streams::StreamOwner>,
+        sessions: &'a Sessions,
+    }
+}
+
+impl<F: Future<Output = Answer>> Future for Forwarding<'_, F> {
+    type Output = Result<Response<Body>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let sent = ready!(this.sending.poll(cx));
+        Poll::Ready(
+            this.upstream
+                .answered(sent, this.method, this.owner.as_ref(), this.sessions),
+        )
     }
 }
 

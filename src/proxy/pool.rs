@@ -107,7 +107,7 @@ struct Conn {
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// Why [`Conn::send`] got no response head.
+/// Why a connection got no response head.
 enum SendFailed {
     /// hyper failed; the request comes back if it was not written, so it
     /// can be retried elsewhere (boxed: a rare path, kept out of the size
@@ -116,6 +116,11 @@ enum SendFailed {
     /// The deadline passed first.
     TimedOut,
 }
+
+/// What hyper's `try_send_request` returns: the answer to a request handed
+/// to a connection.
+pub type Answer =
+    Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>;
 
 impl Conn {
     /// Drives the connection once. Returns false once it has finished
@@ -138,33 +143,36 @@ impl Conn {
         }
     }
 
-    /// Sends `req` and drives the connection until the response head
-    /// arrives, or `deadline` passes. By reference, and the request boxed
-    /// until hyper takes it: the connection and the request are not copied
-    /// into this future's state and back out on every request.
-    async fn send(
+    /// Hands `req` to the connection; the answer comes from [`Conn::poll_answer`].
+    fn start(
         &mut self,
         req: Box<Request<RequestBody>>,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, SendFailed> {
+    ) -> impl Future<Output = Answer> + Send + use<> {
         self.deadline.as_mut().reset(deadline.into());
-        let mut answer = std::pin::pin!(self.sender.try_send_request(*req));
-        let result = std::future::poll_fn(|cx| {
-            self.poll_driver(cx);
-            match answer.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending => self.deadline.as_mut().poll(cx).map(|()| None),
-            }
-        })
-        .await;
-        match result {
-            Some(Ok(resp)) => Ok(resp),
-            Some(Err(mut e)) => {
+        self.sender.try_send_request(*req)
+    }
+
+    /// Drives the connection until `answer` (from [`Conn::start`]) has the
+    /// response head, or the deadline passes.
+    fn poll_answer(
+        &mut self,
+        answer: Pin<&mut impl Future<Output = Answer>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<Incoming>, SendFailed>> {
+        self.poll_driver(cx);
+        match answer.poll(cx) {
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
+            Poll::Ready(Err(mut e)) => {
                 let req = e.take_message().map(Box::new);
-                Err(SendFailed::Http(e.into_error(), req))
+                Poll::Ready(Err(SendFailed::Http(e.into_error(), req)))
             }
             // The request may be half written: the connection goes.
-            None => Err(SendFailed::TimedOut),
+            Poll::Pending => self
+                .deadline
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(SendFailed::TimedOut)),
         }
     }
 }
@@ -173,6 +181,57 @@ impl Conn {
 pub struct Pool {
     connector: Connector,
     idle: Mutex<VecDeque<(Conn, Instant)>>,
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way upstream, from [`Pool::send`]. On the common
+    /// path the request is already written to a pooled connection and
+    /// this waits for the answer in place: no future of its own per level,
+    /// no allocation. Connecting is the rare path, boxed.
+    pub struct Sending<'a, F> {
+        pool: &'a Arc<Pool>,
+        // The pooled connection the request went out on.
+        conn: Option<Conn>,
+        #[pin]
+        answer: Option<F>,
+        // A new connection: none was ready, or the pooled one turned out
+        // dead before the request was written.
+        connecting: Option<Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a>>>,
+        deadline: Instant,
+    }
+}
+
+impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
+    type Output = Result<Response<UpstreamBody>, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let (Some(conn), Some(answer)) = (this.conn.as_mut(), this.answer.as_mut().as_pin_mut())
+        {
+            let failed = match std::task::ready!(conn.poll_answer(answer, cx)) {
+                Ok(resp) => {
+                    let conn = this.conn.take().expect("checked above");
+                    return Poll::Ready(Ok(this.pool.stream(resp, conn)));
+                }
+                Err(failed) => failed,
+            };
+            this.answer.set(None);
+            *this.conn = None;
+            match failed {
+                SendFailed::Http(e, Some(unsent)) => {
+                    tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
+                    *this.connecting =
+                        Some(Box::pin(this.pool.connect_and_send(unsent, *this.deadline)));
+                }
+                SendFailed::Http(e, None) => return Poll::Ready(Err(e.into())),
+                SendFailed::TimedOut => return Poll::Ready(Err(UpstreamError::TimedOut)),
+            }
+        }
+        match this.connecting.as_mut() {
+            Some(connecting) => connecting.as_mut().poll(cx),
+            None => Poll::Ready(Err(UpstreamError::TimedOut)),
+        }
+    }
 }
 
 impl Pool {
@@ -189,31 +248,45 @@ impl Pool {
     /// but only while the request has not been written. The response head
     /// must arrive within `timeout` of the call, connecting and any retry
     /// included ([`UpstreamError::TimedOut`] otherwise).
-    pub async fn send(
+    ///
+    /// A pooled connection gets the request at once, before this returns.
+    pub fn send(
         self: &Arc<Pool>,
         req: Box<Request<RequestBody>>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Sending<'_, impl Future<Output = Answer> + Send + use<>> {
         let now = Instant::now();
         let deadline = now + timeout;
-        let mut req = req;
-        if let Some(mut conn) = self.checkout(now) {
-            match conn.send(req, deadline).await {
-                Ok(resp) => return Ok(self.stream(resp, conn)),
-                Err(SendFailed::Http(e, Some(unsent))) => {
-                    tracing::debug!(error = %e, "pooled upstream connection unusable; reconnecting");
-                    req = unsent;
-                }
-                Err(SendFailed::Http(e, None)) => return Err(e.into()),
-                Err(SendFailed::TimedOut) => return Err(UpstreamError::TimedOut),
+        let (conn, answer, connecting) = match self.checkout(now) {
+            Some(mut conn) => {
+                let answer = conn.start(req, deadline);
+                (Some(conn), Some(answer), None)
             }
+            None => {
+                let connecting: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(self.connect_and_send(req, deadline));
+                (None, None, Some(connecting))
+            }
+        };
+        Sending {
+            pool: self,
+            conn,
+            answer,
+            connecting,
+            deadline,
         }
-        // Boxed: connecting (TCP, maybe a TLS handshake) is rare once the
-        // pool is warm, and its state is most of this future's size, which
-        // every request future (and every idle connection) would carry.
-        let connecting = tokio::time::timeout_at(deadline.into(), Box::pin(self.connect()));
+    }
+
+    /// A new connection, and `req` sent on it.
+    async fn connect_and_send(
+        self: &Arc<Pool>,
+        req: Box<Request<RequestBody>>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let connecting = tokio::time::timeout_at(deadline.into(), self.connect());
         let mut conn = connecting.await.map_err(|_| UpstreamError::TimedOut)??;
-        match conn.send(req, deadline).await {
+        let mut answer = std::pin::pin!(conn.start(req, deadline));
+        match std::future::poll_fn(|cx| conn.poll_answer(answer.as_mut(), cx)).await {
             Ok(resp) => Ok(self.stream(resp, conn)),
             Err(SendFailed::Http(e, _)) => Err(e.into()),
             Err(SendFailed::TimedOut) => Err(UpstreamError::TimedOut),

@@ -19,6 +19,25 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::auth::live::LiveGuard;
 use crate::auth::sessions::{Identity, Sessions};
 use crate::proxy::body::{Body, BoxError};
+use crate::store::TokenHash;
+
+/// The session a streamed response was sent for: all a stream needs to
+/// end with it (kept instead of the whole [`Identity`] while the answer is
+/// awaited).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOwner {
+    token: TokenHash,
+    user_id: u64,
+}
+
+impl StreamOwner {
+    pub fn of(who: &Identity) -> StreamOwner {
+        StreamOwner {
+            token: who.token,
+            user_id: who.user_id,
+        }
+    }
+}
 
 /// Whether a response is a stream that may stay open indefinitely: an
 /// event stream, or any body without a length.
@@ -38,7 +57,7 @@ pub fn is_streaming(method: &Method, resp: &Response<Body>) -> bool {
 pub fn end_with_session(
     resp: Response<Body>,
     sessions: &Sessions,
-    who: &Identity,
+    who: &StreamOwner,
 ) -> Response<Body> {
     let guard = sessions.live.register(who.token, who.user_id);
     let ended = Box::pin(guard.ended().clone().cancelled_owned());
