@@ -229,6 +229,8 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
         }
         match this.connecting.as_mut() {
             Some(connecting) => connecting.as_mut().poll(cx),
+            // Polled again after it answered: a caller's bug, and no
+            // answer is left to give.
             None => Poll::Ready(Err(UpstreamError::TimedOut)),
         }
     }
