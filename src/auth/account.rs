@@ -86,11 +86,7 @@ impl Auth {
         self.throttle
             .check_backoff(Failures::SignInPerIp, ip)
             .map_err(throttled)?;
-        let known_device = client
-            .device
-            .as_deref()
-            .is_some_and(|mark| self.devices.is_known(&user.email, mark));
-        if !known_device {
+        if !self.is_known_device(&user.email, client) {
             self.throttle
                 .check_backoff(Failures::SignInPerEmail, &user.email)
                 .map_err(throttled)?;
@@ -455,6 +451,16 @@ impl Auth {
         crate::metrics::get().account("account_deleted");
         tracing::info!(user_id = change.user.id, "account deleted by its owner");
         Ok(())
+    }
+
+    /// Whether the browser carries this account's device mark: it signed
+    /// in to the account before. Decides the sign-in back-off per email and
+    /// the new-sign-in notice.
+    pub(super) fn is_known_device(&self, email: &str, client: &ClientInfo) -> bool {
+        client
+            .device
+            .as_deref()
+            .is_some_and(|mark| self.devices.is_known(email, mark))
     }
 
     /// Queues "New sign-in to your account". A failure is logged, not

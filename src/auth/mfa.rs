@@ -554,11 +554,7 @@ impl Auth {
             self.mfa_notice(&user.email, MfaEvent::RecoveryCodeUsed)
                 .await;
         }
-        let known_device = client
-            .device
-            .as_deref()
-            .is_some_and(|mark| self.devices.is_known(&user.email, mark));
-        if !known_device && self.notify_new_device {
+        if !self.is_known_device(&user.email, client) && self.notify_new_device {
             self.notify_new_sign_in(&user.email, client).await;
         }
         Ok(self.start_session(&user, None, &client.origin).await?)

@@ -351,10 +351,7 @@ impl Auth {
         if password.is_empty() {
             return Err(AuthError::MissingField("password"));
         }
-        let known_device = client
-            .device
-            .as_deref()
-            .is_some_and(|mark| self.devices.is_known(&email, mark));
+        let known_device = self.is_known_device(&email, client);
         if !known_device {
             self.throttle
                 .check_backoff(Failures::SignInPerEmail, &email)
@@ -429,10 +426,7 @@ impl Auth {
         previous: Option<TokenHash>,
         client: &ClientInfo,
     ) -> Result<SignedIn, AuthError> {
-        let known_device = client
-            .device
-            .as_deref()
-            .is_some_and(|mark| self.devices.is_known(&user.email, mark));
+        let known_device = self.is_known_device(&user.email, client);
         let signed_in = self.start_session(user, previous, &client.origin).await?;
         if !created && !known_device && self.notify_new_device {
             self.notify_new_sign_in(&user.email, client).await;

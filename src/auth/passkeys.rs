@@ -441,7 +441,15 @@ impl Auth {
             }
         };
         crate::metrics::get().sign_in(true);
-        Ok(self.start_session(&user, None, &client.origin).await?)
+        // The notice a password sign-in sends, on the same condition: a
+        // browser without this account's device mark (judged before the
+        // session marks it).
+        let known_device = self.is_known_device(&user.email, client);
+        let signed_in = self.start_session(&user, None, &client.origin).await?;
+        if !known_device && self.notify_new_device {
+            self.notify_new_sign_in(&user.email, client).await;
+        }
+        Ok(signed_in)
     }
 
     async fn passkey_login_verify(

@@ -211,12 +211,23 @@ export async function startSmtp(dir) {
     }
     return out;
   };
+  const mailsTo = (to) =>
+    mails().filter((m) => new RegExp(`^To: .*${to.replace(/[.+]/g, '\\$&')}`, 'mi').test(m));
   return {
     port,
+    /** Every mail delivered to `to` so far, as raw text. */
+    mailsTo,
+    /** Waits until `count(mailsTo(to))` is at least `n`; returns those mails. */
+    async waitForMails(what, to, pick, n = 1) {
+      return waitFor(what, () => {
+        const picked = mailsTo(to).filter(pick);
+        return picked.length >= n ? picked : null;
+      });
+    },
     /** Waits for the `n`th mail to `to` and returns its six-digit code. */
     async codeFor(to, n = 1) {
       const mail = await waitFor(`mail #${n} to ${to}`, () => {
-        const mine = mails().filter((m) => new RegExp(`^To: .*${to.replace(/[.+]/g, '\\$&')}`, 'mi').test(m));
+        const mine = mailsTo(to);
         return mine.length >= n ? mine[n - 1] : null;
       });
       const body = mail.split(/\r?\n\r?\n/).slice(1).join('\n');

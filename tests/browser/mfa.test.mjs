@@ -255,6 +255,20 @@ describe('Passkeys in Chromium over h2 (DevTools virtual authenticator)', () => 
     assert.notEqual(list.body.passkeys[0].lastUsedAt, null, 'last use recorded');
   });
 
+  test('a passkey sign-in from a browser the account has not seen sends the new sign-in notice', async () => {
+    // The sign-in above came from the browser that signed up: it carries
+    // the account's device mark, so it got no notice.
+    const isNotice = (m) => /^Subject: New sign-in to your/mi.test(m);
+    assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
+    await t.page.deleteCookie({ name: '__Host-gatehouse_session_device', url: world.gatehouse.origin });
+    const done = await passkeySignIn(t);
+    assert.equal(done.status, 200, done.text);
+    const notices = await world.smtp.waitForMails(`a new sign-in notice to ${t.email}`, t.email, isNotice);
+    assert.equal(notices.length, 1, 'one notice: the known browser\'s sign-in sent none');
+    const cookies = await t.page.cookies(world.gatehouse.origin);
+    assert.ok(cookies.some((c) => c.name === '__Host-gatehouse_session_device'), 'the browser is marked again');
+  });
+
   test('after the password, the passkey is the second factor', async () => {
     assert.equal((await call(t, 'POST', '/api/v1/user/logout')).status, 200);
     const signIn = await call(t, 'POST', '/api/v1/user/signin', { email: t.email, password: PASSWORD });
