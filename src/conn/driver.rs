@@ -3,7 +3,11 @@
 //! - no request (for HTTP/2: preface, SETTINGS and a HEADERS frame) within
 //!   `first_request` of the accept — the TLS handshake counts against it;
 //! - no request in flight for `keep_alive` (HTTP/1.1 between requests,
-//!   HTTP/2 with no open stream, whatever PINGs the client sends);
+//!   HTTP/2 with no open stream, whatever PINGs the client sends). For
+//!   HTTP/1.1 the server passes min(keep-alive, header-read timeout): a
+//!   request head still arriving counts as nothing in flight, so this is
+//!   also what bounds a head that drips in (hyper's own per-head timer is
+//!   off, see `server::serve_http`);
 //! - asked to close by the registry (evicted at the connection cap, or the
 //!   server is draining).
 //!
