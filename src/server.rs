@@ -203,8 +203,16 @@ pub async fn serve_with_clock(
     // Mail queued by the drained requests stays in the outbox for next start.
     mail_worker.stop().await;
     flush_throttles(&app).await;
-    let store = app.auth.store().clone();
-    match tokio::task::spawn_blocking(move || store.flush()).await {
+    let flushed = app.clone();
+    let final_flush = move || {
+        // Uses queued by the last requests, so their sessions do not look
+        // idle for longer than they were after the restart.
+        if let Err(e) = flushed.auth.sessions.write_queued_touches() {
+            tracing::warn!(error = %e, "could not record the last session uses");
+        }
+        flushed.auth.store().flush()
+    };
+    match tokio::task::spawn_blocking(final_flush).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "final store flush failed"),
         Err(e) => tracing::warn!(error = %e, "final store flush task failed"),

@@ -173,6 +173,40 @@ async fn sessions_expire_when_idle() {
 }
 
 #[tokio::test]
+async fn a_burst_of_session_uses_is_written_back_and_survives_a_restart() {
+    let mut g = Gatehouse::start_with(Options {
+        session: "idle_timeout = \"1h\"\nabsolute_timeout = \"30d\"".into(),
+        manual_clock: true,
+        ..Options::default()
+    })
+    .await;
+    let mut used = vec![g.sign_up("uma@example.com", "password1").await];
+    for _ in 0..11 {
+        used.push(g.sign_in("uma@example.com", "password1").await);
+    }
+    let unused = g.sign_in("uma@example.com", "password1").await;
+    g.advance(40 * MINUTE);
+    // All at once: every one of these uses is due to be written back.
+    let statuses = futures_util::future::join_all(
+        used.iter()
+            .map(|cookie| g.get_with_cookie("/api/v2/tasks", cookie)),
+    )
+    .await;
+    assert!(statuses.iter().all(|resp| resp.status() == 200));
+    // Stopped right after: the store knows every use (the cache is gone).
+    g.restart();
+    g.advance(40 * MINUTE);
+    for cookie in &used {
+        assert_eq!(g.auth_check(cookie).await["isAuthenticated"], true);
+    }
+    // 80 minutes without use: idle past the hour.
+    assert_eq!(
+        g.auth_check(&unused).await,
+        json!({ "isAuthenticated": false })
+    );
+}
+
+#[tokio::test]
 async fn sessions_expire_at_the_absolute_limit_even_when_used() {
     let g = Gatehouse::start_with(Options {
         session: "idle_timeout = \"1h\"\nabsolute_timeout = \"2h\"".into(),

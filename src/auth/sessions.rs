@@ -233,6 +233,8 @@ pub struct Sessions {
     /// the store is embedded). Cached sessions are trusted for
     /// `idle_timeout / 10` past it, then answered 503 until it is back.
     blind_since: AtomicU64,
+    /// Session uses due to be written back (see [`Sessions::touch_in_background`]).
+    touches: Arc<Mutex<Touches>>,
     /// WebSockets and streams opened with a session, ended with it.
     pub live: Arc<super::live::LiveConnections>,
     /// Idle and absolute expiry are measured on this (see `crate::clock`).
@@ -267,6 +269,7 @@ impl Sessions {
             keyer: TokenKeyer::new(),
             epoch: AtomicU64::new(0),
             blind_since: AtomicU64::new(0),
+            touches: Arc::default(),
             live: Arc::default(),
             clock,
         }
@@ -677,13 +680,37 @@ impl Sessions {
         );
     }
 
+    /// Queues a session use for the store. One background task writes the
+    /// queue, a batch per transaction, while uses keep arriving: a burst of
+    /// many distinct sessions (each one's first use after a restart is due)
+    /// costs a few transactions and one blocking thread, not a thread and a
+    /// transaction per session competing for the store's write lock.
     fn touch_in_background(&self, hash: TokenHash, now: UnixMillis) {
-        let store = self.store.clone();
+        let mut touches = sync::lock(&self.touches);
+        if !touches.queue(hash, now) || touches.writing {
+            return;
+        }
+        touches.writing = true;
+        drop(touches);
+        let (store, touches) = (self.store.clone(), self.touches.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.touch_session(&hash, now) {
-                tracing::warn!(error = %e, "could not record session use");
+            // Should the store panic, the next use starts a new writer.
+            let _stopped = StoppedWriter(&touches);
+            while let Some(batch) = sync::lock(&touches).next_batch() {
+                if let Err(e) = store.touch_sessions(&batch) {
+                    tracing::warn!(error = %e, sessions = batch.len(), "could not record session use");
+                }
             }
         });
+    }
+
+    /// Writes the session uses still queued (at shutdown).
+    pub fn write_queued_touches(&self) -> Result<(), StoreError> {
+        let batch: Vec<_> = sync::lock(&self.touches).pending.drain().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.touch_sessions(&batch)
     }
 
     fn delete_in_background(&self, hash: TokenHash) {
@@ -693,6 +720,61 @@ impl Sessions {
                 tracing::warn!(error = %e, "could not delete expired session");
             }
         });
+    }
+}
+
+/// Most session uses queued for the store at once. Past it a use is not
+/// recorded: that only shortens the session (its idle expiry counts from
+/// the last use the store has), and 100,000 sessions first used within one
+/// store transaction is far past any real burst.
+const MAX_QUEUED_TOUCHES: usize = 100_000;
+
+/// Session uses not yet written, latest use per session.
+#[derive(Default)]
+struct Touches {
+    pending: HashMap<TokenHash, UnixMillis>,
+    /// A background task is writing the queue (and will take what is added
+    /// meanwhile).
+    writing: bool,
+}
+
+impl Touches {
+    /// False when the queue is full and `hash` is not in it.
+    fn queue(&mut self, hash: TokenHash, at: UnixMillis) -> bool {
+        let full = self.pending.len() >= MAX_QUEUED_TOUCHES;
+        match self.pending.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let latest = e.get_mut();
+                *latest = (*latest).max(at);
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(_) if full => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(at);
+                true
+            }
+        }
+    }
+
+    /// Everything queued, or `None` (and the writer stops) when nothing is.
+    fn next_batch(&mut self) -> Option<Vec<(TokenHash, UnixMillis)>> {
+        if self.pending.is_empty() {
+            self.writing = false;
+            return None;
+        }
+        Some(self.pending.drain().collect())
+    }
+}
+
+/// Marks the queue's writer stopped if it panics (it stops itself, in
+/// [`Touches::next_batch`], when the queue is empty).
+struct StoppedWriter<'a>(&'a Mutex<Touches>);
+
+impl Drop for StoppedWriter<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            sync::lock(self.0).writing = false;
+        }
     }
 }
 
@@ -950,6 +1032,28 @@ pub fn strip_named_cookies(headers: &mut HeaderMap, names: &[&str]) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn queued_touches_keep_the_latest_use_and_stop_when_full() {
+        let mut t = Touches::default();
+        assert!(t.queue([1; 32], 500));
+        assert!(t.queue([1; 32], 400));
+        assert!(t.queue([2; 32], 100));
+        let mut batch = t.next_batch().unwrap();
+        batch.sort();
+        assert_eq!(batch, vec![([1; 32], 500), ([2; 32], 100)]);
+        assert_eq!(t.next_batch(), None);
+        assert!(!t.writing);
+
+        for n in 0..MAX_QUEUED_TOUCHES as u64 {
+            let mut hash = [0; 32];
+            hash[..8].copy_from_slice(&n.to_le_bytes());
+            assert!(t.queue(hash, n));
+        }
+        assert!(!t.queue([0xff; 32], 1), "a new session past the limit");
+        assert!(t.queue([0; 32], 7), "a queued session is still updated");
+        assert_eq!(t.next_batch().unwrap().len(), MAX_QUEUED_TOUCHES);
+    }
 
     fn headers(cookies: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -511,9 +511,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;
 
-    /// Records a later use of a session. Not required to be durable at once:
-    /// losing it only shortens the session.
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError>;
+    /// Records later uses of sessions, in one transaction: each session's
+    /// `last_seen` moves forward to the time given (never back; a session
+    /// that is gone is skipped). Not required to be durable at once: losing
+    /// it only shortens the sessions.
+    fn touch_sessions(&self, touches: &[(TokenHash, UnixMillis)]) -> Result<(), StoreError>;
 
     /// Deletes one session; `false` if it did not exist.
     fn delete_session(&self, token: &TokenHash) -> Result<bool, StoreError>;

@@ -750,12 +750,16 @@ impl SessionStore for PostgresStore {
         })
     }
 
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+    fn touch_sessions(&self, touches: &[(TokenHash, UnixMillis)]) -> Result<(), StoreError> {
+        let tokens: Vec<&[u8]> = touches.iter().map(|(t, _)| t.as_slice()).collect();
+        let times: Vec<i64> = touches.iter().map(|&(_, at)| i(at)).collect();
         self.read(async |client| {
             client
                 .execute(
-                    "UPDATE gh_sessions SET last_seen = $2 WHERE token = $1 AND last_seen < $2",
-                    &[&token.as_slice(), &i(last_seen)],
+                    "UPDATE gh_sessions AS s SET last_seen = t.last_seen \
+                     FROM UNNEST($1::bytea[], $2::bigint[]) AS t(token, last_seen) \
+                     WHERE s.token = t.token AND s.last_seen < t.last_seen",
+                    &[&tokens, &times],
                 )
                 .await?;
             Ok(())

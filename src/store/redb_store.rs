@@ -267,21 +267,23 @@ impl SessionStore for RedbStore {
         }
     }
 
-    fn touch_session(&self, token: &TokenHash, last_seen: UnixMillis) -> Result<(), StoreError> {
+    fn touch_sessions(&self, touches: &[(TokenHash, UnixMillis)]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         // A lost touch only shortens a session, so it rides on the next durable commit.
         txn.set_durability(Durability::None)?;
         {
             let mut sessions = txn.open_table(SESSIONS)?;
-            let current: Option<Session> = match sessions.get(token.as_slice())? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if let Some(mut s) = current
-                && last_seen > s.last_seen
-            {
-                s.last_seen = last_seen;
-                sessions.insert(token.as_slice(), encode(&s)?.as_slice())?;
+            for (token, last_seen) in touches {
+                let current: Option<Session> = match sessions.get(token.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(mut s) = current
+                    && *last_seen > s.last_seen
+                {
+                    s.last_seen = *last_seen;
+                    sessions.insert(token.as_slice(), encode(&s)?.as_slice())?;
+                }
             }
         }
         Ok(txn.commit()?)
