@@ -728,6 +728,10 @@ impl Sessions {
 /// the last use the store has), and 100,000 sessions first used within one
 /// store transaction is far past any real burst.
 const MAX_QUEUED_TOUCHES: usize = 100_000;
+/// Most session uses written in one transaction: a sign-in's own write
+/// waits for the transaction in progress, so it stays short (milliseconds
+/// on redb) even when a burst has queued many more.
+const MAX_TOUCHES_PER_TRANSACTION: usize = 4096;
 
 /// Session uses not yet written, latest use per session.
 #[derive(Default)]
@@ -756,13 +760,29 @@ impl Touches {
         }
     }
 
-    /// Everything queued, or `None` (and the writer stops) when nothing is.
+    /// Up to [`MAX_TOUCHES_PER_TRANSACTION`] queued uses, or `None` (and
+    /// the writer stops, handing back the queue's memory) when nothing is.
     fn next_batch(&mut self) -> Option<Vec<(TokenHash, UnixMillis)>> {
         if self.pending.is_empty() {
+            self.pending = HashMap::new();
             self.writing = false;
             return None;
         }
-        Some(self.pending.drain().collect())
+        if self.pending.len() <= MAX_TOUCHES_PER_TRANSACTION {
+            return Some(self.pending.drain().collect());
+        }
+        let hashes: Vec<TokenHash> = self
+            .pending
+            .keys()
+            .take(MAX_TOUCHES_PER_TRANSACTION)
+            .copied()
+            .collect();
+        Some(
+            hashes
+                .into_iter()
+                .filter_map(|hash| Some((hash, self.pending.remove(&hash)?)))
+                .collect(),
+        )
     }
 }
 
@@ -1039,6 +1059,7 @@ mod tests {
         assert!(t.queue([1; 32], 500));
         assert!(t.queue([1; 32], 400));
         assert!(t.queue([2; 32], 100));
+        t.writing = true;
         let mut batch = t.next_batch().unwrap();
         batch.sort();
         assert_eq!(batch, vec![([1; 32], 500), ([2; 32], 100)]);
@@ -1052,7 +1073,14 @@ mod tests {
         }
         assert!(!t.queue([0xff; 32], 1), "a new session past the limit");
         assert!(t.queue([0; 32], 7), "a queued session is still updated");
-        assert_eq!(t.next_batch().unwrap().len(), MAX_QUEUED_TOUCHES);
+        let mut written = HashMap::new();
+        while let Some(batch) = t.next_batch() {
+            assert!(!batch.is_empty() && batch.len() <= MAX_TOUCHES_PER_TRANSACTION);
+            written.extend(batch);
+        }
+        assert_eq!(written.len(), MAX_QUEUED_TOUCHES);
+        assert_eq!(written[&[0; 32]], 7);
+        assert!(!t.writing);
     }
 
     fn headers(cookies: &[&str]) -> HeaderMap {
