@@ -725,8 +725,8 @@ impl Sessions {
 
 /// Most session uses queued for the store at once. Past it a use is not
 /// recorded: that only shortens the session (its idle expiry counts from
-/// the last use the store has), and 100,000 sessions first used within one
-/// store transaction is far past any real burst.
+/// the last use the store has), and 100,000 distinct sessions due while
+/// the writer is still busy is far past any real burst.
 const MAX_QUEUED_TOUCHES: usize = 100_000;
 /// Most session uses written in one transaction: a sign-in's own write
 /// waits for the transaction in progress, so it stays short (milliseconds
