@@ -2,7 +2,6 @@
 //! connections (bounded), terminate TLS, speak HTTP/1.1 or HTTP/2, and drain
 //! gracefully on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use crate::auth::Auth;
 use crate::auth::AuthError;
 use crate::clock::Clock;
 use crate::config::{CertSource, Config};
-use crate::conn::{ConnState, Deadlines, Lingering, Registry, Slot, Tracked};
+use crate::conn::{ConnState, Deadlines, Lingering, Registry, Serving, Slot, Tracked};
 use crate::http::origin::OriginPolicy;
 use crate::http::{App, handle};
 use crate::mail::MailError;
@@ -247,11 +246,21 @@ async fn build_app(
     let (outbox, mail_worker) = crate::mail::start(&config.mail, store.clone(), clock)?;
     let oidc = crate::oidc::Oidc::new(config, store.clone(), clock).map_err(ServeError::Oidc)?;
     let auth = Auth::new(config, store.clone(), outbox, clock)?;
-    let upstream = Upstream::new(crate::proxy::DEFAULT_UPSTREAM, &config.upstream)?;
+    let strip_response_headers = &config.server.hygiene.strip_response_headers;
+    let upstream = Upstream::new(
+        crate::proxy::DEFAULT_UPSTREAM,
+        &config.upstream,
+        strip_response_headers,
+    )?;
     let named_upstreams = config
         .upstreams
         .iter()
-        .map(|(name, cfg)| Ok((name.clone(), Upstream::new(name, cfg)?)))
+        .map(|(name, cfg)| {
+            Ok((
+                name.clone(),
+                Upstream::new(name, cfg, strip_response_headers)?,
+            ))
+        })
         .collect::<Result<_, ServeError>>()?;
     let pages = crate::http::pages::Pages::new(config, store.as_ref())?;
     let app = Arc::new(App {
@@ -540,14 +549,13 @@ async fn serve_connection(
     let requests = state.clone();
     let service = service_fn(move |req| {
         let in_flight = requests.request_started();
-        let (app, peer) = (app.clone(), peer.clone());
         // Boxed per request: hyper keeps a slot the size of this future for
         // the connection's whole life, so unboxed, every idle keep-alive
         // connection would carry a request's worth of state (KiBs).
-        Box::pin(async move {
-            let resp = handle(&app, peer, req).await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
-        })
+        Box::pin(Serving::new(
+            handle(app.clone(), peer.clone(), req),
+            in_flight,
+        ))
     });
     let result = match &settings.tls {
         // Boxed: the TLS state (rustls, the handshake) and the HTTP/2 one

@@ -17,4 +17,4 @@ pub mod tracked;
 pub use driver::{Deadlines, drive};
 pub use linger::Lingering;
 pub use registry::{ConnState, Registry, Slot};
-pub use tracked::Tracked;
+pub use tracked::{Serving, Tracked};

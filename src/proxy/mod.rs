@@ -9,6 +9,7 @@
 pub mod body;
 mod connect;
 mod error;
+mod hygiene;
 mod pool;
 mod streams;
 pub mod websocket;
@@ -21,10 +22,11 @@ use std::time::Duration;
 
 use crate::request::body::RequestBody;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 
 pub use connect::{UpstreamTlsError, check_tls as check_upstream_tls};
 pub use error::ProxyError;
+use hygiene::{strip_request_headers, strip_response_headers};
 pub use pool::{Answer, UpstreamBody, UpstreamError};
 use pool::{Pool, Sending};
 
@@ -32,60 +34,6 @@ use crate::auth::sessions::{CookieStrip, Identity, Sessions};
 use crate::config::UpstreamConfig;
 use crate::proxy::body::Body;
 use crate::request::RequestContext;
-
-/// Request headers that never reach the upstream: hop-by-hop ones
-/// (RFC 9110 §7.6.1) and client-supplied claims of identity, origin or a
-/// different URL — the upstream must only ever see Gatehouse's values.
-/// Anything starting with `x-auth-` goes too, and so does any `_` spelling
-/// of these or of the framing and routing headers (see
-/// [`crate::request::header_names`]).
-fn is_stripped_request_header(name: &str) -> bool {
-    is_protected_request_header(name)
-        || crate::request::header_names::is_spelling_of(name, is_protected_or_framing)
-}
-
-/// A protected name, or one that frames or routes the request: an `_`
-/// spelling of any of them must not sit next to the real one upstream.
-fn is_protected_or_framing(name: &str) -> bool {
-    is_protected_request_header(name)
-        || matches!(name, "content-length" | "host" | "cookie" | "content-type")
-}
-
-fn is_protected_request_header(name: &str) -> bool {
-    is_hop_by_hop(name)
-        || matches!(
-            name,
-            "proxy-authorization"
-                | "forwarded"
-                | "x-forwarded-for"
-                | "x-forwarded-proto"
-                | "x-forwarded-host"
-                | "x-forwarded-port"
-                | "x-forwarded-uri"
-                | "x-forwarded-prefix"
-                | "x-real-ip"
-                | "x-original-url"
-                | "x-rewrite-url"
-                | "x-original-uri"
-                | "x-request-id"
-        )
-        || name.starts_with("x-auth-")
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on in either direction.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "proxy-connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-    )
-}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -106,6 +54,8 @@ pub struct Upstream {
     host: HeaderValue,
     timeout: Duration,
     preserve_host: bool,
+    /// `[server] strip_response_headers`: removed from every answer.
+    strip_response_headers: Arc<[HeaderName]>,
     outcomes: Outcomes,
 }
 
@@ -119,8 +69,13 @@ struct Outcomes {
 }
 
 impl Upstream {
-    /// `name` is `DEFAULT_UPSTREAM` or the `[upstreams.NAME]` name.
-    pub fn new(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, UpstreamTlsError> {
+    /// `name` is `DEFAULT_UPSTREAM` or the `[upstreams.NAME]` name;
+    /// `strip_response_headers` come off everything it answers.
+    pub fn new(
+        name: &str,
+        cfg: &UpstreamConfig,
+        strip_response_headers: &[HeaderName],
+    ) -> Result<Upstream, UpstreamTlsError> {
         let authority = cfg.url.authority().expect("checked in config");
         let https = cfg.tls.is_some();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -138,6 +93,7 @@ impl Upstream {
             host: HeaderValue::from_str(authority.as_str()).expect("authority is a valid header"),
             timeout: cfg.timeout,
             preserve_host: cfg.preserve_host,
+            strip_response_headers: strip_response_headers.into(),
             outcomes: Outcomes {
                 ok: metrics.upstream_outcome(name, "ok"),
                 unavailable: metrics.upstream_outcome(name, "unavailable"),
@@ -213,9 +169,9 @@ impl Upstream {
         };
         self.outcomes.ok.inc();
         let mut resp = resp.map(Body::Upstream);
-        strip_hop_by_hop(resp.headers_mut());
+        let head = strip_response_headers(resp.headers_mut(), &self.strip_response_headers);
         Ok(match owner {
-            Some(who) if streams::is_streaming(method, &resp) => {
+            Some(who) if streams::is_streaming(method, &resp, head) => {
                 streams::end_with_session(resp, sessions, who)
             }
             _ => resp,
@@ -310,71 +266,6 @@ impl<F: Future<Output = Answer>> Future for Forwarding<'_, F> {
     }
 }
 
-/// Removes the headers `strip` selects, plus every header named in
-/// `Connection`. One pass over the headers, `Connection`'s values read as
-/// they go by (no second lookup); the names to remove are collected on the
-/// stack (a heap `Vec` only past eight of them), so the common cases —
-/// nothing to remove, or an upstream's `Connection: keep-alive` — allocate
-/// nothing and hash only what is removed.
-fn strip_headers(headers: &mut HeaderMap, strip: fn(&str) -> bool) {
-    let mut doomed: [Option<HeaderName>; 8] = Default::default();
-    let mut count = 0;
-    let mut overflow: Vec<HeaderName> = Vec::new();
-    let mut doom = |name: HeaderName| match doomed.get_mut(count) {
-        Some(slot) => {
-            *slot = Some(name);
-            count += 1;
-        }
-        None => overflow.push(name),
-    };
-    let mut previous: Option<&HeaderName> = None;
-    for (name, value) in headers.iter() {
-        if *name == header::CONNECTION {
-            let Ok(text) = value.to_str() else { continue };
-            text.split(',')
-                .map(str::trim)
-                // `close` names no header, and `keep-alive` (the usual
-                // token) is hop-by-hop anyway: no need to build a name for
-                // either.
-                .filter(|t| {
-                    !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
-                })
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .for_each(&mut doom);
-        }
-        // A name with several values comes by once per value, in a row.
-        if previous != Some(name) && strip(name.as_str()) {
-            doom(name.clone());
-        }
-        previous = Some(name);
-    }
-    // By reference: moving the array out would copy all eight slots.
-    for name in doomed[..count].iter().flatten().chain(&overflow) {
-        headers.remove(name);
-    }
-}
-
-/// Removes those of `names` the headers have: each absent one costs a
-/// comparison per header instead of a hashed lookup.
-pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
-    for name in names {
-        if headers.keys().any(|present| present == name) {
-            headers.remove(name);
-        }
-    }
-}
-
-/// Removes hop-by-hop headers from a request or response.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_headers(headers, is_hop_by_hop);
-}
-
-/// Removes hop-by-hop headers and every identity, origin or URL-override
-/// header a client might forge.
-pub fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_headers(headers, is_stripped_request_header);
-}
-
 /// Request ids: a random per-process prefix and a counter — unique within
 /// the process's lifetime, not guessable across restarts, and no system
 /// call per request. One allocation; the copies that go upstream and back
@@ -443,62 +334,5 @@ mod tests {
         );
         assert!(nb > na);
         assert_eq!(a.rsplit_once('-').unwrap().1, format!("{na:x}"));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("accept"));
-    }
-
-    #[test]
-    fn forged_identity_and_override_headers_go() {
-        let mut h = HeaderMap::new();
-        for name in [
-            "X-Auth-User-Id",
-            "x-auth-email",
-            "X-AUTH-ROLE",
-            "x-original-url",
-            "X-Rewrite-URL",
-            "x-forwarded-for",
-            "forwarded",
-        ] {
-            h.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static("1"),
-            );
-        }
-        h.insert("authorization", HeaderValue::from_static("Bearer x"));
-        strip_request_headers(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-    }
-
-    #[test]
-    fn more_forged_headers_than_the_stack_buffer_all_go() {
-        let mut h = HeaderMap::new();
-        for i in 0..20 {
-            h.insert(
-                HeaderName::from_bytes(format!("x-auth-claim-{i}").as_bytes()).unwrap(),
-                HeaderValue::from_static("1"),
-            );
-        }
-        h.insert("connection", HeaderValue::from_static("x-a, x-b, x-c"));
-        for name in ["x-a", "x-b", "x-c", "accept"] {
-            h.insert(name, HeaderValue::from_static("1"));
-        }
-        strip_request_headers(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("accept"));
     }
 }

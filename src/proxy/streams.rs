@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode, header};
+use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -19,6 +19,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::auth::live::LiveGuard;
 use crate::auth::sessions::{Identity, Sessions};
 use crate::proxy::body::{Body, BoxError};
+use crate::proxy::hygiene::ResponseHead;
 use crate::store::TokenHash;
 
 /// The session a streamed response was sent for: all a stream needs to
@@ -40,17 +41,14 @@ impl StreamOwner {
 }
 
 /// Whether a response is a stream that may stay open indefinitely: an
-/// event stream, or any body without a length.
-pub fn is_streaming(method: &Method, resp: &Response<Body>) -> bool {
-    let headers = resp.headers();
-    let event_stream = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+/// event stream, or any body without a length. `head` is what stripping
+/// the response's headers saw of them.
+pub fn is_streaming(method: &Method, resp: &Response<Body>, head: ResponseHead) -> bool {
     let has_body = *method != Method::HEAD
         && !resp.status().is_informational()
         && resp.status() != StatusCode::NO_CONTENT
         && resp.status() != StatusCode::NOT_MODIFIED;
-    has_body && (event_stream || !headers.contains_key(header::CONTENT_LENGTH))
+    has_body && (head.event_stream || !head.content_length)
 }
 
 /// Makes `resp`'s body end when `who`'s session ends.

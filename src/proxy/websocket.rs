@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::request::body::RequestBody;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::OnUpgrade;
@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyError;
-use super::{Upstream, UpstreamError, X_REQUEST_ID, strip_hop_by_hop};
+use super::{Upstream, UpstreamError, X_REQUEST_ID, strip_response_headers};
 use crate::auth::live::LiveGuard;
 use crate::auth::sessions::{Identity, Sessions};
 use crate::proxy::body::{Body, BoxError, full};
@@ -181,7 +181,7 @@ impl Upstream {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // The upstream declined the upgrade: its answer goes back as is.
             let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_response_headers(&mut parts.headers, &self.strip_response_headers);
             parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
             let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
             return Ok(Response::from_parts(parts, Body::Boxed(body)));
@@ -191,12 +191,12 @@ impl Upstream {
         if over_h2 {
             // RFC 8441 §5: a 200 opens the tunnel; the accept value answers
             // Gatehouse's key, not anything the client sent.
-            strip_hop_by_hop(&mut parts.headers);
+            strip_response_headers(&mut parts.headers, &self.strip_response_headers);
             parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
             parts.status = StatusCode::OK;
             parts.version = Version::HTTP_2;
         } else {
-            keep_upgrade_headers(&mut parts.headers);
+            keep_upgrade_headers(&mut parts.headers, &self.strip_response_headers);
         }
         parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
         // Registered before the 101 goes out, so a logout from here on
@@ -213,10 +213,11 @@ impl Upstream {
     }
 }
 
-/// Strips hop-by-hop headers but keeps the two the upgrade needs.
-fn keep_upgrade_headers(headers: &mut HeaderMap) {
+/// Strips hop-by-hop headers (and the operator's `also`) but keeps the two
+/// the upgrade needs.
+fn keep_upgrade_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
     let upgrade = headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(headers);
+    strip_response_headers(headers, also);
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
