@@ -206,9 +206,9 @@ impl TokenKeyer {
         TokenKeyer(SipHasher13::new_with_key(&secret))
     }
 
-    fn key(&self, token: &str) -> CacheKey {
+    fn key(&self, token: &[u8]) -> CacheKey {
         let mut h = self.0;
-        std::hash::Hasher::write(&mut h, token.as_bytes());
+        std::hash::Hasher::write(&mut h, token);
         CacheKey(h.finish128().as_u128())
     }
 }
@@ -313,7 +313,7 @@ impl Sessions {
         self.authenticate_token(cookies.token.and_then(well_formed_token))
     }
 
-    fn authenticate_token(&self, token: Option<&str>) -> Result<Option<Identity>, StoreError> {
+    fn authenticate_token(&self, token: Option<&[u8]>) -> Result<Option<Identity>, StoreError> {
         let Some(token) = token else {
             return Ok(None);
         };
@@ -335,12 +335,12 @@ impl Sessions {
     }
 
     /// The session token carried by the request's cookie, if well formed.
-    fn token_from<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        well_formed_token(find_cookie(headers, &self.cookie_name)?)
+    fn token_from<'a>(&self, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+        well_formed_token(find_cookie(headers, &self.cookie_name)?.as_bytes())
     }
 
     /// One pass over the request's `Cookie` headers for the proxied path:
-    /// the session cookie's value (as [`find_cookie`] finds it) and what
+    /// the session cookie's value (the pair [`find_cookie`] finds) and what
     /// removing Gatehouse's cookies before forwarding will take (see
     /// [`CookieScan::strip`]).
     pub fn scan_cookies<'a>(&self, headers: &'a HeaderMap) -> CookieScan<'a> {
@@ -866,18 +866,19 @@ fn shrink(cache: &mut Cache, expiry: &SessionExpiry, now: UnixMillis) {
 
 /// `token` if it has the shape of a session token (43 base64url
 /// characters); anything else cannot name a session.
-fn well_formed_token(token: &str) -> Option<&str> {
+fn well_formed_token(token: &[u8]) -> Option<&[u8]> {
     let well_formed = token.len() == TOKEN_LEN
         && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then_some(token)
 }
 
 /// What [`Sessions::scan_cookies`] found in a request's `Cookie` headers.
 pub struct CookieScan<'a> {
-    /// The session cookie's value, well formed or not.
-    pub token: Option<&'a str>,
+    /// The session cookie's value, well formed or not (as bytes: a token
+    /// is ASCII, so nothing is gained by checking for UTF-8 first).
+    pub token: Option<&'a [u8]>,
     /// What removing Gatehouse's cookies takes.
     pub strip: CookieStrip,
 }
@@ -895,7 +896,8 @@ pub struct CookieStrip {
 }
 
 /// One pass over the `Cookie` headers: the first value of cookie `session`
-/// (exactly what [`find_cookie`] returns), and how many pairs are named
+/// (the pair [`find_cookie`] finds, as bytes: a value that is not UTF-8 is
+/// kept here, and is no well-formed token), and how many pairs are named
 /// `session` or `device` and how many are not.
 fn scan_cookies<'a>(headers: &'a HeaderMap, session: &str, device: &str) -> CookieScan<'a> {
     let (session, device) = (session.as_bytes(), device.as_bytes());
@@ -913,7 +915,7 @@ fn scan_cookies<'a>(headers: &'a HeaderMap, session: &str, device: &str) -> Cook
                 // The first `name=value` decides, as in `find_cookie`.
                 if let (false, Some(value)) = (token_seen, value) {
                     token_seen = true;
-                    scan.token = std::str::from_utf8(value).ok().map(|v| v.trim_matches('"'));
+                    scan.token = Some(trim_quotes(value));
                 }
             } else if name == device {
                 scan.strip.ours += 1;
@@ -940,8 +942,20 @@ fn strip_scanned_cookies(headers: &mut HeaderMap, scan: CookieStrip, names: &[&s
 }
 
 /// SHA-256 of a token: enough for 256-bit random secrets (no stretching needed).
-pub fn hash_token(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+pub fn hash_token(token: impl AsRef<[u8]>) -> TokenHash {
+    Sha256::digest(token).into()
+}
+
+/// `value` without the double quotes a cookie value may be wrapped in, as
+/// `str::trim_matches('"')` would cut them.
+fn trim_quotes(mut value: &[u8]) -> &[u8] {
+    while let [b'"', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b'"'] = value {
+        value = rest;
+    }
+    value
 }
 
 /// Every non-empty `name=value` pair of every `Cookie` header, trimmed.
@@ -1161,7 +1175,8 @@ mod tests {
         for &cookies in cases {
             let before = headers(cookies);
             let scan = scan_cookies(&before, "sid", "sid_device");
-            assert_eq!(scan.token, find_cookie(&before, "sid"), "{cookies:?}");
+            let found = find_cookie(&before, "sid").map(str::as_bytes);
+            assert_eq!(scan.token, found, "{cookies:?}");
             let strip = scan.strip;
             let mut expected = before.clone();
             strip_named_cookies(&mut expected, &["sid", "sid_device"]);
@@ -1173,15 +1188,17 @@ mod tests {
             }
         }
         assert!(stripped_some >= 5, "the cases include real stripping");
-        // A non-UTF-8 value is found as `find_cookie` finds it (not at all),
-        // and still stripped.
+        // A non-UTF-8 value is found (`find_cookie` has no text for it),
+        // names no session, and is still stripped.
         let mut h = HeaderMap::new();
         h.insert(
             http::header::COOKIE,
             HeaderValue::from_bytes(b"sid=\xff; a=1").unwrap(),
         );
         let scan = scan_cookies(&h, "sid", "sid_device");
-        assert_eq!(scan.token, None);
+        assert_eq!(find_cookie(&h, "sid"), None);
+        assert_eq!(scan.token, Some(&b"\xff"[..]));
+        assert_eq!(scan.token.and_then(well_formed_token), None);
         let strip = scan.strip;
         strip_scanned_cookies(&mut h, strip, &["sid", "sid_device"]);
         assert_eq!(h[http::header::COOKIE], "a=1");
@@ -1241,18 +1258,18 @@ mod tests {
         let keyer = TokenKeyer::new();
         let (a, b) = (Sessions::new_token(), Sessions::new_token());
         let mut cache = Cache::default();
-        cache.insert(keyer.key(&a.token), cached(1, &a.token));
-        cache.insert(keyer.key(&b.token), cached(2, &b.token));
+        cache.insert(keyer.key(a.token.as_bytes()), cached(1, &a.token));
+        cache.insert(keyer.key(b.token.as_bytes()), cached(2, &b.token));
         assert_eq!((cache.entries.len(), cache.keys.len()), (2, 2));
         // Revocation knows only the SHA-256: the keyed entry goes with it.
         cache.remove_hash(&a.hash);
-        assert!(!cache.entries.contains_key(&keyer.key(&a.token)));
+        assert!(!cache.entries.contains_key(&keyer.key(a.token.as_bytes())));
         assert!(cache.get_by_hash(&b.hash).is_some());
         cache.retain(|c| c.session.user_id != 2);
         assert_eq!((cache.entries.len(), cache.keys.len()), (0, 0));
         // Re-inserting a token replaces its entry, never duplicates it.
-        cache.insert(keyer.key(&a.token), cached(1, &a.token));
-        cache.insert(keyer.key(&a.token), cached(1, &a.token));
+        cache.insert(keyer.key(a.token.as_bytes()), cached(1, &a.token));
+        cache.insert(keyer.key(a.token.as_bytes()), cached(1, &a.token));
         assert_eq!((cache.entries.len(), cache.keys.len()), (1, 1));
     }
 
@@ -1260,15 +1277,15 @@ mod tests {
     fn cache_keys_depend_on_the_secret_and_the_whole_token() {
         let (k1, k2) = (TokenKeyer::new(), TokenKeyer::new());
         let t = Sessions::new_token().token;
-        assert_eq!(k1.key(&t), k1.key(&t));
-        assert_ne!(k1.key(&t), k2.key(&t));
+        assert_eq!(k1.key(t.as_bytes()), k1.key(t.as_bytes()));
+        assert_ne!(k1.key(t.as_bytes()), k2.key(t.as_bytes()));
         let mut other = t.clone().into_bytes();
         other[TOKEN_LEN - 1] = if other[TOKEN_LEN - 1] == b'A' {
             b'B'
         } else {
             b'A'
         };
-        assert_ne!(k1.key(&t), k1.key(std::str::from_utf8(&other).unwrap()));
+        assert_ne!(k1.key(t.as_bytes()), k1.key(&other));
     }
 
     #[test]

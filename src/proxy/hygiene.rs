@@ -133,8 +133,13 @@ fn strip_headers(
 fn doom_connection_tokens(value: &HeaderValue, doomed: &mut Doomed) {
     // `keep-alive` (nearly every upstream's) and `close` name no header to
     // remove: `keep-alive` is hop-by-hop anyway.
+    // Compared exactly first: a case-insensitive comparison is a loop.
     let bytes = value.as_bytes();
-    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+    if bytes == b"keep-alive"
+        || bytes == b"close"
+        || bytes.eq_ignore_ascii_case(b"keep-alive")
+        || bytes.eq_ignore_ascii_case(b"close")
+    {
         return;
     }
     let Ok(text) = value.to_str() else { return };

@@ -100,10 +100,13 @@ struct Conn {
     /// Boxed: the state machine is several hundred bytes, and a `Conn`
     /// moves in and out of the pool and futures on every request.
     driver: Option<Pin<Box<Driver>>>,
-    /// The upstream timeout of the request in flight: one timer per
-    /// connection, moved to each request's deadline (pushing a registered
-    /// deadline later costs no timer-wheel work), instead of a timer
-    /// registered and cancelled per request.
+    /// When the request in flight must have its response head.
+    due: Instant,
+    /// The timer for `due`: one per connection rather than one registered
+    /// and cancelled per request, and moved lazily. Each request's `due`
+    /// is later than the one before, so the timer is left where it is;
+    /// when it fires before `due`, it is moved to `due` then. A busy
+    /// connection moves its timer once per timeout, not once per request.
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -149,7 +152,12 @@ impl Conn {
         req: Box<Request<RequestBody>>,
         deadline: Instant,
     ) -> impl Future<Output = Answer> + Send + use<> {
-        self.deadline.as_mut().reset(deadline.into());
+        self.due = deadline;
+        // Only a timer set later than this request's deadline (a shorter
+        // timeout than the last request's) must move now.
+        if self.deadline.deadline().into_std() > deadline {
+            self.deadline.as_mut().reset(deadline.into());
+        }
         self.sender.try_send_request(*req)
     }
 
@@ -167,12 +175,15 @@ impl Conn {
                 let req = e.take_message().map(Box::new);
                 Poll::Ready(Err(SendFailed::Http(e.into_error(), req)))
             }
-            // The request may be half written: the connection goes.
-            Poll::Pending => self
-                .deadline
-                .as_mut()
-                .poll(cx)
-                .map(|()| Err(SendFailed::TimedOut)),
+            Poll::Pending => loop {
+                std::task::ready!(self.deadline.as_mut().poll(cx));
+                if Instant::now() >= self.due {
+                    // The request may be half written: the connection goes.
+                    return Poll::Ready(Err(SendFailed::TimedOut));
+                }
+                // Set for an earlier request: on to this one's deadline.
+                self.deadline.as_mut().reset(self.due.into());
+            },
         }
     }
 }
@@ -351,7 +362,8 @@ impl Pool {
         Ok(Conn {
             sender,
             driver: Some(Box::pin(driver)),
-            // Reset to each request's deadline before it is polled.
+            // Moved to the first request's deadline when it is polled.
+            due: Instant::now(),
             deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         })
     }
@@ -736,6 +748,45 @@ mod tests {
         let resp = pool.send(get().await, TIMEOUT).await.unwrap();
         assert_eq!(read_all(resp).await.unwrap(), "hello");
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn each_request_on_a_reused_connection_times_out_at_its_own_deadline() {
+        // Request 2 gets no answer: with a timeout shorter than request 1's
+        // (the timer must move earlier), then request 4 with a longer one
+        // after request 3's short one (the timer fires first and moves on).
+        let (pool, up) = upstream(|n| {
+            if n == 2 || n == 4 {
+                Reply::Silent
+            } else {
+                Reply::Ok
+            }
+        });
+        let resp = pool
+            .send(get().await, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        let short = pool.send(get().await, Duration::from_millis(100));
+        let Ok(Err(err)) = tokio::time::timeout(Duration::from_secs(10), short).await else {
+            panic!("the silent upstream must time out at the request's own deadline");
+        };
+        assert!(matches!(err, UpstreamError::TimedOut), "{err:?}");
+        let resp = pool
+            .send(get().await, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(read_all(resp).await.unwrap(), "hello");
+        let started = Instant::now();
+        let Err(err) = pool.send(get().await, Duration::from_millis(400)).await else {
+            panic!("a silent upstream must time out");
+        };
+        assert!(matches!(err, UpstreamError::TimedOut), "{err:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "not before its own deadline, though the timer was set for an earlier one"
+        );
+        assert_eq!(up.requests.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
