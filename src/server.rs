@@ -545,7 +545,7 @@ async fn serve_connection(
     // The TLS handshake and protocol detection count against the first
     // request's deadline, and stop early if the slot is reclaimed.
     let first_request_by = accepted + settings.header_read_timeout;
-    let peer = Peer::new(addr, settings.tls.is_some());
+    let peer = Arc::new(Peer::new(addr, settings.tls.is_some()));
     let requests = state.clone();
     let service = service_fn(move |req| {
         let in_flight = requests.request_started();

@@ -98,7 +98,9 @@ pub struct NewToken {
 
 struct Cached {
     session: Session,
-    identity: Identity,
+    /// Shared with every request it authenticates: a hit costs one
+    /// reference count, not a copy of each header value.
+    identity: Arc<Identity>,
     /// Last use seen by this process.
     last_seen: UnixMillis,
 }
@@ -300,7 +302,7 @@ impl Sessions {
     /// Finds the session named by the request's cookie, if it is valid now.
     /// Expired sessions are removed. A cached session costs a keyed SipHash
     /// of the token; SHA-256 runs only when the cache does not have it.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, StoreError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Identity>>, StoreError> {
         self.authenticate_token(self.token_from(headers))
     }
 
@@ -309,11 +311,14 @@ impl Sessions {
     pub fn authenticate_scanned(
         &self,
         cookies: &CookieScan<'_>,
-    ) -> Result<Option<Identity>, StoreError> {
+    ) -> Result<Option<Arc<Identity>>, StoreError> {
         self.authenticate_token(cookies.token.and_then(well_formed_token))
     }
 
-    fn authenticate_token(&self, token: Option<&[u8]>) -> Result<Option<Identity>, StoreError> {
+    fn authenticate_token(
+        &self,
+        token: Option<&[u8]>,
+    ) -> Result<Option<Arc<Identity>>, StoreError> {
         let Some(token) = token else {
             return Ok(None);
         };
@@ -353,7 +358,7 @@ impl Sessions {
     }
 
     /// Finds the live session with this token hash. Expired sessions are removed.
-    pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Identity>, StoreError> {
+    pub fn authenticate_hash(&self, hash: &TokenHash) -> Result<Option<Arc<Identity>>, StoreError> {
         let now = self.clock.now_millis();
         let cached = {
             let mut cache = sync::lock(&self.cache);
@@ -376,7 +381,7 @@ impl Sessions {
         cache: &mut Cache,
         key: CacheKey,
         now: UnixMillis,
-    ) -> Option<(Identity, bool)> {
+    ) -> Option<(Arc<Identity>, bool)> {
         let c = cache.entries.get_mut(&key)?;
         if self.expiry.is_expired(&c.session, c.last_seen, now) {
             cache.remove_key(&key);
@@ -395,9 +400,9 @@ impl Sessions {
     /// background when it is due.
     fn touched(
         &self,
-        (identity, due): (Identity, bool),
+        (identity, due): (Arc<Identity>, bool),
         now: UnixMillis,
-    ) -> Result<Identity, StoreError> {
+    ) -> Result<Arc<Identity>, StoreError> {
         self.trust_cache(now)?;
         if due {
             self.touch_in_background(identity.token, now);
@@ -412,7 +417,7 @@ impl Sessions {
         hash: &TokenHash,
         key: Option<CacheKey>,
         now: UnixMillis,
-    ) -> Result<Option<Identity>, StoreError> {
+    ) -> Result<Option<Arc<Identity>>, StoreError> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let Some(mut session) = self.store.session(hash)? else {
             return Ok(None);
@@ -422,7 +427,7 @@ impl Sessions {
             return Ok(None);
         }
         let groups = self.store.groups_of(session.user_id)?;
-        let found = identity(&session, hash, groups);
+        let found = Arc::new(identity(&session, hash, groups));
         let due = now >= session.last_seen + self.touch_interval_ms;
         if due {
             session.last_seen = now;
@@ -1247,7 +1252,7 @@ mod tests {
     fn cached(user_id: u64, token: &str) -> Cached {
         let session = new_session(user_id, "a@example.com", &SessionOrigin::default(), 1);
         Cached {
-            identity: identity(&session, &hash_token(token), Vec::new()),
+            identity: Arc::new(identity(&session, &hash_token(token), Vec::new())),
             session,
             last_seen: 1,
         }

@@ -40,7 +40,7 @@ impl JsonCall {
         ctx: &RequestContext,
         req: Request<RequestBody>,
         served: &mut Served,
-    ) -> Result<(Identity, JsonCall), ApiError> {
+    ) -> Result<(std::sync::Arc<Identity>, JsonCall), ApiError> {
         let who = signed_in(app, req.headers(), served)?;
         Ok((who, JsonCall::read(app, ctx, req).await?))
     }
@@ -51,7 +51,7 @@ pub(super) fn signed_in(
     app: &App,
     headers: &http::HeaderMap,
     served: &mut Served,
-) -> Result<Identity, ApiError> {
+) -> Result<std::sync::Arc<Identity>, ApiError> {
     let who = app
         .auth
         .sessions

@@ -114,7 +114,7 @@ impl RequestContext {
 /// few hundred bytes that every request's future would carry, and copy.
 pub fn handle(
     app: Arc<App>,
-    peer: Peer,
+    peer: Arc<Peer>,
     req: Request<Incoming>,
 ) -> impl Future<Output = Response<Body>> + Send + 'static {
     let started = crate::http::access::Started::new(&req);
@@ -572,13 +572,14 @@ fn proxy<'a>(
         // every proxied request's future.
         let sessions = &app.auth.sessions;
         return Ok(Next::work(async move {
-            let tunnel = upstream.tunnel(*req, identity.as_ref(), ctx, sessions, slot, request_id);
+            let tunnel =
+                upstream.tunnel(*req, identity.as_deref(), ctx, sessions, slot, request_id);
             Ok(tunnel.await?)
         }));
     }
     let forwarding = upstream.forward(
         req,
-        identity.as_ref(),
+        identity.as_deref(),
         ctx,
         &app.auth.sessions,
         cookies,
@@ -608,7 +609,7 @@ mod tests {
 
     #[test]
     fn the_proxied_paths_futures_stay_small() {
-        let handle = returned_size::<Arc<App>, Peer, Request<Incoming>, _>(handle);
+        let handle = returned_size::<Arc<App>, Arc<Peer>, Request<Incoming>, _>(handle);
         // What `proxy` decides: for a forwarded request, the future that
         // waits for the upstream's answer.
         let decided = returned_size5::<

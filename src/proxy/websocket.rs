@@ -77,8 +77,10 @@ impl Tunnels {
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.method() == Method::GET
-        && has_token(req.headers(), header::CONNECTION, "upgrade")
+        // `Upgrade` first: nearly every request has none, while browsers
+        // send `Connection: keep-alive` on every HTTP/1.1 request.
         && has_token(req.headers(), header::UPGRADE, "websocket")
+        && has_token(req.headers(), header::CONNECTION, "upgrade")
 }
 
 /// Whether `req` opens a WebSocket over HTTP/2 (RFC 8441: `CONNECT` with

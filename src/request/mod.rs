@@ -46,7 +46,8 @@ pub fn ip_header(ip: IpAddr) -> HeaderValue {
 /// Per-request facts derived once at the start of the pipeline.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    pub peer: Peer,
+    /// Shared by the connection's requests: one reference count each.
+    pub peer: std::sync::Arc<Peer>,
     /// The client address (see `net::client_ip`).
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
