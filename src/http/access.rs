@@ -49,6 +49,11 @@ pub struct Started {
 }
 
 impl Started {
+    /// When the request arrived.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     pub fn new<B>(req: &http::Request<B>) -> Started {
         Started {
             logged: tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)

@@ -18,16 +18,28 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest single header line (`Name: value\r\n`) accepted (bytes).
 pub const MAX_HEADER_LINE_BYTES: usize = 32 * 1024;
 
-/// Applies the rules above; may rewrite `Content-Length`.
-pub fn check<B>(req: &mut Request<B>) -> Result<(), ApiError> {
-    let framing = check_size(req)?;
+/// Applies the rules above; may rewrite `Content-Length`. Says what the
+/// pass over the headers noticed on the way.
+pub fn check<B>(req: &mut Request<B>) -> Result<Seen, ApiError> {
+    let (framing, seen) = check_size(req)?;
     if framing.transfer_encoding {
         check_transfer_coding(req)?;
     }
     if framing.content_length {
         canonical_content_length(req);
     }
-    Ok(())
+    Ok(seen)
+}
+
+/// Headers the pipeline looks for on every request, noticed in the size
+/// pass: a head without them costs no lookups (or passes) for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// A header name with `_` (see [`crate::request::header_names`]).
+    pub underscore: bool,
+    /// `Origin` or `Sec-Fetch-Site`: the request says which site it comes
+    /// from (see [`super::origin::OriginPolicy::site`]).
+    pub site_claim: bool,
 }
 
 /// The head's size as an HTTP/1.1 client writes it (what `check_size`
@@ -66,11 +78,12 @@ struct Framing {
 }
 
 /// The size rules, in one pass over the headers.
-fn check_size<B>(req: &Request<B>) -> Result<Framing, ApiError> {
+fn check_size<B>(req: &Request<B>) -> Result<(Framing, Seen), ApiError> {
     let mut framing = Framing {
         transfer_encoding: false,
         content_length: false,
     };
+    let mut seen = Seen::default();
     let (mut total, mut too_long_line) = (request_line_size(req) + 2, false);
     for (name, value) in req.headers() {
         let line = line_size(name, value);
@@ -78,11 +91,13 @@ fn check_size<B>(req: &Request<B>) -> Result<Framing, ApiError> {
         total += line;
         framing.transfer_encoding |= name == header::TRANSFER_ENCODING;
         framing.content_length |= name == header::CONTENT_LENGTH;
+        seen.underscore |= name.as_str().as_bytes().contains(&b'_');
+        seen.site_claim |= name == header::ORIGIN || name == super::origin::SEC_FETCH_SITE;
     }
     if too_long_line || total > MAX_HEAD_BYTES {
         return Err(ApiError::HeadTooLarge);
     }
-    Ok(framing)
+    Ok((framing, seen))
 }
 
 fn check_transfer_coding<B>(req: &Request<B>) -> Result<(), ApiError> {
@@ -134,6 +149,17 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_pass_notes_underscores_and_site_claims_and_nothing_else() {
+        let seen = |headers: &[(&str, &str)]| check(&mut req(headers)).unwrap();
+        let none = Seen::default();
+        assert_eq!(seen(&[("accept", "*/*"), ("cookie", "a=1")]), none);
+        assert!(seen(&[("x_forwarded_for", "1.2.3.4")]).underscore);
+        assert!(seen(&[("origin", "https://a.example")]).site_claim);
+        assert!(seen(&[("sec-fetch-site", "cross-site")]).site_claim);
+        assert!(!seen(&[("sec-fetch-mode", "cors")]).site_claim);
     }
 
     #[test]

@@ -130,7 +130,17 @@ pub fn handle(
     let mut req = Box::new(req.map(|b| RequestBody::new(b, Some(min_rate), unread.clone())));
     // Size is judged on the head as received, underscored names included.
     let head_checked = head::check(&mut *req);
-    if app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
+    // What the head check's pass saw; after a refused head (its answer is
+    // still decorated), everything is looked up.
+    let seen = head_checked.as_ref().map_or(
+        head::Seen {
+            underscore: true,
+            site_claim: true,
+        },
+        |seen| *seen,
+    );
+    let head_checked = head_checked.map(drop);
+    if seen.underscore && app.hygiene.underscores_in_headers == crate::config::Underscores::Drop {
         header_names::drop_underscored(req.headers_mut());
     }
     let client_ip = crate::net::client_ip(peer.addr.ip(), req.headers(), &app.trusted_proxies);
@@ -145,12 +155,16 @@ pub fn handle(
         req.headers(),
         Some(&peer.last_host),
     );
+    // Without `Origin` or `Sec-Fetch-Site` the site is unknown: no lookup.
+    let site = if seen.site_claim {
+        let authority = authority.as_ref().ok().and_then(Option::as_ref);
+        app.origins.site(req.headers(), peer.tls, authority)
+    } else {
+        Site::Unknown
+    };
     let ctx = RequestContext {
-        site: app.origins.site(
-            req.headers(),
-            peer.tls,
-            authority.as_ref().ok().and_then(Option::as_ref),
-        ),
+        received: started.at(),
+        site,
         authority,
         peer,
         client_ip,

@@ -14,7 +14,8 @@ use crate::request::authority::RequestAuthority;
 const MAX_REQUEST_HEADERS_LEN: usize = 1024;
 /// Looked up on every request without an `Origin`: a constant, not parsed
 /// from a string each time.
-const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+pub(super) const SEC_FETCH_SITE: header::HeaderName =
+    header::HeaderName::from_static("sec-fetch-site");
 
 pub struct OriginPolicy {
     allowed: Vec<String>,

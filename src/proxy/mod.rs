@@ -137,7 +137,7 @@ impl Upstream {
         // together would move its head twice.
         self.prepare(&mut *req, identity, ctx, (sessions, cookies), request_id)?;
         Ok(Forwarding {
-            sending: self.pool.send(req, self.timeout),
+            sending: self.pool.send(req, ctx.received, self.timeout),
             upstream: self,
             method,
             owner: identity.map(streams::StreamOwner::of),

@@ -48,6 +48,9 @@ pub fn ip_header(ip: IpAddr) -> HeaderValue {
 pub struct RequestContext {
     /// Shared by the connection's requests: one reference count each.
     pub peer: std::sync::Arc<Peer>,
+    /// When the request arrived (its head was parsed): the start of its
+    /// duration and of its upstream timeout.
+    pub received: std::time::Instant,
     /// The client address (see `net::client_ip`).
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
