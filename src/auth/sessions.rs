@@ -1000,7 +1000,7 @@ impl<'a> Iterator for CookiePairs<'a> {
                 self.rest = self.headers.as_mut()?.next()?.as_bytes();
                 continue;
             }
-            let (pair, rest) = match self.rest.iter().position(|&b| b == b';') {
+            let (pair, rest) = match memchr::memchr(b';', self.rest) {
                 Some(semi) => (&self.rest[..semi], &self.rest[semi + 1..]),
                 None => (self.rest, &[][..]),
             };
@@ -1015,7 +1015,7 @@ impl<'a> Iterator for CookiePairs<'a> {
 
 /// A pair's name and, if it has an `=`, its value; both trimmed.
 fn split_pair(pair: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match pair.iter().position(|&b| b == b'=') {
+    match memchr::memchr(b'=', pair) {
         Some(eq) => (pair[..eq].trim_ascii(), Some(pair[eq + 1..].trim_ascii())),
         None => (pair, None),
     }

@@ -40,6 +40,8 @@ pub struct Seen {
     /// `Origin` or `Sec-Fetch-Site`: the request says which site it comes
     /// from (see [`super::origin::OriginPolicy::site`]).
     pub site_claim: bool,
+    /// `Upgrade`: an HTTP/1.1 request might open a WebSocket.
+    pub upgrade: bool,
 }
 
 /// The head's size as an HTTP/1.1 client writes it (what `check_size`
@@ -93,6 +95,7 @@ fn check_size<B>(req: &Request<B>) -> Result<(Framing, Seen), ApiError> {
         framing.content_length |= name == header::CONTENT_LENGTH;
         seen.underscore |= name.as_str().as_bytes().contains(&b'_');
         seen.site_claim |= name == header::ORIGIN || name == super::origin::SEC_FETCH_SITE;
+        seen.upgrade |= name == header::UPGRADE;
     }
     if too_long_line || total > MAX_HEAD_BYTES {
         return Err(ApiError::HeadTooLarge);
@@ -160,6 +163,7 @@ mod tests {
         assert!(seen(&[("origin", "https://a.example")]).site_claim);
         assert!(seen(&[("sec-fetch-site", "cross-site")]).site_claim);
         assert!(!seen(&[("sec-fetch-mode", "cors")]).site_claim);
+        assert!(seen(&[("upgrade", "websocket")]).upgrade);
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub fn handle(
         head::Seen {
             underscore: true,
             site_claim: true,
+            upgrade: true,
         },
         |seen| *seen,
     );
@@ -164,6 +165,7 @@ pub fn handle(
     };
     let ctx = RequestContext {
         received: started.at(),
+        upgrade_header: seen.upgrade,
         site,
         authority,
         peer,
@@ -514,7 +516,10 @@ fn proxy<'a>(
     served: &mut Served,
 ) -> Result<Next<'a, impl Future<Output = crate::proxy::Answer> + Send + use<>>, ApiError> {
     let (route, upstream) = target.ok_or(ApiError::NoRoute)?;
-    let websocket = crate::proxy::websocket::is_handshake(&*req);
+    // Over HTTP/1.1 a handshake needs an `Upgrade` header, which the head
+    // check noticed or not: most requests skip the header lookups.
+    let websocket = (ctx.upgrade_header || req.version() != http::Version::HTTP_11)
+        && crate::proxy::websocket::is_handshake(&*req);
     // CONNECT only ever opens a WebSocket (RFC 8441); Gatehouse tunnels
     // nothing else.
     if req.method() == Method::CONNECT && !websocket {

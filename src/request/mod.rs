@@ -51,6 +51,8 @@ pub struct RequestContext {
     /// When the request arrived (its head was parsed): the start of its
     /// duration and of its upstream timeout.
     pub received: std::time::Instant,
+    /// The head has an `Upgrade` header (see `http::head::Seen`).
+    pub upgrade_header: bool,
     /// The client address (see `net::client_ip`).
     pub client_ip: IpAddr,
     /// `client_ip` as a header value.
