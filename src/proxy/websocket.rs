@@ -181,7 +181,8 @@ impl Upstream {
         };
         self.outcomes.ok.inc();
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            // The upstream declined the upgrade: its answer goes back as is.
+            // The upstream declined the upgrade: its answer goes back as any
+            // answer does, hop-by-hop and configured headers removed.
             let (mut parts, body) = resp.into_parts();
             strip_response_headers(&mut parts.headers, &self.strip_response_headers);
             parts.headers.entry(X_REQUEST_ID).or_insert(request_id);
