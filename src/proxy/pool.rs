@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -108,6 +108,36 @@ struct Conn {
     /// when it fires before `due`, it is moved to `due` then. A busy
     /// connection moves its timer once per timeout, not once per request.
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Who the driver wakes: the task that polled it last (see
+    /// [`DriverWaker`]).
+    wakes: Arc<DriverWaker>,
+}
+
+/// The waker an upstream connection's driver registers wherever it waits
+/// (the socket, the request body, room in the response body's channel):
+/// it wakes the task that polled the driver last, once, and then nobody
+/// until the driver is polled again. Nothing is lost by that: the driver
+/// is polled whenever its task wants something from it (the response
+/// head, the next chunk of the body), and then it finds whatever happened
+/// meanwhile.
+///
+/// Why not simply the task's own waker: the response body's channel wakes
+/// the driver each time a chunk is taken from it, to say there is room for
+/// the next. The driver runs in the task that takes the chunk, so that
+/// wake would poll the task once more, for nothing, on every request.
+/// [`UpstreamBody::poll_frame`] empties this waker before it takes a chunk.
+struct DriverWaker {
+    task: atomic_waker::AtomicWaker,
+}
+
+impl std::task::Wake for DriverWaker {
+    fn wake(self: Arc<Self>) {
+        self.task.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.task.wake();
+    }
 }
 
 /// Why a connection got no response head.
@@ -132,7 +162,9 @@ impl Conn {
         let Some(driver) = self.driver.as_mut() else {
             return false;
         };
-        match driver.as_mut().poll(cx) {
+        self.wakes.task.register(cx.waker());
+        let waker = Waker::from(self.wakes.clone());
+        match driver.as_mut().poll(&mut Context::from_waker(&waker)) {
             Poll::Pending => true,
             Poll::Ready(result) => {
                 if let Err(e) = result {
@@ -169,7 +201,13 @@ impl Conn {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Response<Incoming>, SendFailed>> {
         self.poll_driver(cx);
-        match answer.poll(cx) {
+        // Only the driver, polled just above in this same task, ever
+        // answers (or drops the answer when it ends), and it has registered
+        // this task's waker for whatever it waits on. Asking the answer
+        // with the real waker would have it woken when the driver answers
+        // — from inside this poll — and the task polled once more for
+        // nothing, on every request.
+        match answer.poll(&mut Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
             Poll::Ready(Err(mut e)) => {
                 let req = e.take_message().map(Box::new);
@@ -369,6 +407,9 @@ impl Pool {
             // Moved to the first request's deadline when it is polled.
             due: Instant::now(),
             deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            wakes: Arc::new(DriverWaker {
+                task: atomic_waker::AtomicWaker::new(),
+            }),
         })
     }
 
@@ -418,10 +459,24 @@ impl HttpBody for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.poll_driver(cx);
-        }
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = match this.conn.as_mut() {
+            Some(conn) => {
+                conn.poll_driver(cx);
+                // Taking a chunk wakes the driver; with nobody to wake (see
+                // `DriverWaker`), it is polled when the next one is wanted.
+                drop(conn.wakes.task.take());
+                let polled = Pin::new(&mut this.inner).poll_frame(cx);
+                if polled.is_pending() {
+                    // Nothing to take: the driver waits for the upstream
+                    // again, on this task's waker (and finds anything that
+                    // happened while its waker was empty).
+                    conn.poll_driver(cx);
+                }
+                polled
+            }
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Err(_))) => self.conn = None,
