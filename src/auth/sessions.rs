@@ -347,7 +347,7 @@ impl Sessions {
     /// One pass over the request's `Cookie` headers for the proxied path:
     /// the session cookie's value (the pair [`find_cookie`] finds) and what
     /// removing Gatehouse's cookies before forwarding will take (see
-    /// [`CookieScan::strip`]).
+    /// `CookieScan::strip`).
     pub fn scan_cookies<'a>(&self, headers: &'a HeaderMap) -> CookieScan<'a> {
         scan_cookies(headers, &self.cookie_name, &self.device_cookie_name)
     }
