@@ -845,6 +845,84 @@ mod tests {
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
     }
 
+    /// The waker a request's task polls with, counting its wakes and
+    /// those that come while the task is being polled: a task that wakes
+    /// itself from inside its own poll is polled once more, for nothing.
+    struct WakeCounter {
+        task: Waker,
+        polling: std::sync::atomic::AtomicBool,
+        wakes: AtomicUsize,
+        self_wakes: AtomicUsize,
+    }
+
+    impl std::task::Wake for WakeCounter {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            if self.polling.load(Ordering::SeqCst) {
+                self.self_wakes.fetch_add(1, Ordering::SeqCst);
+            }
+            self.task.wake_by_ref();
+        }
+    }
+
+    /// Runs `work` to its end on a [`WakeCounter`]; returns its output,
+    /// then all wakes and self-wakes.
+    async fn counting_wakes<T>(work: impl Future<Output = T>) -> (T, usize, usize) {
+        let mut work = std::pin::pin!(work);
+        let mut counter: Option<Arc<WakeCounter>> = None;
+        let out = std::future::poll_fn(|cx| {
+            let counter = counter.get_or_insert_with(|| {
+                Arc::new(WakeCounter {
+                    task: cx.waker().clone(),
+                    polling: false.into(),
+                    wakes: AtomicUsize::new(0),
+                    self_wakes: AtomicUsize::new(0),
+                })
+            });
+            let waker = Waker::from(counter.clone());
+            counter.polling.store(true, Ordering::SeqCst);
+            let polled = work.as_mut().poll(&mut Context::from_waker(&waker));
+            counter.polling.store(false, Ordering::SeqCst);
+            polled
+        })
+        .await;
+        let counter = counter.expect("polled at least once");
+        let wakes = counter.wakes.load(Ordering::SeqCst);
+        (out, wakes, counter.self_wakes.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_pooled_connection_never_wakes_its_own_task() {
+        let (pool, _up) = upstream(|_| Reply::Ok);
+        // The first request opens the connection; the second is the
+        // common case, a pooled connection.
+        let resp = pool
+            .send(get().await, Instant::now(), TIMEOUT)
+            .await
+            .unwrap();
+        read_all(resp).await.unwrap();
+        let req = get().await;
+        let (body, wakes, self_wakes) = counting_wakes(async {
+            let resp = pool.send(req, Instant::now(), TIMEOUT).await.unwrap();
+            read_all(resp).await.unwrap()
+        })
+        .await;
+        assert_eq!(body, "hello");
+        // The upstream's answer wakes the task, from outside its poll...
+        assert!(
+            wakes >= 1,
+            "the task waited for the upstream: {wakes} wakes"
+        );
+        // ...and nothing the task does itself (the driver answering the
+        // request, a chunk taken from the body) wakes it again.
+        assert_eq!(self_wakes, 0, "of {wakes} wakes");
+        assert_eq!(idle_count(&pool), 1, "and the connection went back");
+    }
+
     #[tokio::test]
     async fn each_request_on_a_reused_connection_times_out_at_its_own_deadline() {
         // Request 2 gets no answer: with a timeout shorter than request 1's
