@@ -18,6 +18,11 @@
 //! No session lookup, no timeouts, no logging, no metrics: what is left
 //! between this probe and Gatehouse is Gatehouse's own.
 //! `bench/run --instructions` measures it beside floor-probe.
+//!
+//! The name lists below copy those of `src/proxy/hygiene.rs` on purpose:
+//! like floor-probe, this is a program of its own on hyper alone, with no
+//! access to Gatehouse's private crate. A change to the lists there belongs
+//! here too, or the two stop measuring the same work.
 use http_body_util::{Either, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1 as client;
